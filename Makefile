@@ -1,0 +1,43 @@
+# The README's two commands are `make run` and `make test`. Each creates or
+# reuses the project virtualenv (.venv) and installs what it needs.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+SAMPLES := samples/invoices
+
+.PHONY: run test lint typecheck unit bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+venv: $(STAMP)
+
+## Run the whole pipeline offline on the bundled sample invoices.
+run: $(STAMP)
+	$(BIN)/sluice run $(SAMPLES) --preset invoice --format xlsx --format csv --out out
+	$(BIN)/python samples/check_output.py out $(SAMPLES)/expected.json
+
+## Lint, type-check, check architecture contracts, run every test.
+test: $(STAMP) lint typecheck
+	$(BIN)/pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+
+# Each function's main.py is its own top-level module "main": check them one by one.
+typecheck: $(STAMP)
+	$(BIN)/mypy
+	@for f in functions/*/main.py; do $(BIN)/mypy --no-error-summary $$f || exit 1; done
+
+bench: $(STAMP)
+	$(BIN)/python bench/orchestration.py
+
+clean:
+	rm -rf $(VENV) .sluice out build .mypy_cache .pytest_cache .ruff_cache

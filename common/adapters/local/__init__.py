@@ -1,0 +1,1 @@
+"""The embedded backend: SQLite and files, no cloud."""

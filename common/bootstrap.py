@@ -1,0 +1,137 @@
+"""The composition root: the one place that picks adapters and wires them.
+
+``bootstrap(settings)`` builds the dependencies for a backend; tests call it
+too, with overrides. Cloud entrypoints call :func:`deps` which builds them on
+the first invocation and reuses them afterwards (never at import time).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from common.config import Settings
+from common.core.errors import ConfigError
+from common.core.messages import BlobFinalized
+from common.obs import logging as slog
+from common.ports.blobs import BlobInfo
+from common.ports.clock import Clock
+from common.ports.model import Extractor
+from common.service.context import Deps, TopologySender
+from common.topology import Topology
+from common.topology import load as load_topology
+
+if TYPE_CHECKING:
+    from common.adapters.local.sqlite_bus import SqliteBus
+
+# Indexes the handlers' queries need (Firestore composite indexes in the cloud).
+STORE_INDEXES: dict[str, list[str]] = {
+    "jobs": ["owner", "key"],
+    "files": ["job_id", "status"],
+    "runs": ["job_id", "run_number"],
+    "tasks": ["run_id", "status", "lease_until"],
+    "exports": ["run_id"],
+    "operations": ["owner"],
+}
+
+
+def bootstrap(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    topology: Topology | None = None,
+    extractor_factory: Callable[[str], Extractor] | None = None,
+) -> Deps:
+    topo = topology or load_topology(settings.topology)
+    if settings.backend == "local":
+        return _local(settings, topo, clock, extractor_factory)
+    if settings.backend == "gcp":
+        raise ConfigError(
+            "the gcp backend's adapters (Firestore, Pub/Sub, Cloud Storage, Cloud Tasks) are not built yet",
+            hint="Use SLUICE_BACKEND=local until the cloud adapters land.",
+        )
+    raise ConfigError(f"unknown backend {settings.backend!r}")
+
+
+def _local(
+    settings: Settings,
+    topo: Topology,
+    clock: Clock | None,
+    extractor_factory: Callable[[str], Extractor] | None,
+) -> Deps:
+    from common.adapters.local.clock import SystemClock
+    from common.adapters.local.fs_blobs import FsBlobStore
+    from common.adapters.local.sqlite_bus import SqliteBus
+    from common.adapters.local.sqlite_store import SqliteStore
+
+    clk = clock or SystemClock()
+    data = settings.data_dir
+    store = SqliteStore(data / "state.db", durable=settings.durable, indexes=STORE_INDEXES)
+    bus = SqliteBus(data / "bus.db", clock=clk, durable=settings.durable)
+    blobs = FsBlobStore(data / "blobs", clock=clk, url_base=settings.local_api_url, durable=settings.durable)
+    built = Deps(
+        settings=settings,
+        topology=topo,
+        store=store,
+        blobs=blobs,
+        clock=clk,
+        publisher=bus,
+        extractor_factory=extractor_factory or (lambda name: _extractor(name, settings, built)),
+    )
+    sender = TopologySender(topo, settings, bus, clk)
+    for bucket, spec in topo.buckets.items():
+        if spec.finalize is not None:
+            blobs.on_finalize(bucket, _finalize_hook(sender))
+    return built
+
+
+def _finalize_hook(sender: TopologySender) -> Callable[[BlobInfo], None]:
+    def hook(info: BlobInfo) -> None:
+        sender.send(
+            BlobFinalized(
+                bucket=info.bucket,
+                name=info.name,
+                size=info.size,
+                content_type=info.content_type,
+                generation=info.generation,
+                metadata=info.metadata,
+            )
+        )
+
+    return hook
+
+
+def _extractor(name: str, settings: Settings, deps: Deps) -> Extractor:
+    if name == "offline":
+        from common.adapters.offline_model import OfflineExtractor
+
+        return OfflineExtractor(
+            deps.blobs, max_bytes=settings.max_document_bytes, max_pages=settings.max_document_pages
+        )
+    raise ConfigError(f"extractor {name!r} is not available", hint="Use SLUICE_EXTRACTOR=offline.")
+
+
+def local_bus(deps: Deps) -> SqliteBus:
+    """The embedded backend's bus (consumer side); ConfigError on other backends."""
+    from common.adapters.local.sqlite_bus import SqliteBus
+
+    if not isinstance(deps.publisher, SqliteBus):
+        raise ConfigError("this command needs the local backend (SLUICE_BACKEND=local)")
+    return deps.publisher
+
+
+_cached: Deps | None = None
+_cache_lock = threading.Lock()
+
+
+def deps() -> Deps:
+    """Process-wide dependencies for cloud entrypoints, built on first use."""
+    global _cached
+    if _cached is None:
+        with _cache_lock:
+            if _cached is None:
+                settings = Settings()  # the backend comes from SLUICE_BACKEND; no default
+                slog.configure(settings.log_level, settings.log_format)
+                _cached = bootstrap(settings)
+    return _cached

@@ -1,0 +1,57 @@
+"""Sluice's configuration: one typed object read from ``SLUICE_*`` variables.
+
+Nothing reads it at import time; the composition root builds it once, on the
+first invocation. There is deliberately no default backend: a deployment says
+``SLUICE_BACKEND=local`` or ``SLUICE_BACKEND=gcp`` and nothing falls back.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from common.core.models import ExtractorName
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SLUICE_", frozen=True, extra="ignore")
+
+    backend: Literal["local", "gcp"]
+    # Embedded backend: where the SQLite files and blobs live.
+    data_dir: Path = Path(".sluice")
+    # fsync every commit (synchronous=FULL); off only for throwaway data.
+    durable: bool = True
+    topology: Path | None = None
+
+    # Google Cloud.
+    project: str | None = None
+    region: str = "europe-west1"
+    # Cloud resource names are prefixed so several deployments share a project.
+    prefix: str = "sluice-"
+    uploads_bucket: str = "uploads"
+    exports_bucket: str = "exports"
+
+    # Extraction.
+    extractor: ExtractorName = ExtractorName.OFFLINE
+    gemini_model: str = "gemini-2.5-flash"
+    gemini_location: str = "europe-west1"
+    model_rpm: int = Field(default=60, ge=1)
+    max_document_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
+    max_document_pages: int = Field(default=1000, ge=1)
+
+    # Orchestration.
+    task_lease_s: float = Field(default=600.0, gt=0)
+    progress_min_interval_s: float = Field(default=1.0, ge=0)
+    signed_url_ttl_s: int = Field(default=7 * 24 * 3600, ge=1, le=7 * 24 * 3600)
+    local_api_url: str = "http://127.0.0.1:8080"
+
+    # Logs.
+    log_level: str = "INFO"
+    log_format: Literal["json", "text"] = "json"
+
+    def topic_name(self, topic: str) -> str:
+        """The deployed name of a topology topic (prefixed in the cloud)."""
+        return topic if self.backend == "local" else f"{self.prefix}{topic}"

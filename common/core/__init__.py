@@ -1,0 +1,1 @@
+"""The functional core: pure models and decisions. Nothing here does I/O."""

@@ -1,0 +1,299 @@
+"""Pure state changes on records: each takes a record and returns a new one.
+
+They check the move against the state machine in :mod:`common.core.states`;
+the service layer applies the result with a compare-and-set write, so a
+transition decided on a stale read is refused by the store, not applied twice.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from common.core.errors import IllegalTransition, SluiceError
+from common.core.models import (
+    Export,
+    ExtractionTask,
+    Operation,
+    Run,
+    TaskResult,
+    TaskUsage,
+)
+from common.core.progress import Progress
+from common.core.states import (
+    EXPORT_MOVES,
+    OPERATION_MOVES,
+    RUN_MOVES,
+    TASK_MOVES,
+    TERMINAL_TASK_STATES,
+    ExportStatus,
+    OperationStatus,
+    RunStatus,
+    TaskStatus,
+    check_transition,
+)
+
+# -- tasks --------------------------------------------------------------------
+
+
+class Claim(StrEnum):
+    """What a delivered task message should do, given the task's state."""
+
+    START = "start"  # pending: begin a new attempt
+    TAKEOVER = "takeover"  # running, but its attempt died (same delivery again, or lease expired)
+    IN_FLIGHT = "in_flight"  # a duplicate message while another attempt holds a live lease
+    DONE = "done"  # already terminal: nothing to do but re-emit follow-ups
+
+
+def claim_decision(task: ExtractionTask, *, message_id: str, now: datetime) -> Claim:
+    if task.status in TERMINAL_TASK_STATES:
+        return Claim.DONE
+    if task.status is TaskStatus.PENDING:
+        return Claim.START
+    # RUNNING. The bus redelivers the *same* message only when the attempt that
+    # took it did not acknowledge in time (crash, timeout): take over.
+    if task.message_id == message_id:
+        return Claim.TAKEOVER
+    if task.lease_until is None or task.lease_until <= now:
+        return Claim.TAKEOVER
+    return Claim.IN_FLIGHT
+
+
+def start_attempt(task: ExtractionTask, *, message_id: str, now: datetime, lease_s: float) -> ExtractionTask:
+    check_transition(TASK_MOVES, task.status, TaskStatus.RUNNING, what="task")
+    return task.model_copy(
+        update={
+            "status": TaskStatus.RUNNING,
+            "attempts": task.attempts + 1,
+            "message_id": message_id,
+            "lease_until": now + timedelta(seconds=lease_s),
+            "started_at": task.started_at or now,
+            "next_attempt_at": None,
+            "updated_at": now,
+        }
+    )
+
+
+def _check_fence(task: ExtractionTask, attempt: int) -> None:
+    if task.status is not TaskStatus.RUNNING or task.attempts != attempt:
+        raise IllegalTransition(
+            f"task {task.id}: attempt {attempt} no longer holds it "
+            f"(status {task.status.value}, attempt {task.attempts})"
+        )
+
+
+def complete_task(
+    task: ExtractionTask,
+    *,
+    attempt: int,
+    result: TaskResult,
+    usage: TaskUsage,
+    model: str | None,
+    model_version: str | None,
+    prompt_version: str | None,
+    now: datetime,
+) -> ExtractionTask:
+    _check_fence(task, attempt)
+    return task.model_copy(
+        update={
+            "status": TaskStatus.COMPLETED,
+            "result": result,
+            "usage": usage,
+            "model": model,
+            "model_version": model_version,
+            "prompt_version": prompt_version,
+            "error": None,
+            "lease_until": None,
+            "finished_at": now,
+            "updated_at": now,
+        }
+    )
+
+
+def fail_task(
+    task: ExtractionTask,
+    *,
+    attempt: int,
+    error: SluiceError,
+    now: datetime,
+    raw_output: str | None = None,
+) -> ExtractionTask:
+    _check_fence(task, attempt)
+    return task.model_copy(
+        update={
+            "status": TaskStatus.FAILED,
+            "error": error.to_record(),
+            "raw_output": raw_output,
+            "lease_until": None,
+            "finished_at": now,
+            "updated_at": now,
+        }
+    )
+
+
+def requeue_task(
+    task: ExtractionTask,
+    *,
+    attempt: int,
+    error: SluiceError,
+    now: datetime,
+    delay_s: float,
+) -> ExtractionTask:
+    _check_fence(task, attempt)
+    return task.model_copy(
+        update={
+            "status": TaskStatus.PENDING,
+            "error": error.to_record(),
+            "lease_until": None,
+            "next_attempt_at": now + timedelta(seconds=delay_s),
+            "updated_at": now,
+        }
+    )
+
+
+def cancel_task(task: ExtractionTask, *, now: datetime) -> ExtractionTask:
+    check_transition(TASK_MOVES, task.status, TaskStatus.CANCELLED, what="task")
+    return task.model_copy(
+        update={
+            "status": TaskStatus.CANCELLED,
+            "lease_until": None,
+            "finished_at": now,
+            "updated_at": now,
+        }
+    )
+
+
+# -- runs ---------------------------------------------------------------------
+
+
+def start_run(run: Run, *, total: int, now: datetime) -> Run:
+    check_transition(RUN_MOVES, run.status, RunStatus.RUNNING, what="run")
+    counters = run.counters.model_copy(update={"total": total})
+    return run.model_copy(
+        update={
+            "status": RunStatus.RUNNING,
+            "counters": counters,
+            "started_at": now,
+            "updated_at": now,
+        }
+    )
+
+
+def fail_run(run: Run, *, error: SluiceError, now: datetime) -> Run:
+    check_transition(RUN_MOVES, run.status, RunStatus.FAILED, what="run")
+    return run.model_copy(
+        update={
+            "status": RunStatus.FAILED,
+            "error": error.to_record(),
+            "finished_at": now,
+            "updated_at": now,
+        }
+    )
+
+
+def count_task_outcome(run: Run, outcome: TaskStatus, *, now: datetime) -> Run:
+    """Add one task's terminal outcome to the run's counters."""
+    c = run.counters
+    if outcome is TaskStatus.COMPLETED:
+        c = c.model_copy(update={"completed": c.completed + 1})
+    elif outcome is TaskStatus.FAILED:
+        c = c.model_copy(update={"failed": c.failed + 1})
+    elif outcome is TaskStatus.CANCELLED:
+        c = c.model_copy(update={"cancelled": c.cancelled + 1})
+    else:
+        raise ValueError(f"{outcome.value} is not a terminal task outcome")
+    return run.model_copy(update={"counters": c, "updated_at": now})
+
+
+def finish_if_all_terminal(run: Run, *, now: datetime) -> tuple[Run, bool]:
+    """Fan-in: complete the run when its last task is terminal.
+
+    Returns the run and whether *this* call completed it, so exactly one caller
+    (the one whose compare-and-set write lands) triggers the export.
+    """
+    if run.status is not RunStatus.RUNNING or not run.counters.all_terminal:
+        return run, False
+    check_transition(RUN_MOVES, run.status, RunStatus.COMPLETED, what="run")
+    return run.model_copy(update={"status": RunStatus.COMPLETED, "finished_at": now, "updated_at": now}), True
+
+
+# -- exports ------------------------------------------------------------------
+
+
+def begin_export(export: Export, *, now: datetime) -> Export:
+    check_transition(EXPORT_MOVES, export.status, ExportStatus.RUNNING, what="export")
+    return export.model_copy(
+        update={
+            "status": ExportStatus.RUNNING,
+            "attempts": export.attempts + 1,
+            "updated_at": now,
+        }
+    )
+
+
+def complete_export(
+    export: Export,
+    *,
+    external_id: str,
+    url: str | None,
+    row_count: int,
+    failed_count: int,
+    now: datetime,
+) -> Export:
+    check_transition(EXPORT_MOVES, export.status, ExportStatus.COMPLETED, what="export")
+    return export.model_copy(
+        update={
+            "status": ExportStatus.COMPLETED,
+            "external_id": external_id,
+            "url": url,
+            "row_count": row_count,
+            "failed_count": failed_count,
+            "error": None,
+            "finished_at": now,
+            "updated_at": now,
+        }
+    )
+
+
+def fail_export(export: Export, *, error: SluiceError, now: datetime) -> Export:
+    check_transition(EXPORT_MOVES, export.status, ExportStatus.FAILED, what="export")
+    return export.model_copy(
+        update={
+            "status": ExportStatus.FAILED,
+            "error": error.to_record(),
+            "finished_at": now,
+            "updated_at": now,
+        }
+    )
+
+
+# -- operations ---------------------------------------------------------------
+
+
+def update_operation(
+    op: Operation,
+    *,
+    progress: Progress,
+    stage: str,
+    now: datetime,
+    message: str = "",
+    status: OperationStatus = OperationStatus.RUNNING,
+    error: dict[str, str] | None = None,
+) -> Operation:
+    check_transition(OPERATION_MOVES, op.status, status, what="operation")
+    final = status is not OperationStatus.RUNNING
+    return op.model_copy(
+        update={
+            "status": status,
+            "stage": stage,
+            "message": message,
+            "pct": progress.pct,
+            "done": progress.done,
+            "failed": progress.failed,
+            "total": progress.total,
+            "eta_seconds": progress.eta_seconds,
+            "error": error,
+            "finished_at": now if final else None,
+            "updated_at": now,
+        }
+    )

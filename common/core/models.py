@@ -1,0 +1,278 @@
+"""The domain records Sluice keeps, as pydantic models.
+
+Stored documents are these models dumped to JSON (``to_doc``) and validated
+back (``from_doc``); each collection name lives on the model so the store
+adapters stay generic.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, ClassVar, Literal, Self
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer
+
+from common.core.schema import FieldSpec, FieldValue, Scalar
+from common.core.states import (
+    ExportStatus,
+    FileStatus,
+    OperationStatus,
+    RunStatus,
+    TaskStatus,
+)
+
+
+def format_timestamp(dt: datetime) -> str:
+    """Fixed-width UTC ISO 8601, so stored timestamps sort as strings."""
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+# Every stored time: timezone-aware, and serialised in the fixed-width form.
+Timestamp = Annotated[AwareDatetime, PlainSerializer(format_timestamp, return_type=str, when_used="json")]
+
+
+class Record(BaseModel):
+    """Base of every stored record: an id, an owner and timestamps."""
+
+    model_config = ConfigDict(extra="ignore", validate_assignment=False)
+    collection: ClassVar[str]
+
+    id: str
+    owner: str
+    created_at: Timestamp
+    updated_at: Timestamp
+
+    def to_doc(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> Self:
+        return cls.model_validate(doc)
+
+
+class ExportFormat(StrEnum):
+    CSV = "csv"
+    XLSX = "xlsx"
+
+
+class Priority(StrEnum):
+    LOW = "low"
+    NORMAL = "normal"
+    HIGH = "high"
+    URGENT = "urgent"
+
+    @property
+    def rank(self) -> int:
+        """Higher dispatches first."""
+        return {"low": 0, "normal": 1, "high": 2, "urgent": 3}[self.value]
+
+
+class Destination(BaseModel):
+    """Where an export goes: ``download``, ``drive:FOLDER`` or ``gmail:ADDRESS``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["download", "drive", "gmail"] = "download"
+    target: str | None = None  # Drive folder id (None: root) or e-mail address
+
+    @classmethod
+    def parse(cls, spec: str) -> Destination:
+        head, _, tail = spec.partition(":")
+        if head == "download" and not tail:
+            return cls(kind="download")
+        if head == "drive":
+            return cls(kind="drive", target=tail or None)
+        if head == "gmail" and "@" in tail:
+            return cls(kind="gmail", target=tail)
+        raise ValueError(f"destination {spec!r} must be download, drive:FOLDER or gmail:ADDRESS")
+
+    def __str__(self) -> str:
+        return self.kind if self.target is None else f"{self.kind}:{self.target}"
+
+
+class ExportSpec(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    format: ExportFormat = ExportFormat.XLSX
+    destination: Destination = Destination()
+
+
+class ExtractorName(StrEnum):
+    OFFLINE = "offline"  # text layer + e-invoice XML, no network
+    GEMINI = "gemini"  # Gemini on Vertex AI
+
+
+class JobSettings(BaseModel):
+    exports: list[ExportSpec] = Field(default_factory=lambda: [ExportSpec()])
+    extractor: ExtractorName | None = None  # None: the deployment's default
+
+
+class Job(Record):
+    collection: ClassVar[str] = "jobs"
+
+    name: str
+    fields: list[FieldSpec]
+    prompt: str = ""
+    settings: JobSettings = Field(default_factory=JobSettings)
+    next_run_number: int = 1
+    # A caller-chosen identity (the CLI's hash of its command line) so that
+    # running the same command again finds the same job.
+    key: str | None = None
+
+
+class SourceType(StrEnum):
+    UPLOAD = "upload"
+    GDRIVE = "gdrive"
+    GMAIL = "gmail"
+
+
+class FileType(StrEnum):
+    DOCUMENT = "document"
+    ARCHIVE = "archive"  # kept for audit; its members are their own files
+
+
+class SourceFile(Record):
+    collection: ClassVar[str] = "files"
+
+    job_id: str
+    source_type: SourceType
+    external_id: str  # upload: content hash; gdrive: file id; gmail: "{msg}:{att}"
+    name: str
+    blob_uri: str | None = None
+    mime_type: str | None = None
+    size: int | None = None
+    sha256: str | None = None
+    file_type: FileType = FileType.DOCUMENT
+    parent_id: str | None = None  # the archive a member came from
+    status: FileStatus = FileStatus.PENDING
+    error: dict[str, str] | None = None
+
+
+class RunCounters(BaseModel):
+    total: int = 0
+    completed: int = 0
+    failed: int = 0
+    cancelled: int = 0
+
+    @property
+    def terminal(self) -> int:
+        return self.completed + self.failed + self.cancelled
+
+    @property
+    def all_terminal(self) -> bool:
+        return self.terminal >= self.total
+
+
+class Run(Record):
+    collection: ClassVar[str] = "runs"
+
+    job_id: str
+    run_number: int
+    status: RunStatus = RunStatus.PENDING
+    counters: RunCounters = Field(default_factory=RunCounters)
+    priority: Priority = Priority.NORMAL
+    schedule_time: Timestamp | None = None
+    operation_id: str
+    exports: list[ExportSpec] = Field(default_factory=list)
+    started_at: Timestamp | None = None
+    finished_at: Timestamp | None = None
+    error: dict[str, str] | None = None
+
+
+class TaskResult(BaseModel):
+    """What a completed task stored: the result shape plus provenance."""
+
+    columns: list[str]
+    results: list[list[Any]]
+    row_pages: list[int | None] = Field(default_factory=list)
+    fields: dict[str, FieldValue] = Field(default_factory=dict)
+    method: str
+    pages: int = 0
+    notes: list[str] = Field(default_factory=list)
+
+
+class TaskUsage(BaseModel):
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    latency_ms: float | None = None
+
+
+class ExtractionTask(Record):
+    collection: ClassVar[str] = "tasks"
+
+    run_id: str
+    job_id: str
+    file_id: str
+    file_name: str
+    status: TaskStatus = TaskStatus.PENDING
+    priority: Priority = Priority.NORMAL
+    # Attempts started so far; the current attempt number is the fencing
+    # token a worker must still hold when it writes its outcome.
+    attempts: int = 0
+    message_id: str | None = None  # the delivery the current attempt came from
+    lease_until: Timestamp | None = None
+    model: str | None = None
+    model_version: str | None = None
+    prompt_version: str | None = None
+    usage: TaskUsage = Field(default_factory=TaskUsage)
+    result: TaskResult | None = None
+    error: dict[str, str] | None = None
+    raw_output: str | None = None  # a malformed model answer, for diagnosis
+    next_attempt_at: Timestamp | None = None
+    started_at: Timestamp | None = None
+    finished_at: Timestamp | None = None
+
+
+class Export(Record):
+    collection: ClassVar[str] = "exports"
+
+    run_id: str
+    job_id: str
+    format: ExportFormat
+    destination: Destination
+    status: ExportStatus = ExportStatus.PENDING
+    attempts: int = 0
+    external_id: str | None = None  # object name, Drive file id or Gmail message id
+    url: str | None = None
+    row_count: int | None = None
+    failed_count: int | None = None
+    error: dict[str, str] | None = None
+    finished_at: Timestamp | None = None
+
+
+class Automation(Record):
+    collection: ClassVar[str] = "automations"
+
+    name: str
+    enabled: bool = True
+    trigger_type: Literal["gmail_attachment"] = "gmail_attachment"
+    account: str  # the Gmail address whose mail triggers it
+    query: str = "has:attachment"
+    job_id: str  # the job template a firing runs
+    export: ExportSpec = Field(default_factory=ExportSpec)
+
+
+class Operation(Record):
+    """A long-running piece of work the user can poll: a run, an import, an export."""
+
+    collection: ClassVar[str] = "operations"
+
+    kind: Literal["run", "import", "export"]
+    target_id: str
+    job_id: str | None = None
+    status: OperationStatus = OperationStatus.RUNNING
+    stage: str = "queued"
+    message: str = ""
+    pct: float = 0.0
+    done: int = 0
+    failed: int = 0
+    total: int = 0
+    eta_seconds: float | None = None
+    error: dict[str, str] | None = None
+    finished_at: Timestamp | None = None
+
+
+def row_values(result: TaskResult) -> list[dict[str, Scalar]]:
+    """A task result's rows as dicts keyed by column name."""
+    return [dict(zip(result.columns, row, strict=False)) for row in result.results]

@@ -1,0 +1,1 @@
+"""Turning a run's table into files (CSV, XLSX) and delivering them."""

@@ -1,0 +1,1 @@
+"""Document extraction: the offline text-layer extractor and the e-invoice XML reader."""

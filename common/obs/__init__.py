@@ -1,0 +1,1 @@
+"""Observability: structured logs now; traces and metrics build on the same context."""

@@ -1,0 +1,25 @@
+"""The model port: turn one stored document into rows of a table."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from common.core.schema import DocumentExtraction, FieldSpec
+
+
+@dataclass(frozen=True)
+class DocumentRef:
+    uri: str  # gs://... or local://...
+    name: str
+    mime_type: str | None
+    size: int | None
+
+
+class Extractor(Protocol):
+    name: str
+
+    def extract(self, doc: DocumentRef, fields: Sequence[FieldSpec], *, prompt: str = "") -> DocumentExtraction:
+        """Raises RetryableError or PermanentError (see common.core.errors)."""
+        ...

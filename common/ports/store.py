@@ -1,0 +1,124 @@
+"""The document store port (Firestore in the cloud, SQLite locally).
+
+Documents are JSON objects in named collections. Every write returns the new
+``version``, an opaque string that changes on every write; passing it back as
+``if_version`` makes the write a compare-and-set. Transactions are optimistic:
+reads record versions, writes are buffered, and the commit fails (and the
+function is run again) if anything read has changed meanwhile.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, TypeVar
+
+T = TypeVar("T")
+
+Op = Literal["==", "!=", "<", "<=", ">", ">=", "in"]
+Direction = Literal["asc", "desc"]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    id: str
+    data: dict[str, Any]
+    version: str
+
+
+@dataclass(frozen=True)
+class Filter:
+    """``field`` may be dotted (``counters.total``) to reach nested values."""
+
+    field: str
+    op: Op
+    value: Any
+
+
+@dataclass(frozen=True)
+class Order:
+    field: str
+    direction: Direction = "asc"
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[Snapshot]
+    # Opaque; pass as ``start_after`` to get the next page. None: no more.
+    next_cursor: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Transaction(Protocol):
+    def get(self, collection: str, doc_id: str) -> Snapshot | None: ...
+
+    def create(self, collection: str, doc_id: str, data: Mapping[str, Any]) -> None:
+        """Fails the commit with AlreadyExists if the document exists."""
+        ...
+
+    def set(self, collection: str, doc_id: str, data: Mapping[str, Any]) -> None:
+        """Create or replace the whole document."""
+        ...
+
+    def delete(self, collection: str, doc_id: str) -> None: ...
+
+
+class Store(Protocol):
+    def get(self, collection: str, doc_id: str) -> Snapshot | None: ...
+
+    def get_many(self, collection: str, doc_ids: Sequence[str]) -> list[Snapshot]:
+        """The documents that exist, in the order asked for."""
+        ...
+
+    def create(self, collection: str, doc_id: str, data: Mapping[str, Any]) -> Snapshot:
+        """Raises AlreadyExists if a document with that id exists."""
+        ...
+
+    def set(
+        self,
+        collection: str,
+        doc_id: str,
+        data: Mapping[str, Any],
+        *,
+        if_version: str | None = None,
+    ) -> Snapshot:
+        """Create or replace. With ``if_version``: only if the document is still
+        at that version (PreconditionFailed otherwise, NotFound if gone)."""
+        ...
+
+    def update(
+        self,
+        collection: str,
+        doc_id: str,
+        changes: Mapping[str, Any],
+        *,
+        if_version: str | None = None,
+    ) -> Snapshot:
+        """Merge top-level keys into an existing document (NotFound if absent)."""
+        ...
+
+    def delete(self, collection: str, doc_id: str, *, if_version: str | None = None) -> bool:
+        """True if a document was deleted."""
+        ...
+
+    def query(
+        self,
+        collection: str,
+        *,
+        filters: Sequence[Filter] = (),
+        order_by: Sequence[Order] = (),
+        limit: int | None = None,
+        start_after: str | None = None,
+    ) -> Page:
+        """Documents matching every filter, ordered (ties broken by id), paged."""
+        ...
+
+    def count(self, collection: str, *, filters: Sequence[Filter] = ()) -> int: ...
+
+    def transaction(self, fn: Callable[[Transaction], T], *, max_attempts: int = 10) -> T:
+        """Run ``fn`` in an optimistic transaction, retrying it on conflict.
+
+        ``fn`` may run more than once, so it must not have side effects outside
+        the transaction. Raises PreconditionFailed after ``max_attempts``.
+        """
+        ...

@@ -1,0 +1,334 @@
+"""The embedded runtime: wires itself from the topology and runs every stage.
+
+For each subscription in ``topology.yaml`` a pump leases batches of messages
+from the SQLite bus and hands them to that function's bounded worker pool
+(slow model calls overlap). Workers never touch the bus: they return a
+settlement (ack/nack/dead-letter plus what the handler published) to one
+committer thread, which settles many at once -- one fsync for many stages,
+and a handler's publishes land atomically with its ack.
+
+Tests use :meth:`LocalRuntime.drain` instead: the same dispatch, synchronous
+and deterministic, optionally moving a manual clock to the next due message.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import uuid
+from collections.abc import Callable, Collection, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from common.adapters.local.clock import ManualClock
+from common.adapters.local.sqlite_bus import Delivery, OutgoingMessage, Settlement, SqliteBus, SubscriptionConfig
+from common.core.cron import Cron
+from common.core.messages import MESSAGE_TYPES
+from common.obs.logging import fields
+from common.service.context import Deps, TopologySender
+from common.service.dispatch import dispatch
+from common.topology import SubscriptionSpec
+
+log = logging.getLogger("sluice.runtime")
+
+
+@dataclass
+class BufferPublisher:
+    """A Publisher that keeps what a handler sends until its delivery settles."""
+
+    messages: list[OutgoingMessage] = field(default_factory=list)
+
+    def publish(
+        self,
+        topic: str,
+        data: bytes,
+        attributes: Mapping[str, str],
+        *,
+        deliver_after: datetime | None = None,
+        ordering_key: str | None = None,
+    ) -> str:
+        self.messages.append(OutgoingMessage(topic, data, dict(attributes), deliver_after))
+        return f"buffered-{len(self.messages)}"
+
+
+@dataclass(frozen=True)
+class _Sub:
+    name: str
+    topic: str
+    function: str
+    spec: SubscriptionSpec
+    workers: int
+
+
+class LocalRuntime:
+    def __init__(
+        self,
+        deps: Deps,
+        bus: SqliteBus,
+        *,
+        functions: Collection[str] | None = None,
+        handlers: dict[str, dict[str, str]] | None = None,
+        max_workers: int = 8,
+        batch_size: int = 64,
+        poll_interval_s: float = 0.05,
+    ) -> None:
+        self.deps = deps
+        self.bus = bus
+        self._handlers = handlers
+        self._batch = batch_size
+        self._poll = poll_interval_s
+        self.owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        topo = deps.topology
+        self._subs: list[_Sub] = []
+        for topic, spec in topo.subscribed_topics().items():
+            if functions is not None and spec.function not in functions:
+                continue
+            fn = topo.functions[spec.function]
+            workers = max(1, min(fn.concurrency * fn.max_instances, max_workers))
+            name = f"{self._topic(topic)}--{spec.function}"
+            self._subs.append(_Sub(name, self._topic(topic), spec.function, spec, workers))
+        self._crons = {name: Cron.parse(s.cron) for name, s in topo.schedules.items()}
+        self._next_fire: dict[str, datetime] = {}
+        self._threads: list[threading.Thread] = []
+        self._stop = threading.Event()
+        self._wakes: list[threading.Event] = []
+        self._settle_q: queue.SimpleQueue[tuple[Settlement, Callable[[], None]] | None] = queue.SimpleQueue()
+        self._pools: list[ThreadPoolExecutor] = []
+        self.declared = False
+
+    def _topic(self, topic: str) -> str:
+        return self.deps.settings.topic_name(topic)
+
+    @property
+    def subscriptions(self) -> list[str]:
+        return [s.name for s in self._subs]
+
+    # -- wiring ---------------------------------------------------------------
+
+    def declare(self) -> None:
+        """Create the topology's topics and subscriptions in the bus (idempotent)."""
+        topo = self.deps.topology
+        for topic in topo.topics:
+            self.bus.declare_topic(self._topic(topic))
+        for s in self._subs:
+            self.bus.declare_subscription(
+                SubscriptionConfig(
+                    name=s.name,
+                    topic=s.topic,
+                    ack_deadline_s=s.spec.ack_deadline_s,
+                    max_delivery_attempts=s.spec.max_delivery_attempts,
+                    min_backoff_s=s.spec.min_backoff_s,
+                    max_backoff_s=s.spec.max_backoff_s,
+                    dead_letter_topic=None
+                    if s.spec.dead_letter_topic is None
+                    else self._topic(s.spec.dead_letter_topic),
+                )
+            )
+        self.declared = True
+
+    # -- one delivery ---------------------------------------------------------
+
+    def handle(self, function: str, delivery: Delivery) -> Settlement:
+        buffer = BufferPublisher()
+        sender = TopologySender(self.deps.topology, self.deps.settings, buffer, self.deps.clock)
+        outcome = dispatch(
+            function,
+            delivery.data,
+            delivery.attributes,
+            deps=self.deps,
+            sender=sender,
+            message_id=delivery.message_id,
+            attempt=delivery.attempt,
+            handlers=self._handlers,
+        )
+        if outcome.status == "done":
+            return Settlement(delivery, ack=True, publishes=tuple(buffer.messages))
+        # A failed or retried handler's sends are dropped with it: its bus
+        # effects are all-or-nothing, like its acknowledgement.
+        if outcome.status == "failed":
+            return Settlement(delivery, ack=True, dead_letter=True, error=outcome.error)
+        return Settlement(delivery, ack=False, retry_after_s=outcome.retry_after_s, error=outcome.error)
+
+    # -- deterministic mode (tests, benchmarks) ----------------------------------
+
+    def drain(
+        self,
+        *,
+        advance_clock: bool = False,
+        until: Callable[[], bool] | None = None,
+        max_deliveries: int = 1_000_000,
+    ) -> int:
+        """Deliver ready messages until none is ready; return how many were handled.
+
+        With ``advance_clock`` (a :class:`ManualClock` only) time jumps to the
+        next delayed delivery and scheduled job instead of stopping there.
+        """
+        if not self.declared:
+            self.declare()
+        handled = 0
+        names = self.subscriptions
+        while handled < max_deliveries:
+            progressed = False
+            for s in self._subs:
+                deliveries = self.bus.pull(s.name, self._batch, owner=self.owner)
+                if deliveries:
+                    self.bus.settle([self.handle(s.function, d) for d in deliveries])
+                    handled += len(deliveries)
+                    progressed = True
+            if until is not None and until():
+                return handled
+            if progressed:
+                continue
+            if not advance_clock:
+                return handled
+            clock = self.deps.clock
+            if not isinstance(clock, ManualClock):
+                raise TypeError("advance_clock needs a ManualClock")
+            nxt = self.bus.next_ready_at(names)
+            if nxt is None:
+                return handled
+            clock.set(max(nxt, clock.now()))
+        return handled
+
+    def tick_schedules(self) -> int:
+        """Publish the scheduled messages that are due; return how many."""
+        now = self.deps.clock.now()
+        fired = 0
+        sender = TopologySender(self.deps.topology, self.deps.settings, self.bus, self.deps.clock)
+        for name, cron in self._crons.items():
+            nxt = self._next_fire.get(name)
+            if nxt is None:
+                self._next_fire[name] = cron.next_after(now)
+                continue
+            if nxt <= now:
+                kind = self.deps.topology.schedules[name].kind
+                sender.send(MESSAGE_TYPES[kind]())
+                self._next_fire[name] = cron.next_after(now)
+                fired += 1
+                log.info("scheduled job fired", extra=fields(schedule=name))
+        return fired
+
+    # -- threaded mode ----------------------------------------------------------
+
+    def start(self, *, recover_leases: bool = True) -> None:
+        """Run every subscription's pump and worker pool in background threads.
+
+        ``recover_leases``: the caller holds the data directory's lock, so any
+        lease in the bus belongs to a dead process: make those messages ready now.
+        """
+        if not self.declared:
+            self.declare()
+        if recover_leases:
+            released = self.bus.release_leases()
+            if released:
+                log.info("recovered messages leased by a dead process", extra=fields(count=released))
+        self._stop.clear()
+        for s in self._subs:
+            wake = threading.Event()
+            self._wakes.append(wake)
+            pool = ThreadPoolExecutor(max_workers=s.workers, thread_name_prefix=f"sluice-{s.function}")
+            self._pools.append(pool)
+            t = threading.Thread(target=self._pump, args=(s, pool, wake), name=f"pump-{s.name}", daemon=True)
+            self._threads.append(t)
+        self.bus.add_listener(self._wake_all)
+        committer = threading.Thread(target=self._commit_loop, name="sluice-committer", daemon=True)
+        ticker = threading.Thread(target=self._tick_loop, name="sluice-cron", daemon=True)
+        self._threads += [committer, ticker]
+        for t in self._threads:
+            t.start()
+
+    def _wake_all(self) -> None:
+        for w in self._wakes:
+            w.set()
+
+    def _pump(self, s: _Sub, pool: ThreadPoolExecutor, wake: threading.Event) -> None:
+        inflight = 0
+        cond = threading.Condition()
+
+        def release() -> None:
+            nonlocal inflight
+            with cond:
+                inflight -= 1
+                cond.notify()
+
+        def work(d: Delivery) -> None:
+            try:
+                settlement = self.handle(s.function, d)
+            except BaseException as exc:  # dispatch catches everything; this is a last guard
+                log.exception("handler crashed outside dispatch")
+                settlement = Settlement(d, ack=False, error=repr(exc))
+            self._settle_q.put((settlement, release))
+
+        while not self._stop.is_set():
+            with cond:
+                while inflight >= s.workers and not self._stop.is_set():
+                    cond.wait(timeout=self._poll)
+                free = s.workers - inflight
+            if self._stop.is_set():
+                break
+            wake.clear()
+            try:
+                deliveries = self.bus.pull(s.name, min(free, self._batch), owner=self.owner)
+            except Exception:
+                log.exception("pull failed; retrying")
+                self._stop.wait(1.0)
+                continue
+            if not deliveries:
+                wake.wait(self._poll)
+                continue
+            with cond:
+                inflight += len(deliveries)
+            for d in deliveries:
+                pool.submit(work, d)
+
+    def _commit_loop(self) -> None:
+        while True:
+            item = self._settle_q.get()
+            if item is None:
+                return
+            batch = [item]
+            while len(batch) < 512:
+                try:
+                    nxt = self._settle_q.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._settle_q.put(None)  # finish this batch, then stop
+                    break
+                batch.append(nxt)
+            try:
+                self.bus.settle([s for s, _ in batch])
+            except Exception:
+                # The deliveries stay leased and are redelivered when the lease
+                # expires: nothing is lost, only delayed.
+                log.exception("settling failed; the messages will be redelivered", extra=fields(count=len(batch)))
+            for _, release in batch:
+                release()
+
+    def _tick_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.tick_schedules()
+            except Exception:
+                log.exception("scheduler tick failed")
+            self._stop.wait(1.0)
+
+    def stop(self) -> None:
+        """Stop pulling, let in-flight handlers finish, settle them, and join."""
+        self._stop.set()
+        self._wake_all()
+        pumps = [t for t in self._threads if t.name.startswith("pump-")]
+        for t in pumps:
+            t.join()
+        for pool in self._pools:
+            pool.shutdown(wait=True)
+        self._settle_q.put(None)
+        for t in self._threads:
+            if t not in pumps:
+                t.join()
+        self._threads.clear()
+        self._pools.clear()
+        self._wakes.clear()

@@ -1,0 +1,1 @@
+"""The service layer: handlers over typed messages and ports (the imperative shell)."""

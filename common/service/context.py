@@ -1,0 +1,121 @@
+"""What a handler is given: long-lived dependencies and the current delivery."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from common.config import Settings
+from common.core.messages import Message
+from common.core.models import Priority
+from common.obs.logging import current_context
+from common.ports.blobs import BlobStore
+from common.ports.bus import Publisher
+from common.ports.clock import Clock
+from common.ports.model import Extractor
+from common.ports.store import Store
+from common.topology import Topology
+
+
+class Sender(Protocol):
+    def send(
+        self,
+        message: Message,
+        *,
+        delay_s: float | None = None,
+        priority: Priority | None = None,
+    ) -> str: ...
+
+
+@dataclass
+class Deps:
+    """Long-lived dependencies, built once per process by the composition root."""
+
+    settings: Settings
+    topology: Topology
+    store: Store
+    blobs: BlobStore
+    clock: Clock
+    publisher: Publisher
+    extractor_factory: Callable[[str], Extractor]
+    _extractors: dict[str, Extractor] = field(default_factory=dict)
+
+    def extractor(self, name: str) -> Extractor:
+        """Extractors are built on first use: the Gemini client costs import time."""
+        if name not in self._extractors:
+            self._extractors[name] = self.extractor_factory(name)
+        return self._extractors[name]
+
+    def bucket_uri(self, bucket: str, name: str) -> str:
+        real = self.settings.uploads_bucket if bucket == "uploads" else self.settings.exports_bucket
+        return self.blobs.uri(real if self.settings.backend == "gcp" else bucket, name)
+
+
+@dataclass
+class TopologySender:
+    """Sends typed messages to the topic the topology assigns to their kind."""
+
+    topology: Topology
+    settings: Settings
+    publisher: Publisher
+    clock: Clock
+
+    def send(
+        self,
+        message: Message,
+        *,
+        delay_s: float | None = None,
+        priority: Priority | None = None,
+    ) -> str:
+        topic = self.settings.topic_name(self.topology.topic_for(message.kind))
+        attributes = {"kind": message.kind, **message.log_labels()}
+        trace_id = current_context().get("trace_id")
+        if trace_id:
+            attributes["trace_id"] = trace_id
+        if priority is not None:
+            attributes["priority"] = priority.value
+            attributes["priority_rank"] = str(priority.rank)
+        deliver_after: datetime | None = None
+        if delay_s:
+            deliver_after = self.clock.now() + timedelta(seconds=delay_s)
+        return self.publisher.publish(topic, message.encode(), attributes, deliver_after=deliver_after)
+
+
+@dataclass
+class Context:
+    """One handler invocation: dependencies, a sender, and which delivery this is."""
+
+    deps: Deps
+    sender: Sender
+    message_id: str
+    attempt: int = 1
+
+    @property
+    def store(self) -> Store:
+        return self.deps.store
+
+    @property
+    def blobs(self) -> BlobStore:
+        return self.deps.blobs
+
+    @property
+    def clock(self) -> Clock:
+        return self.deps.clock
+
+    @property
+    def settings(self) -> Settings:
+        return self.deps.settings
+
+    def now(self) -> datetime:
+        return self.deps.clock.now()
+
+    def send(
+        self,
+        message: Message,
+        *,
+        delay_s: float | None = None,
+        priority: Priority | None = None,
+    ) -> str:
+        return self.sender.send(message, delay_s=delay_s, priority=priority)

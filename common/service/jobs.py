@@ -1,0 +1,239 @@
+"""Commands the CLI and the API issue: create jobs, add uploads, request runs.
+
+They only record and publish; the stages do the work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import BinaryIO
+
+from common.core.errors import NotFound, PermanentError
+from common.core.messages import StartRun
+from common.core.models import (
+    ExportSpec,
+    Job,
+    JobSettings,
+    Operation,
+    Priority,
+    Run,
+    SourceFile,
+    SourceType,
+)
+from common.core.schema import FieldSpec
+from common.core.states import FileStatus, RunStatus
+from common.ports.store import Filter, Order, Transaction
+from common.service import ids, repo
+from common.service.context import Deps, Sender
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def create_job(
+    deps: Deps,
+    *,
+    owner: str,
+    name: str,
+    fields: Sequence[FieldSpec],
+    prompt: str = "",
+    exports: Sequence[ExportSpec] | None = None,
+    key: str | None = None,
+) -> Job:
+    now = deps.clock.now()
+    settings = JobSettings(exports=list(exports)) if exports is not None else JobSettings()
+    job = Job(
+        id=ids.new_id("job"),
+        owner=owner,
+        name=name,
+        fields=list(fields),
+        prompt=prompt,
+        settings=settings,
+        key=key,
+        created_at=now,
+        updated_at=now,
+    )
+    repo.create(deps.store, job)
+    return job
+
+
+def find_job_by_key(deps: Deps, *, owner: str, key: str) -> Job | None:
+    page = deps.store.query(
+        Job.collection,
+        filters=[Filter("owner", "==", owner), Filter("key", "==", key)],
+        limit=1,
+    )
+    return Job.from_doc(page.items[0].data) if page.items else None
+
+
+def safe_name(name: str) -> str:
+    """A file name that is safe as the last part of an object name."""
+    cleaned = _UNSAFE.sub("_", Path(name).name).strip("._") or "file"
+    return cleaned[:150]
+
+
+def _sha256(stream: BinaryIO) -> tuple[str, int]:
+    h = hashlib.sha256()
+    size = 0
+    while chunk := stream.read(1024 * 1024):
+        h.update(chunk)
+        size += len(chunk)
+    return h.hexdigest(), size
+
+
+def add_upload(deps: Deps, job: Job, path: Path, *, mime_type: str | None = None) -> SourceFile:
+    """Store a local file as an uploaded SourceFile of ``job``.
+
+    Idempotent: the file id derives from the content hash, so adding the same
+    bytes again (a re-run after an interruption) finds the existing file.
+    """
+    with path.open("rb") as f:
+        digest, size = _sha256(f)
+    file_id = f"f_{digest[:24]}"
+    found = repo.get(deps.store, SourceFile, file_id)
+    now = deps.clock.now()
+    if found is not None and found[0].job_id != job.id:
+        # Same bytes in another job: a distinct record (ids are global).
+        file_id = f"f_{hashlib.sha256((job.id + digest).encode()).hexdigest()[:24]}"
+        found = repo.get(deps.store, SourceFile, file_id)
+    if found is not None and found[0].status is FileStatus.UPLOADED:
+        return found[0]
+    record = SourceFile(
+        id=file_id,
+        owner=job.owner,
+        job_id=job.id,
+        source_type=SourceType.UPLOAD,
+        external_id=f"sha256:{digest}",
+        name=path.name,
+        mime_type=mime_type or _guess_mime(path),
+        size=size,
+        sha256=digest,
+        created_at=now,
+        updated_at=now,
+    )
+    repo.create_if_absent(deps.store, record)
+    uri = deps.bucket_uri("uploads", f"jobs/{job.id}/files/{file_id}/{safe_name(path.name)}")
+    with path.open("rb") as f:
+        deps.blobs.put_stream(
+            uri,
+            f,
+            content_type=record.mime_type,
+            metadata={
+                "job_id": job.id,
+                "file_id": file_id,
+                "owner": job.owner,
+                "name": path.name,
+            },
+        )
+    return mark_uploaded(deps, file_id, uri=uri, size=size)
+
+
+def mark_uploaded(deps: Deps, file_id: str, *, uri: str, size: int | None) -> SourceFile:
+    """pending/failed -> uploaded, once; a file already uploaded is left as it is."""
+
+    def tx(t: Transaction) -> SourceFile:
+        current = repo.tx_require(t, SourceFile, file_id)
+        if current.status is FileStatus.UPLOADED:
+            return current
+        if current.status is FileStatus.FAILED:
+            current = current.model_copy(update={"status": FileStatus.PENDING})
+        if current.status is not FileStatus.PENDING:
+            raise PermanentError(f"file {file_id} is {current.status.value}; it cannot be uploaded")
+        updated = current.model_copy(
+            update={
+                "status": FileStatus.UPLOADED,
+                "blob_uri": uri,
+                "size": size if size is not None else current.size,
+                "error": None,
+                "updated_at": deps.clock.now(),
+            }
+        )
+        repo.tx_put(t, updated)
+        return updated
+
+    return deps.store.transaction(tx)
+
+
+def _guess_mime(path: Path) -> str:
+    import mimetypes
+
+    return mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+
+
+def request_run(
+    deps: Deps,
+    sender: Sender,
+    job: Job,
+    *,
+    priority: Priority = Priority.NORMAL,
+    schedule_time: datetime | None = None,
+) -> Run:
+    """Record a new run (run_number from the job's counter) and ask for it to start."""
+    now = deps.clock.now()
+    run_id = ids.new_id("run")
+    op_id = ids.operation_id_for_run(run_id)
+
+    def tx(t: Transaction) -> Run:
+        current = repo.tx_require(t, Job, job.id)
+        run = Run(
+            id=run_id,
+            owner=current.owner,
+            job_id=current.id,
+            run_number=current.next_run_number,
+            priority=priority,
+            schedule_time=schedule_time,
+            operation_id=op_id,
+            exports=list(current.settings.exports),
+            created_at=now,
+            updated_at=now,
+        )
+        op = Operation(
+            id=op_id,
+            owner=current.owner,
+            kind="run",
+            target_id=run_id,
+            job_id=current.id,
+            stage="queued",
+            created_at=now,
+            updated_at=now,
+        )
+        repo.tx_put(
+            t,
+            current.model_copy(
+                update={
+                    "next_run_number": current.next_run_number + 1,
+                    "updated_at": now,
+                }
+            ),
+        )
+        t.create(Run.collection, run.id, run.to_doc())
+        t.create(Operation.collection, op.id, op.to_doc())
+        return run
+
+    run = deps.store.transaction(tx)
+    delay = None if schedule_time is None else max(0.0, (schedule_time - now).total_seconds())
+    sender.send(StartRun(run_id=run.id, job_id=job.id), delay_s=delay, priority=priority)
+    return run
+
+
+def latest_run(deps: Deps, job_id: str) -> Run | None:
+    page = deps.store.query(
+        Run.collection,
+        filters=[Filter("job_id", "==", job_id)],
+        order_by=[Order("run_number", "desc")],
+        limit=1,
+    )
+    return Run.from_doc(page.items[0].data) if page.items else None
+
+
+def require_job(deps: Deps, job_id: str, *, owner: str) -> Job:
+    found = repo.get(deps.store, Job, job_id)
+    if found is None or found[0].owner != owner:
+        raise NotFound(f"job {job_id} not found")
+    return found[0]
+
+
+UNFINISHED_RUN_STATES = frozenset({RunStatus.PENDING, RunStatus.RUNNING, RunStatus.PAUSED})

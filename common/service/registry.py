@@ -1,0 +1,60 @@
+"""Which handler serves which message kind, per function.
+
+Handlers are named, not imported, so a function's cold start imports only its
+own handlers. ``PUBLISHES`` declares the kinds each function's handlers send;
+a test checks every one has a topic in the topology.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+from common.core.errors import PermanentError
+
+HANDLERS: dict[str, dict[str, str]] = {
+    "extract": {
+        "run.start": "common.service.runs:start_run",
+        "task.extract": "common.service.runs:extract_task",
+    },
+    "export": {"export.run": "common.service.exports:export_run"},
+    "import_upload": {"blob.finalized": "common.service.uploads:register_upload"},
+    "cleanup": {"cleanup.sweep": "common.service.cleanup:sweep"},
+    "import_drive": {},
+    "import_gmail": {},
+    "automation": {},
+}
+
+PUBLISHES: dict[str, frozenset[str]] = {
+    "extract": frozenset({"task.extract", "export.run"}),
+    "export": frozenset(),
+    "import_upload": frozenset(),
+    "cleanup": frozenset({"task.extract"}),
+    "import_drive": frozenset(),
+    "import_gmail": frozenset(),
+    "automation": frozenset(),
+    # Commands (CLI, API) that start work.
+    "commands": frozenset({"run.start"}),
+}
+
+Handler = Callable[[Any, Any], object]
+_resolved: dict[str, Handler] = {}
+
+
+def resolve(function: str, kind: str, table: dict[str, dict[str, str]] | None = None) -> Handler:
+    """The handler of ``function`` for ``kind``; PermanentError if it has none."""
+    handlers = (table or HANDLERS).get(function, {})
+    target = handlers.get(kind)
+    if target is None:
+        raise PermanentError(
+            f"function {function!r} does not handle message kind {kind!r}",
+            code="unhandled_kind",
+            hint="Check topology.yaml: the topic routes this kind to the wrong function.",
+        )
+    handler = _resolved.get(target)
+    if handler is None:
+        module, _, name = target.partition(":")
+        handler = getattr(importlib.import_module(module), name)
+        _resolved[target] = handler
+    return handler

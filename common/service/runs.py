@@ -1,0 +1,406 @@
+"""The extract stage: the run initializer (fan-out), task extraction, and fan-in.
+
+Idempotency under redelivery:
+
+* ``run.start`` creates tasks with derived ids (create-if-absent) and moves the
+  run pending -> running with compare-and-set; a redelivery re-sends only the
+  tasks still pending.
+* ``task.extract`` claims the task (see :func:`common.core.lifecycle.claim_decision`);
+  its outcome is written only while its attempt number still holds the task
+  (a fencing token), in the same transaction that counts it on the run, so
+  each task is counted exactly once and exactly one task completes the run.
+* Follow-up messages (export requests) are derived from stored state and
+  re-sent when a redelivered message finds the work already done.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from common.core import lifecycle
+from common.core.errors import (
+    ErrorKind,
+    IllegalTransition,
+    MalformedModelOutput,
+    PermanentError,
+    RetryableError,
+    SluiceError,
+)
+from common.core.lifecycle import Claim
+from common.core.messages import ExportRun, ExtractTask, StartRun
+from common.core.models import (
+    Export,
+    ExtractionTask,
+    Job,
+    Run,
+    SourceFile,
+    TaskResult,
+    TaskUsage,
+)
+from common.core.retry import RetryPolicy
+from common.core.schema import DocumentExtraction
+from common.core.states import (
+    TERMINAL_TASK_STATES,
+    ExportStatus,
+    FileStatus,
+    OperationStatus,
+    RunStatus,
+    TaskStatus,
+)
+from common.obs.logging import fields, log_context
+from common.ports.model import DocumentRef
+from common.ports.store import Filter, Transaction
+from common.service import ids, progress, repo
+from common.service.context import Context
+
+log = logging.getLogger(__name__)
+
+POLICY = RetryPolicy()
+
+
+# -- run initializer ------------------------------------------------------------
+
+
+def start_run(msg: StartRun, ctx: Context) -> None:
+    run, _ = repo.require(ctx.store, Run, msg.run_id)
+    if run.status in (RunStatus.CANCELLED, RunStatus.FAILED, RunStatus.COMPLETED):
+        log.info("run already %s; nothing to start", run.status.value)
+        return
+    if run.status is RunStatus.PENDING:
+        run = _fan_out(run, ctx)
+        if run.status is RunStatus.FAILED:
+            return
+    if run.status is RunStatus.PAUSED:
+        log.info("run is paused; tasks are sent when it resumes")
+        return
+    sent = 0
+    for task in repo.scan(
+        ctx.store,
+        ExtractionTask,
+        filters=[
+            Filter("run_id", "==", run.id),
+            Filter("status", "==", TaskStatus.PENDING.value),
+        ],
+    ):
+        ctx.send(
+            ExtractTask(task_id=task.id, run_id=run.id, job_id=run.job_id),
+            priority=run.priority,
+        )
+        sent += 1
+    log.info("run started", extra=fields(tasks=run.counters.total, sent=sent))
+    progress.report_run(ctx, run, stage="extracting")
+    if run.counters.total == 0:
+        _finish_empty(run, ctx)
+
+
+def _fan_out(run: Run, ctx: Context) -> Run:
+    now = ctx.now()
+    job, _ = repo.require(ctx.store, Job, run.job_id)
+    files = list(
+        repo.scan(
+            ctx.store,
+            SourceFile,
+            filters=[
+                Filter("job_id", "==", job.id),
+                Filter("status", "==", FileStatus.UPLOADED.value),
+            ],
+        )
+    )
+    if not files:
+        err = PermanentError(
+            f"job {job.id} has no uploaded files to extract",
+            hint="Upload or import files, then start a run.",
+        )
+
+        def fail(t: Transaction) -> Run:
+            current = repo.tx_require(t, Run, run.id)
+            if current.status is not RunStatus.PENDING:
+                return current
+            failed = lifecycle.fail_run(current, error=err, now=now)
+            repo.tx_put(t, failed)
+            return failed
+
+        failed_run = ctx.store.transaction(fail)
+        progress.report_run(
+            ctx,
+            failed_run,
+            stage="failed",
+            status=OperationStatus.FAILED,
+            message=err.message,
+            error=err.to_record(),
+        )
+        return failed_run
+    for f in files:
+        task = ExtractionTask(
+            id=ids.task_id(run.id, f.id),
+            owner=run.owner,
+            run_id=run.id,
+            job_id=job.id,
+            file_id=f.id,
+            file_name=f.name,
+            priority=run.priority,
+            created_at=now,
+            updated_at=now,
+        )
+        repo.create_if_absent(ctx.store, task)
+    total = ctx.store.count(ExtractionTask.collection, filters=[Filter("run_id", "==", run.id)])
+
+    def begin(t: Transaction) -> Run:
+        current = repo.tx_require(t, Run, run.id)
+        if current.status is not RunStatus.PENDING:
+            return current
+        started = lifecycle.start_run(current, total=total, now=now)
+        repo.tx_put(t, started)
+        return started
+
+    return ctx.store.transaction(begin)
+
+
+def _finish_empty(run: Run, ctx: Context) -> None:
+    def tx(t: Transaction) -> tuple[Run, bool]:
+        current = repo.tx_require(t, Run, run.id)
+        existing = {eid for eid in _export_ids(current) if t.get(Export.collection, eid) is not None}
+        done, finished = lifecycle.finish_if_all_terminal(current, now=ctx.now())
+        if finished:
+            repo.tx_put(t, done)
+            _create_exports(t, done, existing)
+        return done, finished
+
+    done, finished = ctx.store.transaction(tx)
+    if finished:
+        _after_run_finished(done, ctx)
+
+
+# -- extraction -------------------------------------------------------------------
+
+
+def extract_task(msg: ExtractTask, ctx: Context) -> None:
+    found = repo.get(ctx.store, ExtractionTask, msg.task_id)
+    if found is None:
+        raise PermanentError(f"task {msg.task_id} does not exist", code="unknown_task")
+    task, version = found
+    run, _ = repo.require(ctx.store, Run, task.run_id)
+    with log_context(file_id=task.file_id):
+        _extract(task, version, run, ctx)
+
+
+def _extract(task: ExtractionTask, version: str, run: Run, ctx: Context) -> None:
+    now = ctx.now()
+    claim = lifecycle.claim_decision(task, message_id=ctx.message_id, now=now)
+    if claim is Claim.DONE:
+        _resend_follow_ups(run, ctx)
+        return
+    if claim is Claim.IN_FLIGHT:
+        log.info("duplicate delivery while another attempt holds the task; dropping it")
+        return
+    if run.status is RunStatus.CANCELLED:
+        _settle(task, ctx, lambda t: lifecycle.cancel_task(t, now=ctx.now()))
+        return
+    if run.status is RunStatus.PAUSED:
+        log.info("run is paused; the task waits for resume")
+        return
+
+    started = lifecycle.start_attempt(task, message_id=ctx.message_id, now=now, lease_s=ctx.settings.task_lease_s)
+    repo.cas(ctx.store, started, version)  # loses cleanly (PreconditionFailed) to a racing claim
+    attempt = started.attempts
+    job, _ = repo.require(ctx.store, Job, task.job_id)
+    file, _ = repo.require(ctx.store, SourceFile, task.file_id)
+    extractor_name = (job.settings.extractor or ctx.settings.extractor).value
+    t0 = time.perf_counter()
+    outcome = _call_extractor(ctx, job, file, extractor_name)
+    latency_ms = round((time.perf_counter() - t0) * 1000, 1)
+
+    if isinstance(outcome, RetryableError):
+        decision = POLICY.decide(outcome.kind, attempt, server_delay_s=outcome.retry_after)
+        if not decision.retry:
+            raw = outcome.raw_output if isinstance(outcome, MalformedModelOutput) else None
+            _fail(started, attempt, outcome, ctx, raw_output=raw, note=decision.reason)
+            return
+        log.warning("extraction failed, will retry", extra=fields(error=str(outcome), delay_s=decision.delay_s))
+        err = outcome
+        _settle(
+            started,
+            ctx,
+            lambda t: lifecycle.requeue_task(t, attempt=attempt, error=err, now=ctx.now(), delay_s=decision.delay_s),
+        )
+        ctx.send(
+            ExtractTask(task_id=task.id, run_id=run.id, job_id=run.job_id),
+            delay_s=decision.delay_s,
+            priority=run.priority,
+        )
+        return
+    if isinstance(outcome, SluiceError):
+        _fail(started, attempt, outcome, ctx)
+        return
+
+    extraction = outcome
+    result = TaskResult(
+        columns=extraction.columns,
+        results=extraction.results,
+        row_pages=extraction.row_pages,
+        fields=extraction.fields,
+        method=extraction.method,
+        pages=extraction.pages,
+        notes=extraction.notes,
+    )
+    usage = TaskUsage(
+        input_tokens=extraction.input_tokens,
+        output_tokens=extraction.output_tokens,
+        latency_ms=extraction.latency_ms if extraction.latency_ms is not None else latency_ms,
+    )
+    _settle(
+        started,
+        ctx,
+        lambda t: lifecycle.complete_task(
+            t,
+            attempt=attempt,
+            result=result,
+            usage=usage,
+            model=extraction.model or extractor_name,
+            model_version=extraction.model_version,
+            prompt_version=extraction.prompt_version,
+            now=ctx.now(),
+        ),
+    )
+    log.info("task completed", extra=fields(method=extraction.method, rows=len(extraction.results)))
+
+
+def _call_extractor(ctx: Context, job: Job, file: SourceFile, extractor_name: str) -> DocumentExtraction | SluiceError:
+    """The extraction, or the error that ended it (classified, never raised)."""
+    if file.blob_uri is None:
+        return PermanentError(f"file {file.name} has no stored content", code="file_missing")
+    try:
+        extractor = ctx.deps.extractor(extractor_name)
+        doc = DocumentRef(uri=file.blob_uri, name=file.name, mime_type=file.mime_type, size=file.size)
+        return extractor.extract(doc, job.fields, prompt=job.prompt)
+    except SluiceError as err:
+        return err
+    except Exception as exc:
+        # Third-party parsing code failing on one document must fail that
+        # document's task (with the reason kept), not loop its message.
+        log.exception("extractor crashed")
+        return PermanentError(
+            f"the {extractor_name} extractor failed on {file.name}: {type(exc).__name__}: {exc}",
+            kind=ErrorKind.INTERNAL,
+            code="extractor_crashed",
+            hint="Report this with the document if you can share it; retry the task after a fix.",
+        )
+
+
+def _fail(
+    task: ExtractionTask,
+    attempt: int,
+    err: SluiceError,
+    ctx: Context,
+    *,
+    raw_output: str | None = None,
+    note: str | None = None,
+) -> None:
+    log.warning("task failed", extra=fields(error=str(err), code=err.code, reason=note))
+    _settle(
+        task,
+        ctx,
+        lambda t: lifecycle.fail_task(t, attempt=attempt, error=err, now=ctx.now(), raw_output=raw_output),
+    )
+
+
+def _settle(
+    task: ExtractionTask,
+    ctx: Context,
+    change: Callable[[ExtractionTask], ExtractionTask],
+) -> None:
+    """Apply ``change`` to the task as stored now; if that ends the task, count it
+    on the run and complete the run when it was the last -- one transaction."""
+    now = ctx.now()
+
+    def tx(t: Transaction) -> tuple[Run | None, bool]:
+        # Firestore transactions read everything before writing anything.
+        current = repo.tx_require(t, ExtractionTask, task.id)
+        run = repo.tx_require(t, Run, current.run_id)
+        existing_exports = {eid for eid in _export_ids(run) if t.get(Export.collection, eid) is not None}
+        try:
+            updated = change(current)
+        except IllegalTransition:
+            # Another attempt took the task over meanwhile; its outcome stands.
+            log.info("stale attempt: the task moved on without it")
+            return None, False
+        repo.tx_put(t, updated)
+        if updated.status not in TERMINAL_TASK_STATES:
+            return None, False
+        run = lifecycle.count_task_outcome(run, updated.status, now=now)
+        run, finished = lifecycle.finish_if_all_terminal(run, now=now)
+        repo.tx_put(t, run)
+        if finished:
+            _create_exports(t, run, existing_exports)
+        return run, finished
+
+    run, finished = ctx.store.transaction(tx)
+    if run is None:
+        return
+    if finished:
+        _after_run_finished(run, ctx)
+    else:
+        progress.report_run(ctx, run, stage="extracting")
+
+
+# -- fan-in follow-ups ------------------------------------------------------------
+
+
+def _export_ids(run: Run) -> list[str]:
+    return [ids.export_id(run.id, i, spec.format.value) for i, spec in enumerate(run.exports)]
+
+
+def _create_exports(t: Transaction, run: Run, existing: set[str]) -> None:
+    """Record the run's exports (deterministic ids) in the transaction that completes it."""
+    for export_id, spec in zip(_export_ids(run), run.exports, strict=True):
+        if export_id in existing:
+            continue
+        export = Export(
+            id=export_id,
+            owner=run.owner,
+            run_id=run.id,
+            job_id=run.job_id,
+            format=spec.format,
+            destination=spec.destination,
+            created_at=run.updated_at,
+            updated_at=run.updated_at,
+        )
+        t.create(Export.collection, export.id, export.to_doc())
+
+
+def _run_exports(run: Run, ctx: Context) -> list[Export]:
+    wanted = [ids.export_id(run.id, i, spec.format.value) for i, spec in enumerate(run.exports)]
+    return [Export.from_doc(s.data) for s in ctx.store.get_many(Export.collection, wanted)]
+
+
+def _after_run_finished(run: Run, ctx: Context) -> None:
+    log.info(
+        "run completed",
+        extra=fields(
+            completed=run.counters.completed,
+            failed=run.counters.failed,
+            total=run.counters.total,
+        ),
+    )
+    exports = _run_exports(run, ctx)
+    for export in exports:
+        ctx.send(ExportRun(export_id=export.id, run_id=run.id, job_id=run.job_id))
+    if exports:
+        progress.report_run(ctx, run, stage="exporting")
+    else:
+        progress.report_run(ctx, run, stage="done", status=OperationStatus.DONE)
+
+
+def _resend_follow_ups(run: Run, ctx: Context) -> None:
+    """A redelivered message found its task done: make sure what follows was sent.
+
+    The run may have completed in a transaction whose follow-up sends were
+    lost to a crash; sending again is safe because the export is idempotent.
+    """
+    if run.status is not RunStatus.COMPLETED:
+        return
+    for export in _run_exports(run, ctx):
+        if export.status is not ExportStatus.COMPLETED:
+            ctx.send(ExportRun(export_id=export.id, run_id=run.id, job_id=run.job_id))

@@ -1,0 +1,1 @@
+"""Contract tests: one behaviour suite per port, run against every backend."""

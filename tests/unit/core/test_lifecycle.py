@@ -1,0 +1,413 @@
+"""Pure state changes on tasks, runs, exports and operations."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from common.core import lifecycle
+from common.core.errors import IllegalTransition, PermanentError, RetryableError
+from common.core.lifecycle import Claim
+from common.core.models import Export, ExtractionTask, Operation, Run, RunCounters, TaskResult, TaskUsage
+from common.core.progress import Progress
+from common.core.states import ExportStatus, OperationStatus, RunStatus, TaskStatus
+from tests.unit.core.conftest import T0, at
+
+MakeTask = Callable[..., ExtractionTask]
+MakeRun = Callable[..., Run]
+MakeExport = Callable[..., Export]
+MakeOperation = Callable[..., Operation]
+
+RESULT = TaskResult(columns=["invoice_number"], results=[["INV-1"]], method="offline-text")
+USAGE = TaskUsage(input_tokens=100, output_tokens=20, latency_ms=850.0)
+PROGRESS = Progress(done=3, failed=1, total=10, pct=40.0, eta_seconds=90.0)
+
+
+def _complete(task: ExtractionTask, attempt: int) -> ExtractionTask:
+    return lifecycle.complete_task(
+        task,
+        attempt=attempt,
+        result=RESULT,
+        usage=USAGE,
+        model="gemini-x",
+        model_version="gemini-x-001",
+        prompt_version="p3",
+        now=at(30),
+    )
+
+
+def _fail(task: ExtractionTask, attempt: int) -> ExtractionTask:
+    return lifecycle.fail_task(task, attempt=attempt, error=PermanentError("bad pdf"), now=at(30))
+
+
+def _requeue(task: ExtractionTask, attempt: int) -> ExtractionTask:
+    return lifecycle.requeue_task(task, attempt=attempt, error=RetryableError("reset"), now=at(30), delay_s=15)
+
+
+FENCED = {"complete": _complete, "fail": _fail, "requeue": _requeue}
+
+
+# -- claim_decision ---------------------------------------------------------------
+
+
+def test_claim_of_a_pending_task_starts_it(make_task: MakeTask) -> None:
+    assert lifecycle.claim_decision(make_task(), message_id="m-1", now=T0) is Claim.START
+
+
+@pytest.mark.parametrize("status", [TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED])
+def test_claim_of_a_terminal_task_is_done(make_task: MakeTask, status: TaskStatus) -> None:
+    # Even with the very message and a live lease: a terminal task is never restarted.
+    task = make_task(status=status, attempts=1, message_id="m-1", lease_until=at(60))
+    assert lifecycle.claim_decision(task, message_id="m-1", now=T0) is Claim.DONE
+
+
+def test_claim_of_a_running_task_redelivered_with_its_own_message_id_is_a_takeover(
+    make_running_task: MakeTask,
+) -> None:
+    task = make_running_task(message_id="m-2", lease_until=at(60))
+    assert lifecycle.claim_decision(task, message_id="m-2", now=T0) is Claim.TAKEOVER
+
+
+@pytest.mark.parametrize(
+    "lease_until",
+    [
+        pytest.param(at(-1), id="expired-a-second-ago"),
+        pytest.param(T0, id="expires-exactly-now"),
+        pytest.param(None, id="no-lease"),
+    ],
+)
+def test_claim_of_a_running_task_whose_lease_is_gone_is_a_takeover(
+    make_running_task: MakeTask, lease_until: Any
+) -> None:
+    task = make_running_task(message_id="m-2", lease_until=lease_until)
+    assert lifecycle.claim_decision(task, message_id="m-other", now=T0) is Claim.TAKEOVER
+
+
+def test_claim_by_another_message_while_the_lease_is_live_is_in_flight(make_running_task: MakeTask) -> None:
+    task = make_running_task(message_id="m-2", lease_until=at(1))
+    assert lifecycle.claim_decision(task, message_id="m-other", now=T0) is Claim.IN_FLIGHT
+
+
+# -- start_attempt ----------------------------------------------------------------
+
+
+def test_start_attempt_moves_a_pending_task_to_running_as_attempt_one(make_task: MakeTask) -> None:
+    started = lifecycle.start_attempt(make_task(), message_id="m-1", now=T0, lease_s=90)
+    assert started.status is TaskStatus.RUNNING
+    assert started.attempts == 1
+
+
+def test_start_attempt_records_the_delivering_message_id(make_task: MakeTask) -> None:
+    started = lifecycle.start_attempt(make_task(), message_id="m-7", now=T0, lease_s=90)
+    assert started.message_id == "m-7"
+
+
+def test_start_attempt_sets_the_lease_lease_s_seconds_from_now(make_task: MakeTask) -> None:
+    started = lifecycle.start_attempt(make_task(), message_id="m-1", now=T0, lease_s=90.5)
+    assert started.lease_until == T0 + timedelta(seconds=90.5)
+
+
+def test_start_attempt_stamps_started_at_and_updated_at_on_the_first_attempt(make_task: MakeTask) -> None:
+    started = lifecycle.start_attempt(make_task(), message_id="m-1", now=at(5), lease_s=90)
+    assert started.started_at == at(5)
+    assert started.updated_at == at(5)
+
+
+def test_start_attempt_clears_the_scheduled_next_attempt(make_task: MakeTask) -> None:
+    started = lifecycle.start_attempt(make_task(next_attempt_at=T0), message_id="m-1", now=T0, lease_s=90)
+    assert started.next_attempt_at is None
+
+
+def test_takeover_increments_the_attempt_and_keeps_the_original_start_time(make_running_task: MakeTask) -> None:
+    task = make_running_task(attempts=2, started_at=at(-120))
+    taken = lifecycle.start_attempt(task, message_id="m-3", now=T0, lease_s=90)
+    assert taken.attempts == 3
+    assert taken.started_at == at(-120)
+    assert taken.message_id == "m-3"
+
+
+def test_start_attempt_does_not_modify_the_record_it_was_given(make_task: MakeTask) -> None:
+    task = make_task()
+    lifecycle.start_attempt(task, message_id="m-1", now=T0, lease_s=90)
+    assert task.status is TaskStatus.PENDING
+    assert task.attempts == 0
+
+
+@pytest.mark.parametrize("status", [TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED])
+def test_start_attempt_on_a_terminal_task_is_illegal(make_task: MakeTask, status: TaskStatus) -> None:
+    with pytest.raises(IllegalTransition, match=f"task cannot move from {status.value} to running"):
+        lifecycle.start_attempt(make_task(status=status), message_id="m-1", now=T0, lease_s=90)
+
+
+# -- fencing ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("operation", FENCED)
+@pytest.mark.parametrize("stale", [1, 3], ids=["older-attempt", "newer-attempt"])
+def test_outcome_written_with_a_stale_attempt_number_is_refused(
+    make_running_task: MakeTask, operation: str, stale: int
+) -> None:
+    task = make_running_task(attempts=2)
+    with pytest.raises(IllegalTransition, match=f"attempt {stale} no longer holds it"):
+        FENCED[operation](task, stale)
+
+
+@pytest.mark.parametrize("operation", FENCED)
+def test_outcome_written_for_a_task_no_longer_running_is_refused(make_task: MakeTask, operation: str) -> None:
+    # The same attempt number, but another writer already finished the task.
+    task = make_task(status=TaskStatus.COMPLETED, attempts=2)
+    with pytest.raises(IllegalTransition, match="status completed"):
+        FENCED[operation](task, 2)
+
+
+@pytest.mark.parametrize(
+    ("operation", "expected"),
+    [("complete", TaskStatus.COMPLETED), ("fail", TaskStatus.FAILED), ("requeue", TaskStatus.PENDING)],
+)
+def test_outcome_written_by_the_current_attempt_is_applied(
+    make_running_task: MakeTask, operation: str, expected: TaskStatus
+) -> None:
+    task = make_running_task(attempts=2)
+    updated = FENCED[operation](task, 2)
+    assert updated.status is expected
+    assert updated.lease_until is None
+    assert updated.updated_at == at(30)
+
+
+def test_complete_task_stores_result_usage_and_model_provenance(make_running_task: MakeTask) -> None:
+    done = _complete(make_running_task(error={"message": "earlier failure"}), 2)
+    assert done.result == RESULT
+    assert done.usage == USAGE
+    assert (done.model, done.model_version, done.prompt_version) == ("gemini-x", "gemini-x-001", "p3")
+    assert done.error is None
+    assert done.finished_at == at(30)
+
+
+def test_fail_task_records_the_error_and_raw_output(make_running_task: MakeTask) -> None:
+    error = PermanentError("bad pdf", hint="re-upload it")
+    failed = lifecycle.fail_task(make_running_task(), attempt=2, error=error, now=at(30), raw_output="{not json")
+    assert failed.error == error.to_record()
+    assert failed.raw_output == "{not json"
+    assert failed.finished_at == at(30)
+
+
+def test_requeue_task_schedules_the_next_attempt_after_the_delay(make_running_task: MakeTask) -> None:
+    requeued = lifecycle.requeue_task(
+        make_running_task(), attempt=2, error=RetryableError("reset"), now=at(30), delay_s=60
+    )
+    assert requeued.next_attempt_at == at(90)
+
+
+def test_requeue_task_keeps_the_attempt_count_and_records_the_error(make_running_task: MakeTask) -> None:
+    error = RetryableError("connection reset")
+    requeued = lifecycle.requeue_task(make_running_task(attempts=2), attempt=2, error=error, now=at(30), delay_s=15)
+    assert requeued.attempts == 2
+    assert requeued.error == error.to_record()
+    assert requeued.finished_at is None
+
+
+# -- cancel_task ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [TaskStatus.PENDING, TaskStatus.RUNNING])
+def test_cancel_task_cancels_a_live_task_and_drops_its_lease(make_task: MakeTask, status: TaskStatus) -> None:
+    task = make_task(status=status, attempts=1, lease_until=at(60))
+    cancelled = lifecycle.cancel_task(task, now=at(10))
+    assert cancelled.status is TaskStatus.CANCELLED
+    assert cancelled.lease_until is None
+    assert cancelled.finished_at == at(10)
+
+
+@pytest.mark.parametrize("status", [TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED])
+def test_cancel_task_on_a_terminal_task_is_illegal(make_task: MakeTask, status: TaskStatus) -> None:
+    with pytest.raises(IllegalTransition, match=f"task cannot move from {status.value} to cancelled"):
+        lifecycle.cancel_task(make_task(status=status), now=T0)
+
+
+# -- runs -------------------------------------------------------------------------
+
+
+def test_start_run_moves_a_pending_run_to_running_with_its_total(make_run: MakeRun) -> None:
+    started = lifecycle.start_run(make_run(), total=7, now=at(1))
+    assert started.status is RunStatus.RUNNING
+    assert started.counters == RunCounters(total=7)
+    assert started.started_at == at(1)
+
+
+def test_start_run_on_a_cancelled_run_is_illegal(make_run: MakeRun) -> None:
+    with pytest.raises(IllegalTransition, match="run cannot move from cancelled to running"):
+        lifecycle.start_run(make_run(status=RunStatus.CANCELLED), total=1, now=T0)
+
+
+def test_fail_run_records_the_error_and_finish_time(make_run: MakeRun) -> None:
+    error = PermanentError("no files")
+    failed = lifecycle.fail_run(make_run(), error=error, now=at(2))
+    assert failed.status is RunStatus.FAILED
+    assert failed.error == error.to_record()
+    assert failed.finished_at == at(2)
+
+
+@pytest.mark.parametrize(
+    ("outcome", "expected"),
+    [
+        (TaskStatus.COMPLETED, RunCounters(total=5, completed=2, failed=1, cancelled=0)),
+        (TaskStatus.FAILED, RunCounters(total=5, completed=1, failed=2, cancelled=0)),
+        (TaskStatus.CANCELLED, RunCounters(total=5, completed=1, failed=1, cancelled=1)),
+    ],
+)
+def test_count_task_outcome_adds_one_to_the_matching_counter(
+    make_run: MakeRun, outcome: TaskStatus, expected: RunCounters
+) -> None:
+    run = make_run(status=RunStatus.RUNNING, counters=RunCounters(total=5, completed=1, failed=1))
+    counted = lifecycle.count_task_outcome(run, outcome, now=at(3))
+    assert counted.counters == expected
+    assert counted.updated_at == at(3)
+
+
+@pytest.mark.parametrize("outcome", [TaskStatus.PENDING, TaskStatus.RUNNING])
+def test_count_task_outcome_rejects_a_non_terminal_outcome(make_run: MakeRun, outcome: TaskStatus) -> None:
+    with pytest.raises(ValueError, match=f"{outcome.value} is not a terminal task outcome"):
+        lifecycle.count_task_outcome(make_run(status=RunStatus.RUNNING), outcome, now=T0)
+
+
+@pytest.mark.parametrize(
+    ("counters", "completes"),
+    [
+        pytest.param(RunCounters(total=3, completed=1, failed=1), False, id="one-task-left"),
+        pytest.param(RunCounters(total=3, completed=0), False, id="nothing-done"),
+        pytest.param(RunCounters(total=3, completed=1, failed=1, cancelled=1), True, id="mixed-outcomes"),
+        pytest.param(RunCounters(total=3, completed=3), True, id="all-completed"),
+        pytest.param(RunCounters(total=3, failed=3), True, id="all-failed"),
+        pytest.param(RunCounters(total=0), True, id="empty-run"),
+    ],
+)
+def test_finish_if_all_terminal_completes_a_running_run_exactly_when_every_task_is_terminal(
+    make_run: MakeRun, counters: RunCounters, completes: bool
+) -> None:
+    run, finished = lifecycle.finish_if_all_terminal(make_run(status=RunStatus.RUNNING, counters=counters), now=at(9))
+    assert finished is completes
+    assert run.status is (RunStatus.COMPLETED if completes else RunStatus.RUNNING)
+
+
+def test_finish_if_all_terminal_stamps_the_finish_time(make_run: MakeRun) -> None:
+    run = make_run(status=RunStatus.RUNNING, counters=RunCounters(total=1, completed=1))
+    finished_run, _ = lifecycle.finish_if_all_terminal(run, now=at(9))
+    assert finished_run.finished_at == at(9)
+
+
+@pytest.mark.parametrize("status", [s for s in RunStatus if s is not RunStatus.RUNNING])
+def test_finish_if_all_terminal_leaves_a_run_that_is_not_running_alone(make_run: MakeRun, status: RunStatus) -> None:
+    run = make_run(status=status, counters=RunCounters(total=1, completed=1))
+    returned, finished = lifecycle.finish_if_all_terminal(run, now=at(9))
+    assert finished is False
+    assert returned is run
+
+
+def test_finish_if_all_terminal_completes_only_once(make_run: MakeRun) -> None:
+    run = make_run(status=RunStatus.RUNNING, counters=RunCounters(total=2, completed=2))
+    first, first_finished = lifecycle.finish_if_all_terminal(run, now=at(9))
+    second, second_finished = lifecycle.finish_if_all_terminal(first, now=at(10))
+    assert (first_finished, second_finished) == (True, False)
+    assert second.finished_at == at(9)
+
+
+# -- exports ----------------------------------------------------------------------
+
+
+def test_begin_export_moves_a_pending_export_to_running_as_attempt_one(make_export: MakeExport) -> None:
+    begun = lifecycle.begin_export(make_export(), now=at(1))
+    assert begun.status is ExportStatus.RUNNING
+    assert begun.attempts == 1
+    assert begun.updated_at == at(1)
+
+
+def test_begin_export_resumes_a_running_export_as_a_new_attempt(make_export: MakeExport) -> None:
+    resumed = lifecycle.begin_export(make_export(status=ExportStatus.RUNNING, attempts=1), now=at(1))
+    assert resumed.status is ExportStatus.RUNNING
+    assert resumed.attempts == 2
+
+
+def test_begin_export_on_a_completed_export_is_illegal(make_export: MakeExport) -> None:
+    with pytest.raises(IllegalTransition, match="export cannot move from completed to running"):
+        lifecycle.begin_export(make_export(status=ExportStatus.COMPLETED), now=T0)
+
+
+def test_complete_export_records_where_it_went_and_what_it_held(make_export: MakeExport) -> None:
+    export = make_export(status=ExportStatus.RUNNING, attempts=1, error={"message": "earlier"})
+    done = lifecycle.complete_export(
+        export, external_id="exports/run-1.csv", url="https://x/run-1.csv", row_count=12, failed_count=1, now=at(4)
+    )
+    assert done.status is ExportStatus.COMPLETED
+    assert (done.external_id, done.url) == ("exports/run-1.csv", "https://x/run-1.csv")
+    assert (done.row_count, done.failed_count) == (12, 1)
+    assert done.error is None
+    assert done.finished_at == at(4)
+
+
+def test_complete_export_requires_it_to_have_begun(make_export: MakeExport) -> None:
+    with pytest.raises(IllegalTransition, match="export cannot move from pending to completed"):
+        lifecycle.complete_export(make_export(), external_id="x", url=None, row_count=0, failed_count=0, now=T0)
+
+
+@pytest.mark.parametrize("status", [ExportStatus.PENDING, ExportStatus.RUNNING])
+def test_fail_export_records_the_error(make_export: MakeExport, status: ExportStatus) -> None:
+    error = PermanentError("drive folder not found")
+    failed = lifecycle.fail_export(make_export(status=status), error=error, now=at(4))
+    assert failed.status is ExportStatus.FAILED
+    assert failed.error == error.to_record()
+    assert failed.finished_at == at(4)
+
+
+def test_fail_export_on_a_completed_export_is_illegal(make_export: MakeExport) -> None:
+    with pytest.raises(IllegalTransition, match="export cannot move from completed to failed"):
+        lifecycle.fail_export(make_export(status=ExportStatus.COMPLETED), error=PermanentError("x"), now=T0)
+
+
+# -- operations -------------------------------------------------------------------
+
+
+def test_update_operation_copies_progress_stage_and_message(make_operation: MakeOperation) -> None:
+    op = lifecycle.update_operation(make_operation(), progress=PROGRESS, stage="extracting", now=at(5), message="4/10")
+    assert (op.stage, op.message) == ("extracting", "4/10")
+    assert (op.pct, op.done, op.failed, op.total, op.eta_seconds) == (40.0, 3, 1, 10, 90.0)
+    assert op.updated_at == at(5)
+
+
+def test_update_operation_while_running_leaves_finished_at_unset(make_operation: MakeOperation) -> None:
+    op = lifecycle.update_operation(make_operation(), progress=PROGRESS, stage="extracting", now=at(5))
+    assert op.status is OperationStatus.RUNNING
+    assert op.finished_at is None
+
+
+@pytest.mark.parametrize("final", [OperationStatus.DONE, OperationStatus.FAILED, OperationStatus.CANCELLED])
+def test_update_operation_to_a_final_status_sets_finished_at(
+    make_operation: MakeOperation, final: OperationStatus
+) -> None:
+    op = lifecycle.update_operation(make_operation(), progress=PROGRESS, stage="done", now=at(5), status=final)
+    assert op.status is final
+    assert op.finished_at == at(5)
+
+
+def test_update_operation_stores_the_error_it_is_given(make_operation: MakeOperation) -> None:
+    error = {"code": "permanent", "message": "no files"}
+    op = lifecycle.update_operation(
+        make_operation(), progress=PROGRESS, stage="failed", now=at(5), status=OperationStatus.FAILED, error=error
+    )
+    assert op.error == error
+
+
+def test_update_operation_reopening_a_done_operation_clears_finished_at(make_operation: MakeOperation) -> None:
+    done = make_operation(status=OperationStatus.DONE, finished_at=at(1))
+    reopened = lifecycle.update_operation(done, progress=PROGRESS, stage="retrying", now=at(5))
+    assert reopened.status is OperationStatus.RUNNING
+    assert reopened.finished_at is None
+
+
+def test_update_operation_on_a_cancelled_operation_is_illegal(make_operation: MakeOperation) -> None:
+    with pytest.raises(IllegalTransition, match="operation cannot move from cancelled to running"):
+        lifecycle.update_operation(
+            make_operation(status=OperationStatus.CANCELLED), progress=PROGRESS, stage="x", now=T0
+        )

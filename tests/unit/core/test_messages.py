@@ -1,0 +1,113 @@
+"""Typed messages between stages: encoding, decoding, log labels."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from common.core.errors import PermanentError
+from common.core.messages import (
+    MESSAGE_TYPES,
+    BlobFinalized,
+    CleanupSweep,
+    ExportRun,
+    ExtractTask,
+    Message,
+    Noop,
+    StartRun,
+    decode,
+)
+
+SAMPLES: dict[str, Message] = {
+    "run.start": StartRun(run_id="run-1", job_id="job-1"),
+    "task.extract": ExtractTask(task_id="task-1", run_id="run-1", job_id="job-1"),
+    "export.run": ExportRun(export_id="export-1", run_id="run-1", job_id="job-1"),
+    "blob.finalized": BlobFinalized(
+        bucket="inbox",
+        name="in/a.pdf",
+        size=1024,
+        content_type="application/pdf",
+        generation="17",
+        metadata={"job_id": "job-1"},
+    ),
+    "cleanup.sweep": CleanupSweep(),
+    "bench.noop": Noop(chain="c-1", hops=3),
+}
+
+
+def test_there_is_a_sample_of_every_message_kind() -> None:
+    assert set(SAMPLES) == set(MESSAGE_TYPES)
+
+
+@pytest.mark.parametrize("kind", SAMPLES)
+def test_each_message_class_is_registered_under_its_kind(kind: str) -> None:
+    assert MESSAGE_TYPES[kind] is type(SAMPLES[kind])
+    assert SAMPLES[kind].kind == kind
+
+
+@pytest.mark.parametrize("kind", SAMPLES)
+def test_encode_then_decode_gives_the_same_message(kind: str) -> None:
+    msg = SAMPLES[kind]
+    decoded = decode(kind, msg.encode())
+    assert type(decoded) is type(msg)
+    assert decoded == msg
+
+
+def test_encode_is_the_json_of_the_fields_without_the_kind() -> None:
+    payload = json.loads(ExtractTask(task_id="t", run_id="r", job_id="j").encode())
+    assert payload == {"task_id": "t", "run_id": "r", "job_id": "j"}
+
+
+def test_a_message_with_no_fields_decodes_from_empty_bytes() -> None:
+    assert decode("cleanup.sweep", b"") == CleanupSweep()
+
+
+def test_optional_fields_take_their_defaults_when_absent() -> None:
+    assert decode("blob.finalized", b'{"bucket": "b", "name": "n"}') == BlobFinalized(bucket="b", name="n")
+
+
+def test_an_unknown_kind_is_a_permanent_error_naming_it() -> None:
+    with pytest.raises(PermanentError, match="unknown message kind 'task.explode'") as info:
+        decode("task.explode", b"{}")
+    assert info.value.code == "unknown_message"
+
+
+@pytest.mark.parametrize(
+    ("kind", "data"),
+    [
+        pytest.param("task.extract", b"{not json", id="malformed-json"),
+        pytest.param("task.extract", b"\xff\xfe", id="not-utf8"),
+        pytest.param("task.extract", b"[]", id="json-not-an-object"),
+        pytest.param("task.extract", b'{"task_id": "t", "run_id": "r"}', id="missing-field"),
+        pytest.param("task.extract", b'{"task_id": "t", "run_id": "r", "job_id": "j", "x": 1}', id="unknown-field"),
+        pytest.param("bench.noop", b'{"chain": "c", "hops": "many"}', id="wrong-type"),
+        pytest.param("run.start", b"null", id="json-null"),
+    ],
+)
+def test_a_malformed_payload_is_a_permanent_error(kind: str, data: bytes) -> None:
+    with pytest.raises(PermanentError, match=f"malformed {kind} message") as info:
+        decode(kind, data)
+    assert info.value.code == "malformed_message"
+
+
+def test_messages_are_immutable() -> None:
+    msg = StartRun(run_id="run-1", job_id="job-1")
+    with pytest.raises(ValidationError):
+        msg.run_id = "run-2"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("kind", "labels"),
+    [
+        ("run.start", {"run_id": "run-1", "job_id": "job-1"}),
+        ("task.extract", {"task_id": "task-1", "run_id": "run-1", "job_id": "job-1"}),
+        ("export.run", {"export_id": "export-1", "run_id": "run-1", "job_id": "job-1"}),
+        ("blob.finalized", {}),
+        ("cleanup.sweep", {}),
+        ("bench.noop", {}),
+    ],
+)
+def test_log_labels_are_the_ids_the_message_carries(kind: str, labels: dict[str, str]) -> None:
+    assert SAMPLES[kind].log_labels() == labels
