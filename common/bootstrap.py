@@ -69,6 +69,9 @@ def _local(
     data = settings.data_dir
     store = SqliteStore(data / "state.db", durable=settings.durable, indexes=STORE_INDEXES)
     bus = SqliteBus(data / "bus.db", clock=clk, durable=settings.durable)
+    from common.runtime.local import declare_topology
+
+    declare_topology(bus, topo, settings)
     blobs = FsBlobStore(data / "blobs", clock=clk, url_base=settings.local_api_url, durable=settings.durable)
     built = Deps(
         settings=settings,

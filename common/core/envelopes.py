@@ -47,6 +47,8 @@ def decode_push(body: Mapping[str, Any]) -> PubSubMessage:
     if not isinstance(attributes, Mapping):
         raise PermanentError("Pub/Sub message attributes must be an object", code="bad_envelope")
     attempt = body.get("deliveryAttempt") or body.get("delivery_attempt") or 1
+    if isinstance(attempt, bool) or not isinstance(attempt, int | str) or not str(attempt).isdigit():
+        raise PermanentError(f"deliveryAttempt {attempt!r} is not a number", code="bad_envelope")
     return PubSubMessage(
         data=data,
         attributes={str(k): str(v) for k, v in attributes.items()},
@@ -65,16 +67,29 @@ def normalise(msg: PubSubMessage) -> tuple[bytes, dict[str, str]]:
         return msg.data, attrs
     if attrs["eventType"] != "OBJECT_FINALIZE":
         raise PermanentError(f"storage event {attrs['eventType']} is not handled", code="unhandled_event")
-    try:
-        obj = json.loads(msg.data)
-    except ValueError as exc:
-        raise PermanentError(f"storage notification is not JSON: {exc}", code="bad_envelope") from exc
+    # A notification configured with payload NONE carries only attributes.
+    obj: Any = {}
+    if msg.data:
+        try:
+            obj = json.loads(msg.data)
+        except ValueError as exc:
+            raise PermanentError(f"storage notification is not JSON: {exc}", code="bad_envelope") from exc
+    if not isinstance(obj, Mapping):
+        raise PermanentError("storage notification data must be the object's JSON resource", code="bad_envelope")
+    metadata = obj.get("metadata") or {}
+    size = obj.get("size")
+    if not isinstance(metadata, Mapping) or (size is not None and not str(size).isdigit()):
+        raise PermanentError("storage notification has a malformed size or metadata", code="bad_envelope")
+    name = str(obj.get("name") or attrs.get("objectId", ""))
+    bucket = str(obj.get("bucket") or attrs.get("bucketId", ""))
+    if not name or not bucket:
+        raise PermanentError("storage notification names no bucket or object", code="bad_envelope")
     finalized = BlobFinalized(
-        bucket=str(obj.get("bucket") or attrs.get("bucketId", "")),
-        name=str(obj.get("name") or attrs.get("objectId", "")),
-        size=int(obj["size"]) if obj.get("size") is not None else None,
+        bucket=bucket,
+        name=name,
+        size=None if size is None else int(size),
         content_type=obj.get("contentType"),
         generation=str(obj.get("generation") or attrs.get("objectGeneration") or "") or None,
-        metadata={str(k): str(v) for k, v in (obj.get("metadata") or {}).items()},
+        metadata={str(k): str(v) for k, v in metadata.items()},
     )
     return finalized.encode(), {**attrs, "kind": BlobFinalized.kind}

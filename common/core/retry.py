@@ -9,7 +9,7 @@ attempt 1):
 =================  ==========  ==============================================
 kind               retries     delay
 =================  ==========  ==============================================
-network, server    3           exponential: 15 s, 60 s, 300 s
+network, server    3           exponential: 15 s, 60 s, 240 s (x4, cap 300)
 unavailable (503)  3           server's delay if given (cap 300 s), else exp.
 rate_limited (429) 5           server's delay if given (cap 300 s), else exp.
 malformed_output   2           5 s, 20 s

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-_FIELD_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+_FIELD_NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
 
 Scalar = str | int | float | bool | None
 
@@ -42,7 +42,7 @@ class FieldSpec(BaseModel):
     @field_validator("name")
     @classmethod
     def _snake_case(cls, v: str) -> str:
-        if not _FIELD_NAME.match(v):
+        if not _FIELD_NAME.fullmatch(v):
             raise ValueError(f"field name {v!r} must be snake_case: a lowercase letter, then letters, digits or _")
         return v
 

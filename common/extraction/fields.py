@@ -41,6 +41,7 @@ class Candidate:
     page: int
     snippet: str
     line: int = 0
+    kind: str = ""  # the label's kind ("gross" / "due" for totals)
 
 
 @dataclass(slots=True)
@@ -357,7 +358,7 @@ def _invoice_total(ctx: DocContext) -> list[Candidate]:
             continue
         # totals close the document: later candidates win ties
         score = hit.label.weight + bonus + 0.5 * hit.segment.line / n
-        cands.append(Candidate(got_value, score, got_seg.page, _snippet(hit, got_seg), got_seg.line))
+        cands.append(Candidate(got_value, score, got_seg.page, _snippet(hit, got_seg), got_seg.line, hit.label.kind))
     return cands
 
 
@@ -539,7 +540,8 @@ def seller(ctx: DocContext, buyer_name: str | None) -> list[Candidate]:
             m = _LEGAL.search(t)
             if not m or not _name_like(t) or len(t) > 60:
                 continue
-            t = t[: m.end()].strip(" ,")  # cut what follows the legal form
+            end = m.end() + (1 if t[m.end() : m.end() + 1] == "." else 0)
+            t = t[:end].strip(" ,")  # cut what follows the legal form ("Inc." keeps its dot)
             if buyer_name and t.lower() in buyer_name.lower():
                 continue
             counts[t] += 1
@@ -582,7 +584,7 @@ def _pick(cands: Sequence[Candidate], source_note: str = "") -> FieldValue | Non
     return FieldValue(value=best.value, confidence=round(conf, 2), page=best.page, snippet=best.snippet)
 
 
-_PRESET_NAMES = ("invoice_number", "date", "total", "currency", "seller", "buyer")
+_PRESET_NAMES = ("invoice_number", "date", "total", "currency", "seller", "buyer", "amount_due")
 
 
 def extract_fields(doc: Document, fields: Iterable[FieldSpec]) -> dict[str, FieldValue | None]:
@@ -608,6 +610,11 @@ def extract_fields(doc: Document, fields: Iterable[FieldSpec]) -> dict[str, Fiel
         elif name == "currency":
             tot = invoice_total(ctx)
             v = _pick(invoice_currency(ctx, max(tot, key=lambda c: c.score) if tot else None))
+        elif name == "amount_due":
+            # the amount left to pay: "due" labels first, else the gross total
+            tot = invoice_total(ctx)
+            due = [c for c in tot if c.kind == "due"]
+            v = _pick(due or tot)
         elif name == "buyer":
             v = _pick(buyer(ctx))
         elif name == "seller":
@@ -632,6 +639,7 @@ def _preset_compatible(spec: FieldSpec) -> bool:
         "invoice_number": {FieldType.STRING},
         "date": {FieldType.DATE, FieldType.STRING},
         "total": {FieldType.NUMBER, FieldType.STRING},
+        "amount_due": {FieldType.NUMBER, FieldType.STRING},
         "currency": {FieldType.CURRENCY, FieldType.STRING},
         "seller": {FieldType.STRING},
         "buyer": {FieldType.STRING},

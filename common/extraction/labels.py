@@ -151,10 +151,15 @@ TOTAL_LABELS = LabelSet(
         (r"\bmontant\s*total\b", 8.0, "gross"),
         (r"^\s*(?:total|summe|gesamt)\b", 8.0, "gross"),
         (r"\btotal\b", 6.0, "gross"),
-        # amounts due: equal to the gross total unless something was prepaid
+        # Amounts due. They equal the gross total unless a deposit or
+        # prepayment was deducted ("Total TTC 5 388,00 / Acompte -1 500,00 /
+        # Net à payer 3 888,00"). The corpus ground truth (the e-invoice
+        # GrandTotalAmount) is the gross total in that case, so "total" prefers
+        # gross labels; a field named amount_due reads these labels first.
         (r"\b(?:amount|balance|total|sum)\s*(?:due|payable|to\s*pay)\b|\bplease\s*pay\b", 7.0, "due"),
         (
-            r"\bzahlbetrag|\bzu\s*zahlen(?:der\s*betrag)?|\boffener\s*betrag|\bfälliger\s*betrag|\bzahlungsbetrag",
+            r"\bzahlbetrag\b|\bzu\s*zahlen(?:der\s*betrag)?\b|\boffener\s*betrag|\bfälliger\s*betrag|"
+            r"\bzahlungsbetrag|\bnoch\s*zu\s*zahlen",
             7.0,
             "due",
         ),
@@ -210,7 +215,11 @@ SELLER_LABELS = LabelSet(
 
 BUYER_LABELS = LabelSet(
     labels=_labels(
-        (r"\bbill(?:ed|ing)?\s*to\b|\binvoice(?:d)?\s*to\b|\bsold\s*to\b|\bbilling\s*address\b", 3.0),
+        (
+            r"\bbill(?:ed|ing)?\s*to\b|\binvoice(?:d)?\s*to\b|\bsold\s*to\b|\bbilling\s*address\b|"
+            r"\bcredit(?:ed)?\s*to\b|\bissued\s*to\b|\bprepared\s*for\b",
+            3.0,
+        ),
         (
             _role(
                 r"käufer|kaeufer|buyer|purchaser|acheteur|koper|rechnungsempfänger|leistungsempfänger|empfänger|"
@@ -390,8 +399,13 @@ def generic_labels(name: str, description: str = "") -> LabelSet:
             specs.append((r"(?<![A-Za-z])" + "".join(_token_pattern(t) for t in toks), 2.5))
     words = [w for w in re.findall(r"[A-Za-zÀ-ÿ]+", description.lower()) if w not in _STOP]
     if words and words[: len(toks)] != toks:
-        phrase = words[:3]
-        specs.append((r"(?<![A-Za-z])" + r"[\s\-./]*".join(_token_pattern(w) for w in phrase) + r"(?![a-z])", 2.0))
+        # the leading content words, then shorter prefixes ("Gewicht in kg" -> "Gewicht")
+        for n, weight in ((3, 2.0), (2, 1.8), (1, 1.5)):
+            phrase = words[:n]
+            if len(phrase) < n or (n == 1 and len(phrase[0]) < 4):
+                continue
+            pat = r"[\s\-./]*".join(_token_pattern(w) for w in phrase)
+            specs.append((r"(?<![A-Za-z])" + pat + r"(?![a-z])", weight))
     return LabelSet(labels=_labels(*specs))
 
 

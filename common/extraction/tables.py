@@ -159,7 +159,7 @@ def _bounds(cols: list[_Column]) -> list[tuple[float, float]]:
     for i, c in enumerate(cols):
         prev_x1 = cols[i - 1].x1 if i > 0 else None
         next_x0 = cols[i + 1].x0 if i + 1 < len(cols) else None
-        if c.role == "description" or c.role is None and i == 0:
+        if c.role == "description" or (c.role is None and i == 0):
             left = c.x0 - 40 if prev_x1 is None else (prev_x1 + c.x0) / 2
             right = next_x0 - 2 if next_x0 is not None else 1e9
         else:

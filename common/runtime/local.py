@@ -25,12 +25,13 @@ from datetime import datetime
 
 from common.adapters.local.clock import ManualClock
 from common.adapters.local.sqlite_bus import Delivery, OutgoingMessage, Settlement, SqliteBus, SubscriptionConfig
+from common.config import Settings
 from common.core.cron import Cron
 from common.core.messages import MESSAGE_TYPES
 from common.obs.logging import fields
 from common.service.context import Deps, TopologySender
 from common.service.dispatch import dispatch
-from common.topology import SubscriptionSpec
+from common.topology import SubscriptionSpec, Topology
 
 log = logging.getLogger("sluice.runtime")
 
@@ -63,6 +64,29 @@ class _Sub:
     workers: int
 
 
+def subscription_name(topic: str, function: str) -> str:
+    return f"{topic}--{function}"
+
+
+def declare_topology(bus: SqliteBus, topo: Topology, settings: Settings) -> None:
+    """Create every topic and subscription ``topo`` describes (idempotent)."""
+    for topic in topo.topics:
+        bus.declare_topic(settings.topic_name(topic))
+    for topic, spec in topo.subscribed_topics().items():
+        dlq = spec.dead_letter_topic
+        bus.declare_subscription(
+            SubscriptionConfig(
+                name=subscription_name(settings.topic_name(topic), spec.function),
+                topic=settings.topic_name(topic),
+                ack_deadline_s=spec.ack_deadline_s,
+                max_delivery_attempts=spec.max_delivery_attempts,
+                min_backoff_s=spec.min_backoff_s,
+                max_backoff_s=spec.max_backoff_s,
+                dead_letter_topic=None if dlq is None else settings.topic_name(dlq),
+            )
+        )
+
+
 class LocalRuntime:
     def __init__(
         self,
@@ -88,7 +112,7 @@ class LocalRuntime:
                 continue
             fn = topo.functions[spec.function]
             workers = max(1, min(fn.concurrency * fn.max_instances, max_workers))
-            name = f"{self._topic(topic)}--{spec.function}"
+            name = subscription_name(self._topic(topic), spec.function)
             self._subs.append(_Sub(name, self._topic(topic), spec.function, spec, workers))
         self._crons = {name: Cron.parse(s.cron) for name, s in topo.schedules.items()}
         self._next_fire: dict[str, datetime] = {}
@@ -110,23 +134,7 @@ class LocalRuntime:
 
     def declare(self) -> None:
         """Create the topology's topics and subscriptions in the bus (idempotent)."""
-        topo = self.deps.topology
-        for topic in topo.topics:
-            self.bus.declare_topic(self._topic(topic))
-        for s in self._subs:
-            self.bus.declare_subscription(
-                SubscriptionConfig(
-                    name=s.name,
-                    topic=s.topic,
-                    ack_deadline_s=s.spec.ack_deadline_s,
-                    max_delivery_attempts=s.spec.max_delivery_attempts,
-                    min_backoff_s=s.spec.min_backoff_s,
-                    max_backoff_s=s.spec.max_backoff_s,
-                    dead_letter_topic=None
-                    if s.spec.dead_letter_topic is None
-                    else self._topic(s.spec.dead_letter_topic),
-                )
-            )
+        declare_topology(self.bus, self.deps.topology, self.deps.settings)
         self.declared = True
 
     # -- one delivery ---------------------------------------------------------

@@ -186,7 +186,7 @@ def test_progress_writes_are_coalesced_to_about_one_per_second(pipeline: Pipelin
             writes.append(pipeline.clock.now().timestamp())
         return result
 
-    store.transaction = counting
+    store.transaction = counting  # type: ignore[method-assign]
     run = pipeline.start(job)
     pipeline.drain()
     # Twenty tasks finish within the same (manual-clock) second: one write for

@@ -42,7 +42,8 @@ def parse_uri(uri: str, scheme: str = SCHEME) -> tuple[str, str]:
 
 def _safe_parts(bucket: str, name: str) -> tuple[str, ...]:
     p = PurePosixPath(name)
-    if p.is_absolute() or any(part in ("", ".", "..") for part in p.parts) or "\\" in name or "\x00" in name:
+    raw_parts = name.split("/")
+    if p.is_absolute() or any(part in ("", ".", "..") for part in raw_parts) or "\\" in name or "\x00" in name:
         raise ValueError(f"object name {name!r} is not a safe relative path")
     if not bucket.replace("-", "").replace("_", "").isalnum():
         raise ValueError(f"bucket name {bucket!r} is invalid")

@@ -41,11 +41,6 @@ def test_field_name_rejects_anything_else(name: str) -> None:
         FieldSpec(name=name)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="common/core/schema.py:18 anchors the name pattern with '$', which also matches before a "
-    "trailing newline, so 'total\\n' passes validation (use \\Z or re.fullmatch)",
-)
 def test_field_name_rejects_a_trailing_newline() -> None:
     with pytest.raises(ValidationError):
         FieldSpec(name="total\n")

@@ -84,7 +84,7 @@ def test_the_tables_hold_both_legal_and_illegal_moves_for_each_entity() -> None:
 
 
 def test_illegal_transition_message_is_prefixed_with_the_entity_name() -> None:
-    with pytest.raises(IllegalTransition, match="^task cannot move from completed to running$"):
+    with pytest.raises(IllegalTransition, match=r"^task cannot move from completed to running$"):
         check_transition(TASK_MOVES, TaskStatus.COMPLETED, TaskStatus.RUNNING, what="task")
 
 

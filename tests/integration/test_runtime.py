@@ -1,0 +1,141 @@
+"""The local runtime: threads, schedules, recovery of stuck work, uploads."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from pathlib import Path
+
+from common.adapters.local.clock import SystemClock
+from common.adapters.local.sqlite_bus import Delivery, Settlement
+from common.bootstrap import bootstrap, local_bus
+from common.config import Settings
+from common.core.models import ExtractionTask
+from common.core.states import FileStatus, RunStatus, TaskStatus
+from common.runtime.local import LocalRuntime
+from common.service import repo
+from common.service.registry import PUBLISHES
+from tests.support import Pipeline, ScriptedExtractor, make_pipeline
+
+
+def test_the_threaded_runtime_runs_a_job_to_its_export(tmp_path: Path) -> None:
+    settings = Settings(backend="local", data_dir=tmp_path / "data", durable=False)
+    extractor = ScriptedExtractor()
+    deps = bootstrap(settings, clock=SystemClock(), extractor_factory=lambda _n: extractor)
+    runtime = LocalRuntime(deps, local_bus(deps))
+    p = Pipeline(deps=deps, bus=local_bus(deps), runtime=runtime, clock=None, tmp=tmp_path, extractor=extractor)  # type: ignore[arg-type]
+    job = p.job()
+    for i in range(12):
+        p.upload(job, f"ok-{i}.pdf")
+    runtime.start()
+    try:
+        run = p.start(job)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            exports = p.exports(run.id)
+            if exports and all(e.status.value == "completed" for e in exports):
+                break
+            time.sleep(0.02)
+    finally:
+        runtime.stop()
+    assert p.run(run.id).status is RunStatus.COMPLETED
+    assert p.exports(run.id)[0].row_count == 12
+
+
+def test_stop_lets_in_flight_handlers_finish(tmp_path: Path) -> None:
+    class Slow(ScriptedExtractor):
+        def extract(self, doc, fields, *, prompt=""):  # type: ignore[no-untyped-def]
+            time.sleep(0.2)
+            return super().extract(doc, fields, prompt=prompt)
+
+    settings = Settings(backend="local", data_dir=tmp_path / "data", durable=False)
+    deps = bootstrap(settings, clock=SystemClock(), extractor_factory=lambda _n: Slow())
+    bus = local_bus(deps)
+    runtime = LocalRuntime(deps, bus)
+    p = Pipeline(deps=deps, bus=bus, runtime=runtime, clock=None, tmp=tmp_path, extractor=None)  # type: ignore[arg-type]
+    job = p.job()
+    p.upload(job, "ok-a.pdf")
+    runtime.start()
+    run = p.start(job)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not any(t.status is TaskStatus.RUNNING for t in p.tasks(run.id)):
+        time.sleep(0.01)
+    runtime.stop()
+    (task,) = p.tasks(run.id)
+    assert task.status is TaskStatus.COMPLETED, "the attempt in flight finished and was settled"
+
+
+def test_handlers_publish_only_the_kinds_they_declare(tmp_path: Path) -> None:
+    seen: dict[str, set[str]] = {}
+
+    class Recording(LocalRuntime):
+        def handle(self, function: str, delivery: Delivery) -> Settlement:
+            s = super().handle(function, delivery)
+            seen.setdefault(function, set()).update(m.attributes["kind"] for m in s.publishes)
+            return s
+
+    p = make_pipeline(tmp_path, runtime_cls=Recording)
+    job = p.job(formats=("csv", "xlsx"))
+    for name in ("ok-a.pdf", "flaky1-b.pdf", "bad-c.pdf"):
+        p.upload(job, name)
+    p.start(job)
+    p.drain(advance_clock=True)
+    assert seen["extract"] == {"task.extract", "export.run"}
+    for function, kinds in seen.items():
+        assert kinds <= PUBLISHES[function], function
+
+
+def test_the_hourly_cleanup_fires_from_the_topology_schedule(pipeline: Pipeline) -> None:
+    runtime = pipeline.runtime
+    assert runtime.tick_schedules() == 0, "the first tick only plans the next firing"
+    pipeline.clock.advance(3600)
+    assert runtime.tick_schedules() == 1
+    assert pipeline.bus.depth("cleanup--cleanup") == 1
+    pipeline.drain()
+    assert pipeline.bus.depth("cleanup--cleanup") == 0
+
+
+def test_cleanup_recovers_a_task_whose_attempt_died(pipeline: Pipeline) -> None:
+    job = pipeline.job()
+    pipeline.upload(job, "ok-a.pdf")
+    run = pipeline.start(job)
+    pipeline.runtime.drain(max_deliveries=2)  # finalize + run.start
+    # Simulate an attempt that claimed the task and died, its message lost.
+    (task,) = pipeline.tasks(run.id)
+    task, version = repo.require(pipeline.deps.store, ExtractionTask, task.id)
+    stuck = task.model_copy(
+        update={
+            "status": TaskStatus.RUNNING,
+            "attempts": 1,
+            "message_id": "lost",
+            "lease_until": pipeline.clock.now() + timedelta(seconds=600),
+        }
+    )
+    repo.cas(pipeline.deps.store, stuck, version)
+    for d in pipeline.bus.pull("extract--extract", 10):
+        pipeline.bus.ack(d)
+
+    pipeline.runtime.tick_schedules()
+    pipeline.clock.advance(3600)
+    pipeline.runtime.tick_schedules()
+    pipeline.drain()
+    (task,) = pipeline.tasks(run.id)
+    assert task.status is TaskStatus.COMPLETED and task.attempts == 2
+    assert pipeline.run(run.id).status is RunStatus.COMPLETED
+
+
+def test_an_object_written_to_the_uploads_bucket_registers_its_file(pipeline: Pipeline) -> None:
+    job = pipeline.job()
+    uri = pipeline.deps.blobs.uri("uploads", f"jobs/{job.id}/files/f_web1/scan.pdf")
+    pipeline.deps.blobs.put_bytes(uri, b"%PDF-1.4 x", content_type="application/pdf", metadata={"name": "Scan 1.pdf"})
+    pipeline.deps.blobs.put_bytes(uri, b"%PDF-1.4 x", content_type="application/pdf", metadata={"name": "Scan 1.pdf"})
+    pipeline.drain()
+    (f,) = pipeline.files(job.id)
+    assert (f.id, f.name, f.status, f.blob_uri) == ("f_web1", "Scan 1.pdf", FileStatus.UPLOADED, uri)
+
+
+def test_an_upload_outside_any_job_is_dead_lettered_with_its_reason(pipeline: Pipeline) -> None:
+    pipeline.deps.blobs.put_bytes(pipeline.deps.blobs.uri("uploads", "stray/file.pdf"), b"x")
+    pipeline.drain()
+    (dead,) = pipeline.bus.dead_letters()
+    assert dead.last_error is not None and "not_an_upload" in dead.last_error
