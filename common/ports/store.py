@@ -5,6 +5,12 @@ Documents are JSON objects in named collections. Every write returns the new
 ``if_version`` makes the write a compare-and-set. Transactions are optimistic:
 reads record versions, writes are buffered, and the commit fails (and the
 function is run again) if anything read has changed meanwhile.
+
+Firestore's rules hold on every backend, so code that works locally works in
+the cloud: inside a transaction all reads come before any write (a read after
+a write raises); filters match only values of the same type; ``== None``
+matches null but not a missing field; ordering by a field drops documents
+without it.
 """
 
 from __future__ import annotations
