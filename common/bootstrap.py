@@ -62,6 +62,7 @@ def _local(
 ) -> Deps:
     from common.adapters.local.clock import SystemClock
     from common.adapters.local.fs_blobs import FsBlobStore
+    from common.adapters.local.scheduler import BusScheduler
     from common.adapters.local.sqlite_bus import SqliteBus
     from common.adapters.local.sqlite_store import SqliteStore
 
@@ -80,6 +81,7 @@ def _local(
         blobs=blobs,
         clock=clk,
         publisher=bus,
+        scheduler=BusScheduler(bus, topo, settings),
         extractor_factory=extractor_factory or (lambda name: _extractor(name, settings, built)),
     )
     sender = TopologySender(topo, settings, bus, clk)

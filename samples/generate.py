@@ -215,7 +215,9 @@ class Invoice:
         return {
             "invoice_number": self.number,
             "date": self.issued.isoformat(),
-            "total": float(self.amount_due),
+            # "total" is the grand total including tax, as e-invoices' GrandTotalAmount
+            # (before prepayments are deducted); the amount due may be lower.
+            "total": float(self.gross),
             "currency": self.currency,
             "seller": self.seller.name,
             "buyer": self.buyer.name,
@@ -521,8 +523,8 @@ def _totals(invoice: Invoice) -> list[tuple[str, Decimal]]:
 
 
 def printed_total(invoice: Invoice) -> str:
-    """The amount due exactly as the document prints it."""
-    return invoice.locale.money(invoice.amount_due)
+    """The grand total exactly as the document prints it."""
+    return invoice.locale.money(invoice.gross)
 
 
 def _tail_height(invoice: Invoice) -> float:

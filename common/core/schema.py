@@ -56,7 +56,10 @@ INVOICE_PRESET: tuple[FieldSpec, ...] = (
     FieldSpec(
         name="total",
         type=FieldType.NUMBER,
-        description="The amount due including tax; negative for credit notes.",
+        description=(
+            "The invoice's grand total including tax, as printed (before any prepayment is deducted);"
+            " negative for credit notes."
+        ),
     ),
     FieldSpec(name="currency", type=FieldType.CURRENCY, description="ISO 4217 currency code."),
     FieldSpec(name="seller", description="Name of the company that issued the invoice."),

@@ -172,7 +172,7 @@ def _safe_parse(data: bytes) -> ET.Element:
 
 def is_einvoice_xml(data: bytes) -> bool:
     """Cheap sniff: does this look like CII or UBL invoice XML?"""
-    head = data[:4096]
+    head = data[:65536]  # licence comments before the root element can be long
     return bool(re.search(rb"<(?:\w+:)?(?:CrossIndustryInvoice|CrossIndustryDocument|Invoice|CreditNote)[\s>]", head))
 
 

@@ -196,9 +196,10 @@ def _amount_run(text: str) -> list[tuple[float, int, int, bool]]:
             pos = a.end + text[a.end :].find("%") + 1
             continue
         # between amounts only spaces, currency marks/codes, ":" or "="
-        if re.sub(r"[\s:=*]|[€$£¥₹]|\b[A-Z]{3}\b|\bRs\.?", "", gap):
-            if out or re.search(r"[A-Za-zÀ-ÿ]{2,}", re.sub(r"\b[A-Z]{3}\b", "", gap)):
-                break
+        if re.sub(r"[\s:=*]|[€$£¥₹]|\b[A-Z]{3}\b|\bRs\.?", "", gap) and (
+            out or re.search(r"[A-Za-zÀ-ÿ]{2,}", re.sub(r"\b[A-Z]{3}\b", "", gap))
+        ):
+            break
         near = text[max(0, a.start - 5) : a.end + 5]
         money = a.decimals == 2 or bool(find_currencies(near))
         out.append((a.value, a.start, a.end, money))
@@ -434,9 +435,7 @@ def _name_like(text: str) -> bool:
     if _ADDRESS.search(t):
         return False
     # "Nummer : GE2020211", "Phone: 123": a short caption and a colon
-    if re.match(r"^[^:]{1,25}:\s*\S", t) and not _LEGAL.search(t.split(":", 1)[1]):
-        return False
-    return True
+    return not (re.match(r"^[^:]{1,25}:\s*\S", t) and not _LEGAL.search(t.split(":", 1)[1]))
 
 
 def _clean_name(text: str) -> str:
@@ -591,7 +590,6 @@ def extract_fields(doc: Document, fields: Iterable[FieldSpec]) -> dict[str, Fiel
     """Document-level values for ``fields`` (None where nothing was found)."""
     ctx = DocContext.of(doc)
     specs = list(fields)
-    wanted = {f.name for f in specs}
     out: dict[str, FieldValue | None] = {}
     memo: dict[str, FieldValue | None] = {}
 
@@ -630,7 +628,6 @@ def extract_fields(doc: Document, fields: Iterable[FieldSpec]) -> dict[str, Fiel
             out[spec.name] = _typed(get(spec.name), spec.type)
         else:
             out[spec.name] = generic_field(ctx, spec)
-    del wanted
     return out
 
 

@@ -14,7 +14,7 @@ User-defined fields get labels built from their name and description by
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from common.extraction.layout import Document, Segment
@@ -60,7 +60,7 @@ def _labels(*specs: tuple[str, float] | tuple[str, float, str]) -> tuple[Label, 
     out = []
     for spec in specs:
         pat, weight = spec[0], spec[1]
-        kind = spec[2] if len(spec) > 2 else ""  # type: ignore[misc]
+        kind = spec[2] if len(spec) > 2 else ""
         out.append(Label(re.compile(pat, re.IGNORECASE), weight, kind))
     return tuple(out)
 
@@ -407,11 +407,6 @@ def generic_labels(name: str, description: str = "") -> LabelSet:
             pat = r"[\s\-./]*".join(_token_pattern(w) for w in phrase)
             specs.append((r"(?<![A-Za-z])" + pat + r"(?![a-z])", weight))
     return LabelSet(labels=_labels(*specs))
-
-
-def iter_label_texts(hits: Iterable[LabelHit]) -> list[str]:
-    """For debugging: the label texts of ``hits``."""
-    return [h.text for h in hits]
 
 
 def find_labels_in_text(text: str, *sets: LabelSet) -> bool:

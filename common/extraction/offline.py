@@ -206,6 +206,7 @@ def _from_einvoice(inv: Any, specs: list[FieldSpec], notes: list[str]) -> Docume
 
 
 def _coerce(v: Any, t: FieldType) -> Any:
+    """An XML value as the schema's type; None where it cannot be one."""
     if v is None:
         return None
     if t == FieldType.STRING:
@@ -216,4 +217,4 @@ def _coerce(v: Any, t: FieldType) -> Any:
         return int(v)
     if t in (FieldType.DATE, FieldType.CURRENCY) and isinstance(v, str):
         return v
-    return v if t == FieldType.STRING else None
+    return None

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from common.core.schema import FieldSpec, FieldType
-from common.extraction.layout import Document, Line
+from common.extraction.layout import Document, Line, Word
 from common.extraction.normalize import find_amounts, find_dates
 
 __all__ = ["LineItem", "column_role", "is_line_item_schema", "line_items"]
@@ -45,8 +45,8 @@ _ROLE_WORDS: dict[str, re.Pattern[str]] = {
     ),
 }
 _END = re.compile(
-    r"^(?:sub\s*total|total|summe|zwischensumme|gesamt|netto|rechnungs|steuer|belegsummen|"
-    r"sous[\s-]*total|montant|totaal|subtotaal|exclusief|tax|vat|mwst|ust|tva|warenwert|"
+    r"^(?:sub\s*total|total|summe|zwischensumme|gesamt\w*|netto\w*|brutto\w*|rechnungs\w*|steuer\w*|belegsummen|"
+    r"sous[\s-]*total|montant|totaal|subtotaal|exclusief|tax|vat|mwst|ust|tva|btw|warenwert|"
     r"positionssumme|zahlungsbedingungen|payment)\b",
     re.IGNORECASE,
 )
@@ -116,20 +116,14 @@ def _header_columns(line: Line) -> list[_Column]:
     for seg in line.segments:
         words = seg.words
         i = 0
-        other: list[int] = []
-
-        def close_other() -> None:
-            if other:
-                cols.append(_Column(None, words[other[0]].x0, words[other[-1]].x1))
-                other.clear()
-
+        other: list[int] = []  # indices of caption words without a role
         while i < len(words):
             for n in (3, 2, 1):
                 if i + n > len(words):
                     continue
                 role = _match_role(" ".join(w.text for w in words[i : i + n]))
                 if role is not None:
-                    close_other()
+                    _close_other(cols, words, other)
                     if any(c.role == role for c in cols):
                         role = None  # a second "Total" column: keep the first
                     cols.append(_Column(role, words[i].x0, words[i + n - 1].x1))
@@ -138,8 +132,15 @@ def _header_columns(line: Line) -> list[_Column]:
             else:
                 other.append(i)
                 i += 1
-        close_other()
+        _close_other(cols, words, other)
     return cols
+
+
+def _close_other(cols: list[_Column], words: Sequence[Word], other: list[int]) -> None:
+    """Turn a run of caption words without a role into one (unread) column."""
+    if other:
+        cols.append(_Column(None, words[other[0]].x0, words[other[-1]].x1))
+        other.clear()
 
 
 def _find_header(doc: Document) -> tuple[int, list[_Column]] | None:
@@ -164,6 +165,10 @@ def _bounds(cols: list[_Column]) -> list[tuple[float, float]]:
             right = next_x0 - 2 if next_x0 is not None else 1e9
         else:
             left = prev_x1 + 2 if prev_x1 is not None else c.x0 - 40
+            if i > 0 and cols[i - 1].role == "description":
+                # a description runs long: the numeric column starts halfway
+                # between the captions, not right after "Description"
+                left = (cols[i - 1].x1 + c.x0) / 2
             right = c.x1 + 0.5 * (next_x0 - c.x1) if next_x0 is not None else 1e9
         out.append((left, right))
     return out

@@ -328,6 +328,7 @@ class LocalRuntime:
         """Stop pulling, let in-flight handlers finish, settle them, and join."""
         self._stop.set()
         self._wake_all()
+        self.bus.remove_listener(self._wake_all)
         pumps = [t for t in self._threads if t.name.startswith("pump-")]
         for t in pumps:
             t.join()

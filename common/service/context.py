@@ -15,6 +15,7 @@ from common.ports.blobs import BlobStore
 from common.ports.bus import Publisher
 from common.ports.clock import Clock
 from common.ports.model import Extractor
+from common.ports.scheduler import Scheduler
 from common.ports.store import Store
 from common.topology import Topology
 
@@ -39,6 +40,7 @@ class Deps:
     blobs: BlobStore
     clock: Clock
     publisher: Publisher
+    scheduler: Scheduler
     extractor_factory: Callable[[str], Extractor]
     _extractors: dict[str, Extractor] = field(default_factory=dict)
 

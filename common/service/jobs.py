@@ -25,7 +25,7 @@ from common.core.models import (
     SourceType,
 )
 from common.core.schema import FieldSpec
-from common.core.states import FileStatus, RunStatus
+from common.core.states import FileStatus
 from common.ports.store import Filter, Order, Transaction
 from common.service import ids, repo
 from common.service.context import Deps, Sender
@@ -214,8 +214,11 @@ def request_run(
         return run
 
     run = deps.store.transaction(tx)
-    delay = None if schedule_time is None else max(0.0, (schedule_time - now).total_seconds())
-    sender.send(StartRun(run_id=run.id, job_id=job.id), delay_s=delay, priority=priority)
+    start = StartRun(run_id=run.id, job_id=job.id)
+    if schedule_time is not None and schedule_time > now:
+        deps.scheduler.schedule(start, at=schedule_time, name=f"run-start-{run.id}", queue=priority.value)
+    else:
+        sender.send(start, priority=priority)
     return run
 
 
@@ -234,6 +237,3 @@ def require_job(deps: Deps, job_id: str, *, owner: str) -> Job:
     if found is None or found[0].owner != owner:
         raise NotFound(f"job {job_id} not found")
     return found[0]
-
-
-UNFINISHED_RUN_STATES = frozenset({RunStatus.PENDING, RunStatus.RUNNING, RunStatus.PAUSED})

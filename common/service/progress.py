@@ -7,6 +7,7 @@ only remembers, per process, when each operation was last written.
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from datetime import datetime
 
 from common.core import lifecycle
@@ -17,7 +18,10 @@ from common.ports.store import Transaction
 from common.service import repo
 from common.service.context import Context
 
-_last_written: dict[str, datetime] = {}
+# When this process last wrote each operation; bounded, oldest forgotten first
+# (forgetting only costs one early write).
+_last_written: OrderedDict[str, datetime] = OrderedDict()
+_MAX_TRACKED = 10_000
 _lock = threading.Lock()
 
 
@@ -42,6 +46,9 @@ def report_run(
         ):
             return False
         _last_written[run.operation_id] = now
+        _last_written.move_to_end(run.operation_id)
+        while len(_last_written) > _MAX_TRACKED:
+            _last_written.popitem(last=False)
     progress = compute_progress(
         completed=run.counters.completed,
         failed=run.counters.failed + run.counters.cancelled,

@@ -168,3 +168,21 @@ def test_kill_9_mid_run_then_the_same_command_resumes_and_exports_each_document_
     names = [r["source_file"] for r in rows]
     assert sorted(names) == [f"inv{i:03d}.pdf" for i in range(n)], "every document exactly once"
     assert sorted(r["invoice_number"] for r in rows) == [f"HF-{20000 + i}" for i in range(n)]
+
+
+def test_run_with_user_fields_exports_those_columns(tmp_path: Path) -> None:
+    res = sluice(
+        "run",
+        str(SAMPLES / "uk_invoice.pdf"),
+        "--fields",
+        "invoice_number,total",
+        "--format",
+        "csv",
+        "--out",
+        "out",
+        cwd=tmp_path,
+    )
+    assert res.returncode == 0, res.stderr
+    (row,) = read_csv(tmp_path / "out" / "sluice-run1.csv")
+    assert list(row) == ["invoice_number", "total", "source_file", "page"]
+    assert (row["invoice_number"], float(row["total"])) == ("HF-10482", 1999.8)

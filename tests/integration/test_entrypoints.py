@@ -18,12 +18,12 @@ from common.adapters.local.sqlite_bus import SqliteBus, SubscriptionConfig
 from common.core.models import Run
 from common.core.states import RunStatus, TaskStatus
 from common.service import jobs, repo
-from common.service.context import TopologySender
+from common.service.context import Deps, TopologySender
 from tests.support import REPO_ROOT, SAMPLES, SHARED
 
 
 @pytest.fixture
-def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[bootstrap.Deps]:
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Deps]:
     monkeypatch.setenv("SLUICE_BACKEND", "local")
     monkeypatch.setenv("SLUICE_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("SLUICE_DURABLE", "false")
@@ -33,7 +33,8 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[bootstrap.D
 
 
 def client(function: str) -> Any:
-    app = functions_framework.create_app("handle", str(REPO_ROOT / "functions" / function / "main.py"), "cloudevent")
+    source = str(REPO_ROOT / "functions" / function / "main.py")
+    app = functions_framework.create_app("handle", source, "cloudevent")  # type: ignore[no-untyped-call]
     return app.test_client()
 
 
@@ -67,7 +68,7 @@ def forward(bus: SqliteBus, subscription: str, function: str) -> list[int]:
     return codes
 
 
-def test_the_extract_function_starts_a_run_and_extracts_a_real_invoice(env: bootstrap.Deps) -> None:
+def test_the_extract_function_starts_a_run_and_extracts_a_real_invoice(env: Deps) -> None:
     bus = bootstrap.local_bus(env)
     job = jobs.create_job(env, owner="u", name="j", fields=jobs_fields())
     jobs.add_upload(env, job, SAMPLES / "uk_invoice.pdf")
@@ -89,7 +90,7 @@ def jobs_fields() -> Any:
     return INVOICE_PRESET
 
 
-def test_a_redelivered_event_is_acknowledged_without_doing_the_work_twice(env: bootstrap.Deps) -> None:
+def test_a_redelivered_event_is_acknowledged_without_doing_the_work_twice(env: Deps) -> None:
     bus = bootstrap.local_bus(env)
     job = jobs.create_job(env, owner="u", name="j", fields=jobs_fields())
     jobs.add_upload(env, job, SAMPLES / "uk_invoice.pdf")
@@ -111,7 +112,7 @@ def test_a_redelivered_event_is_acknowledged_without_doing_the_work_twice(env: b
     assert len(list(env.blobs.list("exports"))) == 1
 
 
-def test_a_message_about_a_task_that_does_not_exist_is_acknowledged(env: bootstrap.Deps) -> None:
+def test_a_message_about_a_task_that_does_not_exist_is_acknowledged(env: Deps) -> None:
     bus = bootstrap.local_bus(env)
     bus.declare_subscription(SubscriptionConfig("watch-dlq", "extract-dlq"))
     res = push("extract", b'{"task_id": "t1", "run_id": "r1", "job_id": "j1"}', {"kind": "task.extract"}, "m1")
@@ -120,7 +121,7 @@ def test_a_message_about_a_task_that_does_not_exist_is_acknowledged(env: bootstr
     assert "unknown_task" in dead.attributes["sluice_error"]
 
 
-def test_an_unexpected_error_is_not_acknowledged(env: bootstrap.Deps, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_unexpected_error_is_not_acknowledged(env: Deps, monkeypatch: pytest.MonkeyPatch) -> None:
     from common.service import runs
 
     def broken(msg: Any, ctx: Any) -> None:
@@ -132,7 +133,7 @@ def test_an_unexpected_error_is_not_acknowledged(env: bootstrap.Deps, monkeypatc
     assert res.status_code == 500, "raising makes Pub/Sub redeliver"
 
 
-def test_a_malformed_message_is_dead_lettered_and_acknowledged(env: bootstrap.Deps) -> None:
+def test_a_malformed_message_is_dead_lettered_and_acknowledged(env: Deps) -> None:
     bus = bootstrap.local_bus(env)
     bus.declare_subscription(SubscriptionConfig("watch-dlq", "extract-dlq"))
     res = push("extract", b"{broken", {"kind": "task.extract"}, "m3")
@@ -142,7 +143,7 @@ def test_a_malformed_message_is_dead_lettered_and_acknowledged(env: bootstrap.De
     assert "malformed" in dead.attributes["sluice_error"]
 
 
-def test_the_documented_push_envelope_decodes(env: bootstrap.Deps) -> None:
+def test_the_documented_push_envelope_decodes(env: Deps) -> None:
     fixture = SHARED / "fixtures" / "pubsub" / "pubsub_push_envelope.full_form.json"
     if not fixture.exists():
         pytest.skip(f"shared fixtures not found at {fixture}")

@@ -301,3 +301,30 @@ def test_task_records_keep_model_and_latency(pipeline: Pipeline) -> None:
     assert task.model == "offline", "the extractor the job ran with (the deployment default)"
     assert task.result is not None and task.result.method == "scripted"
     assert task.usage.latency_ms is not None and task.usage.latency_ms >= 0
+
+
+def test_a_scheduled_run_starts_at_its_time_and_not_before(pipeline: Pipeline) -> None:
+    from datetime import timedelta
+
+    from common.service import jobs
+
+    job = pipeline.job()
+    pipeline.upload(job, "ok-a.pdf")
+    at = pipeline.clock.now() + timedelta(hours=2)
+    run = jobs.request_run(pipeline.deps, pipeline.sender, job, schedule_time=at)
+    pipeline.drain()
+    assert pipeline.run(run.id).status is RunStatus.PENDING
+    pipeline.drain(advance_clock=True)
+    assert pipeline.run(run.id).status is RunStatus.COMPLETED
+    assert pipeline.run(run.id).started_at == at
+
+
+def test_scheduling_the_same_name_twice_delivers_once(pipeline: Pipeline) -> None:
+    from datetime import timedelta
+
+    from common.core.messages import CleanupSweep
+
+    at = pipeline.clock.now() + timedelta(minutes=5)
+    pipeline.deps.scheduler.schedule(CleanupSweep(), at=at, name="sweep-1")
+    pipeline.deps.scheduler.schedule(CleanupSweep(), at=at, name="sweep-1")
+    assert pipeline.bus.depth("cleanup--cleanup") == 1

@@ -44,7 +44,7 @@ def test_the_threaded_runtime_runs_a_job_to_its_export(tmp_path: Path) -> None:
 
 def test_stop_lets_in_flight_handlers_finish(tmp_path: Path) -> None:
     class Slow(ScriptedExtractor):
-        def extract(self, doc, fields, *, prompt=""):  # type: ignore[no-untyped-def]
+        def extract(self, doc, fields, *, prompt=""):
             time.sleep(0.2)
             return super().extract(doc, fields, prompt=prompt)
 

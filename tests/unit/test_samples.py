@@ -15,11 +15,11 @@ SAMPLES = ROOT / "samples" / "invoices"
 EXPECTED = json.loads((SAMPLES / "expected.json").read_text(encoding="utf-8"))
 PDF_NAMES = sorted(p.name for p in SAMPLES.glob("*.pdf"))
 
-# The amount due as each document prints it, written out by hand.
+# The grand total as each document prints it, written out by hand.
 PRINTED_TOTALS = {
     "us_saas_invoice.pdf": "$1,756.94",
     "de_rechnung.pdf": "2.817,92 €",
-    "fr_facture.pdf": "3 888,00 €",
+    "fr_facture.pdf": "5 388,00 €",  # Total TTC; the deposit makes Net à payer 3 888,00 €
     "uk_invoice.pdf": "£1,999.80",
     "us_credit_note.pdf": "-$693.38",
     "ie_invoice_two_pages.pdf": "€3,980.53",

@@ -17,7 +17,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 from urllib.parse import quote, urlencode
@@ -277,7 +277,3 @@ class FsBlobStore:
     def _sign(self, method: str, bucket: str, name: str, expires: int) -> str:
         msg = f"{method}\n{bucket}\n{name}\n{expires}".encode()
         return hmac.new(self._signing_key(), msg, hashlib.sha256).hexdigest()
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)

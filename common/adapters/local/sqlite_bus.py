@@ -63,6 +63,10 @@ CREATE TABLE IF NOT EXISTS deliveries (
 );
 CREATE INDEX IF NOT EXISTS deliveries_ready
     ON deliveries (subscription, priority DESC, ready_at ASC);
+CREATE TABLE IF NOT EXISTS named_messages (
+    name TEXT PRIMARY KEY,
+    message_id TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS dead_letters (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     subscription TEXT NOT NULL,
@@ -282,9 +286,36 @@ class SqliteBus:
         self._notify()
         return ids
 
+    def publish_once(
+        self,
+        name: str,
+        topic: str,
+        data: bytes,
+        attributes: Mapping[str, str],
+        *,
+        deliver_after: datetime | None = None,
+    ) -> tuple[str, bool]:
+        """Publish under a unique ``name``: a second call with the same name
+        publishes nothing and returns the first message's id (Cloud Tasks' named
+        tasks). Returns (message id, whether this call published)."""
+        with self._tx() as conn:
+            row = conn.execute("SELECT message_id FROM named_messages WHERE name = ?", (name,)).fetchone()
+            if row is not None:
+                return str(row[0]), False
+            (message_id,) = self._insert(
+                conn, [OutgoingMessage(topic, data, dict(attributes), deliver_after)], self._clock.now()
+            )
+            conn.execute("INSERT INTO named_messages (name, message_id) VALUES (?, ?)", (name, message_id))
+        self._notify()
+        return message_id, True
+
     def add_listener(self, listener: Callable[[], None]) -> None:
         """Call ``listener`` after every commit that may have made work ready."""
         self._listeners.append(listener)
+
+    def remove_listener(self, listener: Callable[[], None]) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
 
     def _notify(self) -> None:
         for listener in self._listeners:

@@ -22,7 +22,8 @@ def _fixture(name: str) -> dict[str, Any]:
     path = FIXTURES / name
     if not path.is_file():
         pytest.skip(f"shared fixture {path} is absent (expected beside the repository, in ../shared)")
-    return json.loads(path.read_text())
+    loaded: dict[str, Any] = json.loads(path.read_text())
+    return loaded
 
 
 @pytest.fixture

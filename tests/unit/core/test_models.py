@@ -47,7 +47,7 @@ from tests.unit.core.conftest import T0, at
     ],
 )
 def test_destination_parse_accepts_the_documented_forms(spec: str, kind: str, target: str | None) -> None:
-    assert Destination.parse(spec) == Destination(kind=kind, target=target)  # type: ignore[arg-type]
+    assert Destination.parse(spec) == Destination(kind=kind, target=target)
 
 
 @pytest.mark.parametrize(
@@ -74,7 +74,7 @@ def test_destination_str_is_the_spec_it_was_parsed_from(spec: str) -> None:
 
 
 def test_default_export_is_xlsx_for_download() -> None:
-    assert ExportSpec() == ExportSpec(format="xlsx", destination=Destination(kind="download"))  # type: ignore[arg-type]
+    assert ExportSpec() == ExportSpec(format="xlsx", destination=Destination(kind="download"))
 
 
 # -- timestamps -------------------------------------------------------------------

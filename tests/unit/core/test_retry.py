@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from common.core.errors import ErrorKind
@@ -14,7 +16,7 @@ POLICY = RetryPolicy()
 K = ErrorKind
 
 
-def _rows(kind: ErrorKind, outcomes: list[float | None]) -> list:
+def _rows(kind: ErrorKind, outcomes: list[float | None]) -> list[Any]:
     """``outcomes[i]`` is the delay for attempt ``i + 1``, or ``None`` for "give up"."""
     return [
         pytest.param(kind, attempt, delay, id=f"{kind.value}-attempt{attempt}")

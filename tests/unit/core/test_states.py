@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from enum import StrEnum
+from typing import Any
 
 import pytest
 
@@ -25,7 +26,7 @@ from common.core.states import (
     check_transition,
 )
 
-MACHINES: dict[str, tuple[type[StrEnum], Mapping]] = {
+MACHINES: dict[str, tuple[type[StrEnum], Mapping[Any, frozenset[Any]]]] = {
     "file": (FileStatus, FILE_MOVES),
     "run": (RunStatus, RUN_MOVES),
     "task": (TaskStatus, TASK_MOVES),
@@ -64,13 +65,17 @@ def test_moves_tables_only_name_states_of_their_own_entity(entity: str) -> None:
 
 
 @pytest.mark.parametrize(("moves", "current", "target"), LEGAL)
-def test_legal_transition_returns_the_target_state(moves: Mapping, current: StrEnum, target: StrEnum) -> None:
+def test_legal_transition_returns_the_target_state(
+    moves: Mapping[Any, frozenset[Any]], current: StrEnum, target: StrEnum
+) -> None:
     assert check_transition(moves, current, target) is target
     assert can_move(moves, current, target)
 
 
 @pytest.mark.parametrize(("moves", "current", "target"), ILLEGAL)
-def test_illegal_transition_raises_naming_both_states(moves: Mapping, current: StrEnum, target: StrEnum) -> None:
+def test_illegal_transition_raises_naming_both_states(
+    moves: Mapping[Any, frozenset[Any]], current: StrEnum, target: StrEnum
+) -> None:
     with pytest.raises(IllegalTransition, match=f"^cannot move from {current.value} to {target.value}$"):
         check_transition(moves, current, target)
     assert not can_move(moves, current, target)
@@ -79,8 +84,8 @@ def test_illegal_transition_raises_naming_both_states(moves: Mapping, current: S
 def test_the_tables_hold_both_legal_and_illegal_moves_for_each_entity() -> None:
     # Guards the parametrisation itself: an empty table would make the tests above vacuous.
     for entity in MACHINES:
-        assert any(p.id.startswith(f"{entity}:") for p in LEGAL)
-        assert any(p.id.startswith(f"{entity}:") for p in ILLEGAL)
+        assert any(str(p.id).startswith(f"{entity}:") for p in LEGAL)
+        assert any(str(p.id).startswith(f"{entity}:") for p in ILLEGAL)
 
 
 def test_illegal_transition_message_is_prefixed_with_the_entity_name() -> None:
@@ -118,7 +123,7 @@ def test_a_terminal_task_can_only_be_reopened_to_pending(state: TaskStatus) -> N
         pytest.param(OPERATION_MOVES, OperationStatus.CANCELLED, id="operation-cancelled"),
     ],
 )
-def test_final_states_allow_no_move_at_all(moves: Mapping, final: StrEnum) -> None:
+def test_final_states_allow_no_move_at_all(moves: Mapping[Any, frozenset[Any]], final: StrEnum) -> None:
     assert moves[final] == frozenset()
 
 
@@ -130,7 +135,9 @@ def test_final_states_allow_no_move_at_all(moves: Mapping, final: StrEnum) -> No
         pytest.param(OPERATION_MOVES, OperationStatus.RUNNING, id="operation-progress"),
     ],
 )
-def test_running_to_running_is_allowed_where_work_is_taken_over_or_updated(moves: Mapping, state: StrEnum) -> None:
+def test_running_to_running_is_allowed_where_work_is_taken_over_or_updated(
+    moves: Mapping[Any, frozenset[Any]], state: StrEnum
+) -> None:
     assert check_transition(moves, state, state) is state
 
 
