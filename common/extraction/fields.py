@@ -50,7 +50,8 @@ class DocContext:
 
     doc: Document
     dayfirst: bool
-    _hits: dict[int, list[L.LabelHit]] = field(default_factory=dict)
+    # Keyed by value: an id() key could be reused by a later, different label set.
+    _hits: dict[L.LabelSet, list[L.LabelHit]] = field(default_factory=dict)
     _memo: dict[str, list[Candidate]] = field(default_factory=dict)
 
     @classmethod
@@ -61,10 +62,9 @@ class DocContext:
 
     def labels(self, labelset: L.LabelSet) -> list[L.LabelHit]:
         """Label hits of ``labelset``, searched once per document."""
-        key = id(labelset)
-        if key not in self._hits:
-            self._hits[key] = L.find_labels(self.doc, labelset)
-        return self._hits[key]
+        if labelset not in self._hits:
+            self._hits[labelset] = L.find_labels(self.doc, labelset)
+        return self._hits[labelset]
 
     def memo(self, key: str, fn: Callable[[], list[Candidate]]) -> list[Candidate]:
         if key not in self._memo:
