@@ -114,7 +114,33 @@ def _extractor(name: str, settings: Settings, deps: Deps) -> Extractor:
         return OfflineExtractor(
             deps.blobs, max_bytes=settings.max_document_bytes, max_pages=settings.max_document_pages
         )
-    raise ConfigError(f"extractor {name!r} is not available", hint="Use SLUICE_EXTRACTOR=offline.")
+    if name == "gemini":
+        from common.adapters.gcp.gemini import GeminiExtractor
+        from common.core.ratelimit import BucketConfig
+        from common.service.ratelimit import StoreRateLimiter
+
+        if not settings.project:
+            raise ConfigError(
+                "the gemini extractor needs SLUICE_PROJECT",
+                hint="Set SLUICE_PROJECT to the project that runs Vertex AI.",
+            )
+        limiter = StoreRateLimiter(
+            deps.store,
+            deps.clock,
+            key=f"gemini:{settings.project}:{settings.gemini_model}",
+            config=BucketConfig.per_minute(settings.model_rpm),
+        )
+        return GeminiExtractor(
+            project=settings.project,
+            location=settings.gemini_location,
+            model=settings.gemini_model,
+            blobs=deps.blobs,
+            clock=deps.clock,
+            limiter=limiter,
+            max_pages=settings.max_document_pages,
+            max_bytes=settings.max_document_bytes,
+        )
+    raise ConfigError(f"extractor {name!r} is not available", hint="Use SLUICE_EXTRACTOR=offline or gemini.")
 
 
 def local_bus(deps: Deps) -> SqliteBus:

@@ -27,6 +27,7 @@ class ErrorKind(StrEnum):
     SERVER = "server"  # 5xx other than 503
     UNAVAILABLE = "unavailable"  # 503: honours a server-provided delay
     RATE_LIMITED = "rate_limited"  # 429: honours a server-provided delay
+    THROTTLED = "throttled"  # Sluice's own pacing (shared rate limiter): wait, attempt not counted
     MALFORMED_OUTPUT = "malformed_output"  # model answered, but not valid JSON / schema
     INVALID_INPUT = "invalid_input"  # the document or request itself is bad
     AUTH = "auth"  # credentials revoked or missing
@@ -159,3 +160,13 @@ class ConfigError(SluiceError):
     code = "config"
     kind = ErrorKind.INVALID_INPUT
     hint = "Fix the setting named in the message (environment variables SLUICE_*)."
+
+
+class ReconnectRequired(PermanentError):
+    """The user's Google authorization is gone (revoked, expired, refresh failed)."""
+
+    code = "reconnect_required"
+    hint = "Reconnect the Google account in Sluice's integrations, then retry."
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message, kind=ErrorKind.AUTH, hint=hint)

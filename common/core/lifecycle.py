@@ -138,11 +138,16 @@ def requeue_task(
     error: SluiceError,
     now: datetime,
     delay_s: float,
+    refund_attempt: bool = False,
 ) -> ExtractionTask:
+    """Back to pending until ``delay_s`` has passed. ``refund_attempt``: the
+    attempt never reached the model (Sluice's own pacing), so it does not
+    count against the retry budget."""
     _check_fence(task, attempt)
     return task.model_copy(
         update={
             "status": TaskStatus.PENDING,
+            "attempts": task.attempts - 1 if refund_attempt else task.attempts,
             "error": error.to_record(),
             "lease_until": None,
             "next_attempt_at": now + timedelta(seconds=delay_s),

@@ -253,6 +253,31 @@ class Automation(Record):
     export: ExportSpec = Field(default_factory=ExportSpec)
 
 
+class IntegrationStatus(StrEnum):
+    CONNECTED = "connected"
+    RECONNECT_REQUIRED = "reconnect_required"  # refresh failed or revoked: the user must reconnect
+    UNHEALTHY = "unhealthy"  # connected, but a background duty (e.g. Gmail watch) keeps failing
+    DISCONNECTED = "disconnected"
+
+
+class Integration(Record):
+    """A user's connected Google account. The refresh token is stored encrypted
+    (``token_ciphertext``); it is never logged or returned by the API."""
+
+    collection: ClassVar[str] = "integrations"
+
+    provider: Literal["google"] = "google"
+    account: str  # the Google account's e-mail address
+    scopes: list[str] = Field(default_factory=list)
+    status: IntegrationStatus = IntegrationStatus.CONNECTED
+    token_ciphertext: str | None = None
+    refresh_failures: int = 0
+    status_reason: str | None = None
+    # Gmail push (automation): last processed history id and watch expiry.
+    history_id: str | None = None
+    watch_expires_at: Timestamp | None = None
+
+
 class Operation(Record):
     """A long-running piece of work the user can poll: a run, an import, an export."""
 

@@ -12,6 +12,7 @@ kind               retries     delay
 network, server    3           exponential: 15 s, 60 s, 240 s (x4, cap 300)
 unavailable (503)  3           server's delay if given (cap 300 s), else exp.
 rate_limited (429) 5           server's delay if given (cap 300 s), else exp.
+throttled          unbounded   the limiter's wait; the attempt is refunded
 malformed_output   2           5 s, 20 s
 conflict           5           1 s, 2 s, 4 s, ...
 invalid_input,     0           fail at once
@@ -70,6 +71,8 @@ DEFAULT_RULES: Mapping[ErrorKind, KindRule] = {
     ErrorKind.SERVER: KindRule(retries=3, backoff=_EXP),
     ErrorKind.UNAVAILABLE: KindRule(retries=3, backoff=_EXP, honour_server_delay=True),
     ErrorKind.RATE_LIMITED: KindRule(retries=5, backoff=_EXP, honour_server_delay=True),
+    # Our own pacing says "not yet", not "failed": callers refund the attempt.
+    ErrorKind.THROTTLED: KindRule(retries=1_000_000, backoff=_EXP, honour_server_delay=True),
     ErrorKind.MALFORMED_OUTPUT: KindRule(retries=2, backoff=Backoff(base_s=5.0, factor=4.0, cap_s=60.0)),
     ErrorKind.CONFLICT: KindRule(retries=5, backoff=Backoff(base_s=1.0, factor=2.0, cap_s=30.0)),
     ErrorKind.INVALID_INPUT: KindRule(retries=0),

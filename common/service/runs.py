@@ -220,10 +220,13 @@ def _extract(task: ExtractionTask, version: str, run: Run, ctx: Context) -> None
             return
         log.warning("extraction failed, will retry", extra=fields(error=str(outcome), delay_s=decision.delay_s))
         err = outcome
+        refund = outcome.kind is ErrorKind.THROTTLED
         _settle(
             started,
             ctx,
-            lambda t: lifecycle.requeue_task(t, attempt=attempt, error=err, now=ctx.now(), delay_s=decision.delay_s),
+            lambda t: lifecycle.requeue_task(
+                t, attempt=attempt, error=err, now=ctx.now(), delay_s=decision.delay_s, refund_attempt=refund
+            ),
         )
         ctx.send(
             ExtractTask(task_id=task.id, run_id=run.id, job_id=run.job_id),

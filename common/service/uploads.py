@@ -18,6 +18,12 @@ from common.service.context import Context
 log = logging.getLogger(__name__)
 
 
+def _is_derived(name: str) -> bool:
+    """Objects Sluice writes beside an upload (``NAME.parts/...``) are not uploads."""
+    parts = name.split("/")
+    return len(parts) > 5 and parts[0] == "jobs" and parts[2] == "files" and parts[4].endswith(".parts")
+
+
 def parse_upload_name(name: str) -> tuple[str, str, str]:
     parts = name.split("/")
     if len(parts) != 5 or parts[0] != "jobs" or parts[2] != "files" or not all(parts):
@@ -28,6 +34,9 @@ def parse_upload_name(name: str) -> tuple[str, str, str]:
 
 
 def register_upload(msg: BlobFinalized, ctx: Context) -> None:
+    if _is_derived(msg.name):
+        log.debug("derived object (e.g. a split document's part); not an upload")
+        return
     job_id, file_id, file_name = parse_upload_name(msg.name)
     found_job = repo.get(ctx.store, Job, job_id)
     if found_job is None:

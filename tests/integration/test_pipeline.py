@@ -328,3 +328,37 @@ def test_scheduling_the_same_name_twice_delivers_once(pipeline: Pipeline) -> Non
     pipeline.deps.scheduler.schedule(CleanupSweep(), at=at, name="sweep-1")
     pipeline.deps.scheduler.schedule(CleanupSweep(), at=at, name="sweep-1")
     assert pipeline.bus.depth("cleanup--cleanup") == 1
+
+
+def test_throttling_by_sluices_own_limiter_does_not_use_up_retries(tmp_path: Path) -> None:
+    from common.core.errors import ErrorKind, RetryableError
+
+    class Throttled(ScriptedExtractor):
+        def extract(self, doc, fields, *, prompt=""):
+            n = self.calls.get(doc.name, 0)
+            if n < 8:
+                self.calls[doc.name] = n + 1
+                raise RetryableError(
+                    "no token yet", kind=ErrorKind.THROTTLED, retry_after=2, code="rate_limited_locally"
+                )
+            return super().extract(doc, fields, prompt=prompt)
+
+    p = make_pipeline(tmp_path, extractor=Throttled())
+    job = p.job()
+    p.upload(job, "ok-a.pdf")
+    run = p.start(job)
+    p.drain(advance_clock=True)
+    (task,) = p.tasks(run.id)
+    assert task.status is TaskStatus.COMPLETED, "eight throttles, more than any retry budget, then success"
+    assert task.attempts == 1, "throttled attempts were refunded"
+
+
+def test_parts_written_beside_an_upload_are_not_registered_as_uploads(pipeline: Pipeline) -> None:
+    job = pipeline.job()
+    f = pipeline.upload(job, "ok-a.pdf")
+    assert f.blob_uri is not None
+    part = f.blob_uri + ".parts/pages-00001-00002.pdf"
+    pipeline.deps.blobs.put_bytes(part, b"%PDF-1.4 part")
+    pipeline.drain()
+    assert pipeline.bus.dead_letters() == []
+    assert [x.id for x in pipeline.files(job.id)] == [f.id]

@@ -29,6 +29,7 @@ POLICY_TABLE = [
     *_rows(K.SERVER, [15, 60, 240, None, None]),
     *_rows(K.UNAVAILABLE, [15, 60, 240, None]),
     *_rows(K.RATE_LIMITED, [15, 60, 240, 300, 300, None, None]),
+    *_rows(K.THROTTLED, [15, 60, 240, 300, 300, 300, 300]),
     *_rows(K.MALFORMED_OUTPUT, [5, 20, None]),
     *_rows(K.CONFLICT, [1, 2, 4, 8, 16, None]),
     *_rows(K.INVALID_INPUT, [None, None]),

@@ -1,0 +1,1 @@
+"""Test doubles that speak real protocols (a fake Vertex AI server)."""
