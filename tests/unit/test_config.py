@@ -41,3 +41,16 @@ def test_the_gcp_backend_does_not_fall_back_to_local(tmp_path: Path) -> None:
 def test_cloud_topic_names_are_prefixed_and_local_ones_are_not() -> None:
     assert Settings(backend="gcp", prefix="acme-").topic_name("extract") == "acme-extract"
     assert Settings(backend="local").topic_name("extract") == "extract"
+
+
+def test_the_gemini_extractor_needs_a_project(tmp_path: Path) -> None:
+    deps = bootstrap(Settings(backend="local", data_dir=tmp_path, extractor="gemini"))
+    with pytest.raises(ConfigError, match="SLUICE_PROJECT"):
+        deps.extractor("gemini")
+
+
+def test_the_gemini_extractor_is_built_lazily_from_settings(tmp_path: Path) -> None:
+    deps = bootstrap(Settings(backend="local", data_dir=tmp_path, project="p1", gemini_model="gemini-x"))
+    extractor = deps.extractor("gemini")
+    assert extractor.name == "gemini"
+    assert deps.extractor("gemini") is extractor, "built once, reused"
