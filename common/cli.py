@@ -63,6 +63,14 @@ def _parser() -> argparse.ArgumentParser:
     _common_args(run)
     run.set_defaults(func=_cmd_run)
 
+    exp = sub.add_parser("export", help="export a completed run again, in a format, to a destination")
+    exp.add_argument("run_id")
+    exp.add_argument("--format", choices=["xlsx", "csv"], default="xlsx")
+    exp.add_argument("--to", default="download", help="download (default), drive:FOLDER or gmail:ADDRESS")
+    exp.add_argument("--out", type=Path, default=Path("out"), help="where a download is written (default: out/)")
+    _common_args(exp)
+    exp.set_defaults(func=_cmd_export)
+
     ext = sub.add_parser("extract", help="extract fields from documents and print them (no pipeline)")
     ext.add_argument("paths", nargs="+", type=Path)
     _schema_args(ext)
@@ -254,6 +262,50 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return _deliver_outputs(args, deps, run, exports)
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from common.bootstrap import bootstrap, local_bus
+    from common.config import Settings
+    from common.core.models import Destination, Export, ExportFormat, ExportSpec, Run
+    from common.core.states import ExportStatus
+    from common.obs import logging as slog
+    from common.runtime.local import LocalRuntime
+    from common.service import exports, repo
+    from common.service.context import TopologySender
+
+    slog.configure(args.log_level, "text")
+    spec = ExportSpec(format=ExportFormat(args.format), destination=Destination.parse(args.to))
+    settings = Settings(backend="local", data_dir=args.data_dir)
+    with _data_dir_lock(args.data_dir):
+        deps = bootstrap(settings)
+        bus = local_bus(deps)
+        found = repo.get(deps.store, Run, args.run_id)
+        if found is None or found[0].owner != LOCAL_OWNER:
+            raise SluiceError(f"run {args.run_id} not found", hint="sluice run prints the run id it created.")
+        run = found[0]
+        export = exports.request_export(deps, TopologySender(deps.topology, settings, bus, deps.clock), run, spec)
+        runtime = LocalRuntime(deps, bus)
+        runtime.start()
+        try:
+            while export.status not in (ExportStatus.COMPLETED, ExportStatus.FAILED):
+                time.sleep(0.05)
+                export = repo.require(deps.store, Export, export.id)[0]
+        finally:
+            runtime.stop()
+    if export.status is ExportStatus.FAILED:
+        err = export.error or {}
+        raise SluiceError(err.get("message", "the export failed"), hint=err.get("hint"))
+    if spec.destination.kind == "download" and export.external_id is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        dest = args.out / f"sluice-run{run.run_number}-{export.id}.{spec.format.value}"
+        with deps.blobs.open(export.external_id) as src, open(dest, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        print(f"{dest}  ({export.row_count} rows{_failed_note(export.failed_count)})")
+        print(f"url: {export.url}")
+    else:
+        print(f"{spec.destination}: {export.external_id}")
+    return 0
+
+
 def _f(field: str, value: str) -> Any:
     from common.ports.store import Filter
 
@@ -295,6 +347,7 @@ def _deliver_outputs(args: argparse.Namespace, deps: Any, run: Any, exports: lis
         with deps.blobs.open(e.external_id) as src, open(dest, "wb") as dst:
             shutil.copyfileobj(src, dst)
         print(f"{dest}  ({e.row_count} rows{_failed_note(e.failed_count)})")
+    print(f"run: {run.id} (run {run.run_number}, job {run.job_id})")
     c = run.counters
     if c.failed:
         print(

@@ -1,14 +1,20 @@
-"""Build one table from a run's extraction results, pure.
+"""Build one table from a run's extraction results, pure and streaming.
 
 Columns: the job's fields in their order, then any extra columns a result
 carried in first-seen order, then ``source_file`` and ``page``. One row per
 result row. Failed tasks are never dropped silently: they come back as
 ``failures`` for the writer to list (a sheet in XLSX, a count for CSV).
+
+Large runs are written in two passes so memory stays flat: :func:`plan`
+reads every task once to fix the columns (and notes which columns ever hold
+text, so writers only inspect those for formula injection);
+:func:`iter_rows` then yields rows one at a time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -30,11 +36,35 @@ class Failure(BaseModel):
     hint: str = ""
 
 
-class Table(BaseModel):
+class TableHeader(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
     columns: list[str]
     types: dict[str, FieldType]
+    # Positions of columns that ever hold a text value; None: treat all as text.
+    text_positions: tuple[int, ...] | None = None
+    failures: list[Failure] = []
+    row_count: int = 0
+
+
+@dataclass(frozen=True)
+class Table:
+    """A header and its rows (a list, from :func:`build_table`)."""
+
+    header: TableHeader
     rows: list[list[Scalar]]
-    failures: list[Failure]
+
+    @property
+    def columns(self) -> list[str]:
+        return self.header.columns
+
+    @property
+    def types(self) -> dict[str, FieldType]:
+        return self.header.types
+
+    @property
+    def failures(self) -> list[Failure]:
+        return self.header.failures
 
 
 def _cell(value: Any) -> Scalar:
@@ -43,39 +73,64 @@ def _cell(value: Any) -> Scalar:
     return str(value)
 
 
-def build_table(fields: Sequence[FieldSpec], tasks: Iterable[ExtractionTask]) -> Table:
+def _failure(task: ExtractionTask) -> Failure:
+    err = task.error or {}
+    return Failure(
+        source_file=task.file_name,
+        status=task.status.value,
+        error=err.get("message", task.status.value),
+        hint=err.get("hint", ""),
+    )
+
+
+def plan(fields: Sequence[FieldSpec], tasks: Iterable[ExtractionTask]) -> TableHeader:
+    """First pass: the columns, their types, which hold text, the failures, the row count."""
     columns = [f.name for f in fields]
     types = {f.name: f.type for f in fields}
-    known = set(columns)
+    index = {c: i for i, c in enumerate(columns)}
     extra: list[str] = []
-    collected: list[tuple[dict[str, Any], str, int | None]] = []
+    text: set[str] = set()
     failures: list[Failure] = []
+    rows = 0
     for task in tasks:
         if task.status is TaskStatus.COMPLETED and task.result is not None:
             res = task.result
-            for i, row in enumerate(res.results):
-                record = dict(zip(res.columns, row, strict=False))
-                for col in res.columns:
-                    if col not in known and col not in (SOURCE_FILE, PAGE):
-                        known.add(col)
-                        extra.append(col)
-                page = res.row_pages[i] if i < len(res.row_pages) else None
-                collected.append((record, task.file_name, page))
+            for col in res.columns:
+                if col not in index and col not in (SOURCE_FILE, PAGE):
+                    index[col] = len(columns) + len(extra)
+                    extra.append(col)
+            for row in res.results:
+                rows += 1
+                for col, value in zip(res.columns, row, strict=False):
+                    if isinstance(value, str) or (value is not None and not isinstance(value, int | float)):
+                        text.add(col)
         elif task.status in (TaskStatus.FAILED, TaskStatus.CANCELLED):
-            err = task.error or {}
-            failures.append(
-                Failure(
-                    source_file=task.file_name,
-                    status=task.status.value,
-                    error=err.get("message", task.status.value),
-                    hint=err.get("hint", ""),
-                )
-            )
+            failures.append(_failure(task))
     all_columns = [*columns, *extra, SOURCE_FILE, PAGE]
     for col in extra:
         types[col] = FieldType.STRING
     types[SOURCE_FILE] = FieldType.STRING
     types[PAGE] = FieldType.INTEGER
-    value_columns = [*columns, *extra]
-    rows = [[*(_cell(rec.get(c)) for c in value_columns), name, page] for rec, name, page in collected]
-    return Table(columns=all_columns, types=types, rows=rows, failures=failures)
+    text.add(SOURCE_FILE)
+    positions = tuple(i for i, c in enumerate(all_columns) if c in text)
+    return TableHeader(columns=all_columns, types=types, text_positions=positions, failures=failures, row_count=rows)
+
+
+def iter_rows(header: TableHeader, tasks: Iterable[ExtractionTask]) -> Iterator[list[Scalar]]:
+    """Second pass: one row per result row, in the header's column order."""
+    value_columns = header.columns[:-2]
+    for task in tasks:
+        if task.status is not TaskStatus.COMPLETED or task.result is None:
+            continue
+        res = task.result
+        for i, row in enumerate(res.results):
+            record = dict(zip(res.columns, row, strict=False))
+            page = res.row_pages[i] if i < len(res.row_pages) else None
+            yield [*(_cell(record.get(c)) for c in value_columns), task.file_name, page]
+
+
+def build_table(fields: Sequence[FieldSpec], tasks: Iterable[ExtractionTask]) -> Table:
+    """Both passes over an in-memory list of tasks (small runs, tests)."""
+    materialised = list(tasks)
+    header = plan(fields, materialised)
+    return Table(header=header, rows=list(iter_rows(header, materialised)))

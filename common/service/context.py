@@ -14,6 +14,7 @@ from common.obs.logging import current_context
 from common.ports.blobs import BlobStore
 from common.ports.bus import Publisher
 from common.ports.clock import Clock
+from common.ports.google import GoogleAuth
 from common.ports.model import Extractor
 from common.ports.scheduler import Scheduler
 from common.ports.store import Store
@@ -42,6 +43,8 @@ class Deps:
     publisher: Publisher
     scheduler: Scheduler
     extractor_factory: Callable[[str], Extractor]
+    # Per-user Google access (Drive and Gmail); None where no OAuth client is configured.
+    google_auth: GoogleAuth | None = None
     _extractors: dict[str, Extractor] = field(default_factory=dict)
 
     def extractor(self, name: str) -> Extractor:

@@ -8,23 +8,24 @@ the same object instead of leaving a second one.
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 from common.core import lifecycle
 from common.core.errors import PermanentError
 from common.core.messages import ExportRun
-from common.core.models import Export, ExportFormat, ExtractionTask, Job, Run
-from common.core.states import ExportStatus, OperationStatus
-from common.core.table import Table, build_table
+from common.core.models import Export, ExportFormat, ExportSpec, ExtractionTask, Job, Run
+from common.core.states import ExportStatus, OperationStatus, RunStatus
+from common.core.table import iter_rows, plan
+from common.export import destinations
 from common.export.writers import write_csv, write_xlsx
 from common.obs.logging import fields
 from common.ports.store import Filter, Order, Transaction
-from common.service import progress, repo
-from common.service.context import Context
+from common.service import ids, jobs, progress, repo
+from common.service.context import Context, Deps, Sender
 
 log = logging.getLogger(__name__)
 
@@ -82,39 +83,73 @@ class Delivered:
 
 
 def _deliver(export: Export, run: Run, ctx: Context) -> Delivered:
-    if export.destination.kind != "download":
-        raise PermanentError(
-            f"export destination {export.destination} is not available on this deployment",
-            hint="Export to download, or connect a Google account for Drive and Gmail.",
-            code="destination_unavailable",
-        )
     job, _ = repo.require(ctx.store, Job, run.job_id)
-    tasks = repo.scan(
-        ctx.store,
-        ExtractionTask,
-        filters=[Filter("run_id", "==", run.id)],
-        order_by=[Order("file_name"), Order("file_id")],
-    )
-    table = build_table(job.fields, tasks)
-    uri = ctx.deps.bucket_uri("exports", f"runs/{run.id}/{export.id}.{export.format.value}")
-    _write(table, export.format, uri, ctx)
-    url = ctx.blobs.signed_url(uri, expires=timedelta(seconds=ctx.settings.signed_url_ttl_s))
-    return Delivered(external_id=uri, url=url, row_count=len(table.rows), failed_count=len(table.failures))
 
+    def tasks() -> Iterator[ExtractionTask]:
+        return repo.scan(
+            ctx.store,
+            ExtractionTask,
+            filters=[Filter("run_id", "==", run.id)],
+            order_by=[Order("file_name"), Order("file_id")],
+        )
 
-def _write(table: Table, fmt: ExportFormat, uri: str, ctx: Context) -> None:
-    fd, path = tempfile.mkstemp(suffix=f".{fmt.value}")
-    os.close(fd)
-    try:
-        if fmt is ExportFormat.CSV:
-            with open(path, "w", encoding="utf-8", newline="") as f:
-                write_csv(table, f, bom=True)
+    # Two passes over the run's tasks, page by page: memory stays flat however large the run.
+    header = plan(job.fields, tasks())
+    filename = f"{jobs.safe_name(job.name)}-run{run.run_number}.{export.format.value}"
+    with tempfile.TemporaryDirectory(prefix="sluice-export-") as tmp:
+        path = Path(tmp) / filename
+        if export.format is ExportFormat.CSV:
+            with path.open("w", encoding="utf-8", newline="") as f:
+                rows = write_csv(header, iter_rows(header, tasks()), f, bom=True)
         else:
-            write_xlsx(table, path)
-        with open(path, "rb") as f:
-            ctx.blobs.put_stream(uri, f, content_type=CONTENT_TYPES[fmt])
-    finally:
-        os.unlink(path)
+            rows = write_xlsx(header, iter_rows(header, tasks()), str(path))
+        external_id, url = _send(export, job, run, path, filename, ctx)
+    return Delivered(external_id=external_id, url=url, row_count=rows, failed_count=len(header.failures))
+
+
+def _send(export: Export, job: Job, run: Run, path: Path, filename: str, ctx: Context) -> tuple[str, str | None]:
+    """Deliver the written file; returns (external id, URL if any)."""
+    content_type = CONTENT_TYPES[export.format]
+    dest = export.destination
+    if dest.kind == "download":
+        uri = ctx.deps.bucket_uri("exports", f"runs/{run.id}/{export.id}.{export.format.value}")
+        with path.open("rb") as f:
+            ctx.blobs.put_stream(uri, f, content_type=content_type)
+        return uri, ctx.blobs.signed_url(uri, expires=timedelta(seconds=ctx.settings.signed_url_ttl_s))
+    auth = ctx.deps.google_auth
+    if auth is None:
+        raise PermanentError(
+            f"export destination {dest} needs Google access, which this deployment has not configured",
+            code="destination_unavailable",
+            hint="Configure the Google OAuth client (SLUICE_GOOGLE_*), or export to download.",
+        )
+    if dest.kind == "drive":
+        file_id = destinations.upload_to_drive(
+            auth,
+            owner=export.owner,
+            export_id=export.id,
+            path=path,
+            filename=filename,
+            content_type=content_type,
+            folder_id=dest.target,
+        )
+        return file_id, f"https://drive.google.com/file/d/{file_id}/view"
+    assert dest.target is not None, "a gmail destination names its address"
+    message_id = destinations.send_by_gmail(
+        auth,
+        owner=export.owner,
+        export_id=export.id,
+        path=path,
+        filename=filename,
+        content_type=content_type,
+        to=dest.target,
+        subject=f"Sluice export: {job.name} (run {run.run_number})",
+        body=(
+            f"The export of {job.name}, run {run.run_number}, is attached: "
+            f"{run.counters.completed} documents extracted, {run.counters.failed} failed."
+        ),
+    )
+    return message_id, None
 
 
 def _finish(export: Export, ctx: Context, change: Callable[[Export], Export]) -> None:
@@ -150,3 +185,27 @@ def _report(run: Run, ctx: Context) -> None:
         )
     else:
         progress.report_run(ctx, run, stage="done", status=OperationStatus.DONE, message="exported")
+
+
+def request_export(deps: Deps, sender: Sender, run: Run, spec: ExportSpec) -> Export:
+    """Record a new export of a completed run and ask the export stage for it."""
+    if run.status is not RunStatus.COMPLETED:
+        raise PermanentError(
+            f"run {run.id} is {run.status.value}; only a completed run can be exported",
+            code="run_not_completed",
+            hint="Wait for the run to complete, or retry its failed tasks.",
+        )
+    now = deps.clock.now()
+    export = Export(
+        id=ids.new_id("exp"),
+        owner=run.owner,
+        run_id=run.id,
+        job_id=run.job_id,
+        format=spec.format,
+        destination=spec.destination,
+        created_at=now,
+        updated_at=now,
+    )
+    repo.create(deps.store, export)
+    sender.send(ExportRun(export_id=export.id, run_id=run.id, job_id=run.job_id))
+    return export

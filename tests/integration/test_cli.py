@@ -186,3 +186,20 @@ def test_run_with_user_fields_exports_those_columns(tmp_path: Path) -> None:
     (row,) = read_csv(tmp_path / "out" / "sluice-run1.csv")
     assert list(row) == ["invoice_number", "total", "source_file", "page"]
     assert (row["invoice_number"], float(row["total"])) == ("HF-10482", 1999.8)
+
+
+def test_export_writes_a_completed_run_again_in_another_format(tmp_path: Path) -> None:
+    res = sluice("run", str(SAMPLES), "--format", "xlsx", "--out", "out", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    run_id = next(line.split()[1] for line in res.stdout.splitlines() if line.startswith("run: "))
+    exp = sluice("export", run_id, "--format", "csv", "--out", "again", cwd=tmp_path)
+    assert exp.returncode == 0, exp.stderr
+    (csv_file,) = (tmp_path / "again").glob("*.csv")
+    assert len(read_csv(csv_file)) == 6
+    assert "url: http://127.0.0.1:8080/v1/blobs/exports/" in exp.stdout
+
+
+def test_export_of_an_unknown_run_is_a_clear_error(tmp_path: Path) -> None:
+    res = sluice("export", "run_nope", cwd=tmp_path)
+    assert res.returncode == 1
+    assert res.stderr.strip() == "sluice: error: run run_nope not found (sluice run prints the run id it created.)"
