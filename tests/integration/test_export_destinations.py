@@ -13,7 +13,7 @@ from tests.support import DuplicatingRuntime, make_pipeline
 from tests.unit.export.test_destinations import RecordingHttp, StaticAuth
 
 
-def _job_with(p, destination: str, fmt: str = "xlsx"):  # type: ignore[no-untyped-def]
+def _job_with(p, destination: str, fmt: str = "xlsx"):
     return jobs.create_job(
         p.deps,
         owner="alice",

@@ -143,7 +143,7 @@ def test_gmail_sends_a_multipart_message_with_the_export_attached(export_file: P
         "Sluice: Invoices (run 3)",
         message_id_for("exp-2"),
     )
-    (attachment,) = list(msg.iter_attachments())  # type: ignore[attr-defined]
+    (attachment,) = list(msg.iter_attachments())
     assert attachment.get_filename() == "Invoices run 3.xlsx"
     assert attachment.get_content() == export_file.read_bytes()
 

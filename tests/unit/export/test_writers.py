@@ -9,7 +9,7 @@ from pathlib import Path
 import openpyxl
 import pytest
 
-from common.core.schema import FieldSpec, FieldType
+from common.core.schema import FieldSpec, FieldType, Scalar
 from common.core.table import Failure, TableHeader, plan
 from common.export.writers import write_csv, write_xlsx
 from tests.unit.core.conftest import _completed_task as make_completed_task
@@ -31,12 +31,11 @@ HEADER = TableHeader(
 )
 
 
-def rows() -> list[list[object]]:
-    return [
-        ["INV-1", "2026-03-01", -12.5, "fine", "a.pdf", 1],
-        *[[f"INV-{i}", "2026-03-02", 10, inj, "b.pdf", None] for i, inj in enumerate(INJECTIONS, start=2)],
-        ["INV-9", None, None, None, "c.pdf", 2],
+def rows() -> list[list[Scalar]]:
+    injected: list[list[Scalar]] = [
+        [f"INV-{i}", "2026-03-02", 10, inj, "b.pdf", None] for i, inj in enumerate(INJECTIONS, start=2)
     ]
+    return [["INV-1", "2026-03-01", -12.5, "fine", "a.pdf", 1], *injected, ["INV-9", None, None, None, "c.pdf", 2]]
 
 
 def read_csv(text: str) -> list[list[str]]:
