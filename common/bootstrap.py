@@ -28,7 +28,8 @@ if TYPE_CHECKING:
 # Indexes the handlers' queries need (Firestore composite indexes in the cloud).
 STORE_INDEXES: dict[str, list[str]] = {
     "jobs": ["owner", "key"],
-    "files": ["job_id", "status"],
+    "files": ["job_id,status,file_type"],
+    "integrations": ["owner"],
     "runs": ["job_id", "run_number"],
     "tasks": ["run_id", "status", "lease_until"],
     "exports": ["run_id"],
@@ -74,6 +75,18 @@ def _local(
 
     declare_topology(bus, topo, settings)
     blobs = FsBlobStore(data / "blobs", clock=clk, url_base=settings.local_api_url, durable=settings.durable)
+    google_auth = None
+    if settings.google_client_id and settings.google_client_secret:
+        from common.adapters.google import GoogleOAuth, load_or_create_key
+
+        google_auth = GoogleOAuth(
+            store,
+            clk,
+            key=load_or_create_key(data / "token.key"),
+            client_id=settings.google_client_id,
+            client_secret=settings.google_client_secret.get_secret_value(),
+            token_uri=settings.google_token_uri,
+        )
     built = Deps(
         settings=settings,
         topology=topo,
@@ -82,8 +95,13 @@ def _local(
         clock=clk,
         publisher=bus,
         scheduler=BusScheduler(bus, topo, settings),
+        google_auth=google_auth,
         extractor_factory=extractor_factory or (lambda name: _extractor(name, settings, built)),
     )
+    if google_auth is not None:
+        from common.adapters.google.gmail import GmailConnector
+
+        built.gmail = GmailConnector(google_auth)
     sender = TopologySender(topo, settings, bus, clk)
     for bucket, spec in topo.buckets.items():
         if spec.finalize is not None:

@@ -71,6 +71,12 @@ def _parser() -> argparse.ArgumentParser:
     _common_args(exp)
     exp.set_defaults(func=_cmd_export)
 
+    eml = sub.add_parser("import-eml", help="import the attachments of saved e-mails (.eml) into a job")
+    eml.add_argument("paths", nargs="+", type=Path, help=".eml files")
+    eml.add_argument("--job", help="the job to import into (default: a new job with the invoice preset)")
+    _common_args(eml)
+    eml.set_defaults(func=_cmd_import_eml)
+
     ext = sub.add_parser("extract", help="extract fields from documents and print them (no pipeline)")
     ext.add_argument("paths", nargs="+", type=Path)
     _schema_args(ext)
@@ -304,6 +310,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
     else:
         print(f"{spec.destination}: {export.external_id}")
     return 0
+
+
+def _cmd_import_eml(args: argparse.Namespace) -> int:
+    from common.imports.eml import cmd_import_eml
+
+    return cmd_import_eml(args)
 
 
 def _f(field: str, value: str) -> Any:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from common.core.models import ExtractorName
@@ -41,6 +41,12 @@ class Settings(BaseSettings):
     model_rpm: int = Field(default=60, ge=1)
     max_document_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
     max_document_pages: int = Field(default=1000, ge=1)
+
+    # Google OAuth (Drive and Gmail on the user's behalf). Unset: no Google access.
+    google_client_id: str | None = None
+    google_client_secret: SecretStr | None = None
+    google_token_uri: str = "https://oauth2.googleapis.com/token"
+    drive_chunk_bytes: int = Field(default=8 * 1024 * 1024, ge=256 * 1024)
 
     # Orchestration.
     task_lease_s: float = Field(default=600.0, gt=0)

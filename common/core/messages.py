@@ -66,6 +66,59 @@ class BlobFinalized(Message):
     metadata: dict[str, str] = {}
 
 
+class ImportDrive(Message):
+    """Import Drive files and folders into a job: folders are listed (recursively,
+    paged) and fanned out as one ``drive.file`` message per file."""
+
+    kind: ClassVar[str] = "drive.import"
+    job_id: str
+    operation_id: str
+    owner: str
+    item_ids: tuple[str, ...]
+    # Continuing a folder listing: the folder and the page token to resume from.
+    folder_id: str | None = None
+    page_token: str | None = None
+    path: str = ""
+
+
+class ImportDriveFile(Message):
+    kind: ClassVar[str] = "drive.file"
+    job_id: str
+    operation_id: str
+    owner: str
+    drive_file_id: str
+    path: str = ""  # the folder path it was found under, for display
+
+
+class GmailItem(BaseModel):
+    """One message, or one attachment of it (``attachment_id`` None: all attachments)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    message_id: str
+    attachment_id: str | None = None
+
+
+class ImportGmail(Message):
+    kind: ClassVar[str] = "gmail.import"
+    job_id: str
+    operation_id: str
+    owner: str
+    account: str  # the Gmail address (userId "me" of that integration)
+    items: tuple[GmailItem, ...]
+
+
+class ImportGmailMessage(Message):
+    """Fan-out of ``gmail.import``: one message's attachments."""
+
+    kind: ClassVar[str] = "gmail.message"
+    job_id: str
+    operation_id: str
+    owner: str
+    account: str
+    message_id: str
+    attachment_id: str | None = None
+
+
 class CleanupSweep(Message):
     kind: ClassVar[str] = "cleanup.sweep"
 
@@ -80,7 +133,19 @@ class Noop(Message):
 
 
 MESSAGE_TYPES: dict[str, type[Message]] = {
-    cls.kind: cls for cls in (StartRun, ExtractTask, ExportRun, BlobFinalized, CleanupSweep, Noop)
+    cls.kind: cls
+    for cls in (
+        StartRun,
+        ExtractTask,
+        ExportRun,
+        BlobFinalized,
+        ImportDrive,
+        ImportDriveFile,
+        ImportGmail,
+        ImportGmailMessage,
+        CleanupSweep,
+        Noop,
+    )
 }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from common.config import Settings
 from common.core.messages import Message
@@ -45,6 +45,8 @@ class Deps:
     extractor_factory: Callable[[str], Extractor]
     # Per-user Google access (Drive and Gmail); None where no OAuth client is configured.
     google_auth: GoogleAuth | None = None
+    # Gmail API access built over google_auth (common.adapters.google.gmail.GmailConnector).
+    gmail: Any | None = None
     _extractors: dict[str, Extractor] = field(default_factory=dict)
 
     def extractor(self, name: str) -> Extractor:

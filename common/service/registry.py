@@ -21,8 +21,14 @@ HANDLERS: dict[str, dict[str, str]] = {
     "export": {"export.run": "common.service.exports:export_run"},
     "import_upload": {"blob.finalized": "common.service.uploads:register_upload"},
     "cleanup": {"cleanup.sweep": "common.service.cleanup:sweep"},
-    "import_drive": {},
-    "import_gmail": {},
+    "import_drive": {
+        "drive.import": "common.service.drive_import:start_import",
+        "drive.file": "common.service.drive_import:import_file",
+    },
+    "import_gmail": {
+        "gmail.import": "common.service.gmail_import:start_import",
+        "gmail.message": "common.service.gmail_import:import_message",
+    },
     "automation": {},
 }
 
@@ -31,8 +37,8 @@ PUBLISHES: dict[str, frozenset[str]] = {
     "export": frozenset(),
     "import_upload": frozenset(),
     "cleanup": frozenset({"task.extract"}),
-    "import_drive": frozenset(),
-    "import_gmail": frozenset(),
+    "import_drive": frozenset({"drive.import", "drive.file"}),
+    "import_gmail": frozenset({"gmail.message"}),
     "automation": frozenset(),
     # Commands (CLI, API) that start work.
     "commands": frozenset({"run.start"}),

@@ -33,6 +33,7 @@ from common.core.messages import ExportRun, ExtractTask, StartRun
 from common.core.models import (
     Export,
     ExtractionTask,
+    FileType,
     Job,
     Run,
     SourceFile,
@@ -105,6 +106,8 @@ def _fan_out(run: Run, ctx: Context) -> Run:
             filters=[
                 Filter("job_id", "==", job.id),
                 Filter("status", "==", FileStatus.UPLOADED.value),
+                # Archives are kept for audit; their members are the documents.
+                Filter("file_type", "==", FileType.DOCUMENT.value),
             ],
         )
     )

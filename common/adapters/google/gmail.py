@@ -1,0 +1,249 @@
+"""The Gmail API, as much of it as importing attachments needs.
+
+:class:`GmailConnector` (built once, over the :class:`GoogleAuth` port) gives a
+:class:`GmailClient` per user. The client
+
+* reads a message with ``users.messages.get(format="full")`` and walks its MIME
+  part tree for attachments (a part with a file name and either an
+  ``attachmentId`` or, for small bodies, inline ``data``);
+* fetches each attachment's bytes with ``users.messages.attachments.get`` only
+  when asked (a redelivered import does not download again);
+* turns every failure into Sluice's taxonomy: 429 (and 403 quota reasons) and
+  5xx retryable with the server's ``Retry-After``; 404, 400 and other 403s
+  permanent; 401 after the auth adapter's own refresh-and-retry means the
+  grant is gone (``ReconnectRequired``); transport errors retryable.
+
+Attachment identity: Gmail's ``attachmentId`` is *not* stable -- each
+``messages.get`` returns fresh ids for the same attachment -- so an id derived
+from it would make a redelivered import create a second file. Messages are
+immutable, so the part's ``partId`` is stable: attachments are identified as
+``"{messageId}:{partId}"``. An ``attachmentId`` handed in to select one
+attachment is matched against the parts too, as is a part id.
+
+Requests never retry inside the client (``num_retries=0``): Sluice's retry
+policy is the one place that decides. The discovery document is the one
+google-api-python-client ships (no network fetch); it is read once per
+process, on first use, and the client library is imported then too.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from common.core.errors import ErrorKind, PermanentError, ReconnectRequired, RetryableError, SluiceError
+from common.imports import Attachment
+from common.ports.google import GMAIL_READONLY, GoogleAuth
+
+# Quota units per call (Gmail API usage limits): messages.get and attachments.get cost 5 each.
+UNITS_MESSAGES_GET = 5.0
+UNITS_ATTACHMENTS_GET = 5.0
+
+# 403 reasons that mean "slow down", not "forbidden".
+_QUOTA_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded", "dailyLimitExceeded", "quotaExceeded"})
+
+Throttle = Callable[[float], object]
+
+_discovery: str | None = None
+_discovery_lock = threading.Lock()
+
+
+def _discovery_document() -> str:
+    """The shipped gmail v1 discovery document's text, read once per process.
+
+    Kept as text, not parsed: ``build_from_document`` fixes up the method
+    descriptions it is given in place, so a parsed document shared between
+    threads building clients at once would be mutated under their feet.
+    """
+    global _discovery
+    if _discovery is None:
+        with _discovery_lock:
+            if _discovery is None:
+                from googleapiclient import discovery_cache
+
+                text = discovery_cache.get_static_doc("gmail", "v1")
+                if text is None:
+                    raise SluiceError("google-api-python-client ships no gmail v1 discovery document")
+                _discovery = text
+    return _discovery
+
+
+def _b64url(data: str) -> bytes:
+    """Gmail's base64url, padded or not."""
+    return base64.urlsafe_b64decode(data + "=" * (-len(data) % 4))
+
+
+@dataclass(frozen=True)
+class AttachmentPart:
+    """An attachment as the message's part tree describes it."""
+
+    part_id: str
+    filename: str
+    mime_type: str | None
+    size: int | None
+    attachment_id: str | None  # fetch with attachments.get
+    inline_data: str | None  # small bodies come inline (base64url)
+
+
+def attachment_parts(payload: Mapping[str, Any]) -> list[AttachmentPart]:
+    """Every part with a file name and content, depth first (the order mail clients show)."""
+    found: list[AttachmentPart] = []
+
+    def walk(part: Mapping[str, Any]) -> None:
+        body = part.get("body") or {}
+        filename = part.get("filename") or ""
+        if filename and (body.get("attachmentId") or body.get("data") is not None):
+            found.append(
+                AttachmentPart(
+                    part_id=str(part.get("partId", "")),
+                    filename=filename,
+                    mime_type=part.get("mimeType"),
+                    size=body.get("size"),
+                    attachment_id=body.get("attachmentId"),
+                    inline_data=body.get("data") if not body.get("attachmentId") else None,
+                )
+            )
+        for child in part.get("parts") or ():
+            walk(child)
+
+    walk(payload)
+    return found
+
+
+def classify_http_error(status: int, headers: Mapping[str, Any], content: bytes, *, what: str) -> SluiceError:
+    """An HTTP error answer as a Sluice error the retry policy understands."""
+    from common.adapters.google.auth import retry_after_s
+
+    delay = retry_after_s(headers.get("retry-after"), now=datetime.now(UTC))
+    reason, message = _error_reason(content)
+    text = f"Gmail {what}: HTTP {status}{': ' + message if message else ''}"
+    if status == 429 or (status == 403 and reason in _QUOTA_REASONS):
+        return RetryableError(
+            text,
+            kind=ErrorKind.RATE_LIMITED,
+            retry_after=delay,
+            code="gmail_rate_limited",
+            hint="Gmail's per-user quota is exhausted for now; the import resumes on its own.",
+        )
+    if status == 401:
+        return ReconnectRequired(f"{text} (authorization refused after a token refresh)")
+    if status == 403:
+        return PermanentError(
+            text,
+            kind=ErrorKind.AUTH,
+            code="gmail_forbidden",
+            hint="Reconnect the Google account granting Gmail read access.",
+        )
+    if status == 404:
+        return PermanentError(
+            text,
+            code="gmail_not_found",
+            hint="The message or attachment no longer exists (deleted, or in another account).",
+        )
+    if status == 503:
+        return RetryableError(text, kind=ErrorKind.UNAVAILABLE, retry_after=delay, code="gmail_unavailable")
+    if status >= 500 or status == 408:
+        return RetryableError(text, kind=ErrorKind.SERVER, retry_after=delay, code="gmail_server_error")
+    return PermanentError(text, code="gmail_bad_request")
+
+
+def _error_reason(content: bytes) -> tuple[str | None, str]:
+    try:
+        payload = json.loads(content or b"{}")
+    except ValueError:
+        return None, ""
+    error = payload.get("error") if isinstance(payload, dict) else None
+    if not isinstance(error, dict):
+        return None, ""
+    errors = error.get("errors") or []
+    reason = errors[0].get("reason") if errors and isinstance(errors[0], dict) else None
+    return reason, str(error.get("message", ""))
+
+
+class GmailClient:
+    """One user's Gmail (``userId="me"`` of the authorized account)."""
+
+    def __init__(self, service: Any, *, throttle: Throttle | None = None) -> None:
+        self._service = service
+        self._throttle = throttle
+
+    def _execute(self, request: Any, *, units: float, what: str) -> dict[str, Any]:
+        from googleapiclient.errors import HttpError
+        from httplib2 import HttpLib2Error
+
+        if self._throttle is not None:
+            self._throttle(units)
+        try:
+            result = request.execute(num_retries=0)
+        except HttpError as err:
+            raise classify_http_error(int(err.resp.status), err.resp, err.content, what=what) from err
+        except (HttpLib2Error, OSError) as err:  # OSError: timeouts, resets, DNS, TLS
+            raise RetryableError(f"Gmail {what}: {type(err).__name__}: {err}", kind=ErrorKind.NETWORK) from err
+        if not isinstance(result, dict):
+            raise RetryableError(f"Gmail {what}: unexpected answer", kind=ErrorKind.SERVER)
+        return result
+
+    def get_message(self, message_id: str) -> dict[str, Any]:
+        request = self._service.users().messages().get(userId="me", id=message_id, format="full")
+        return self._execute(request, units=UNITS_MESSAGES_GET, what=f"message {message_id}")
+
+    def get_attachment(self, message_id: str, attachment_id: str) -> bytes:
+        request = (
+            self._service.users().messages().attachments().get(userId="me", messageId=message_id, id=attachment_id)
+        )
+        body = self._execute(request, units=UNITS_ATTACHMENTS_GET, what=f"attachment of message {message_id}")
+        data = body.get("data")
+        if not isinstance(data, str):
+            raise PermanentError(f"Gmail returned no data for an attachment of message {message_id}")
+        return _b64url(data)
+
+    def attachments(self, message_id: str, *, only: str | None = None) -> list[Attachment]:
+        """The message's attachments, bytes fetched lazily; ``only``: one of them
+        (matched by attachment id or part id), PermanentError if it has no such one."""
+        message = self.get_message(message_id)
+        parts = attachment_parts(message.get("payload") or {})
+        if only is not None:
+            parts = [p for p in parts if only in (p.attachment_id, p.part_id)]
+            if not parts:
+                raise PermanentError(
+                    f"message {message_id} has no attachment {only[:40]}",
+                    code="gmail_attachment_not_found",
+                    hint="Gmail attachment ids change between fetches; select the attachment again.",
+                )
+        return [self._attachment(message_id, p) for p in parts]
+
+    def _attachment(self, message_id: str, part: AttachmentPart) -> Attachment:
+        def load() -> bytes:
+            if part.inline_data is not None:
+                return _b64url(part.inline_data)
+            assert part.attachment_id is not None
+            return self.get_attachment(message_id, part.attachment_id)
+
+        return Attachment(
+            external_id=f"{message_id}:{part.part_id}",
+            name=part.filename,
+            declared_type=part.mime_type,
+            load=load,
+            size=part.size,
+        )
+
+
+class GmailConnector:
+    """Builds a :class:`GmailClient` for a user from the GoogleAuth port."""
+
+    def __init__(self, auth: GoogleAuth, *, scopes: Sequence[str] = (GMAIL_READONLY,)) -> None:
+        self._auth = auth
+        self._scopes = tuple(scopes)
+
+    def connect(self, owner: str, account: str, *, throttle: Throttle | None = None) -> GmailClient:
+        """A client for ``owner``'s ``account`` (ReconnectRequired from the port if access is gone)."""
+        from googleapiclient.discovery import build_from_document
+
+        http = self._auth.authorized_http(owner, self._scopes, account=account)
+        service = build_from_document(_discovery_document(), http=http)
+        return GmailClient(service, throttle=throttle)
