@@ -27,13 +27,14 @@ if TYPE_CHECKING:
 
 # Indexes the handlers' queries need (Firestore composite indexes in the cloud).
 STORE_INDEXES: dict[str, list[str]] = {
-    "jobs": ["owner", "key"],
+    "jobs": ["owner", "key", "owner,created_at", "owner,updated_at", "owner,name"],
     "files": ["job_id,status,file_type"],
     "integrations": ["owner"],
-    "runs": ["job_id", "run_number"],
-    "tasks": ["run_id", "status", "lease_until"],
-    "exports": ["run_id"],
-    "operations": ["owner"],
+    "runs": ["job_id,run_number", "owner,created_at", "owner,status"],
+    "tasks": ["run_id,status", "run_id,file_name", "status,lease_until", "owner,status,lease_until", "job_id"],
+    "exports": ["run_id", "job_id"],
+    "operations": ["owner", "owner,created_at", "job_id"],
+    "automations": ["owner,created_at"],
 }
 
 

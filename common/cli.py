@@ -77,6 +77,10 @@ def _parser() -> argparse.ArgumentParser:
     _common_args(eml)
     eml.set_defaults(func=_cmd_import_eml)
 
+    srv = sub.add_parser("serve", help="run the job API and every stage offline, on localhost")
+    _add_serve_arguments(srv)
+    srv.set_defaults(func=_cmd_serve)
+
     ext = sub.add_parser("extract", help="extract fields from documents and print them (no pipeline)")
     ext.add_argument("paths", nargs="+", type=Path)
     _schema_args(ext)
@@ -310,6 +314,18 @@ def _cmd_export(args: argparse.Namespace) -> int:
     else:
         print(f"{spec.destination}: {export.external_id}")
     return 0
+
+
+def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
+    from common import serve
+
+    serve.add_arguments(p)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from common import serve
+
+    return serve.serve(args)
 
 
 def _cmd_import_eml(args: argparse.Namespace) -> int:

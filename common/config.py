@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     google_token_uri: str = "https://oauth2.googleapis.com/token"
     drive_chunk_bytes: int = Field(default=8 * 1024 * 1024, ge=256 * 1024)
 
+    # Per-user fairness: at most this many extraction tasks running at once per user (0: no cap).
+    max_running_tasks_per_user: int = Field(default=0, ge=0)
+
     # Orchestration.
     task_lease_s: float = Field(default=600.0, gt=0)
     progress_min_interval_s: float = Field(default=1.0, ge=0)

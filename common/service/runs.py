@@ -53,7 +53,7 @@ from common.core.states import (
 from common.obs.logging import fields, log_context
 from common.ports.model import DocumentRef
 from common.ports.store import Filter, Transaction
-from common.service import ids, progress, repo
+from common.service import control, ids, progress, repo
 from common.service.context import Context
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,9 @@ def start_run(msg: StartRun, ctx: Context) -> None:
         sent += 1
     log.info("run started", extra=fields(tasks=run.counters.total, sent=sent))
     progress.report_run(ctx, run, stage="extracting")
-    if run.counters.total == 0:
+    if run.counters.all_terminal:
+        # No tasks at all, or (a run resumed after a pause) the last ones
+        # finished while it was paused: complete it now.
         _finish_empty(run, ctx)
 
 
@@ -203,6 +205,12 @@ def _extract(task: ExtractionTask, version: str, run: Run, ctx: Context) -> None
         return
     if run.status is RunStatus.PAUSED:
         log.info("run is paused; the task waits for resume")
+        return
+    if claim is Claim.START and (delay := control.throttle_delay(ctx, task)) is not None:
+        # The owner is at the cap of running tasks: try again shortly, the
+        # task still pending (no attempt is counted).
+        log.info("owner at the running-task cap; task throttled", extra=fields(kind="throttled", delay_s=delay))
+        ctx.send(ExtractTask(task_id=task.id, run_id=run.id, job_id=run.job_id), delay_s=delay, priority=run.priority)
         return
 
     started = lifecycle.start_attempt(task, message_id=ctx.message_id, now=now, lease_s=ctx.settings.task_lease_s)

@@ -1,0 +1,1 @@
+"""The HTTPS job API: ``create_app(deps)`` (Flask), served by ``functions/api`` and ``sluice serve``."""

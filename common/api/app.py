@@ -1,0 +1,391 @@
+"""The job API as a Flask app: a route table, one request pipeline, JSON errors.
+
+Every request goes through :meth:`Api.view`: authenticate (bearer token, or
+the configured development identity), rate-limit per user, honour
+``Idempotency-Key`` on POST, validate the query and body with the route's
+pydantic models, call the handler, and serialise its result. Handlers are
+plain functions over a :class:`Call` (in :mod:`common.api.routes`).
+
+``create_app(deps)`` builds it; ``functions/api/main.py`` and ``sluice serve``
+both dispatch to the same app.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+from flask import Flask, Request, Response, request
+from pydantic import BaseModel, ValidationError
+from werkzeug.exceptions import HTTPException
+
+from common.api.auth import Authenticator, BearerAuthenticator, Identity, OidcVerifier, fetch_jwks
+from common.api.errors import ApiError, from_sluice
+from common.api.idempotency import Idempotency, StoredResponse, fingerprint
+from common.api.settings import ApiSettings
+from common.core.errors import ConfigError, SluiceError
+from common.core.ratelimit import BucketConfig
+from common.service.context import Deps, Sender, TopologySender
+from common.service.ratelimit import StoreRateLimiter
+
+log = logging.getLogger("sluice.api")
+
+M = TypeVar("M", bound=BaseModel)
+BodyKind = Literal["json", "multipart", "raw", "none"]
+ReplyKind = Literal["json", "sse", "file", "empty"]
+
+
+@dataclass
+class Reply:
+    """A handler's answer when the status or headers differ from the route's default."""
+
+    body: BaseModel | None = None
+    status: int | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+Result = BaseModel | Reply | Response | None
+
+
+@dataclass
+class Call:
+    api: Api
+    owner: str
+    params: dict[str, str]
+    body: BaseModel | None
+    query: BaseModel | None
+
+    @property
+    def deps(self) -> Deps:
+        return self.api.deps
+
+    @property
+    def sender(self) -> Sender:
+        return self.api.sender
+
+    @property
+    def settings(self) -> ApiSettings:
+        return self.api.settings
+
+    def body_as(self, model: type[M]) -> M:
+        assert isinstance(self.body, model), f"route body is {type(self.body).__name__}, not {model.__name__}"
+        return self.body
+
+    def query_as(self, model: type[M]) -> M:
+        assert isinstance(self.query, model)
+        return self.query
+
+
+Handler = Callable[[Call], Result]
+
+
+@dataclass(frozen=True)
+class Route:
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
+    path: str  # OpenAPI form: /v1/jobs/{job_id}
+    handler: Handler
+    summary: str
+    tag: str
+    body: type[BaseModel] | None = None
+    query: type[BaseModel] | None = None
+    response: type[BaseModel] | None = None
+    status: int = 200
+    errors: tuple[int, ...] = ()
+    auth: bool = True
+    body_kind: BodyKind = "json"
+    reply: ReplyKind = "json"
+    # Path parameters that may contain "/" (Flask's path converter).
+    slash_params: tuple[str, ...] = ()
+    description: str = ""
+
+    @property
+    def operation_id(self) -> str:
+        return self.handler.__name__.lstrip("_")
+
+    def flask_rule(self) -> str:
+        rule = self.path
+        for name in self.slash_params:
+            rule = rule.replace("{" + name + "}", f"<path:{name}>")
+        return rule.replace("{", "<").replace("}", ">")
+
+
+def _json(body: Any, status: int, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        json.dumps(body, separators=(",", ":")), status=status, mimetype="application/json", headers=headers
+    )
+
+
+def error_response(err: ApiError) -> Response:
+    return _json(err.body(), err.status, err.headers)
+
+
+def _validation_details(exc: ValidationError, where: str) -> dict[str, Any]:
+    return {
+        "in": where,
+        "errors": [{"loc": [str(p) for p in e["loc"]], "msg": e["msg"], "type": e["type"]} for e in exc.errors()],
+    }
+
+
+class Api:
+    def __init__(
+        self,
+        deps: Deps,
+        settings: ApiSettings,
+        authenticator: Authenticator,
+        *,
+        sender: Sender | None = None,
+        sleep: Callable[[float], None] | None = None,
+    ) -> None:
+        self.deps = deps
+        self.settings = settings
+        self.auth = authenticator
+        self.sender = sender or TopologySender(deps.topology, deps.settings, deps.publisher, deps.clock)
+        self.idempotency = Idempotency(deps.store, deps.clock, ttl_s=settings.idempotency_ttl_s)
+        self.sleep = sleep  # SSE polling; None: time.sleep
+        self._limit = BucketConfig.per_minute(settings.rate_limit_rpm) if settings.rate_limit_rpm > 0 else None
+
+    # -- the request pipeline ---------------------------------------------------
+
+    def view(self, route: Route) -> Callable[..., Response]:
+        def handle(**params: str) -> Response:
+            owner = ""
+            key: str | None = None
+            fp = ""
+            try:
+                if route.auth:
+                    ident = self._authenticate()
+                    owner = ident.sub
+                    self._rate_limit(owner)
+                query = self._query(route)
+                if route.method == "POST" and route.auth and (key := request.headers.get("Idempotency-Key")):
+                    fp = fingerprint(route.method, request.path, self._fingerprint_body(route))
+                    stored = self.idempotency.begin(owner, key, fp)
+                    if stored is not None:
+                        return Response(
+                            stored.body,
+                            status=stored.status,
+                            mimetype=stored.content_type,
+                            headers={"Idempotent-Replayed": "true"},
+                        )
+                body = self._body(route)
+                result = route.handler(Call(self, owner, dict(params), body, query))
+                response = self._response(route, result)
+            except ApiError as err:
+                response = error_response(err)
+            except SluiceError as err:
+                response = error_response(from_sluice(err))
+            except HTTPException:
+                if key is not None:
+                    self.idempotency.release(owner, key)
+                raise
+            except Exception:
+                if key is not None:
+                    self.idempotency.release(owner, key)
+                log.exception("unhandled error in %s %s", route.method, route.path)
+                response = error_response(ApiError(500, "internal", "internal error; it has been logged"))
+            if key is not None:
+                if 200 <= response.status_code < 300 and not response.is_streamed:
+                    self.idempotency.finish(
+                        owner,
+                        key,
+                        fp,
+                        StoredResponse(response.status_code, response.get_data(as_text=True), response.mimetype or ""),
+                    )
+                else:
+                    self.idempotency.release(owner, key)
+            return response
+
+        handle.__name__ = route.operation_id
+        return handle
+
+    def _authenticate(self) -> Identity:
+        return self.auth.authenticate(request.headers.get("Authorization"))
+
+    def _rate_limit(self, owner: str) -> None:
+        if self._limit is None:
+            return
+        limiter = StoreRateLimiter(self.deps.store, self.deps.clock, key=f"api:{owner}", config=self._limit)
+        decision = limiter.try_take()
+        if not decision.allowed:
+            wait = max(1, math.ceil(decision.wait_s))
+            raise ApiError(
+                429,
+                "rate_limited",
+                f"too many requests; try again in {wait} s",
+                details={"limit_per_minute": self.settings.rate_limit_rpm},
+                headers={"Retry-After": str(wait)},
+            )
+
+    def _query(self, route: Route) -> BaseModel | None:
+        if route.query is None:
+            return None
+        try:
+            return route.query.model_validate(request.args.to_dict())
+        except ValidationError as exc:
+            raise ApiError(
+                422, "invalid_query", "invalid query parameters", details=_validation_details(exc, "query")
+            ) from exc
+
+    def _fingerprint_body(self, route: Route) -> bytes:
+        if route.body_kind != "multipart":
+            return request.get_data(cache=True)
+        # Multipart boundaries differ between attempts: fingerprint the content.
+        parts: list[str] = []
+        for name, storage in sorted(request.files.items(multi=True), key=lambda kv: (kv[0], kv[1].filename or "")):
+            import hashlib
+
+            h = hashlib.sha256()
+            while chunk := storage.stream.read(1024 * 1024):
+                h.update(chunk)
+            storage.stream.seek(0)
+            parts.append(f"{name}\x00{storage.filename}\x00{h.hexdigest()}")
+        return "\n".join(parts).encode()
+
+    def _body(self, route: Route) -> BaseModel | None:
+        if route.body is None or route.body_kind != "json":
+            return None
+        raw = request.get_data(cache=True)
+        if not raw.strip():
+            data: Any = {}
+        else:
+            try:
+                data = json.loads(raw)
+            except ValueError as exc:
+                raise ApiError(400, "invalid_json", f"the request body is not valid JSON: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ApiError(422, "invalid_body", "the request body must be a JSON object")
+        try:
+            return route.body.model_validate(data)
+        except ValidationError as exc:
+            raise ApiError(
+                422, "invalid_body", "invalid request body", details=_validation_details(exc, "body")
+            ) from exc
+
+    def _response(self, route: Route, result: Result) -> Response:
+        if isinstance(result, Response):
+            return result
+        reply = result if isinstance(result, Reply) else Reply(body=result)
+        status = reply.status or route.status
+        if reply.body is None:
+            return Response(status=204 if status in (200, 204) else status, headers=reply.headers)
+        return _json(reply.body.model_dump(mode="json"), status, reply.headers)
+
+
+def make_authenticator(deps: Deps, settings: ApiSettings) -> Authenticator:
+    """Bearer tokens from the configured issuers, plus the development identity
+    where explicitly configured (embedded backend only). No issuer and no
+    development identity is a configuration error, never "auth off"."""
+    issuers = settings.all_issuers()
+    dev = settings.dev_identity
+    if dev is not None and deps.settings.backend != "local":
+        raise ConfigError(
+            "SLUICE_API_DEV_IDENTITY is allowed only on the embedded backend",
+            hint="Configure OIDC issuers (SLUICE_API_ISSUERS or a preset) for a deployed API.",
+        )
+    if not issuers and dev is None:
+        raise ConfigError(
+            "the API has no way to authenticate callers",
+            hint="Configure SLUICE_API_ISSUERS (or SLUICE_API_FIREBASE_PROJECT, SLUICE_API_ENTRA_TENANT and "
+            "SLUICE_API_ENTRA_CLIENT_ID, SLUICE_API_GOOGLE_CLIENT_ID); locally, SLUICE_API_DEV_IDENTITY=<user>.",
+        )
+    if dev is not None:
+        log.warning(
+            "API AUTHENTICATION USES THE LOCAL DEVELOPMENT IDENTITY %r: every request without a token acts as "
+            "that user. Never expose this server beyond this machine.",
+            dev,
+        )
+    verifier = (
+        OidcVerifier(issuers, fetcher=fetch_jwks, jwks_ttl_s=settings.jwks_ttl_s, leeway_s=settings.clock_skew_s)
+        if issuers
+        else None
+    )
+    return BearerAuthenticator(verifier, dev_identity=dev)
+
+
+def create_app(
+    deps: Deps,
+    settings: ApiSettings | None = None,
+    *,
+    authenticator: Authenticator | None = None,
+    sender: Sender | None = None,
+    sleep: Callable[[float], None] | None = None,
+    routes: Sequence[Route] | None = None,
+) -> Flask:
+    from common.api.routes import ROUTES
+
+    cfg = settings or ApiSettings()
+    api = Api(deps, cfg, authenticator or make_authenticator(deps, cfg), sender=sender, sleep=sleep)
+    app = Flask("sluice.api")
+    # Multipart overhead on top of the largest direct upload.
+    app.config["MAX_CONTENT_LENGTH"] = max(cfg.max_upload_bytes, deps.settings.max_document_bytes) + 1024 * 1024
+    app.extensions["sluice_api"] = api
+    for route in routes or ROUTES:
+        app.add_url_rule(
+            route.flask_rule(),
+            endpoint=f"{route.method} {route.path}",
+            view_func=api.view(route),
+            methods=[route.method],
+        )
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> Response:
+        code = exc.code or 500
+        names = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 400: "bad_request"}
+        message = exc.description or exc.name
+        if code == 413:
+            message = f"the request is larger than the limit ({cfg.max_upload_bytes} bytes for a direct upload)"
+        return error_response(ApiError(code, names.get(code, "http_error"), message))
+
+    return app
+
+
+def api_of(app: Flask) -> Api:
+    api = app.extensions["sluice_api"]
+    assert isinstance(api, Api)
+    return api
+
+
+def iter_sse(chunks: Iterator[str]) -> Response:
+    return Response(
+        chunks,
+        mimetype="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+# -- the Cloud Function's app, built on first use --------------------------------------------
+
+_cloud_app: Flask | None = None
+_cloud_lock = threading.Lock()
+
+
+def cloud_app() -> Flask:
+    """The process-wide app over :func:`common.bootstrap.deps` (never built at import time)."""
+    global _cloud_app
+    if _cloud_app is None:
+        with _cloud_lock:
+            if _cloud_app is None:
+                from common import bootstrap
+
+                _cloud_app = create_app(bootstrap.deps())
+    return _cloud_app
+
+
+def handle_request(req: Request) -> Response:
+    """Dispatch a functions-framework request to the API app (same routes, same pipeline)."""
+    app = cloud_app()
+    # The framework drains the body after the request; read it once (cached on
+    # its request) and give the API app its own copy of the stream.
+    data = req.get_data(cache=True)
+    environ = dict(req.environ)
+    environ["wsgi.input"] = io.BytesIO(data)
+    environ["CONTENT_LENGTH"] = str(len(data))
+    with app.request_context(environ):
+        response = app.full_dispatch_request()
+    return response

@@ -1,0 +1,556 @@
+"""Request and response bodies of the job API, as pydantic models.
+
+The OpenAPI document is generated from these and the route table, so the
+documentation cannot drift from what the handlers validate and return.
+Requests forbid unknown fields (a typo is an error, not a silent no-op).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from common.core.models import (
+    Automation,
+    Destination,
+    Export,
+    ExportFormat,
+    ExportSpec,
+    ExtractionTask,
+    ExtractorName,
+    Job,
+    Operation,
+    Priority,
+    Run,
+    SourceFile,
+)
+from common.core.schema import FieldSpec
+from common.core.states import ExportStatus, FileStatus, OperationStatus, RunStatus, TaskStatus
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Out(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# -- shared ---------------------------------------------------------------------
+
+
+class ExportSpecIO(BaseModel):
+    """An export: a format and a destination (``download``, ``drive:FOLDER``, ``gmail:ADDRESS``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: ExportFormat = ExportFormat.XLSX
+    destination: str = "download"
+
+    @field_validator("destination")
+    @classmethod
+    def _destination(cls, v: str) -> str:
+        return str(Destination.parse(v))
+
+    def spec(self) -> ExportSpec:
+        return ExportSpec(format=self.format, destination=Destination.parse(self.destination))
+
+    @classmethod
+    def of(cls, spec: ExportSpec) -> ExportSpecIO:
+        return cls(format=spec.format, destination=str(spec.destination))
+
+
+class ErrorBody(Out):
+    code: str
+    message: str
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class ErrorOut(Out):
+    error: ErrorBody
+
+
+class PageQuery(Request):
+    limit: int = Field(default=50, ge=1, le=1000)
+    cursor: str | None = None
+
+
+# -- jobs -------------------------------------------------------------------------
+
+
+class JobCreate(Request):
+    name: str = Field(min_length=1, max_length=200)
+    fields: list[FieldSpec] | None = Field(default=None, min_length=1, max_length=200)
+    preset: str | None = Field(default=None, description="A field preset, e.g. 'invoice', instead of fields.")
+    prompt: str = Field(default="", max_length=20_000)
+    exports: list[ExportSpecIO] | None = Field(default=None, max_length=10)
+    extractor: ExtractorName | None = None
+
+    @model_validator(mode="after")
+    def _one_schema(self) -> JobCreate:
+        if (self.fields is None) == (self.preset is None):
+            raise ValueError("give exactly one of fields or preset")
+        return self
+
+
+class JobUpdate(Request):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    fields: list[FieldSpec] | None = Field(default=None, min_length=1, max_length=200)
+    prompt: str | None = Field(default=None, max_length=20_000)
+    exports: list[ExportSpecIO] | None = Field(default=None, max_length=10)
+    extractor: ExtractorName | None = None
+
+
+class RunSummary(Out):
+    id: str
+    run_number: int
+    status: RunStatus
+    created_at: datetime
+
+    @classmethod
+    def of(cls, run: Run) -> RunSummary:
+        return cls(id=run.id, run_number=run.run_number, status=run.status, created_at=run.created_at)
+
+
+class JobOut(Out):
+    id: str
+    name: str
+    fields: list[FieldSpec]
+    prompt: str
+    exports: list[ExportSpecIO]
+    extractor: ExtractorName | None
+    created_at: datetime
+    updated_at: datetime
+    latest_run: RunSummary | None = None
+
+    @classmethod
+    def of(cls, job: Job, latest: Run | None = None) -> JobOut:
+        return cls(
+            id=job.id,
+            name=job.name,
+            fields=job.fields,
+            prompt=job.prompt,
+            exports=[ExportSpecIO.of(s) for s in job.settings.exports],
+            extractor=job.settings.extractor,
+            created_at=job.created_at,
+            updated_at=job.updated_at,
+            latest_run=None if latest is None else RunSummary.of(latest),
+        )
+
+
+class JobList(Out):
+    items: list[JobOut]
+    next_cursor: str | None
+
+
+class JobQuery(PageQuery):
+    status: RunStatus | Literal["idle"] | None = Field(
+        default=None, description="The latest run's status ('idle': no run yet)."
+    )
+    created_after: AwareDatetime | None = None
+    created_before: AwareDatetime | None = None
+    sort: Literal["created_at", "-created_at", "updated_at", "-updated_at", "name", "-name"] = "-created_at"
+
+
+# -- files ------------------------------------------------------------------------
+
+
+class FileOut(Out):
+    id: str
+    job_id: str
+    name: str
+    source_type: str
+    status: FileStatus
+    size: int | None
+    mime_type: str | None
+    sha256: str | None
+    error: dict[str, str] | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, f: SourceFile) -> FileOut:
+        return cls(
+            id=f.id,
+            job_id=f.job_id,
+            name=f.name,
+            source_type=f.source_type.value,
+            status=f.status,
+            size=f.size,
+            mime_type=f.mime_type,
+            sha256=f.sha256,
+            error=f.error,
+            created_at=f.created_at,
+            updated_at=f.updated_at,
+        )
+
+
+class FileList(Out):
+    items: list[FileOut]
+    next_cursor: str | None
+
+
+class UploadUrlRequest(Request):
+    name: str = Field(min_length=1, max_length=500)
+    content_type: str = Field(default="application/octet-stream", max_length=200)
+    size: int | None = Field(default=None, ge=0)
+
+
+class UploadUrlOut(Out):
+    file_id: str
+    method: Literal["PUT"]
+    url: str
+    headers: dict[str, str]
+    expires_at: datetime
+
+
+# -- runs -------------------------------------------------------------------------
+
+
+class RunCreate(Request):
+    priority: Priority = Priority.NORMAL
+    schedule_time: AwareDatetime | None = Field(default=None, description="Start then (RFC 3339 with a timezone).")
+
+
+class CountersOut(Out):
+    total: int
+    completed: int
+    failed: int
+    cancelled: int
+    remaining: int
+
+
+class RunOut(Out):
+    id: str
+    job_id: str
+    run_number: int
+    status: RunStatus
+    priority: Priority
+    schedule_time: datetime | None
+    counters: CountersOut
+    operation_id: str
+    exports: list[ExportSpecIO]
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: dict[str, str] | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, run: Run) -> RunOut:
+        c = run.counters
+        return cls(
+            id=run.id,
+            job_id=run.job_id,
+            run_number=run.run_number,
+            status=run.status,
+            priority=run.priority,
+            schedule_time=run.schedule_time,
+            counters=CountersOut(
+                total=c.total,
+                completed=c.completed,
+                failed=c.failed,
+                cancelled=c.cancelled,
+                remaining=max(0, c.total - c.terminal),
+            ),
+            operation_id=run.operation_id,
+            exports=[ExportSpecIO.of(s) for s in run.exports],
+            started_at=run.started_at,
+            finished_at=run.finished_at,
+            error=run.error,
+            created_at=run.created_at,
+            updated_at=run.updated_at,
+        )
+
+
+class RunList(Out):
+    items: list[RunOut]
+    next_cursor: str | None
+
+
+class RunQuery(PageQuery):
+    status: RunStatus | None = None
+    job_id: str | None = None
+
+
+class RetryRequest(Request):
+    scope: Literal["failed", "all"] = "failed"
+    task_ids: list[str] | None = Field(default=None, min_length=1, max_length=500)
+
+
+class RetryOut(Out):
+    run: RunOut
+    retried: int
+
+
+class TaskOut(Out):
+    id: str
+    run_id: str
+    file_id: str
+    file_name: str
+    status: TaskStatus
+    priority: Priority
+    attempts: int
+    error: dict[str, str] | None
+    pages: int | None
+    rows: int | None
+    input_tokens: int | None
+    output_tokens: int | None
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, t: ExtractionTask) -> TaskOut:
+        return cls(
+            id=t.id,
+            run_id=t.run_id,
+            file_id=t.file_id,
+            file_name=t.file_name,
+            status=t.status,
+            priority=t.priority,
+            attempts=t.attempts,
+            error=t.error,
+            pages=None if t.result is None else t.result.pages,
+            rows=None if t.result is None else len(t.result.results),
+            input_tokens=t.usage.input_tokens,
+            output_tokens=t.usage.output_tokens,
+            started_at=t.started_at,
+            finished_at=t.finished_at,
+        )
+
+
+class TaskList(Out):
+    items: list[TaskOut]
+    next_cursor: str | None
+
+
+class TaskQuery(PageQuery):
+    status: TaskStatus | None = None
+
+
+# -- exports ----------------------------------------------------------------------
+
+
+class ExportCreate(ExportSpecIO):
+    pass
+
+
+class ExportOut(Out):
+    id: str
+    run_id: str
+    job_id: str
+    format: ExportFormat
+    destination: str
+    status: ExportStatus
+    url: str | None
+    row_count: int | None
+    failed_count: int | None
+    error: dict[str, str] | None
+    created_at: datetime
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, e: Export, url: str | None) -> ExportOut:
+        return cls(
+            id=e.id,
+            run_id=e.run_id,
+            job_id=e.job_id,
+            format=e.format,
+            destination=str(e.destination),
+            status=e.status,
+            url=url,
+            row_count=e.row_count,
+            failed_count=e.failed_count,
+            error=e.error,
+            created_at=e.created_at,
+            finished_at=e.finished_at,
+        )
+
+
+class ExportList(Out):
+    items: list[ExportOut]
+    next_cursor: str | None
+
+
+# -- operations -------------------------------------------------------------------
+
+
+class OperationOut(Out):
+    id: str
+    kind: str
+    target_id: str
+    job_id: str | None
+    status: OperationStatus
+    stage: str
+    message: str
+    pct: float
+    done: int
+    failed: int
+    cancelled: int
+    total: int
+    eta_seconds: float | None
+    error: dict[str, str] | None
+    final: bool
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, op: Operation, *, cancelled: int = 0) -> OperationOut:
+        return cls(
+            id=op.id,
+            kind=op.kind,
+            target_id=op.target_id,
+            job_id=op.job_id,
+            status=op.status,
+            stage=op.stage,
+            message=op.message,
+            pct=op.pct,
+            done=op.done,
+            failed=op.failed,
+            cancelled=cancelled,
+            total=op.total,
+            eta_seconds=op.eta_seconds,
+            error=op.error,
+            final=op.status is not OperationStatus.RUNNING,
+            created_at=op.created_at,
+            updated_at=op.updated_at,
+            finished_at=op.finished_at,
+        )
+
+
+class OperationList(Out):
+    items: list[OperationOut]
+    next_cursor: str | None
+
+
+# -- imports ----------------------------------------------------------------------
+
+
+class DriveImportRequest(Request):
+    item_ids: list[str] = Field(min_length=1, max_length=1000, description="Drive file or folder ids.")
+
+
+class GmailItemIn(Request):
+    message_id: str = Field(min_length=1)
+    attachment_id: str | None = None
+
+
+class GmailImportRequest(Request):
+    account: str = Field(min_length=3)
+    items: list[GmailItemIn] = Field(min_length=1, max_length=1000)
+
+
+# -- automations -------------------------------------------------------------------
+
+
+class AutomationCreate(Request):
+    name: str = Field(min_length=1, max_length=200)
+    account: str = Field(min_length=3, description="The Gmail address whose mail triggers it.")
+    job_id: str
+    query: str = Field(default="has:attachment", max_length=1000)
+    enabled: bool = True
+    export: ExportSpecIO = Field(default_factory=ExportSpecIO)
+
+
+class AutomationUpdate(Request):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    query: str | None = Field(default=None, max_length=1000)
+    enabled: bool | None = None
+    export: ExportSpecIO | None = None
+
+
+class AutomationOut(Out):
+    id: str
+    name: str
+    enabled: bool
+    trigger_type: str
+    account: str
+    query: str
+    job_id: str
+    export: ExportSpecIO
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, a: Automation) -> AutomationOut:
+        return cls(
+            id=a.id,
+            name=a.name,
+            enabled=a.enabled,
+            trigger_type=a.trigger_type,
+            account=a.account,
+            query=a.query,
+            job_id=a.job_id,
+            export=ExportSpecIO.of(a.export),
+            created_at=a.created_at,
+            updated_at=a.updated_at,
+        )
+
+
+class AutomationList(Out):
+    items: list[AutomationOut]
+    next_cursor: str | None
+
+
+# -- integrations --------------------------------------------------------------------
+
+
+class IntegrationOut(Out):
+    id: str
+    account: str
+    scopes: list[str]
+    status: str
+    status_reason: str | None
+    refresh_failures: int
+    connected_at: datetime
+    updated_at: datetime
+
+
+class IntegrationList(Out):
+    items: list[IntegrationOut]
+
+
+# -- stats and dead letters ---------------------------------------------------------------
+
+
+class QueueStats(Out):
+    subscription: str
+    depth: int
+    oldest_age_s: float | None
+    dead_lettered: int
+
+
+class StatsOut(Out):
+    jobs: int
+    runs: dict[str, int]
+    tasks: dict[str, int]
+    pages: int
+    input_tokens: int
+    output_tokens: int
+    queues: list[QueueStats]
+
+
+class DeadLetterOut(Out):
+    seq: int
+    subscription: str
+    message_id: str
+    kind: str | None
+    job_id: str | None
+    run_id: str | None
+    task_id: str | None
+    attempts: int
+    last_error: str | None
+    dead_lettered_at: datetime
+    replayed_at: datetime | None
+
+
+class DeadLetterList(Out):
+    items: list[DeadLetterOut]
+
+
+class ReplayOut(Out):
+    seq: int
+    message_id: str

@@ -1,0 +1,119 @@
+"""``sluice serve``: the job API and every stage worker, offline, on the embedded backend.
+
+One process holds the data directory (the same lock ``sluice run`` takes), runs
+the API on a threaded werkzeug server bound to 127.0.0.1 and the stages in the
+local runtime's worker pools, so the whole product works over HTTP without a
+cloud. SIGINT or SIGTERM stops accepting requests, lets in-flight handlers
+finish and settles them, then exits 0.
+
+Authentication is explicit here as everywhere: OIDC issuers from
+``SLUICE_API_*``, or a development identity (``--dev-identity NAME`` or
+``SLUICE_API_DEV_IDENTITY``), announced with a WARNING.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+
+from werkzeug.serving import make_server
+
+from common.core.errors import ConfigError, SluiceError
+
+log = logging.getLogger("sluice.serve")
+
+
+@contextmanager
+def _data_dir_lock(data_dir: Path) -> Iterator[None]:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with open(data_dir / "lock", "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(
+                f"another sluice process is using {data_dir}", hint="Stop it, or pass another --data-dir."
+            ) from None
+        yield
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options ``sluice serve`` takes (for the CLI's subparser)."""
+    p.add_argument("--port", type=int, default=8080, help="port on 127.0.0.1 (0: any free port)")
+    p.add_argument("--data-dir", type=Path, default=Path(".sluice"))
+    p.add_argument("--dev-identity", default=None, help="act as this user for requests without a token (local only)")
+
+
+def serve(args: argparse.Namespace) -> int:
+    try:
+        return _serve(args)
+    except SluiceError as err:
+        print(f"sluice serve: {err.message}\n  hint: {err.hint}", file=sys.stderr)
+        return 2
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from common.api.app import create_app
+    from common.api.settings import ApiSettings
+    from common.bootstrap import bootstrap, local_bus
+    from common.config import Settings
+    from common.obs import logging as slog
+    from common.runtime.local import LocalRuntime
+
+    host = "127.0.0.1"
+    port = int(getattr(args, "port", 8080))
+    data_dir = Path(getattr(args, "data_dir", None) or ".sluice")
+    dev_identity: str | None = getattr(args, "dev_identity", None)
+    with _data_dir_lock(data_dir):
+        # Bind first: with --port 0 the signed URLs must name the port chosen.
+        server = make_server(host, port, app=_unavailable, threaded=True)
+        actual = server.server_port
+        settings = Settings(backend="local", data_dir=data_dir, local_api_url=f"http://{host}:{actual}")
+        slog.configure(settings.log_level, settings.log_format)
+        deps = bootstrap(settings)
+        api_settings = ApiSettings() if dev_identity is None else ApiSettings(dev_identity=dev_identity)
+        server.app = create_app(deps, api_settings)
+        runtime = LocalRuntime(deps, local_bus(deps))
+        stop = threading.Event()
+
+        def on_signal(signum: int, _frame: FrameType | None) -> None:
+            log.info("stopping on signal %s", signum)
+            stop.set()
+
+        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        runtime.start()
+        thread = threading.Thread(target=server.serve_forever, name="sluice-api", daemon=True)
+        thread.start()
+        print(f"Sluice API on http://{host}:{actual}/v1 (data in {data_dir}); Ctrl-C stops it", flush=True)
+        try:
+            stop.wait()
+        finally:
+            server.shutdown()
+            thread.join()
+            runtime.stop()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        print("Sluice API stopped", flush=True)
+    return 0
+
+
+def _unavailable(environ: object, start_response: object) -> list[bytes]:  # pragma: no cover - replaced at once
+    raise RuntimeError("the API is not built yet")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m common.serve`` until the CLI wires ``sluice serve``."""
+    parser = argparse.ArgumentParser(prog="sluice serve")
+    add_arguments(parser)
+    return serve(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
