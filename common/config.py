@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     google_client_id: str | None = None
     google_client_secret: SecretStr | None = None
     google_token_uri: str = "https://oauth2.googleapis.com/token"
+    google_auth_uri: str = "https://accounts.google.com/o/oauth2/v2/auth"
+    # Where Google sends the browser back (the API's /v1/integrations/google/callback).
+    google_redirect_uri: str | None = None
     drive_chunk_bytes: int = Field(default=8 * 1024 * 1024, ge=256 * 1024)
 
     # Per-user fairness: at most this many extraction tasks running at once per user (0: no cap).

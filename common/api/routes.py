@@ -47,7 +47,7 @@ from common.core.states import (
     TaskStatus,
 )
 from common.ports.store import Filter, Order, Page, Transaction
-from common.service import control, exports, ids, integrations, jobs, repo
+from common.service import control, exports, ids, integrations, jobs, oauth_flow, repo
 
 R = TypeVar("R", bound=Record)
 
@@ -663,6 +663,20 @@ def list_integrations(call: Call) -> Result:
     return s.IntegrationList(items=[s.IntegrationOut.model_validate(i.model_dump()) for i in found])
 
 
+def connect_google(call: Call) -> Result:
+    body = call.body_as(s.GoogleConnectIn)
+    url, flow = oauth_flow.start(call.deps, owner=call.owner, features=body.features)
+    return s.GoogleConnectOut(authorization_url=url, expires_at=flow.expires_at)
+
+
+def google_callback(call: Call) -> Result:
+    q = call.query_as(s.GoogleCallbackQuery)
+    if q.error is not None or q.code is None:
+        raise ApiError(400, "oauth_refused", f"Google did not grant access: {q.error or 'no code'}")
+    info = oauth_flow.complete(call.deps, state=q.state, code=q.code)
+    return s.IntegrationOut.model_validate(info.model_dump())
+
+
 def disconnect_integration(call: Call) -> Result:
     info = integrations.disconnect(call.deps, owner=call.owner, account=call.params["account"])
     return s.IntegrationOut.model_validate(info.model_dump())
@@ -1080,6 +1094,28 @@ ROUTES: list[Route] = [
         "integrations",
         response=s.IntegrationList,
         errors=(401,),
+    ),
+    _r(
+        "POST",
+        "/v1/integrations/google",
+        connect_google,
+        "Start connecting a Google account (OAuth consent URL)",
+        "integrations",
+        body=s.GoogleConnectIn,
+        response=s.GoogleConnectOut,
+        status=201,
+        errors=(400, 401, 422, 501),
+    ),
+    _r(
+        "GET",
+        "/v1/integrations/google/callback",
+        google_callback,
+        "Google's redirect after consent: stores the account's refresh token, encrypted",
+        "integrations",
+        query=s.GoogleCallbackQuery,
+        response=s.IntegrationOut,
+        auth=False,
+        errors=(400, 409, 422, 501, 503),
     ),
     _r(
         "DELETE",

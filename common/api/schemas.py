@@ -509,6 +509,30 @@ class IntegrationOut(Out):
     updated_at: datetime
 
 
+GoogleFeature = Literal["drive", "gmail"]
+
+
+def _all_features() -> list[GoogleFeature]:
+    return ["drive", "gmail"]
+
+
+class GoogleConnectIn(Request):
+    features: list[GoogleFeature] = Field(
+        default_factory=_all_features, min_length=1, description="What Sluice may do with the account."
+    )
+
+
+class GoogleConnectOut(Out):
+    authorization_url: str = Field(description="Send the user's browser here to give consent.")
+    expires_at: datetime
+
+
+class GoogleCallbackQuery(Request):
+    state: str = Field(min_length=16, max_length=200)
+    code: str | None = Field(default=None, max_length=2000)
+    error: str | None = Field(default=None, max_length=200)
+
+
 class IntegrationList(Out):
     items: list[IntegrationOut]
 
