@@ -29,12 +29,14 @@ if TYPE_CHECKING:
 STORE_INDEXES: dict[str, list[str]] = {
     "jobs": ["owner", "key", "owner,created_at", "owner,updated_at", "owner,name"],
     "files": ["job_id,status,file_type"],
-    "integrations": ["owner"],
+    "integrations": ["owner", "account", "refresh_failures"],
     "runs": ["job_id,run_number", "owner,created_at", "owner,status"],
     "tasks": ["run_id,status", "run_id,file_name", "status,lease_until", "owner,status,lease_until", "job_id"],
-    "exports": ["run_id", "job_id"],
-    "operations": ["owner", "owner,created_at", "job_id"],
-    "automations": ["owner,created_at"],
+    "exports": ["run_id", "job_id", "destination.kind,created_at"],
+    "operations": ["owner", "owner,created_at", "job_id", "expire_at"],
+    "automations": ["owner,created_at", "owner,account"],
+    "automation_runs": ["status"],
+    "gmail_import_items": ["operation_id"],
 }
 
 

@@ -81,6 +81,10 @@ def _parser() -> argparse.ArgumentParser:
     _add_serve_arguments(srv)
     srv.set_defaults(func=_cmd_serve)
 
+    from common.automation_cli import add_automation_commands
+
+    add_automation_commands(sub)
+
     ext = sub.add_parser("extract", help="extract fields from documents and print them (no pipeline)")
     ext.add_argument("paths", nargs="+", type=Path)
     _schema_args(ext)

@@ -5,7 +5,9 @@ A Pub/Sub push (or an Eventarc CloudEvent's ``data``) wraps the message as
 "subscription", "deliveryAttempt"}``; ids and times come in camelCase and/or
 snake_case. A Cloud Storage notification is a Pub/Sub message whose
 attributes say ``eventType=OBJECT_FINALIZE`` and whose data is the object's
-JSON resource; it becomes Sluice's ``blob.finalized`` message.
+JSON resource; it becomes Sluice's ``blob.finalized`` message. A Gmail watch
+notification is a message with no attributes at all whose data is
+``{"emailAddress", "historyId"}``; it becomes ``gmail.notification``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from common.core.errors import PermanentError
-from common.core.messages import BlobFinalized
+from common.core.messages import BlobFinalized, GmailNotification
 
 
 @dataclass(frozen=True)
@@ -61,10 +63,13 @@ def decode_push(body: Mapping[str, Any]) -> PubSubMessage:
 
 def normalise(msg: PubSubMessage) -> tuple[bytes, dict[str, str]]:
     """The (data, attributes) Sluice's dispatch expects: GCS notifications are
-    turned into ``blob.finalized`` messages; Sluice's own messages pass as they are."""
+    turned into ``blob.finalized`` messages, Gmail watch pushes into
+    ``gmail.notification``; Sluice's own messages pass as they are."""
     attrs = msg.attributes
-    if "kind" in attrs or "eventType" not in attrs:
+    if "kind" in attrs:
         return msg.data, attrs
+    if "eventType" not in attrs:
+        return _gmail_push(msg.data, attrs)
     if attrs["eventType"] != "OBJECT_FINALIZE":
         raise PermanentError(f"storage event {attrs['eventType']} is not handled", code="unhandled_event")
     # A notification configured with payload NONE carries only attributes.
@@ -93,3 +98,19 @@ def normalise(msg: PubSubMessage) -> tuple[bytes, dict[str, str]]:
         metadata={str(k): str(v) for k, v in metadata.items()},
     )
     return finalized.encode(), {**attrs, "kind": BlobFinalized.kind}
+
+
+def _gmail_push(data: bytes, attrs: dict[str, str]) -> tuple[bytes, dict[str, str]]:
+    """A Gmail push as ``gmail.notification``; anything else without a kind passes as it is
+    (dispatch then refuses the unknown kind)."""
+    try:
+        obj: Any = json.loads(data) if data else None
+    except ValueError:
+        return data, attrs
+    if not isinstance(obj, Mapping) or "emailAddress" not in obj or "historyId" not in obj:
+        return data, attrs
+    try:
+        notification = GmailNotification(account=str(obj["emailAddress"]), history_id=obj["historyId"])
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        raise PermanentError(f"malformed Gmail notification: {exc}", code="bad_envelope") from exc
+    return notification.encode(), {**attrs, "kind": GmailNotification.kind}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from common.core.errors import PermanentError
 
@@ -123,6 +123,42 @@ class CleanupSweep(Message):
     kind: ClassVar[str] = "cleanup.sweep"
 
 
+class GmailNotification(Message):
+    """A Gmail push (``users.watch``): ``account``'s mailbox changed up to ``history_id``.
+
+    Gmail publishes ``{"emailAddress", "historyId"}`` with no ``kind`` attribute;
+    :func:`common.core.envelopes.normalise` turns it into this message.
+    """
+
+    kind: ClassVar[str] = "gmail.notification"
+    account: str
+    history_id: str  # Gmail's history ids are unsigned 64-bit integers, sent as strings or numbers
+
+    @field_validator("history_id", mode="before")
+    @classmethod
+    def _digits(cls, value: Any) -> str:
+        text = str(value).strip() if isinstance(value, int | str) and not isinstance(value, bool) else ""
+        if not text.isdigit():
+            raise ValueError(f"historyId {value!r} is not a non-negative integer")
+        return str(int(text))
+
+
+class AutomationImported(Message):
+    """An automation's import finished: start the job's run (the chain's next step)."""
+
+    kind: ClassVar[str] = "automation.imported"
+    automation_run_id: str
+
+    def log_labels(self) -> dict[str, str]:
+        return {"automation_run_id": self.automation_run_id}
+
+
+class RenewGmailWatches(Message):
+    """Daily: renew the Gmail watch of every account with an enabled automation, stop the others."""
+
+    kind: ClassVar[str] = "gmail.renew_watches"
+
+
 class Noop(Message):
     """Does nothing but pass itself on ``hops`` times: the orchestration benchmark's stage."""
 
@@ -144,6 +180,9 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
         ImportGmail,
         ImportGmailMessage,
         CleanupSweep,
+        GmailNotification,
+        AutomationImported,
+        RenewGmailWatches,
         Noop,
     )
 }
@@ -159,3 +198,17 @@ def decode(kind: str, data: bytes) -> Message:
         return cls.model_validate(payload)
     except (ValueError, ValidationError) as exc:
         raise PermanentError(f"malformed {kind} message: {exc}", code="malformed_message") from exc
+
+
+def continuation(message: Message) -> dict[str, Any]:
+    """``message`` in the form an ``Operation.then`` stores: its kind and its payload."""
+    return {"kind": message.kind, "payload": message.model_dump(mode="json")}
+
+
+def from_continuation(then: dict[str, Any]) -> Message:
+    """The message an ``Operation.then`` describes (PermanentError if it is not one)."""
+    kind = then.get("kind")
+    payload = then.get("payload")
+    if not isinstance(kind, str) or not isinstance(payload, dict):
+        raise PermanentError(f"malformed continuation {then!r}", code="malformed_message")
+    return decode(kind, json.dumps(payload).encode())

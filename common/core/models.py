@@ -7,11 +7,11 @@ adapters stay generic.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal, Self
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer, computed_field, field_serializer
 
 from common.core.schema import FieldSpec, FieldValue, Scalar
 from common.core.states import (
@@ -294,6 +294,67 @@ class Operation(Record):
     failed: int = 0
     total: int = 0
     eta_seconds: float | None = None
+    error: dict[str, str] | None = None
+    finished_at: Timestamp | None = None
+    # A continuation: the message (``{"kind", "payload"}``, see
+    # ``common.core.messages.continuation``) the operation's final-state writer
+    # sends when it completes successfully. Receivers must be idempotent.
+    then: dict[str, Any] | None = None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def expire_at(self) -> datetime | None:
+        """When the record may go: a day after it became final (None while running).
+
+        Derived from ``finished_at``, so every writer of a final Operation stores
+        it without knowing. In the cloud a Firestore TTL policy on ``expire_at``
+        deletes the document; the embedded backend's cleanup sweep prunes it.
+        """
+        if self.finished_at is None or self.status is OperationStatus.RUNNING:
+            return None
+        return self.finished_at + OPERATION_RETENTION
+
+    @field_serializer("expire_at", when_used="json")
+    def _expire_at_json(self, value: datetime | None) -> str | None:
+        return None if value is None else format_timestamp(value)
+
+
+# How long a final Operation is kept (the user polls it; nobody needs it a day later).
+OPERATION_RETENTION = timedelta(hours=24)
+
+
+class AutomationRunStatus(StrEnum):
+    IMPORTING = "importing"  # the matching message's attachments are being imported
+    RUNNING = "running"  # the import finished; the job's run (then its exports) is under way
+    COMPLETED = "completed"  # the run finished and every export completed
+    FAILED = "failed"  # a step of the chain failed; ``error`` says which
+
+
+class AutomationRun(Record):
+    """One firing of an automation, for audit: which push and message started it,
+    and the import, run and exports it led to.
+
+    Its id derives from (account, Gmail message id, automation id), so a message
+    starts at most one chain per automation however often it is seen.
+    """
+
+    collection: ClassVar[str] = "automation_runs"
+
+    automation_id: str
+    job_id: str
+    account: str
+    message_ids: list[str]
+    # What fired it: the push's history id, and how new messages were found
+    # ("history": history.list; "full_sync": the stored history id was too old;
+    # "simulate": a saved e-mail fed in locally).
+    history_id: str | None = None
+    source: Literal["history", "full_sync", "simulate"] = "history"
+    note: str | None = None
+    export: ExportSpec = Field(default_factory=ExportSpec)  # the automation's export config when it fired
+    import_operation_id: str | None = None
+    run_id: str | None = None
+    export_ids: list[str] = Field(default_factory=list)
+    status: AutomationRunStatus = AutomationRunStatus.IMPORTING
     error: dict[str, str] | None = None
     finished_at: Timestamp | None = None
 

@@ -53,7 +53,7 @@ from common.core.errors import (
     SluiceError,
 )
 from common.core.lifecycle import update_operation
-from common.core.messages import GmailItem, ImportGmail, ImportGmailMessage
+from common.core.messages import GmailItem, ImportGmail, ImportGmailMessage, from_continuation
 from common.core.models import FileType, Job, Operation, SourceFile, SourceType
 from common.core.progress import compute_progress, should_write
 from common.core.retry import RetryPolicy
@@ -470,6 +470,16 @@ def _settle_item(
         log.info("message already counted in its import; nothing to do")
     elif summary.finished:
         log.info("gmail import finished", extra=fields(operation_id=msg.operation_id, summary=summary.text()))
+        _send_continuation(ctx, msg.operation_id)
+
+
+def _send_continuation(ctx: Context, operation_id: str) -> None:
+    """Send the import's ``then`` if it completed successfully -- read from the stored
+    Operation, so a redelivery re-sends what a crash may have lost (receivers are idempotent)."""
+    found = repo.get(ctx.store, Operation, operation_id)
+    if found is None or found[0].then is None or found[0].status is not OperationStatus.DONE:
+        return
+    ctx.send(from_continuation(found[0].then))
 
 
 def _show(t: Transaction, op: Operation, summary: ImportSummary, *, now: datetime, min_interval_s: float) -> None:
@@ -507,8 +517,17 @@ def start_gmail_import(
     owner: str,
     account: str,
     items: Sequence[GmailItem],
+    *,
+    operation_id: str | None = None,
+    then: dict[str, Any] | None = None,
 ) -> Operation:
-    """Record an import Operation for ``items`` of ``account``'s mailbox and start it."""
+    """Record an import Operation for ``items`` of ``account``'s mailbox and start it.
+
+    ``then``: a continuation sent once the import completes successfully (see
+    ``Operation.then``). ``operation_id``: a caller-derived id, which makes the
+    call idempotent -- an existing operation is kept and the import re-sent
+    (its handlers skip what is settled).
+    """
     if job.owner != owner:
         raise NotFound(f"job {job.id} not found")
     unique = _unique(items)
@@ -516,7 +535,7 @@ def start_gmail_import(
         raise PermanentError("no Gmail messages to import", code="empty_import", hint="Select at least one message.")
     now = deps.clock.now()
     op = Operation(
-        id=ids.new_id("op"),
+        id=operation_id or ids.new_id("op"),
         owner=owner,
         kind="import",
         target_id=job.id,
@@ -524,15 +543,20 @@ def start_gmail_import(
         stage="queued",
         total=len(unique),
         message=f"0/{len(unique)} messages",
+        then=then,
         created_at=now,
         updated_at=now,
     )
 
-    def tx(t: Transaction) -> None:
+    def tx(t: Transaction) -> Operation:
+        existing = repo.tx_get(t, Operation, op.id) if operation_id is not None else None
+        if existing is not None:
+            return existing
         t.create(Operation.collection, op.id, op.to_doc())
         t.create(SUMMARIES, op.id, ImportSummary(total=len(unique)).model_dump(mode="json"))
+        return op
 
-    deps.store.transaction(tx)
+    op = deps.store.transaction(tx)
     sender.send(ImportGmail(job_id=job.id, operation_id=op.id, owner=owner, account=account, items=unique))
     return op
 
@@ -596,6 +620,7 @@ def import_message(msg: ImportGmailMessage, ctx: Context) -> None:
     """Import one message's attachments (or the one selected) into the job."""
     if ctx.store.get(ITEMS, _item_id(msg.operation_id, msg.message_id, msg.attachment_id)) is not None:
         log.info("message already imported for this operation; nothing to do")
+        _send_continuation(ctx, msg.operation_id)
         return
     found = repo.get(ctx.store, Job, msg.job_id)
     if found is None:

@@ -163,6 +163,46 @@ def _guess_mime(path: Path) -> str:
     return mimetypes.guess_type(path.name)[0] or "application/octet-stream"
 
 
+def new_run_records(
+    job: Job,
+    *,
+    run_id: str,
+    now: datetime,
+    exports: Sequence[ExportSpec] | None = None,
+    priority: Priority = Priority.NORMAL,
+    schedule_time: datetime | None = None,
+) -> tuple[Run, Operation, Job]:
+    """A job's next run, its Operation, and the job with its run counter moved on.
+
+    Pure: callers write all three in one transaction (with whatever else that
+    transaction must change), so run numbers never repeat.
+    """
+    op_id = ids.operation_id_for_run(run_id)
+    run = Run(
+        id=run_id,
+        owner=job.owner,
+        job_id=job.id,
+        run_number=job.next_run_number,
+        priority=priority,
+        schedule_time=schedule_time,
+        operation_id=op_id,
+        exports=list(job.settings.exports if exports is None else exports),
+        created_at=now,
+        updated_at=now,
+    )
+    op = Operation(
+        id=op_id,
+        owner=job.owner,
+        kind="run",
+        target_id=run_id,
+        job_id=job.id,
+        stage="queued",
+        created_at=now,
+        updated_at=now,
+    )
+    return run, op, job.model_copy(update={"next_run_number": job.next_run_number + 1, "updated_at": now})
+
+
 def request_run(
     deps: Deps,
     sender: Sender,
@@ -174,41 +214,13 @@ def request_run(
     """Record a new run (run_number from the job's counter) and ask for it to start."""
     now = deps.clock.now()
     run_id = ids.new_id("run")
-    op_id = ids.operation_id_for_run(run_id)
 
     def tx(t: Transaction) -> Run:
         current = repo.tx_require(t, Job, job.id)
-        run = Run(
-            id=run_id,
-            owner=current.owner,
-            job_id=current.id,
-            run_number=current.next_run_number,
-            priority=priority,
-            schedule_time=schedule_time,
-            operation_id=op_id,
-            exports=list(current.settings.exports),
-            created_at=now,
-            updated_at=now,
+        run, op, moved = new_run_records(
+            current, run_id=run_id, now=now, priority=priority, schedule_time=schedule_time
         )
-        op = Operation(
-            id=op_id,
-            owner=current.owner,
-            kind="run",
-            target_id=run_id,
-            job_id=current.id,
-            stage="queued",
-            created_at=now,
-            updated_at=now,
-        )
-        repo.tx_put(
-            t,
-            current.model_copy(
-                update={
-                    "next_run_number": current.next_run_number + 1,
-                    "updated_at": now,
-                }
-            ),
-        )
+        repo.tx_put(t, moved)
         t.create(Run.collection, run.id, run.to_doc())
         t.create(Operation.collection, op.id, op.to_doc())
         return run

@@ -20,7 +20,10 @@ HANDLERS: dict[str, dict[str, str]] = {
     },
     "export": {"export.run": "common.service.exports:export_run"},
     "import_upload": {"blob.finalized": "common.service.uploads:register_upload"},
-    "cleanup": {"cleanup.sweep": "common.service.cleanup:sweep"},
+    "cleanup": {
+        "cleanup.sweep": "common.service.cleanup:sweep",
+        "gmail.renew_watches": "common.service.watch:renew_watches",
+    },
     "import_drive": {
         "drive.import": "common.service.drive_import:start_import",
         "drive.file": "common.service.drive_import:import_file",
@@ -29,7 +32,10 @@ HANDLERS: dict[str, dict[str, str]] = {
         "gmail.import": "common.service.gmail_import:start_import",
         "gmail.message": "common.service.gmail_import:import_message",
     },
-    "automation": {},
+    "automation": {
+        "gmail.notification": "common.service.automation:on_notification",
+        "automation.imported": "common.service.automation:on_imported",
+    },
 }
 
 PUBLISHES: dict[str, frozenset[str]] = {
@@ -38,8 +44,10 @@ PUBLISHES: dict[str, frozenset[str]] = {
     "import_upload": frozenset(),
     "cleanup": frozenset({"task.extract"}),
     "import_drive": frozenset({"drive.import", "drive.file"}),
-    "import_gmail": frozenset({"gmail.message"}),
-    "automation": frozenset(),
+    # automation.imported: an import's continuation (Operation.then) set by an automation.
+    "import_gmail": frozenset({"gmail.message", "automation.imported"}),
+    # gmail.notification: itself again, when one history listing stopped at its page bound.
+    "automation": frozenset({"gmail.import", "run.start", "gmail.notification"}),
     # Commands (CLI, API) that start work.
     "commands": frozenset({"run.start"}),
 }

@@ -1,4 +1,4 @@
-"""The Gmail API, as much of it as importing attachments needs.
+"""The Gmail API, as much of it as importing attachments and automations need.
 
 :class:`GmailConnector` (built once, over the :class:`GoogleAuth` port) gives a
 :class:`GmailClient` per user. The client
@@ -8,6 +8,10 @@
   ``attachmentId`` or, for small bodies, inline ``data``);
 * fetches each attachment's bytes with ``users.messages.attachments.get`` only
   when asked (a redelivered import does not download again);
+* for automations: lists what was added since a history id
+  (``users.history.list``), searches (``users.messages.list(q=...)``), reads
+  headers (``format=metadata``), and starts or stops push notifications
+  (``users.watch`` / ``users.stop``);
 * turns every failure into Sluice's taxonomy: 429 (and 403 quota reasons) and
   5xx retryable with the server's ``Retry-After``; 404, 400 and other 403s
   permanent; 401 after the auth adapter's own refresh-and-retry means the
@@ -43,6 +47,13 @@ from common.ports.google import GMAIL_READONLY, GoogleAuth
 # Quota units per call (Gmail API usage limits): messages.get and attachments.get cost 5 each.
 UNITS_MESSAGES_GET = 5.0
 UNITS_ATTACHMENTS_GET = 5.0
+UNITS_MESSAGES_LIST = 5.0
+UNITS_HISTORY_LIST = 2.0
+UNITS_WATCH = 100.0
+UNITS_STOP = 50.0
+
+# history.list answered 404: the start history id is older than Gmail keeps (about a week).
+HISTORY_EXPIRED = "gmail_history_expired"
 
 # 403 reasons that mean "slow down", not "forbidden".
 _QUOTA_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded", "dailyLimitExceeded", "quotaExceeded"})
@@ -172,7 +183,7 @@ class GmailClient:
         self._service = service
         self._throttle = throttle
 
-    def _execute(self, request: Any, *, units: float, what: str) -> dict[str, Any]:
+    def _execute(self, request: Any, *, units: float, what: str, empty_ok: bool = False) -> dict[str, Any]:
         from googleapiclient.errors import HttpError
         from httplib2 import HttpLib2Error
 
@@ -184,6 +195,8 @@ class GmailClient:
             raise classify_http_error(int(err.resp.status), err.resp, err.content, what=what) from err
         except (HttpLib2Error, OSError) as err:  # OSError: timeouts, resets, DNS, TLS
             raise RetryableError(f"Gmail {what}: {type(err).__name__}: {err}", kind=ErrorKind.NETWORK) from err
+        if empty_ok and result in ("", b"", None):
+            return {}  # a method without a response body (the client returns its raw, empty content)
         if not isinstance(result, dict):
             raise RetryableError(f"Gmail {what}: unexpected answer", kind=ErrorKind.SERVER)
         return result
@@ -216,6 +229,94 @@ class GmailClient:
                     hint="Gmail attachment ids change between fetches; select the attachment again.",
                 )
         return [self._attachment(message_id, p) for p in parts]
+
+    # -- automation: what changed, search, push notifications -----------------------
+
+    def added_message_ids(self, start_history_id: str, *, max_results: int = 25) -> tuple[list[str], str, bool]:
+        """One page of ``users.history.list(historyTypes=messageAdded)`` after ``start_history_id``:
+        the ids of the messages added (oldest first, each once, drafts left out), the history
+        id this page brings a reader up to, and whether that is everything.
+
+        When more pages follow, the id returned is the page's last record, so the next
+        listing starts after it (``startHistoryId`` pages as well as a page token, and
+        survives between invocations); otherwise it is the mailbox's current history id.
+        A 404 (the id is older than Gmail keeps) is a PermanentError with code
+        :data:`HISTORY_EXPIRED`.
+        """
+        request = (
+            self._service.users()
+            .history()
+            .list(userId="me", startHistoryId=start_history_id, historyTypes="messageAdded", maxResults=max_results)
+        )
+        try:
+            page = self._execute(request, units=UNITS_HISTORY_LIST, what="history")
+        except PermanentError as err:
+            if err.code == "gmail_not_found":
+                raise PermanentError(
+                    f"Gmail no longer has history from {start_history_id}",
+                    code=HISTORY_EXPIRED,
+                    hint="Recent messages are re-read instead (a bounded full sync).",
+                ) from err
+            raise
+        found: list[str] = []
+        last_record = start_history_id
+        for record in page.get("history") or ():
+            last_record = str(record.get("id") or last_record)
+            for added in record.get("messagesAdded") or ():
+                msg = added.get("message") or {}
+                mid = msg.get("id")
+                if isinstance(mid, str) and mid not in found and "DRAFT" not in (msg.get("labelIds") or ()):
+                    found.append(mid)
+        if page.get("nextPageToken"):
+            return found, last_record, False
+        return found, str(page.get("historyId") or last_record), True
+
+    def search(self, query: str, *, limit: int = 100) -> list[str]:
+        """Ids of the messages ``users.messages.list(q=query)`` finds, newest first, at most ``limit``."""
+        ids: list[str] = []
+        token: str | None = None
+        while len(ids) < limit:
+            kwargs: dict[str, Any] = {"userId": "me", "q": query, "maxResults": min(500, limit - len(ids))}
+            if token:
+                kwargs["pageToken"] = token
+            request = self._service.users().messages().list(**kwargs)
+            page = self._execute(request, units=UNITS_MESSAGES_LIST, what="message search")
+            ids.extend(str(m["id"]) for m in page.get("messages") or () if isinstance(m, dict) and "id" in m)
+            token = page.get("nextPageToken")
+            if not token:
+                break
+        return ids[:limit]
+
+    def message_headers(self, message_id: str, names: Sequence[str]) -> tuple[dict[str, str], int | None]:
+        """The named headers of a message (``format=metadata``) and its ``internalDate`` (ms)."""
+        request = (
+            self._service.users()
+            .messages()
+            .get(userId="me", id=message_id, format="metadata", metadataHeaders=list(names))
+        )
+        message = self._execute(request, units=UNITS_MESSAGES_GET, what=f"message {message_id}")
+        wanted = {n.lower(): n for n in names}
+        headers: dict[str, str] = {}
+        for header in (message.get("payload") or {}).get("headers") or ():
+            name = str(header.get("name", "")).lower()
+            if name in wanted and wanted[name] not in headers:
+                headers[wanted[name]] = str(header.get("value", ""))
+        internal = message.get("internalDate")
+        return headers, int(internal) if isinstance(internal, int | str) and str(internal).isdigit() else None
+
+    def watch(self, topic_name: str, *, label_ids: Sequence[str] = ("INBOX",)) -> tuple[str, datetime]:
+        """Start (or renew) push notifications to ``topic_name``; the history id and expiry Gmail gives."""
+        body = {"topicName": topic_name, "labelIds": list(label_ids), "labelFilterBehavior": "include"}
+        request = self._service.users().watch(userId="me", body=body)
+        answer = self._execute(request, units=UNITS_WATCH, what="watch")
+        history, expiration = answer.get("historyId"), answer.get("expiration")
+        if history is None or not str(expiration or "").isdigit():
+            raise RetryableError("Gmail watch: answer without historyId or expiration", kind=ErrorKind.SERVER)
+        return str(history), datetime.fromtimestamp(int(str(expiration)) / 1000, tz=UTC)
+
+    def stop(self) -> None:
+        """Stop push notifications for the mailbox."""
+        self._execute(self._service.users().stop(userId="me"), units=UNITS_STOP, what="stop", empty_ok=True)
 
     def _attachment(self, message_id: str, part: AttachmentPart) -> Attachment:
         def load() -> bytes:

@@ -266,6 +266,19 @@ def test_a_message_with_a_kind_is_not_treated_as_a_storage_event() -> None:
     assert normalise(msg) == (b"{}", msg.attributes)
 
 
-def test_a_message_without_an_event_type_passes_through(gmail_push: dict[str, Any]) -> None:
-    msg = decode_push(gmail_push)
+def test_a_gmail_push_becomes_a_gmail_notification(gmail_push: dict[str, Any]) -> None:
+    data, attrs = normalise(decode_push(gmail_push))
+    assert attrs == {"kind": "gmail.notification"}
+    assert json.loads(data) == {"account": "user@example.com", "history_id": "1234567890"}
+
+
+def test_kindless_data_that_is_not_a_gmail_push_passes_through() -> None:
+    msg = PubSubMessage(
+        data=b'{"hello": "world"}',
+        attributes={},
+        message_id="m1",
+        publish_time=None,
+        delivery_attempt=1,
+        subscription=None,
+    )
     assert normalise(msg) == (msg.data, {})

@@ -11,19 +11,24 @@ from pydantic import ValidationError
 from common.core.errors import PermanentError
 from common.core.messages import (
     MESSAGE_TYPES,
+    AutomationImported,
     BlobFinalized,
     CleanupSweep,
     ExportRun,
     ExtractTask,
     GmailItem,
+    GmailNotification,
     ImportDrive,
     ImportDriveFile,
     ImportGmail,
     ImportGmailMessage,
     Message,
     Noop,
+    RenewGmailWatches,
     StartRun,
+    continuation,
     decode,
+    from_continuation,
 )
 
 SAMPLES: dict[str, Message] = {
@@ -51,6 +56,9 @@ SAMPLES: dict[str, Message] = {
         job_id="job-1", operation_id="op-1", owner="u", account="a@example.com", message_id="m1"
     ),
     "cleanup.sweep": CleanupSweep(),
+    "gmail.notification": GmailNotification(account="a@example.com", history_id="1234567890"),
+    "automation.imported": AutomationImported(automation_run_id="ar_1"),
+    "gmail.renew_watches": RenewGmailWatches(),
     "bench.noop": Noop(chain="c-1", hops=3),
 }
 
@@ -129,3 +137,28 @@ def test_messages_are_immutable() -> None:
 )
 def test_log_labels_are_the_ids_the_message_carries(kind: str, labels: dict[str, str]) -> None:
     assert SAMPLES[kind].log_labels() == labels
+
+
+@pytest.mark.parametrize("history_id", [1234567890, "1234567890", " 1234567890"])
+def test_a_gmail_history_id_is_kept_as_digits_whether_sent_as_number_or_string(history_id: object) -> None:
+    msg = decode("gmail.notification", json.dumps({"account": "a@x.com", "history_id": history_id}).encode())
+    assert msg == GmailNotification(account="a@x.com", history_id="1234567890")
+
+
+@pytest.mark.parametrize("history_id", ["-1", "12a", "", True, 1.5])
+def test_a_gmail_history_id_that_is_not_a_number_is_a_permanent_error(history_id: object) -> None:
+    with pytest.raises(PermanentError, match=re.escape("malformed gmail.notification")):
+        decode("gmail.notification", json.dumps({"account": "a@x.com", "history_id": history_id}).encode())
+
+
+def test_a_continuation_gives_back_the_message_it_was_made_of() -> None:
+    msg = AutomationImported(automation_run_id="ar_7")
+    then = continuation(msg)
+    assert then == {"kind": "automation.imported", "payload": {"automation_run_id": "ar_7"}}
+    assert from_continuation(json.loads(json.dumps(then))) == msg
+
+
+@pytest.mark.parametrize("then", [{}, {"kind": "automation.imported"}, {"kind": 3, "payload": {}}])
+def test_a_malformed_continuation_is_a_permanent_error(then: dict[str, object]) -> None:
+    with pytest.raises(PermanentError):
+        from_continuation(then)
