@@ -40,6 +40,7 @@ def _free_port() -> int:
 def main() -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--max-examples", type=int, default=25)
+    ap.add_argument("--seed", help="replay a run (schemathesis prints its seed)")
     args = ap.parse_args()
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -75,6 +76,10 @@ def main() -> int:
             "SLUICE_API_ISSUERS": json.dumps(issuers),
             # Fuzzing sends far more than a user would; the limiter has its own tests.
             "SLUICE_API_RATE_LIMIT_RPM": "1000000",
+            # A Google OAuth client, so the integration routes run for real (no network is used:
+            # consent URLs are only built, and no callback carries a state the server issued).
+            "SLUICE_GOOGLE_CLIENT_ID": "fuzz.apps.googleusercontent.com",
+            "SLUICE_GOOGLE_CLIENT_SECRET": "fuzz-secret",
         }
         serve = subprocess.Popen(
             [sys.executable, "-m", "common.cli", "serve", "--port", str(port), "--data-dir", f"{tmp}/data"],
@@ -108,6 +113,7 @@ def main() -> int:
                     "1",
                     "-H",
                     f"Authorization: Bearer {token}",
+                    *(["--seed", args.seed] if args.seed else []),
                 ]
             )
         finally:

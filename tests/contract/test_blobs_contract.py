@@ -124,6 +124,11 @@ def test_writes_to_a_bucket_with_a_hook_announce_themselves(blobs: FsBlobStore) 
     assert [(i.bucket, i.name, i.size) for i in seen] == [("uploads", "a.pdf", 1)]
 
 
+def test_a_forged_signature_with_odd_characters_is_refused_not_an_error(blobs: FsBlobStore) -> None:
+    assert not blobs.verify_signature("GET", "exports", "a.csv", 2**40, "ß")
+    assert not blobs.verify_signature("GET", "exports", "a.csv", 2**40, "")
+
+
 def test_signed_urls_verify_until_they_expire(blobs: FsBlobStore, clock: ManualClock) -> None:
     url = blobs.signed_url(blobs.uri("exports", "runs/r1/a.csv"), expires=timedelta(days=7))
     q = parse_qs(urlparse(url).query)

@@ -272,7 +272,9 @@ class FsBlobStore:
     def verify_signature(self, method: str, bucket: str, name: str, expires: int, signature: str) -> bool:
         if expires < self._clock.now().timestamp():
             return False
-        return hmac.compare_digest(self._sign(method, bucket, name, expires), signature)
+        # Bytes: compare_digest refuses str with non-ASCII characters (a forged
+        # signature must be a clean "no", not an exception).
+        return hmac.compare_digest(self._sign(method, bucket, name, expires).encode(), signature.encode())
 
     def _sign(self, method: str, bucket: str, name: str, expires: int) -> str:
         msg = f"{method}\n{bucket}\n{name}\n{expires}".encode()
