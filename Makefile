@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 SAMPLES := samples/invoices
 
-.PHONY: run test lint typecheck unit bench clean
+.PHONY: run test test-emulator lint typecheck bundle bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,14 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 	@for f in functions/*/main.py; do $(BIN)/mypy --no-error-summary $$f || exit 1; done
+
+## Only the tests that run on Google's emulators (Pub/Sub, Firestore, fake GCS, Cloud Tasks).
+test-emulator: $(STAMP)
+	$(BIN)/pytest -q -m emulator
+
+## Stage build/<function>/: main.py, common/, topology.yaml and pinned requirements.
+bundle: $(STAMP)
+	$(BIN)/python scripts/bundle.py
 
 bench: $(STAMP)
 	$(BIN)/python bench/orchestration.py

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from common.config import Settings
 from common.core.errors import ConfigError
@@ -51,11 +51,51 @@ def bootstrap(
     if settings.backend == "local":
         return _local(settings, topo, clock, extractor_factory)
     if settings.backend == "gcp":
-        raise ConfigError(
-            "the gcp backend's adapters (Firestore, Pub/Sub, Cloud Storage, Cloud Tasks) are not built yet",
-            hint="Use SLUICE_BACKEND=local until the cloud adapters land.",
-        )
+        return _gcp(settings, topo, clock, extractor_factory)
     raise ConfigError(f"unknown backend {settings.backend!r}")
+
+
+def _gcp(
+    settings: Settings,
+    topo: Topology,
+    clock: Clock | None,
+    extractor_factory: Callable[[str], Extractor] | None,
+    *,
+    signing_credentials: Any = None,
+) -> Deps:
+    """Firestore, Pub/Sub, Cloud Storage and Cloud Tasks. Clients are built on first use."""
+    from common.adapters.gcp.firestore_store import FirestoreStore
+    from common.adapters.gcp.gcs_blobs import GcsBlobStore
+    from common.adapters.gcp.pubsub_bus import PubSubPublisher
+    from common.adapters.gcp.tasks_scheduler import CloudTasksScheduler
+    from common.adapters.local.clock import SystemClock
+
+    if not settings.project:
+        raise ConfigError("the gcp backend needs SLUICE_PROJECT", hint="Set SLUICE_PROJECT to the project's id.")
+    project = settings.project
+    scheduler = CloudTasksScheduler(
+        project,
+        settings.region,
+        topo,
+        settings,
+        service_account_email=settings.tasks_service_account,
+        queue_prefix=settings.prefix,
+    )
+    blobs = GcsBlobStore(
+        project, service_account_email=settings.signing_service_account, signing_credentials=signing_credentials
+    )
+    built = Deps(
+        settings=settings,
+        topology=topo,
+        store=FirestoreStore(project),
+        blobs=blobs,
+        clock=clock or SystemClock(),
+        # Delayed sends (retry backoff) go through Cloud Tasks: Pub/Sub cannot delay.
+        publisher=PubSubPublisher(project, delayed=scheduler),
+        scheduler=scheduler,
+        extractor_factory=extractor_factory or (lambda name: _extractor(name, settings, built)),
+    )
+    return built
 
 
 def _local(

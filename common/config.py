@@ -32,6 +32,10 @@ class Settings(BaseSettings):
     # Cloud resource names are prefixed so several deployments share a project.
     prefix: str = "sluice-"
     uploads_bucket: str = "uploads"
+    # Cloud Tasks calls Pub/Sub's publish API as this service account (OAuth token).
+    tasks_service_account: str | None = None
+    # Signs V4 URLs through IAM signBlob when the runtime credentials hold no key.
+    signing_service_account: str | None = None
     exports_bucket: str = "exports"
 
     # Extraction.

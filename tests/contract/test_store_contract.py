@@ -70,6 +70,15 @@ def test_created_document_reads_back_identically(store: Store) -> None:
     assert got.version == created.version
 
 
+def test_arrays_nested_in_arrays_read_back_identically(store: Store) -> None:
+    """A table's rows are arrays of arrays (Firestore stores them only with help)."""
+    data: dict[str, Any] = {"rows": [["a", 1, None], [], [[2.5, True], {"k": [["x"]]}]], "empty": []}
+    created = store.create("files", "f-1", data)
+    assert must_get(store, "files", "f-1").data == data == created.data
+    store.set("files", "f-1", {"rows": [[1]]})
+    assert must_get(store, "files", "f-1").data == {"rows": [[1]]}
+
+
 def test_unicode_document_ids_are_kept_exactly(store: Store) -> None:
     store.create("files", "résumé-東京-🚀", {"n": 1})
     assert must_get(store, "files", "résumé-東京-🚀").data == {"n": 1}

@@ -1,0 +1,1 @@
+"""Google's emulators for the cloud adapters' tests (see harness.py)."""

@@ -1,0 +1,3 @@
+from tests.emulators.fixtures import emulators
+
+__all__ = ["emulators"]
