@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 SAMPLES := samples/invoices
 
-.PHONY: run test test-emulator lint typecheck bundle bench clean
+.PHONY: run test test-emulator lint typecheck terraform-check bundle bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,7 +23,7 @@ run: $(STAMP)
 	$(BIN)/python samples/check_output.py out $(SAMPLES)/expected.json
 
 ## Lint, type-check, check architecture contracts, run every test.
-test: $(STAMP) lint typecheck
+test: $(STAMP) lint typecheck terraform-check
 	$(BIN)/pytest -q
 
 lint: $(STAMP)
@@ -35,6 +35,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 	@for f in functions/*/main.py; do $(BIN)/mypy --no-error-summary $$f || exit 1; done
+
+## Terraform: formatting and checkov (in its own virtualenv, .venv-checkov); parity tests run with pytest.
+terraform-check:
+	terraform fmt -check -recursive terraform
+	bash scripts/checkov.sh
 
 ## Only the tests that run on Google's emulators (Pub/Sub, Firestore, fake GCS, Cloud Tasks).
 test-emulator: $(STAMP)

@@ -84,17 +84,37 @@ def _gcp(
     blobs = GcsBlobStore(
         project, service_account_email=settings.signing_service_account, signing_credentials=signing_credentials
     )
+    store = FirestoreStore(project)
+    google_auth = None
+    if settings.google_client_id and settings.google_client_secret and settings.token_key:
+        import base64
+
+        from common.adapters.google import GoogleOAuth
+
+        google_auth = GoogleOAuth(
+            store,
+            clock or SystemClock(),
+            key=base64.b64decode(settings.token_key.get_secret_value()),
+            client_id=settings.google_client_id,
+            client_secret=settings.google_client_secret.get_secret_value(),
+            token_uri=settings.google_token_uri,
+        )
     built = Deps(
         settings=settings,
         topology=topo,
-        store=FirestoreStore(project),
+        store=store,
         blobs=blobs,
         clock=clock or SystemClock(),
         # Delayed sends (retry backoff) go through Cloud Tasks: Pub/Sub cannot delay.
         publisher=PubSubPublisher(project, delayed=scheduler),
         scheduler=scheduler,
         extractor_factory=extractor_factory or (lambda name: _extractor(name, settings, built)),
+        google_auth=google_auth,
     )
+    if google_auth is not None:
+        from common.adapters.google.gmail import GmailConnector
+
+        built.gmail = GmailConnector(google_auth)
     return built
 
 
@@ -213,6 +233,16 @@ def local_bus(deps: Deps) -> SqliteBus:
     return deps.publisher
 
 
+def configure_observability(settings: Settings) -> None:
+    """Logs (Cloud Logging's fields in the cloud), traces and metrics, as configured."""
+    from common.obs import metrics, tracing
+
+    cloud_project = settings.project if settings.backend == "gcp" else None
+    slog.configure(settings.log_level, settings.log_format, project=cloud_project)
+    tracing.configure(settings.trace_exporter, project=settings.project, sample_ratio=settings.trace_sample_ratio)
+    metrics.configure(settings.metrics_exporter, project=settings.project)
+
+
 _cached: Deps | None = None
 _cache_lock = threading.Lock()
 
@@ -224,6 +254,6 @@ def deps() -> Deps:
         with _cache_lock:
             if _cached is None:
                 settings = Settings()  # the backend comes from SLUICE_BACKEND; no default
-                slog.configure(settings.log_level, settings.log_format)
+                configure_observability(settings)
                 _cached = bootstrap(settings)
     return _cached

@@ -205,6 +205,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from common.core.models import Export, ExportFormat, ExportSpec, Run
     from common.core.states import ExportStatus, RunStatus
     from common.obs import logging as slog
+    from common.obs import tracing
     from common.runtime.local import LocalRuntime
     from common.service import jobs, repo
     from common.service.context import TopologySender
@@ -221,34 +222,36 @@ def _cmd_run(args: argparse.Namespace) -> int:
         runtime.declare()
         sender = TopologySender(deps.topology, settings, bus, deps.clock)
 
-        key = _job_key(files, schema, formats)
-        job = jobs.find_job_by_key(deps, owner=LOCAL_OWNER, key=key)
-        resumed = job is not None
-        if job is None:
-            name = files[0].name if len(files) == 1 else f"{files[0].name} and {len(files) - 1} more"
-            job = jobs.create_job(
-                deps,
-                owner=LOCAL_OWNER,
-                name=name,
-                fields=schema,
-                exports=[ExportSpec(format=ExportFormat(f)) for f in formats],
-                key=key,
-            )
-        for f in files:
-            jobs.add_upload(deps, job, f)
-        run = jobs.latest_run(deps, job.id)
-        if run is not None and not args.rerun and _finished_cleanly(deps, run):
-            _say(args, f"job {job.id} already ran on these inputs (run {run.run_number}); --rerun runs it again")
-        elif run is not None and _unfinished(deps, run):
-            if run.status is RunStatus.PENDING:
-                from common.core.messages import StartRun
+        # One trace from the uploads to the export (spans are ids only unless an exporter is configured).
+        with tracing.span("cli.run", parent=None):
+            key = _job_key(files, schema, formats)
+            job = jobs.find_job_by_key(deps, owner=LOCAL_OWNER, key=key)
+            resumed = job is not None
+            if job is None:
+                name = files[0].name if len(files) == 1 else f"{files[0].name} and {len(files) - 1} more"
+                job = jobs.create_job(
+                    deps,
+                    owner=LOCAL_OWNER,
+                    name=name,
+                    fields=schema,
+                    exports=[ExportSpec(format=ExportFormat(f)) for f in formats],
+                    key=key,
+                )
+            for f in files:
+                jobs.add_upload(deps, job, f)
+            run = jobs.latest_run(deps, job.id)
+            if run is not None and not args.rerun and _finished_cleanly(deps, run):
+                _say(args, f"job {job.id} already ran on these inputs (run {run.run_number}); --rerun runs it again")
+            elif run is not None and _unfinished(deps, run):
+                if run.status is RunStatus.PENDING:
+                    from common.core.messages import StartRun
 
-                sender.send(StartRun(run_id=run.id, job_id=job.id))  # its first send may have been lost
-            _say(args, f"resuming run {run.run_number} of job {job.id}")
-        else:
-            run = jobs.request_run(deps, sender, job)
-            if resumed:
-                _say(args, f"job {job.id} finished before; starting run {run.run_number}")
+                    sender.send(StartRun(run_id=run.id, job_id=job.id))  # its first send may have been lost
+                _say(args, f"resuming run {run.run_number} of job {job.id}")
+            else:
+                run = jobs.request_run(deps, sender, job)
+                if resumed:
+                    _say(args, f"job {job.id} finished before; starting run {run.run_number}")
 
         runtime.start()
         try:

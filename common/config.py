@@ -64,6 +64,13 @@ class Settings(BaseSettings):
     signed_url_ttl_s: int = Field(default=7 * 24 * 3600, ge=1, le=7 * 24 * 3600)
     local_api_url: str = "http://127.0.0.1:8080"
 
+    # Traces and metrics (OpenTelemetry). "cloud": Cloud Trace / Cloud Monitoring of SLUICE_PROJECT.
+    trace_exporter: Literal["none", "console", "otlp", "cloud"] = "none"
+    trace_sample_ratio: float = Field(default=1.0, ge=0, le=1)
+    metrics_exporter: Literal["none", "prometheus", "console", "cloud"] = "none"
+    # The token-encryption key in the cloud (base64, from Secret Manager); locally a key file.
+    token_key: SecretStr | None = None
+
     # Logs.
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"

@@ -23,10 +23,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from werkzeug.serving import make_server
 
 from common.core.errors import ConfigError, SluiceError
+
+if TYPE_CHECKING:
+    from flask import Flask
 
 log = logging.getLogger("sluice.serve")
 
@@ -79,7 +83,9 @@ def _serve(args: argparse.Namespace) -> int:
         slog.configure(settings.log_level, settings.log_format)
         deps = bootstrap(settings)
         api_settings = ApiSettings() if dev_identity is None else ApiSettings(dev_identity=dev_identity)
-        server.app = create_app(deps, api_settings)
+        app = create_app(deps, api_settings)
+        _mount_metrics(app)
+        server.app = app
         runtime = LocalRuntime(deps, local_bus(deps))
         stop = threading.Event()
 
@@ -117,3 +123,17 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _mount_metrics(app: Flask) -> None:
+    """Prometheus exposition at /metrics (loopback only: sluice serve binds 127.0.0.1)."""
+    from flask import Response
+
+    from common.obs import metrics
+
+    metrics.configure("prometheus")
+    app.add_url_rule(
+        "/metrics",
+        "metrics",
+        lambda: Response(metrics.prometheus_text(), content_type=metrics.CONTENT_TYPE),
+    )

@@ -1,10 +1,19 @@
 """Structured logging: one JSON object per line.
 
 Each line carries ``severity`` (Cloud Logging's name for the level), the
-message, a timestamp, the trace id, and the ids of whatever is being worked on
-(job, run, task, export, operation) from a context variable that handlers set
-with :func:`log_context`. Cloud Logging's special fields are added later by
-changing only the formatter.
+message, a timestamp, the trace and span ids, and the ids of whatever is being
+worked on (job, run, task, export, operation) from a context variable that
+handlers (and :mod:`common.obs.tracing`'s spans) set with :func:`log_context`.
+
+Two JSON shapes, both with ``severity``, ``message`` and ``time``:
+
+- compact (locally): ``trace_id``, ``span_id`` and ``labels`` as plain keys;
+- Cloud Logging (``configure(..., project=P)``, in the cloud): the special
+  fields ``logging.googleapis.com/trace`` (``projects/P/traces/TRACE_ID``),
+  ``logging.googleapis.com/spanId``, ``logging.googleapis.com/trace_sampled``,
+  ``logging.googleapis.com/labels`` and ``logging.googleapis.com/sourceLocation``,
+  which the logging agent lifts into the LogEntry, so a trace's lines show
+  beside its spans in Cloud Trace.
 """
 
 from __future__ import annotations
@@ -61,7 +70,21 @@ def current_context() -> Mapping[str, str]:
     return _context.get()
 
 
+# Cloud Logging's special JSON fields (structured logging on Cloud Run functions).
+CLOUD_TRACE = "logging.googleapis.com/trace"
+CLOUD_SPAN_ID = "logging.googleapis.com/spanId"
+CLOUD_TRACE_SAMPLED = "logging.googleapis.com/trace_sampled"
+CLOUD_LABELS = "logging.googleapis.com/labels"
+CLOUD_SOURCE_LOCATION = "logging.googleapis.com/sourceLocation"
+
+
 class JsonFormatter(logging.Formatter):
+    """One JSON object per line; with ``project``, in Cloud Logging's structured shape."""
+
+    def __init__(self, project: str | None = None) -> None:
+        super().__init__()
+        self.project = project
+
     def format(self, record: logging.LogRecord) -> str:
         ctx = _context.get()
         entry: dict[str, Any] = {
@@ -70,15 +93,31 @@ class JsonFormatter(logging.Formatter):
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
             "logger": record.name,
         }
-        if "trace_id" in ctx:
-            entry["trace_id"] = ctx["trace_id"]
         labels = {k: ctx[k] for k in LABEL_KEYS if k in ctx}
+        if self.project:
+            if "trace_id" in ctx:
+                entry[CLOUD_TRACE] = f"projects/{self.project}/traces/{ctx['trace_id']}"
+            if "span_id" in ctx:
+                entry[CLOUD_SPAN_ID] = ctx["span_id"]
+            if "trace_sampled" in ctx:
+                entry[CLOUD_TRACE_SAMPLED] = ctx["trace_sampled"] == "1"
+            entry[CLOUD_SOURCE_LOCATION] = {
+                "file": record.pathname,
+                "line": str(record.lineno),
+                "function": record.funcName,
+            }
+        else:
+            if "trace_id" in ctx:
+                entry["trace_id"] = ctx["trace_id"]
+            if "span_id" in ctx:
+                entry["span_id"] = ctx["span_id"]
         extra = getattr(record, "fields", None)
         if isinstance(extra, Mapping):
             entry.update(extra)
         if labels:
-            entry["labels"] = labels
+            entry[CLOUD_LABELS if self.project else "labels"] = labels
         if record.exc_info:
+            # Error Reporting picks up a stack trace in ``exception`` (or ``stack_trace``).
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str, ensure_ascii=False)
 
@@ -98,11 +137,15 @@ class TextFormatter(logging.Formatter):
         return line
 
 
-def configure(level: str = "INFO", fmt: str = "json", stream: Any = None) -> None:
-    """Install Sluice's formatter on the root logger (idempotent)."""
+def configure(level: str = "INFO", fmt: str = "json", stream: Any = None, *, project: str | None = None) -> None:
+    """Install Sluice's formatter on the root logger (idempotent).
+
+    ``project`` (the cloud's): JSON lines take Cloud Logging's special fields,
+    with traces named ``projects/PROJECT/traces/TRACE_ID``.
+    """
     root = logging.getLogger()
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.setFormatter(JsonFormatter(project) if fmt == "json" else TextFormatter())
     handler.set_name("sluice")
     root.handlers = [h for h in root.handlers if h.get_name() != "sluice"] + [handler]
     root.setLevel(level.upper())

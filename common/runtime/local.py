@@ -151,6 +151,7 @@ class LocalRuntime:
             message_id=delivery.message_id,
             attempt=delivery.attempt,
             handlers=self._handlers,
+            published_at=delivery.publish_time,
         )
         if outcome.status == "done":
             return Settlement(delivery, ack=True, publishes=tuple(buffer.messages))

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 from common.config import Settings
 from common.core.messages import Message
 from common.core.models import Priority
+from common.obs import tracing
 from common.obs.logging import current_context
 from common.ports.blobs import BlobStore
 from common.ports.bus import Publisher
@@ -19,6 +20,9 @@ from common.ports.model import Extractor
 from common.ports.scheduler import Scheduler
 from common.ports.store import Store
 from common.topology import Topology
+
+# Attribute: when the message becomes deliverable (epoch milliseconds), for the queue-age metric.
+READY_AT = "ready_at"
 
 
 class Sender(Protocol):
@@ -62,7 +66,11 @@ class Deps:
 
 @dataclass
 class TopologySender:
-    """Sends typed messages to the topic the topology assigns to their kind."""
+    """Sends typed messages to the topic the topology assigns to their kind.
+
+    Each message carries the current span (``traceparent``), so its handler's
+    span continues the trace, and when it becomes deliverable (``ready_at``).
+    """
 
     topology: Topology
     settings: Settings
@@ -81,12 +89,16 @@ class TopologySender:
         trace_id = current_context().get("trace_id")
         if trace_id:
             attributes["trace_id"] = trace_id
+        tracing.inject(attributes)
         if priority is not None:
             attributes["priority"] = priority.value
             attributes["priority_rank"] = str(priority.rank)
         deliver_after: datetime | None = None
         if delay_s:
             deliver_after = self.clock.now() + timedelta(seconds=delay_s)
+        if self.clock is not None:  # some callers send without a clock (they never delay)
+            ready = deliver_after or self.clock.now()
+            attributes[READY_AT] = str(int(ready.timestamp() * 1000))
         return self.publisher.publish(topic, message.encode(), attributes, deliver_after=deliver_after)
 
 

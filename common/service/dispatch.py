@@ -6,19 +6,26 @@ never be processed (malformed, unknown kind, refers to nothing): record it on
 the dead-letter topic and acknowledge. Unexpected exceptions are *retried*,
 never acknowledged: the bus's max delivery attempts then dead-letter them, so
 no message's work is silently lost.
+
+Each delivery is one span (``function/kind``), the child of the span that sent
+the message (its ``traceparent`` attribute), and one set of metric points:
+runtime, failure by error class, queue age (:mod:`common.obs`).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal
 
 from common.core.errors import PermanentError, RetryableError
 from common.core.messages import decode
-from common.obs.logging import fields, log_context, new_trace_id
-from common.service.context import Context, Deps, Sender
+from common.obs import metrics, tracing
+from common.obs.logging import fields, log_context
+from common.service.context import READY_AT, Context, Deps, Sender
 from common.service.registry import resolve
 
 log = logging.getLogger("sluice.dispatch")
@@ -48,28 +55,84 @@ def dispatch(
     message_id: str,
     attempt: int = 1,
     handlers: dict[str, dict[str, str]] | None = None,
+    published_at: datetime | None = None,
 ) -> Outcome:
     kind = attributes.get("kind", "")
-    trace_id = attributes.get("trace_id") or new_trace_id()
-    with log_context(trace_id=trace_id, message_id=message_id):
-        try:
-            msg = decode(kind, data)
-            handler = resolve(function, kind, handlers)
-            with log_context(**msg.log_labels()):
-                handler(msg, Context(deps=deps, sender=sender, message_id=message_id, attempt=attempt))
-            return DONE
-        except RetryableError as err:
-            log.warning(
-                "retryable failure; the message will be redelivered",
-                extra=fields(kind=kind, error=str(err), code=err.code, attempt=attempt),
-            )
-            return Outcome("retry", retry_after_s=err.retry_after, error=str(err))
-        except PermanentError as err:
-            log.error(
-                "permanent failure; message dead-lettered and acknowledged",
-                extra=fields(kind=kind, error=str(err), code=err.code, hint=err.hint),
-            )
-            return Outcome("failed", error=f"{err.code}: {err}")
-        except Exception as err:
-            log.exception("unexpected failure; the message will be redelivered", extra=fields(kind=kind))
-            return Outcome("retry", error=f"{type(err).__name__}: {err}")
+    started = time.perf_counter()
+    queue_age = _queue_age(attributes, published_at, deps)
+    span_attributes: dict[str, tracing.AttributeValue] = {
+        "sluice.function": function,
+        "sluice.kind": kind,
+        "sluice.attempt": attempt,
+        "messaging.message.id": message_id,
+        **{f"sluice.{k}": v for k, v in attributes.items() if k.endswith("_id") and k != tracing.TRACE_ID},
+    }
+    with (
+        tracing.span(
+            f"{function}/{kind or '?'}", parent=tracing.extract(attributes), attributes=span_attributes, kind="consumer"
+        ) as span,
+        log_context(message_id=message_id),
+    ):
+        outcome, error_class = _handle(function, kind, data, deps, sender, message_id, attempt, handlers)
+        span.set_attribute("sluice.outcome", outcome.status)
+        if outcome.status != "done":
+            span.set_attribute("sluice.error_class", error_class or "unknown")
+            span.set_error(outcome.error or outcome.status)
+    metrics.record_delivery(
+        function,
+        kind,
+        outcome=outcome.status,
+        seconds=time.perf_counter() - started,
+        error_class=error_class,
+        queue_age_s=queue_age,
+    )
+    return outcome
+
+
+def _handle(
+    function: str,
+    kind: str,
+    data: bytes,
+    deps: Deps,
+    sender: Sender,
+    message_id: str,
+    attempt: int,
+    handlers: dict[str, dict[str, str]] | None,
+) -> tuple[Outcome, str | None]:
+    """The outcome of one delivery and, if it was not done, its error class."""
+    try:
+        msg = decode(kind, data)
+        handler = resolve(function, kind, handlers)
+        with log_context(**msg.log_labels()):
+            handler(msg, Context(deps=deps, sender=sender, message_id=message_id, attempt=attempt))
+        return DONE, None
+    except RetryableError as err:
+        log.warning(
+            "retryable failure; the message will be redelivered",
+            extra=fields(kind=kind, error=str(err), code=err.code, attempt=attempt),
+        )
+        # The generic code says little: the kind (rate_limited, server, ...) classifies it.
+        error_class = err.code if err.code != RetryableError.code else str(err.kind.value)
+        return Outcome("retry", retry_after_s=err.retry_after, error=str(err)), error_class
+    except PermanentError as err:
+        log.error(
+            "permanent failure; message dead-lettered and acknowledged",
+            extra=fields(kind=kind, error=str(err), code=err.code, hint=err.hint),
+        )
+        return Outcome("failed", error=f"{err.code}: {err}"), err.code
+    except Exception as err:
+        log.exception("unexpected failure; the message will be redelivered", extra=fields(kind=kind))
+        return Outcome("retry", error=f"{type(err).__name__}: {err}"), type(err).__name__
+
+
+def _queue_age(attributes: Mapping[str, str], published_at: datetime | None, deps: Deps) -> float | None:
+    """Seconds since the message became deliverable (its sender's ``ready_at``, else its publish time)."""
+    if not metrics.enabled():
+        return None
+    now = deps.clock.now().timestamp()
+    ready = attributes.get(READY_AT, "")
+    if ready.isdigit():
+        return now - int(ready) / 1000
+    if published_at is not None:
+        return now - published_at.timestamp()
+    return None

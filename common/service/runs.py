@@ -50,6 +50,7 @@ from common.core.states import (
     RunStatus,
     TaskStatus,
 )
+from common.obs import metrics
 from common.obs.logging import fields, log_context
 from common.ports.model import DocumentRef
 from common.ports.store import Filter, Transaction
@@ -258,6 +259,11 @@ def _extract(task: ExtractionTask, version: str, run: Run, ctx: Context) -> None
         method=extraction.method,
         pages=extraction.pages,
         notes=extraction.notes,
+    )
+    metrics.record_tokens(
+        extraction.model or extractor_name,
+        input_tokens=extraction.input_tokens,
+        output_tokens=extraction.output_tokens,
     )
     usage = TaskUsage(
         input_tokens=extraction.input_tokens,

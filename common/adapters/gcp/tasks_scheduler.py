@@ -36,6 +36,7 @@ from urllib.parse import urlparse
 from common.adapters.gcp import clients
 from common.config import Settings
 from common.core.messages import Message
+from common.obs import tracing
 from common.topology import Topology
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -80,6 +81,7 @@ class CloudTasksScheduler:
     def schedule(self, message: Message, *, at: datetime, name: str, queue: str = "default") -> str:
         topic = self._settings.topic_name(self._topology.topic_for(message.kind))
         attributes = {"kind": message.kind, "queue": queue, **message.log_labels()}
+        tracing.inject(attributes)  # a scheduled run continues the trace that asked for it
         self.schedule_publish(topic, message.encode(), attributes, at=at, name=name, queue=queue)
         return name
 

@@ -1,0 +1,167 @@
+variable "project" {
+  description = "Google Cloud project id that hosts the deployment."
+  type        = string
+}
+
+variable "region" {
+  description = "Region of the functions, buckets, queues and scheduler jobs."
+  type        = string
+  default     = "europe-west1"
+}
+
+variable "prefix" {
+  description = "Prefix of every resource name (SLUICE_PREFIX), so several deployments can share a project."
+  type        = string
+  default     = "sluice-"
+
+  validation {
+    # Service account ids are at most 30 characters: prefix + the longest function name must fit.
+    condition     = can(regex("^[a-z][a-z0-9-]{0,10}-$", var.prefix))
+    error_message = "The prefix is 2-12 lowercase letters, digits or hyphens, starts with a letter and ends with '-'."
+  }
+}
+
+variable "topology_file" {
+  description = "Path of topology.yaml (default: the repository's, beside this directory)."
+  type        = string
+  default     = null
+}
+
+variable "build_dir" {
+  description = "Where `make bundle` stages each function's source (build/<function>/; default: ../build)."
+  type        = string
+  default     = null
+}
+
+variable "labels" {
+  description = "Labels added to every labelled resource."
+  type        = map(string)
+  default     = {}
+}
+
+# Cloud Tasks: one queue per run priority (common/core/models.Priority). The
+# rates live here, not in topology.yaml, because the topology describes the
+# message wiring only; the local runtime has no Cloud Tasks.
+variable "task_queues" {
+  description = "Cloud Tasks queue per priority: dispatch rate, concurrency and attempts."
+  type = map(object({
+    max_dispatches_per_second = number
+    max_concurrent_dispatches = number
+    max_attempts              = number
+  }))
+  default = {
+    low    = { max_dispatches_per_second = 1, max_concurrent_dispatches = 5, max_attempts = 10 }
+    normal = { max_dispatches_per_second = 5, max_concurrent_dispatches = 20, max_attempts = 10 }
+    high   = { max_dispatches_per_second = 20, max_concurrent_dispatches = 50, max_attempts = 10 }
+    urgent = { max_dispatches_per_second = 50, max_concurrent_dispatches = 100, max_attempts = 10 }
+  }
+
+  validation {
+    condition     = alltrue([for p in ["low", "normal", "high", "urgent"] : contains(keys(var.task_queues), p)])
+    error_message = "task_queues needs the priorities low, normal, high and urgent."
+  }
+}
+
+variable "firestore_database" {
+  description = "Firestore database id (native mode)."
+  type        = string
+  default     = "(default)"
+}
+
+variable "firestore_location" {
+  description = "Firestore location (default: the region)."
+  type        = string
+  default     = null
+}
+
+variable "firestore_collection_prefix" {
+  description = "Prefix of the store's collection names (the Firestore adapter's collection_prefix)."
+  type        = string
+  default     = ""
+}
+
+variable "ttl_collections" {
+  description = "Collections whose documents Firestore deletes at their expire_at (TTL policy)."
+  type        = list(string)
+  default     = ["operations"]
+}
+
+variable "dead_letter_retention" {
+  description = "How long dead letters are kept for inspection and replay."
+  type        = string
+  default     = "604800s"
+}
+
+variable "noncurrent_version_days" {
+  description = "Days a replaced or deleted object version is kept in a versioned bucket."
+  type        = number
+  default     = 7
+}
+
+variable "api_invoker_members" {
+  description = <<-EOT
+    Principals allowed through Cloud Run's invoker check to the HTTP API (for example
+    "domain:example.com" or "group:sluice-users@example.com"). The API verifies the
+    bearer token itself as well; allUsers is refused.
+  EOT
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for m in var.api_invoker_members : !contains(["allUsers", "allAuthenticatedUsers"], m)])
+    error_message = "The API is not public: name users, groups or domains, not allUsers/allAuthenticatedUsers."
+  }
+}
+
+variable "enable_google_oauth" {
+  description = "Mount the OAuth client secret and token key (add a version to both secrets first)."
+  type        = bool
+  default     = false
+}
+
+variable "google_client_id" {
+  description = "OAuth client id for Drive and Gmail access on users' behalf (empty: none)."
+  type        = string
+  default     = ""
+}
+
+variable "extractor" {
+  description = "Extraction backend (SLUICE_EXTRACTOR)."
+  type        = string
+  default     = "gemini"
+}
+
+variable "gemini_model" {
+  description = "Vertex AI model (SLUICE_GEMINI_MODEL)."
+  type        = string
+  default     = "gemini-2.5-flash"
+}
+
+variable "gemini_location" {
+  description = "Vertex AI location (default: the region)."
+  type        = string
+  default     = null
+}
+
+variable "log_level" {
+  description = "SLUICE_LOG_LEVEL of every function."
+  type        = string
+  default     = "INFO"
+}
+
+variable "trace_sample_ratio" {
+  description = "Fraction of new traces recorded to Cloud Trace (continued traces follow their parent)."
+  type        = number
+  default     = 0.1
+
+  validation {
+    condition     = var.trace_sample_ratio >= 0 && var.trace_sample_ratio <= 1
+    error_message = "trace_sample_ratio is between 0 and 1."
+  }
+}
+
+variable "storage_data_access_logs" {
+  description = "Record Cloud Storage data access in Cloud Audit Logs (the buckets' access log)."
+  type        = bool
+  default     = true
+}

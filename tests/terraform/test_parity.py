@@ -1,0 +1,276 @@
+"""terraform/ against topology.yaml, the registry and the store's indexes.
+
+The Terraform builds every resource with for_each over the decoded topology,
+so these tests check the wiring of those loops (python-hcl2), evaluate the
+loops with ``terraform console`` where the binary exists (no provider is
+needed for locals), and show that a topology change the Terraform does not
+handle fails here. ``terraform fmt -check`` and checkov run too.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+pytest.importorskip("hcl2", reason="python-hcl2 is a dev dependency (pip install python-hcl2)")
+
+from common.bootstrap import STORE_INDEXES
+from common.service.registry import PUBLISHES
+from tests.terraform import parity
+
+REPO = Path(__file__).resolve().parents[2]
+TOPOLOGY = REPO / "topology.yaml"
+TERRAFORM = shutil.which("terraform")
+needs_terraform = pytest.mark.skipif(TERRAFORM is None, reason="the terraform binary is not installed")
+
+
+@pytest.fixture(scope="module")
+def tf() -> parity.Terraform:
+    return parity.load()
+
+
+@pytest.fixture
+def topology() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(TOPOLOGY.read_text())
+    return loaded
+
+
+def _mutated(tmp_path: Path, topology: dict[str, Any], change: Any) -> dict[str, Any]:
+    """Apply ``change`` to a copy of the topology, write it to tmp and read it back (as Terraform would)."""
+    changed = copy.deepcopy(topology)
+    change(changed)
+    path = tmp_path / "topology.yaml"
+    path.write_text(yaml.safe_dump(changed, sort_keys=False))
+    reread: dict[str, Any] = yaml.safe_load(path.read_text())
+    return reread
+
+
+def test_the_terraform_handles_everything_the_topology_declares(tf: parity.Terraform, topology: dict[str, Any]) -> None:
+    assert parity.check(topology, tf, PUBLISHES) == []
+
+
+def test_each_kind_of_topology_item_has_its_resources(tf: parity.Terraform) -> None:
+    expected = {
+        ("google_cloudfunctions2_function", "function"): "functions",
+        ("google_service_account", "function"): "functions",
+        ("google_storage_bucket_object", "bundle"): "functions",
+        ("google_pubsub_topic", "topic"): "topics",
+        ("google_pubsub_subscription", "push"): "subscriptions",
+        ("google_pubsub_subscription", "dead_letter"): "dead_letter_topics",
+        ("google_cloud_scheduler_job", "schedule"): "schedules",
+        ("google_storage_bucket", "bucket"): "buckets",
+        ("google_storage_notification", "finalize"): "finalize_buckets",
+    }
+    assert {ref: tf.for_each(*ref) for ref in expected} == {ref: f"${{local.{v}}}" for ref, v in expected.items()}
+
+
+def test_functions_run_python311_with_the_topologys_sizes(tf: parity.Terraform) -> None:
+    fn = tf.resources[("google_cloudfunctions2_function", "function")]
+    build, service = fn["build_config"][0], fn["service_config"][0]
+    assert parity.unquote(build["runtime"]) == "python311"
+    assert build["entry_point"] == "${each.value.entry_point}"
+    assert service["max_instance_count"] == "${each.value.max_instances}"
+    assert service["max_instance_request_concurrency"] == "${each.value.concurrency}"
+    assert service["timeout_seconds"] == "${each.value.timeout_s}"
+    assert service["available_memory"] == "${each.value.memory}"
+    assert "google_service_account.function[each.key].email" in service["service_account_email"]
+    env = tf.locals["runtime_env"]
+    assert 'SLUICE_BACKEND = "gcp"' in env and "SLUICE_PROJECT = var.project" in env
+
+
+def test_source_zips_are_named_by_their_content_hash(tf: parity.Terraform) -> None:
+    archive = tf.data[("archive_file", "bundle")]
+    obj = tf.resources[("google_storage_bucket_object", "bundle")]
+    assert parity.unquote(archive["source_dir"]) == "${local.build_dir}/${each.key}"
+    assert "data.archive_file.bundle[each.key].output_sha256" in obj["name"]
+    fn = tf.resources[("google_cloudfunctions2_function", "function")]
+    storage = fn["build_config"][0]["source"][0]["storage_source"][0]
+    assert storage["object"] == "${google_storage_bucket_object.bundle[each.key].name}"
+
+
+def test_subscriptions_carry_the_topologys_retry_and_dead_letter_policy(tf: parity.Terraform) -> None:
+    push = tf.resources[("google_pubsub_subscription", "push")]
+    assert push["ack_deadline_seconds"] == "${each.value.ack_deadline_s}"
+    retry = push["retry_policy"][0]
+    assert parity.unquote(retry["minimum_backoff"]) == "${each.value.min_backoff_s}s"
+    assert parity.unquote(retry["maximum_backoff"]) == "${each.value.max_backoff_s}s"
+    (dead_letter,) = push["dynamic"]
+    content = parity.unquote(dead_letter)["dead_letter_policy"]["content"][0]
+    assert content["max_delivery_attempts"] == "${each.value.max_delivery_attempts}"
+    assert "dead_letter_policy.value" in content["dead_letter_topic"]
+    oidc = push["push_config"][0]["oidc_token"][0]
+    assert "google_service_account.pubsub_push.email" in oidc["service_account_email"]
+
+
+def test_the_api_is_not_public(tf: parity.Terraform) -> None:
+    invokers = tf.resources[("google_cloud_run_v2_service_iam_member", "api_invoker")]
+    assert invokers["member"] == "${each.value.member}"
+    assert "allUsers" not in json.dumps(list(tf.resources.values()))
+    assert '!contains(["allUsers", "allAuthenticatedUsers"], m)' in tf.text  # var.api_invoker_members refuses them
+
+
+def test_firestore_indexes_are_the_composite_store_indexes(tf: parity.Terraform) -> None:
+    written = parity.unquote(tf.locals["firestore_composite_indexes"])
+    in_terraform = {(v["collection"], tuple(v["fields"])) for v in written.values()}
+    wanted = {
+        (collection, tuple(f.strip() for f in spec.split(",")))
+        for collection, specs in STORE_INDEXES.items()
+        for spec in specs
+        if "," in spec
+    }
+    assert in_terraform == wanted
+    ttl = tf.resources[("google_firestore_field", "ttl")]
+    assert parity.unquote(ttl["field"]) == "expire_at"
+
+
+# -- the check catches what the Terraform would miss ---------------------------------
+
+
+def test_a_subscriber_function_without_a_service_account_mapping_fails(
+    tf: parity.Terraform, topology: dict[str, Any], tmp_path: Path
+) -> None:
+    def add_ocr(t: dict[str, Any]) -> None:
+        t["functions"]["ocr"] = {**t["functions"]["extract"], "source": "functions/ocr", "trigger": "ocr"}
+        t["topics"]["ocr"] = {
+            "kinds": ["ocr.page"],
+            "subscription": {**t["topics"]["extract"]["subscription"], "function": "ocr"},
+        }
+
+    problems = parity.check(_mutated(tmp_path, topology, add_ocr), tf, PUBLISHES)
+    assert "function 'ocr' has no service-account mapping in terraform/access.tf (function_access)" in problems
+    assert "topic 'ocr' pushes to 'ocr', which has no service-account mapping" in problems
+
+
+def test_a_top_level_key_the_terraform_ignores_fails(
+    tf: parity.Terraform, topology: dict[str, Any], tmp_path: Path
+) -> None:
+    mutated = _mutated(tmp_path, topology, lambda t: t.update(watches={"inbox": {"topic": "gmail-notifications"}}))
+    assert parity.check(mutated, tf, PUBLISHES) == ["topology key 'watches' is not read by the Terraform (locals.tf)"]
+
+
+def test_a_new_field_the_terraform_ignores_fails(
+    tf: parity.Terraform, topology: dict[str, Any], tmp_path: Path
+) -> None:
+    def add_fields(t: dict[str, Any]) -> None:
+        t["topics"]["export"]["subscription"]["filter"] = 'attributes.kind = "export.run"'
+        t["schedules"]["cleanup-hourly"]["time_zone"] = "Europe/Paris"
+        t["buckets"]["exports"]["storage_class"] = "NEARLINE"
+
+    problems = parity.check(_mutated(tmp_path, topology, add_fields), tf, PUBLISHES)
+    assert problems == [
+        "schedules.*.time_zone is not carried by the Terraform's locals (ignored)",
+        "buckets.*.storage_class is not carried by the Terraform's locals (ignored)",
+        "topics.*.subscription.filter is not carried by local.subscriptions (ignored)",
+    ]
+
+
+def test_new_topics_subscriptions_and_schedules_are_handled_by_the_loops(
+    tf: parity.Terraform, topology: dict[str, Any], tmp_path: Path
+) -> None:
+    def add(t: dict[str, Any]) -> None:
+        t["topics"]["reports-dlq"] = {"kinds": [], "dead_letter": True}
+        t["topics"]["cleanup"]["subscription"]["dead_letter_topic"] = "reports-dlq"
+        t["schedules"]["nightly-sweep"] = {"cron": "0 2 * * *", "topic": "cleanup", "kind": "cleanup.sweep"}
+
+    assert parity.check(_mutated(tmp_path, topology, add), tf, PUBLISHES) == []
+
+
+def test_a_published_kind_the_terraform_does_not_grant_fails(tf: parity.Terraform, topology: dict[str, Any]) -> None:
+    publishes = {**PUBLISHES, "export": frozenset({"export.run"})}
+    assert parity.check(topology, tf, publishes) == [
+        "access.tf: export publishes [], registry.PUBLISHES says ['export.run']"
+    ]
+
+
+def test_a_resource_not_looping_over_the_topology_fails(tf: parity.Terraform, topology: dict[str, Any]) -> None:
+    broken = copy.deepcopy(tf)
+    broken.resources[("google_cloud_scheduler_job", "schedule")]["for_each"] = '${{"cleanup-hourly" = {}}}'
+    broken.text += '\nlocals { x = "cleanup-hourly" }\n'
+    assert parity.check(topology, broken, PUBLISHES) == [
+        "google_cloud_scheduler_job.schedule must be for_each = local.schedules (one per topology item)",
+        "topology name 'cleanup-hourly' is hard-coded in the Terraform",
+    ]
+
+
+# -- terraform itself ------------------------------------------------------------------
+
+
+def _terraform(*args: str, cwd: Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    assert TERRAFORM is not None
+    env = {**os.environ, "TF_IN_AUTOMATION": "1", "CHECKPOINT_DISABLE": "1"}
+    return subprocess.run(
+        [TERRAFORM, *args], cwd=cwd, input=stdin, capture_output=True, text=True, env=env, timeout=120, check=False
+    )
+
+
+@needs_terraform
+def test_terraform_fmt_is_clean() -> None:
+    result = _terraform("fmt", "-check", "-recursive", "terraform", cwd=REPO)
+    assert result.returncode == 0, f"terraform fmt would change: {result.stdout}{result.stderr}"
+
+
+def _evaluate_locals(tmp_path: Path, topology_file: Path) -> dict[str, Any]:
+    """Evaluate the real locals (they need no provider) against a topology file."""
+    work = tmp_path / "tf"
+    work.mkdir()
+    for name in ("variables.tf", "locals.tf", "access.tf"):
+        shutil.copy(parity.TERRAFORM_DIR / name, work / name)
+    init = _terraform("init", "-backend=false", "-input=false", cwd=work)
+    assert init.returncode == 0, init.stderr
+    expr = (
+        "jsonencode({functions = keys(local.functions), topics = keys(local.topics),"
+        " subscriptions = keys(local.subscriptions), dead_letter = keys(local.dead_letter_topics),"
+        " schedules = keys(local.schedules), buckets = keys(local.buckets), finalize = local.finalize_buckets,"
+        " publishers = keys(local.topic_publishers)})\n"
+    )
+    out = _terraform("console", "-var", "project=p", "-var", f"topology_file={topology_file}", cwd=work, stdin=expr)
+    assert out.returncode == 0, out.stderr
+    line = next(x for x in out.stdout.splitlines() if x.startswith('"'))
+    evaluated: dict[str, Any] = json.loads(json.loads(line))
+    return evaluated
+
+
+@needs_terraform
+def test_the_loops_yield_one_instance_per_topology_item(tmp_path: Path, topology: dict[str, Any]) -> None:
+    def add(t: dict[str, Any]) -> None:
+        t["topics"]["reports-dlq"] = {"kinds": [], "dead_letter": True}
+        t["schedules"]["nightly-sweep"] = {"cron": "0 2 * * *", "topic": "cleanup", "kind": "cleanup.sweep"}
+
+    mutated = _mutated(tmp_path, topology, add)
+    got = _evaluate_locals(tmp_path, tmp_path / "topology.yaml")
+    topics = mutated["topics"]
+    assert got["functions"] == sorted(mutated["functions"])
+    assert got["topics"] == sorted(topics)
+    assert got["subscriptions"] == sorted(n for n, t in topics.items() if t.get("subscription"))
+    assert got["dead_letter"] == sorted(n for n, t in topics.items() if t.get("dead_letter"))
+    assert got["schedules"] == sorted(mutated["schedules"]) and "nightly-sweep" in got["schedules"]
+    assert got["buckets"] == sorted(mutated["buckets"])
+    assert got["finalize"] == {n: b["finalize"] for n, b in mutated["buckets"].items() if b.get("finalize")}
+    # Each subscriber may publish to its own dead-letter topic (entrypoints dead-letter unprocessable messages).
+    for t in topics.values():
+        sub = t.get("subscription")
+        if sub and sub.get("dead_letter_topic"):
+            assert f"{sub['function']}/{sub['dead_letter_topic']}" in got["publishers"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (REPO / ".venv-checkov").exists(), reason="checkov is not installed (run scripts/checkov.sh)")
+def test_checkov_finds_no_failed_check() -> None:
+    result = subprocess.run(
+        ["bash", str(REPO / "scripts" / "checkov.sh")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert "Failed checks: 0" in result.stdout
