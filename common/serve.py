@@ -115,14 +115,10 @@ def _unavailable(environ: object, start_response: object) -> list[bytes]:  # pra
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m common.serve`` until the CLI wires ``sluice serve``."""
+    """``python -m common.serve``: the same as ``sluice serve``."""
     parser = argparse.ArgumentParser(prog="sluice serve")
     add_arguments(parser)
     return serve(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
 
 
 def _mount_metrics(app: Flask) -> None:
@@ -137,3 +133,7 @@ def _mount_metrics(app: Flask) -> None:
         "metrics",
         lambda: Response(metrics.prometheus_text(), content_type=metrics.CONTENT_TYPE),
     )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

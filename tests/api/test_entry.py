@@ -131,6 +131,11 @@ def test_sluice_serve_runs_the_whole_product_over_http_and_stops_cleanly(
     with pytest.raises(urllib.error.HTTPError) as err:
         _call(base, "GET", "/v1/runs/run_nope")
     assert err.value.code == 404
+    # Prometheus metrics of the stages that just ran (base ends in /v1; /metrics is at the root).
+    root = base.rsplit("/v1", 1)[0]
+    with urllib.request.urlopen(f"{root}/metrics", timeout=10) as resp:
+        exposition = resp.read().decode()
+    assert 'sluice_stage_duration_seconds_count{function="extract",kind="task.extract",outcome="done"}' in exposition
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0
