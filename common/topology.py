@@ -54,11 +54,21 @@ class BucketSpec(_Strict):
     lifecycle_delete_days: int | None = None
 
 
+class TaskQueueSpec(_Strict):
+    max_dispatches_per_second: float = Field(gt=0, le=500)
+    max_concurrent_dispatches: int = Field(ge=1, le=5000)
+    max_attempts: int = Field(ge=1, le=100)
+
+
+PRIORITY_QUEUES = ("low", "normal", "high", "urgent")
+
+
 class Topology(_Strict):
     functions: dict[str, FunctionSpec]
     topics: dict[str, TopicSpec]
     schedules: dict[str, ScheduleSpec] = Field(default_factory=dict)
     buckets: dict[str, BucketSpec] = Field(default_factory=dict)
+    task_queues: dict[str, TaskQueueSpec] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _consistent(self) -> Topology:
@@ -98,6 +108,8 @@ class Topology(_Strict):
                 and "blob.finalized" not in self.topics.get(bucket.finalize, TopicSpec()).kinds
             ):
                 problems.append(f"bucket {bname!r}: finalize topic {bucket.finalize!r} must carry blob.finalized")
+        if self.task_queues and set(self.task_queues) != set(PRIORITY_QUEUES):
+            problems.append(f"task_queues must be exactly the priorities {', '.join(PRIORITY_QUEUES)}")
         if problems:
             raise ValueError("; ".join(problems))
         return self

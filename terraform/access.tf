@@ -133,7 +133,7 @@ locals {
   url_signers    = toset([for fn, a in local.function_access : fn if a.signs_urls])
 
   enqueuer_grants = {
-    for pair in setproduct(local.task_enqueuers, keys(var.task_queues)) :
+    for pair in setproduct(local.task_enqueuers, keys(local.topology.task_queues)) :
     "${pair[0]}/${pair[1]}" => { function = pair[0], queue = pair[1] }
   }
 

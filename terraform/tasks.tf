@@ -1,9 +1,9 @@
-# Cloud Tasks: one queue per run priority (rates in var.task_queues). A task
+# Cloud Tasks: one queue per run priority (rates in topology.yaml's task_queues). A task
 # is a Pub/Sub publish call made at the scheduled time as the tasks account
 # (common/adapters/gcp/tasks_scheduler.py), so the message then travels like any other.
 
 resource "google_cloud_tasks_queue" "priority" {
-  for_each = var.task_queues
+  for_each = local.topology.task_queues
   project  = var.project
   location = var.region
   name     = "${var.prefix}${each.key}"

@@ -39,29 +39,6 @@ variable "labels" {
   default     = {}
 }
 
-# Cloud Tasks: one queue per run priority (common/core/models.Priority). The
-# rates live here, not in topology.yaml, because the topology describes the
-# message wiring only; the local runtime has no Cloud Tasks.
-variable "task_queues" {
-  description = "Cloud Tasks queue per priority: dispatch rate, concurrency and attempts."
-  type = map(object({
-    max_dispatches_per_second = number
-    max_concurrent_dispatches = number
-    max_attempts              = number
-  }))
-  default = {
-    low    = { max_dispatches_per_second = 1, max_concurrent_dispatches = 5, max_attempts = 10 }
-    normal = { max_dispatches_per_second = 5, max_concurrent_dispatches = 20, max_attempts = 10 }
-    high   = { max_dispatches_per_second = 20, max_concurrent_dispatches = 50, max_attempts = 10 }
-    urgent = { max_dispatches_per_second = 50, max_concurrent_dispatches = 100, max_attempts = 10 }
-  }
-
-  validation {
-    condition     = alltrue([for p in ["low", "normal", "high", "urgent"] : contains(keys(var.task_queues), p)])
-    error_message = "task_queues needs the priorities low, normal, high and urgent."
-  }
-}
-
 variable "firestore_database" {
   description = "Firestore database id (native mode)."
   type        = string

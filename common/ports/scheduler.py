@@ -11,6 +11,6 @@ from common.core.messages import Message
 
 
 class Scheduler(Protocol):
-    def schedule(self, message: Message, *, at: datetime, name: str, queue: str = "default") -> str:
+    def schedule(self, message: Message, *, at: datetime, name: str, queue: str = "normal") -> str:
         """Deliver ``message`` (to its topic) at ``at``; returns the task name."""
         ...

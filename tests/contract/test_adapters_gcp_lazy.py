@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -45,3 +47,42 @@ def test_a_client_is_built_once_per_shape_and_emulator(monkeypatch: pytest.Monke
         assert clients.firestore_client("p") is not first
     finally:
         clients.reset()
+
+
+class _RecordingTasks:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, str], str]] = []
+
+    def schedule_publish(
+        self,
+        topic: str,
+        data: bytes,
+        attributes: Mapping[str, str],
+        *,
+        at: datetime,
+        name: str | None = None,
+        queue: str = "normal",
+    ) -> str:
+        self.calls.append((topic, dict(attributes), queue))
+        return f"task-{len(self.calls)}"
+
+
+def test_a_prioritised_message_waits_in_its_prioritys_cloud_tasks_queue() -> None:
+    from common.adapters.gcp.pubsub_bus import PubSubPublisher
+
+    tasks = _RecordingTasks()
+    publisher = PubSubPublisher("p", delayed=tasks)
+    publisher.publish("sluice-extract", b"{}", {"kind": "task.extract", "priority": "urgent"})
+    assert [(t, q) for t, _, q in tasks.calls] == [("sluice-extract", "urgent")]
+
+
+def test_a_delayed_message_without_priority_uses_the_normal_queue() -> None:
+    from datetime import UTC
+
+    from common.adapters.gcp.pubsub_bus import PubSubPublisher
+
+    tasks = _RecordingTasks()
+    PubSubPublisher("p", delayed=tasks).publish(
+        "sluice-export", b"{}", {"kind": "export.run"}, deliver_after=datetime(2030, 1, 1, tzinfo=UTC)
+    )
+    assert [q for _, _, q in tasks.calls] == ["normal"]

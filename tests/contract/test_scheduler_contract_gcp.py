@@ -22,6 +22,7 @@ from common.adapters.gcp import clients
 from common.adapters.gcp.tasks_scheduler import CloudTasksScheduler, task_id
 from common.config import Settings
 from common.core.messages import ExtractTask
+from common.topology import PRIORITY_QUEUES
 from common.topology import default as default_topology
 from tests.emulators.harness import Emulators
 
@@ -38,13 +39,14 @@ def settings() -> Settings:
 
 @pytest.fixture
 def scheduler(emulators: Emulators, settings: Settings) -> Iterator[tuple[CloudTasksScheduler, str]]:
-    """A scheduler with its queue, and a subscription on the extract topic."""
+    """A scheduler with the topology's priority queues, and a subscription on the extract topic."""
     from google.cloud import tasks_v2
     from google.cloud.pubsub_v1 import PublisherClient, SubscriberClient
 
     client = clients.tasks_client()
     location = f"projects/{emulators.project}/locations/{emulators.location}"
-    client.create_queue(parent=location, queue=tasks_v2.Queue(name=f"{location}/queues/{settings.prefix}default"))
+    for queue in PRIORITY_QUEUES:
+        client.create_queue(parent=location, queue=tasks_v2.Queue(name=f"{location}/queues/{settings.prefix}{queue}"))
     topic = f"projects/{emulators.project}/topics/{settings.topic_name('extract')}"
     PublisherClient().create_topic(name=topic)
     subscriber = SubscriberClient()
@@ -92,7 +94,7 @@ def test_a_scheduled_message_reaches_its_topic_at_its_time(scheduler: tuple[Clou
     assert datetime.now(UTC) >= at
     assert json.loads(got.message.data) == {"task_id": "t1", "run_id": "r1", "job_id": "j1"}
     attrs = dict(got.message.attributes)
-    assert attrs == {"kind": "task.extract", "queue": "default", "task_id": "t1", "run_id": "r1", "job_id": "j1"}
+    assert attrs == {"kind": "task.extract", "queue": "normal", "task_id": "t1", "run_id": "r1", "job_id": "j1"}
 
 
 @pytest.mark.emulator

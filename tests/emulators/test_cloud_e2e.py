@@ -131,6 +131,18 @@ def _declare(
                 dead_letters[dlq] = subscriber.subscription_path(project, f"{dlq}--inspect")
                 subscriber.create_subscription(name=dead_letters[dlq], topic=f"projects/{project}/topics/{dlq}")
         subscriber.create_subscription(request=request)
+    # The Cloud Tasks queues, one per priority, as Terraform creates them from the topology.
+    from google.cloud import tasks_v2
+
+    from common.adapters.gcp import clients
+
+    tasks = clients.tasks_client()
+    location = f"projects/{project}/locations/{emu.location}"
+    for queue in topo.task_queues:
+        with contextlib.suppress(gexc.AlreadyExists):
+            tasks.create_queue(
+                parent=location, queue=tasks_v2.Queue(name=f"{location}/queues/{settings.prefix}{queue}")
+            )
     return subscriber, dead_letters
 
 

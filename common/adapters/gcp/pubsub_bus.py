@@ -21,12 +21,13 @@ port in the cloud.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from common.adapters.gcp import clients
 from common.core.errors import ConfigError, NotFound
 from common.obs.logging import current_context
+from common.topology import PRIORITY_QUEUES
 
 if TYPE_CHECKING:  # pragma: no cover
     from common.ports.bus import Publisher
@@ -47,7 +48,7 @@ class DelayedPublisher(Protocol):
         *,
         at: datetime,
         name: str | None = None,
-        queue: str = "default",
+        queue: str = "normal",
     ) -> str: ...
 
 
@@ -85,14 +86,19 @@ class PubSubPublisher:
         trace_id = current_context().get("trace_id")
         if trace_id and "trace_id" not in attrs:
             attrs["trace_id"] = trace_id
-        if deliver_after is not None:
-            if self._delayed is None:
-                raise ConfigError(
-                    "Pub/Sub cannot delay delivery (deliver_after): delayed work goes through the Scheduler port",
-                    hint="Use the Scheduler port (Cloud Tasks) for delayed messages, "
-                    "or build PubSubPublisher with delayed=CloudTasksScheduler(...).",
-                )
-            return self._delayed.schedule_publish(topic, data, attrs, at=deliver_after)
+        priority = attrs.get("priority")
+        if deliver_after is not None and self._delayed is None:
+            raise ConfigError(
+                "Pub/Sub cannot delay delivery (deliver_after): delayed work goes through the Scheduler port",
+                hint="Use the Scheduler port (Cloud Tasks) for delayed messages, "
+                "or build PubSubPublisher with delayed=CloudTasksScheduler(...).",
+            )
+        if self._delayed is not None and (deliver_after is not None or priority in PRIORITY_QUEUES):
+            # Pub/Sub has neither delays nor priorities: such messages wait in the
+            # Cloud Tasks queue of their priority, whose rate decides who goes first.
+            queue = priority if priority in PRIORITY_QUEUES else "normal"
+            at = deliver_after or datetime.now(UTC)
+            return self._delayed.schedule_publish(topic, data, attrs, at=at, queue=queue)
         from google.api_core import exceptions as gexc
 
         client = clients.publisher_client(

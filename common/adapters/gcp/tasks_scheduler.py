@@ -78,7 +78,7 @@ class CloudTasksScheduler:
     def queue_path(self, queue: str) -> str:
         return f"projects/{self._project}/locations/{self._location}/queues/{self._queue_prefix}{queue}"
 
-    def schedule(self, message: Message, *, at: datetime, name: str, queue: str = "default") -> str:
+    def schedule(self, message: Message, *, at: datetime, name: str, queue: str = "normal") -> str:
         topic = self._settings.topic_name(self._topology.topic_for(message.kind))
         attributes = {"kind": message.kind, "queue": queue, **message.log_labels()}
         tracing.inject(attributes)  # a scheduled run continues the trace that asked for it
@@ -101,7 +101,7 @@ class CloudTasksScheduler:
         *,
         at: datetime,
         name: str | None = None,
-        queue: str = "default",
+        queue: str = "normal",
     ) -> str:
         """Publish ``data`` to ``topic`` at ``at``; returns the task's full name."""
         from google.api_core import exceptions as gexc

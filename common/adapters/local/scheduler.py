@@ -17,7 +17,7 @@ class BusScheduler:
         self._topology = topology
         self._settings = settings
 
-    def schedule(self, message: Message, *, at: datetime, name: str, queue: str = "default") -> str:
+    def schedule(self, message: Message, *, at: datetime, name: str, queue: str = "normal") -> str:
         topic = self._settings.topic_name(self._topology.topic_for(message.kind))
         attributes = {"kind": message.kind, "queue": queue, **message.log_labels()}
         self._bus.publish_once(name, topic, message.encode(), attributes, deliver_after=at)
