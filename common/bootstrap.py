@@ -37,6 +37,7 @@ STORE_INDEXES: dict[str, list[str]] = {
     "automations": ["owner,created_at", "owner,account"],
     "automation_runs": ["status"],
     "gmail_import_items": ["operation_id"],
+    "processed_messages": ["expire_at"],
 }
 
 

@@ -10,6 +10,7 @@ acknowledged.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -24,6 +25,7 @@ class RedeliveryRequested(Exception):
 def pubsub_entrypoint(function: str) -> Callable[[Any], None]:
     def handle(event: Any) -> None:
         from common import bootstrap
+        from common.service import dedup
         from common.service.context import TopologySender
         from common.service.dispatch import dispatch
 
@@ -35,10 +37,14 @@ def pubsub_entrypoint(function: str) -> Callable[[Any], None]:
         except PermanentError as err:
             # An envelope we cannot read: acknowledging it is the only way to
             # stop redelivery; it is logged with everything we have.
-            import logging
-
             logging.getLogger("sluice.entrypoint").error(
                 "undecodable event acknowledged", extra={"fields": {"error": str(err), "event_id": _id(event)}}
+            )
+            return
+        if dedup.already_processed(deps, function, msg.message_id):
+            logging.getLogger("sluice.entrypoint").info(
+                "redelivery of a message already processed; acknowledged",
+                extra={"fields": {"message_id": msg.message_id, "function": function}},
             )
             return
         outcome = dispatch(
@@ -54,6 +60,7 @@ def pubsub_entrypoint(function: str) -> Callable[[Any], None]:
             raise RedeliveryRequested(outcome.error or "retry")
         if outcome.status == "failed":
             _dead_letter(function, data, attributes, outcome.error or "failed", deps)
+        dedup.remember(deps, function, msg.message_id, outcome.status)
 
     return handle
 

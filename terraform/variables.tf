@@ -60,7 +60,7 @@ variable "firestore_collection_prefix" {
 variable "ttl_collections" {
   description = "Collections whose documents Firestore deletes at their expire_at (TTL policy)."
   type        = list(string)
-  default     = ["operations"]
+  default     = ["operations", "processed_messages"]
 }
 
 variable "dead_letter_retention" {

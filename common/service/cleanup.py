@@ -66,6 +66,7 @@ def sweep(msg: CleanupSweep, ctx: Context) -> dict[str, int]:
         "automation_runs_settled": _settle_automation_runs(ctx),
         **_delete_old_downloads(ctx),
         **_prune_operations(ctx),
+        "processed_messages_pruned": _prune_processed_messages(ctx),
         "tokens_dropped": _drop_dead_tokens(ctx),
     }
     log.info("cleanup done", extra=fields(**counts))
@@ -136,6 +137,15 @@ def _prune_operations(ctx: Context) -> dict[str, int]:
                 summaries += int(_delete(ctx.store, SUMMARIES, summary))
         operations += int(_delete(ctx.store, Operation.collection, snap))
     return {"operations_pruned": operations, "import_items_pruned": items, "import_summaries_pruned": summaries}
+
+
+def _prune_processed_messages(ctx: Context) -> int:
+    """Message-id markers past their week (a Firestore TTL policy does this in the cloud)."""
+    from common.service.dedup import ProcessedMessage
+
+    now = format_timestamp(ctx.now())
+    expired = _snapshots(ctx.store, ProcessedMessage.collection, [Filter("expire_at", "<", now)])
+    return sum(int(_delete(ctx.store, ProcessedMessage.collection, snap)) for snap in expired)
 
 
 def _drop_dead_tokens(ctx: Context) -> int:

@@ -104,9 +104,9 @@ def test_a_redelivered_event_is_acknowledged_without_doing_the_work_twice(env: D
     assert current.counters.completed == 1 and current.counters.total == 1
     tasks = env.store.query("tasks").items
     assert [t.data["status"] for t in tasks] == [TaskStatus.COMPLETED.value]
-    # The redelivery re-sends the run's export request (the first send may
-    # have been lost); the export stage turns both into one export.
-    assert forward(bus, "export--export", "export") == [200, 200]
+    # The redelivery (same message id) is acknowledged by the message-id
+    # dedup without running again: one export request, one export.
+    assert forward(bus, "export--export", "export") == [200]
     (export,) = env.store.query("exports").items
     assert export.data["status"] == "completed"
     assert len(list(env.blobs.list("exports"))) == 1
@@ -152,3 +152,40 @@ def test_the_documented_push_envelope_decodes(env: Deps) -> None:
     msg = decode_push(json.loads(fixture.read_text()))
     assert msg.message_id == "2070443601311540" and msg.delivery_attempt == 1
     assert json.loads(msg.data)["historyId"] == "9876543210"
+
+
+def test_a_message_id_already_processed_is_acknowledged_without_running_again(
+    env: Deps, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from common.service import cleanup as cleanup_service
+
+    calls: list[str] = []
+
+    def counting(msg: Any, ctx: Any) -> dict[str, int]:
+        calls.append(ctx.message_id)
+        return {}
+
+    monkeypatch.setattr(cleanup_service, "sweep", counting)
+    monkeypatch.setattr("common.service.registry._resolved", {})
+    first = push("cleanup", b"{}", {"kind": "cleanup.sweep"}, "same-id")
+    again = push("cleanup", b"{}", {"kind": "cleanup.sweep"}, "same-id", attempt=2)
+    other = push("cleanup", b"{}", {"kind": "cleanup.sweep"}, "other-id")
+    assert (first.status_code, again.status_code, other.status_code) == (200, 200, 200)
+    assert calls == ["same-id", "other-id"], "the redelivery was acknowledged without running the handler"
+
+
+def test_a_retried_message_is_not_remembered_as_processed(env: Deps, monkeypatch: pytest.MonkeyPatch) -> None:
+    from common.service import cleanup as cleanup_service
+
+    outcomes = iter([RuntimeError("firestore unavailable"), None])
+
+    def flaky(msg: Any, ctx: Any) -> dict[str, int]:
+        err = next(outcomes)
+        if err is not None:
+            raise err
+        return {}
+
+    monkeypatch.setattr(cleanup_service, "sweep", flaky)
+    monkeypatch.setattr("common.service.registry._resolved", {})
+    assert push("cleanup", b"{}", {"kind": "cleanup.sweep"}, "m-retry").status_code == 500
+    assert push("cleanup", b"{}", {"kind": "cleanup.sweep"}, "m-retry", attempt=2).status_code == 200
