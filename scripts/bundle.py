@@ -3,8 +3,8 @@
 ``build/<function>/`` holds ``main.py`` (the function's own), a real copy of
 ``common/`` and ``topology.yaml`` (no symlinks, no path shims), and a
 ``requirements.txt`` pinned to the versions this environment runs: the
-runtime dependencies of ``pyproject.toml`` plus its ``gcp`` extra and the
-Google Cloud client libraries the adapters import, with their whole
+libraries that function's code path imports (``BASE`` plus its entry in
+``FUNCTION_REQUIREMENTS``, with pyproject's constraints), with their whole
 dependency closure, ``name==version`` one a line. Cloud Build installs
 exactly that.
 
@@ -24,13 +24,35 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 REPO: Final = Path(__file__).resolve().parents[1]
-# The adapters' client libraries, until pyproject's gcp extra lists them.
-ADAPTER_REQUIREMENTS: Final = (
+# What every function needs on the gcp backend: the core, the framework, the
+# cloud adapters' clients and the tracing/metrics exporters.
+BASE: Final = (
+    "pydantic",
+    "pydantic-settings",
+    "pyyaml",
+    "functions-framework",
+    "opentelemetry-sdk",
+    "google-auth",
     "google-cloud-firestore",
     "google-cloud-pubsub",
     "google-cloud-storage",
     "google-cloud-tasks",
+    "opentelemetry-exporter-gcp-trace",
+    "opentelemetry-exporter-gcp-monitoring",
 )
+GOOGLE_APIS: Final = ("google-api-python-client", "google-auth-httplib2", "cryptography")
+# Beyond BASE, the libraries each function's code path imports (a test fails
+# when a function has no entry, and installs each bundle on its own).
+FUNCTION_REQUIREMENTS: Final[dict[str, tuple[str, ...]]] = {
+    "api": ("pyjwt", *GOOGLE_APIS),
+    "automation": GOOGLE_APIS,
+    "cleanup": GOOGLE_APIS,
+    "export": ("xlsxwriter", *GOOGLE_APIS),
+    "extract": ("pypdfium2", "pypdf", "google-genai"),
+    "import_drive": GOOGLE_APIS,
+    "import_gmail": GOOGLE_APIS,
+    "import_upload": (),
+}
 
 
 def functions() -> list[str]:
@@ -38,17 +60,27 @@ def functions() -> list[str]:
     return sorted(p.parent.name for p in (REPO / "functions").glob("*/main.py"))
 
 
-def _roots(pyproject: Path) -> list[Requirement]:
+def _roots(pyproject: Path, function: str) -> list[Requirement]:
+    """The function's requirements, with the version constraints pyproject gives them."""
+    if function not in FUNCTION_REQUIREMENTS:
+        raise RuntimeError(f"scripts/bundle.py: no requirements listed for function {function!r}")
     project = tomllib.loads(pyproject.read_text())["project"]
-    lines = [*project["dependencies"], *project.get("optional-dependencies", {}).get("gcp", []), *ADAPTER_REQUIREMENTS]
-    return [Requirement(line) for line in lines]
+    declared = {
+        canonicalize_name(r.name): r
+        for r in map(Requirement, [*project["dependencies"], *project.get("optional-dependencies", {}).get("gcp", [])])
+    }
+    wanted = [canonicalize_name(n) for n in (*BASE, *FUNCTION_REQUIREMENTS[function])]
+    missing = [n for n in wanted if n not in declared]
+    if missing:
+        raise RuntimeError(f"pyproject.toml declares no {', '.join(missing)} (needed by {function})")
+    return [declared[n] for n in dict.fromkeys(wanted)]
 
 
-def pinned_requirements(pyproject: Path = REPO / "pyproject.toml") -> list[str]:
-    """The runtime closure of ``pyproject``'s requirements at their installed versions."""
+def pinned_requirements(function: str, pyproject: Path = REPO / "pyproject.toml") -> list[str]:
+    """The runtime closure of ``function``'s requirements at their installed versions."""
     env: dict[str, str] = {str(k): str(v) for k, v in default_environment().items()}
     pins: dict[str, str] = {}
-    pending: list[tuple[Requirement, frozenset[str]]] = [(r, frozenset()) for r in _roots(pyproject)]
+    pending: list[tuple[Requirement, frozenset[str]]] = [(r, frozenset()) for r in _roots(pyproject, function)]
     seen: set[tuple[str, frozenset[str]]] = set()
     while pending:
         req, parent_extras = pending.pop()
@@ -86,8 +118,7 @@ def stage(function: str, out: Path, requirements: list[str]) -> Path:
 
 
 def stage_all(out: Path = REPO / "build") -> dict[str, Path]:
-    requirements = pinned_requirements()
-    return {name: stage(name, out, requirements) for name in functions()}
+    return {name: stage(name, out, pinned_requirements(name)) for name in functions()}
 
 
 if __name__ == "__main__":
