@@ -162,6 +162,14 @@ class ConfigError(SluiceError):
     hint = "Fix the setting named in the message (environment variables SLUICE_*)."
 
 
+class ReadAfterWrite(SluiceError):
+    """A transaction read a document after writing: Firestore forbids it, so every backend does."""
+
+    code = "read_after_write"
+    kind = ErrorKind.INTERNAL
+    hint = "Do every tx.get before the first tx.create/set/delete (Firestore requires it too)."
+
+
 class ReconnectRequired(PermanentError):
     """The user's Google authorization is gone (revoked, expired, refresh failed)."""
 

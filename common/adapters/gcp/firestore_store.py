@@ -86,7 +86,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from common.adapters.gcp import clients
-from common.core.errors import AlreadyExists, NotFound, PreconditionFailed, SluiceError
+from common.adapters.optimistic import ReadTracker, RetryTransaction
+from common.core.errors import AlreadyExists, NotFound, PreconditionFailed
 from common.ports.store import Direction, Filter, Order, Page, Snapshot, Transaction
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -108,10 +109,6 @@ _UPDATE_ATTEMPTS: Final = 100
 _encode_json: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
 _CREATE, _SET, _DELETE = "create", "set", "delete"
-
-
-class _RetryTransaction(Exception):
-    """A read inside the transaction already shows a conflict: run fn again."""
 
 
 class _CreateCollision(Exception):
@@ -244,37 +241,18 @@ def _is_conflict(exc: BaseException) -> bool:
     return isinstance(exc, gexc.FailedPrecondition | gexc.AlreadyExists | gexc.NotFound | gexc.Aborted)
 
 
-class FirestoreTransaction:
+class FirestoreTransaction(ReadTracker["FirestoreStore"]):
     """The ``Transaction`` handed to ``fn``: reads recorded, writes built and buffered."""
 
-    __slots__ = ("_open", "_reads", "_store", "_writes")
+    __slots__ = ("_writes",)
 
     def __init__(self, store: FirestoreStore) -> None:
-        self._store = store
-        self._reads: dict[tuple[str, str], str | None] = {}
+        super().__init__(store)
         # (op, collection, id, the write without its precondition)
         self._writes: list[tuple[str, str, str, Write]] = []
-        self._open = True
 
-    def _check_open(self) -> None:
-        if not self._open:
-            raise RuntimeError("transaction used after its function returned")
-
-    def get(self, collection: str, doc_id: str) -> Snapshot | None:
-        self._check_open()
-        if self._writes:
-            raise SluiceError(
-                f"read of {collection}/{doc_id} after a write in the same transaction",
-                code="read_after_write",
-                hint="Do every tx.get before the first tx.create/set/delete (Firestore requires it too).",
-            )
-        snap = self._store.get(collection, doc_id)
-        version = snap.version if snap is not None else None
-        key = (collection, doc_id)
-        if key in self._reads and self._reads[key] != version:
-            raise _RetryTransaction
-        self._reads[key] = version
-        return snap
+    def _has_writes(self) -> bool:
+        return bool(self._writes)
 
     def create(self, collection: str, doc_id: str, data: Mapping[str, Any]) -> None:
         self._buffer(_CREATE, collection, doc_id, data)
@@ -552,7 +530,7 @@ class FirestoreStore:
             tx = FirestoreTransaction(self)
             try:
                 result = fn(tx)
-            except _RetryTransaction:
+            except RetryTransaction:
                 pass
             else:
                 if self._commit_transaction(tx):
@@ -580,7 +558,7 @@ class FirestoreStore:
                 return Precondition(exists=False)
             expected = _update_time(version)
             if expected is None:  # cannot happen: versions come from this store
-                raise _RetryTransaction
+                raise RetryTransaction
             return Precondition(update_time=expected)
 
         writes: list[Write] = []

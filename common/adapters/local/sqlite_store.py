@@ -64,7 +64,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Self, TypeVar
 
-from common.core.errors import AlreadyExists, NotFound, PreconditionFailed, SluiceError
+from common.adapters.optimistic import ReadTracker, RetryTransaction
+from common.core.errors import AlreadyExists, NotFound, PreconditionFailed
 from common.ports.store import Direction, Filter, Order, Page, Snapshot, Transaction
 
 if TYPE_CHECKING:
@@ -160,10 +161,6 @@ class _TableSql:
     delete: str  # -> deleted version, or no row
     cas_delete: str  # (id, expected version) -> deleted version, or no row
     tombstone: str  # (deleted version): raise the collection's high-water mark
-
-
-class _RetryTransaction(Exception):
-    """A read inside the transaction already shows a conflict: run fn again."""
 
 
 def _check_collection(collection: str) -> str:
@@ -309,38 +306,17 @@ def _same(expr: str, value: Any, params: list[Any]) -> str:
     return f"{expr} = ?"
 
 
-class SqliteTransaction:
+class SqliteTransaction(ReadTracker["SqliteStore"]):
     """The ``Transaction`` handed to ``fn``: reads recorded, writes buffered."""
 
-    __slots__ = ("_open", "_reads", "_store", "_writes")
+    __slots__ = ("_writes",)
 
     def __init__(self, store: SqliteStore) -> None:
-        self._store = store
-        # (collection, id) -> version read, None if the document was absent.
-        self._reads: dict[tuple[str, str], str | None] = {}
+        super().__init__(store)
         self._writes: list[tuple[int, _TableSql, str, str | None]] = []
-        self._open = True
 
-    def _check_open(self) -> None:
-        if not self._open:
-            raise RuntimeError("transaction used after its function returned")
-
-    def get(self, collection: str, doc_id: str) -> Snapshot | None:
-        self._check_open()
-        if self._writes:
-            raise SluiceError(
-                f"read of {collection}/{doc_id} after a write in the same transaction",
-                code="read_after_write",
-                hint="Do every tx.get before the first tx.create/set/delete (Firestore requires it too).",
-            )
-        snap = self._store.get(collection, doc_id)
-        version = snap.version if snap is not None else None
-        key = (collection, doc_id)
-        if key in self._reads and self._reads[key] != version:
-            # Read twice and it moved: this attempt cannot commit anyway.
-            raise _RetryTransaction
-        self._reads[key] = version
-        return snap
+    def _has_writes(self) -> bool:
+        return bool(self._writes)
 
     def create(self, collection: str, doc_id: str, data: Mapping[str, Any]) -> None:
         self._buffer(_CREATE, collection, doc_id, _encode(dict(data)))
@@ -725,7 +701,7 @@ class SqliteStore:
             tx = SqliteTransaction(self)
             try:
                 result = fn(tx)
-            except _RetryTransaction:
+            except RetryTransaction:
                 pass
             else:
                 if self._commit(tx):
