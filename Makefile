@@ -6,7 +6,14 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 SAMPLES := samples/invoices
 
-.PHONY: run test test-emulator lint typecheck terraform-check bundle bench clean
+.PHONY: run test test-emulator lint typecheck terraform-check bundle bench clean require-run require-test
+
+# Say which tool is missing, in one line each, before anything else fails.
+require-run:
+	@PYTHON=$(PYTHON) bash scripts/require.sh run
+
+require-test:
+	@PYTHON=$(PYTHON) bash scripts/require.sh test
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,12 +25,12 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 ## Run the whole pipeline offline on the bundled sample invoices.
-run: $(STAMP)
+run: require-run $(STAMP)
 	$(BIN)/sluice run $(SAMPLES) --preset invoice --format xlsx --format csv --out out
 	$(BIN)/python samples/check_output.py out $(SAMPLES)/expected.json
 
 ## Lint, type-check, check architecture contracts, run every test.
-test: $(STAMP) lint typecheck terraform-check
+test: require-test $(STAMP) lint typecheck terraform-check
 	$(BIN)/pytest -q
 
 lint: $(STAMP)
