@@ -219,6 +219,7 @@ def _extractor(name: str, settings: Settings, deps: Deps) -> Extractor:
             blobs=deps.blobs,
             clock=deps.clock,
             limiter=limiter,
+            breaker=deps.breaker("vertex"),
             max_pages=settings.max_document_pages,
             max_bytes=settings.max_document_bytes,
         )

@@ -58,6 +58,12 @@ class Settings(BaseSettings):
     # Per-user fairness: at most this many extraction tasks running at once per user (0: no cap).
     max_running_tasks_per_user: int = Field(default=0, ge=0)
 
+    # Circuit breakers (Vertex AI, Drive, Gmail, Google's token endpoint): this many
+    # consecutive failures open one for the cool-down (doubling while it keeps failing).
+    circuit_failure_threshold: int = Field(default=5, ge=1)
+    circuit_cooldown_s: float = Field(default=30.0, gt=0)
+    circuit_max_cooldown_s: float = Field(default=600.0, gt=0)
+
     # Orchestration.
     task_lease_s: float = Field(default=600.0, gt=0)
     progress_min_interval_s: float = Field(default=1.0, ge=0)

@@ -13,6 +13,9 @@ Instruments (OpenTelemetry metrics API; names as exported to Prometheus):
 - ``sluice.queue.age`` (histogram, s; ``sluice_queue_age_seconds``): how long a
   message waited between becoming deliverable and its handler starting;
   ``function``, ``kind``.
+- ``sluice.circuit.state`` (gauge; ``sluice_circuit_state``): each external
+  dependency's circuit breaker as this process last saw it: 0 closed,
+  1 half-open, 2 open; ``dependency``.
 
 Nothing is recorded, and no OpenTelemetry module imported, until
 :func:`configure` installs a pipeline: ``cloud`` exports to Cloud Monitoring
@@ -40,6 +43,7 @@ STAGE_DURATION = "sluice.stage.duration"
 STAGE_FAILURES = "sluice.stage.failures"
 MODEL_TOKENS = "sluice.model.tokens"
 QUEUE_AGE = "sluice.queue.age"
+CIRCUIT_STATE = "sluice.circuit.state"
 
 # Prometheus text exposition format, version 0.0.4.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -57,6 +61,7 @@ class _State:
         self.failures: Any = None
         self.tokens: Any = None
         self.queue_age: Any = None
+        self.circuit: Any = None
 
 
 _state = _State()
@@ -125,6 +130,9 @@ def configure(
         _state.queue_age = meter.create_histogram(
             QUEUE_AGE, unit="s", description="Wait between a message becoming deliverable and its handling"
         )
+        _state.circuit = meter.create_gauge(
+            CIRCUIT_STATE, description="Circuit breaker per dependency: 0 closed, 1 half-open, 2 open"
+        )
     if old is not None:
         old.shutdown()
 
@@ -133,7 +141,7 @@ def reset() -> None:
     with _lock:
         old = _state.provider
         _state.provider = _state.reader = None
-        _state.duration = _state.failures = _state.tokens = _state.queue_age = None
+        _state.duration = _state.failures = _state.tokens = _state.queue_age = _state.circuit = None
     if old is not None:
         old.shutdown()
 
@@ -173,6 +181,13 @@ def record_tokens(model: str, *, input_tokens: int | None, output_tokens: int | 
         tokens.add(input_tokens, {"model": model, "direction": "input"})
     if output_tokens:
         tokens.add(output_tokens, {"model": model, "direction": "output"})
+
+
+def set_circuit_state(dependency: str, value: int) -> None:
+    """A dependency's breaker as last seen (see :class:`common.core.breaker.CircuitState`)."""
+    circuit = _state.circuit
+    if circuit is not None:
+        circuit.set(value, {"dependency": dependency})
 
 
 # -- Prometheus text exposition ------------------------------------------------

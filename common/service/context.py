@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from common.config import Settings
+from common.core.breaker import BreakerConfig
 from common.core.messages import Message
 from common.core.models import Priority
 from common.obs import tracing
@@ -19,6 +20,7 @@ from common.ports.google import GoogleAuth
 from common.ports.model import Extractor
 from common.ports.scheduler import Scheduler
 from common.ports.store import Store
+from common.service.breaker import Breakers, StoreCircuitBreaker
 from common.topology import Topology
 
 # Attribute: when the message becomes deliverable (epoch milliseconds), for the queue-age metric.
@@ -52,12 +54,29 @@ class Deps:
     # Gmail API access built over google_auth (common.adapters.google.gmail.GmailConnector).
     gmail: Any | None = None
     _extractors: dict[str, Extractor] = field(default_factory=dict)
+    _breakers: Breakers | None = None
 
     def extractor(self, name: str) -> Extractor:
         """Extractors are built on first use: the Gemini client costs import time."""
         if name not in self._extractors:
             self._extractors[name] = self.extractor_factory(name)
         return self._extractors[name]
+
+    @property
+    def breakers(self) -> Breakers:
+        """The circuit breakers of the external dependencies (state in the store)."""
+        if self._breakers is None:
+            s = self.settings
+            config = BreakerConfig(
+                failure_threshold=s.circuit_failure_threshold,
+                cooldown_s=s.circuit_cooldown_s,
+                max_cooldown_s=max(s.circuit_max_cooldown_s, s.circuit_cooldown_s),
+            )
+            self._breakers = Breakers(self.store, self.clock, config)
+        return self._breakers
+
+    def breaker(self, dependency: str) -> StoreCircuitBreaker:
+        return self.breakers.get(dependency)
 
     def bucket_uri(self, bucket: str, name: str) -> str:
         real = self.settings.uploads_bucket if bucket == "uploads" else self.settings.exports_bucket

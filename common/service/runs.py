@@ -16,6 +16,7 @@ Idempotency under redelivery:
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Callable
 
@@ -214,12 +215,18 @@ def _extract(task: ExtractionTask, version: str, run: Run, ctx: Context) -> None
         ctx.send(ExtractTask(task_id=task.id, run_id=run.id, job_id=run.job_id), delay_s=delay, priority=run.priority)
         return
 
+    job, _ = repo.require(ctx.store, Job, task.job_id)
+    extractor_name = (job.settings.extractor or ctx.settings.extractor).value
+    if claim is Claim.START and (wait := _circuit_wait(ctx, extractor_name)) is not None:
+        # The model's circuit is open: wait for it without starting (or counting) an attempt.
+        log.info("model circuit open; task waits", extra=fields(kind="circuit_open", delay_s=round(wait, 1)))
+        ctx.send(ExtractTask(task_id=task.id, run_id=run.id, job_id=run.job_id), delay_s=wait, priority=run.priority)
+        return
+
     started = lifecycle.start_attempt(task, message_id=ctx.message_id, now=now, lease_s=ctx.settings.task_lease_s)
     repo.cas(ctx.store, started, version)  # loses cleanly (PreconditionFailed) to a racing claim
     attempt = started.attempts
-    job, _ = repo.require(ctx.store, Job, task.job_id)
     file, _ = repo.require(ctx.store, SourceFile, task.file_id)
-    extractor_name = (job.settings.extractor or ctx.settings.extractor).value
     t0 = time.perf_counter()
     outcome = _call_extractor(ctx, job, file, extractor_name)
     latency_ms = round((time.perf_counter() - t0) * 1000, 1)
@@ -285,6 +292,18 @@ def _extract(task: ExtractionTask, version: str, run: Run, ctx: Context) -> None
         ),
     )
     log.info("task completed", extra=fields(method=extraction.method, rows=len(extraction.results)))
+
+
+def _circuit_wait(ctx: Context, extractor_name: str) -> float | None:
+    """Seconds to wait while the extractor's dependency has its circuit open (None: go)."""
+    try:
+        dependency = getattr(ctx.deps.extractor(extractor_name), "dependency", None)
+    except SluiceError:
+        return None  # the extraction itself reports a broken configuration
+    if not isinstance(dependency, str):
+        return None
+    wait = ctx.deps.breaker(dependency).wait_s()
+    return wait + random.uniform(0.0, min(5.0, wait * 0.1)) if wait > 0 else None
 
 
 def _call_extractor(ctx: Context, job: Job, file: SourceFile, extractor_name: str) -> DocumentExtraction | SluiceError:

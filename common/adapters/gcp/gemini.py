@@ -49,6 +49,7 @@ from common.core.errors import (
 )
 from common.core.schema import DocumentExtraction, FieldSpec, FieldValue
 from common.ports.blobs import BlobStore
+from common.ports.breaker import CircuitBreaker
 from common.ports.clock import Clock
 from common.ports.model import DocumentRef
 
@@ -94,6 +95,7 @@ class _Part:
 
 class GeminiExtractor:
     name = "gemini"
+    dependency = "vertex"  # the circuit breaker guarding its calls
 
     def __init__(
         self,
@@ -104,6 +106,7 @@ class GeminiExtractor:
         blobs: BlobStore,
         clock: Clock,
         limiter: RateLimiter | None = None,
+        breaker: CircuitBreaker | None = None,
         max_pages: int = 1000,
         max_bytes: int = 50 * 1024 * 1024,
         pages_per_part: int | None = None,
@@ -124,6 +127,7 @@ class GeminiExtractor:
         self._blobs = blobs
         self._clock = clock
         self._limiter = limiter
+        self._breaker = breaker
         self.max_pages = max_pages
         self.max_bytes = max_bytes
         self.pages_per_part = min(pages_per_part or max_pages, max_pages)
@@ -210,6 +214,8 @@ class GeminiExtractor:
 
         if self._limiter is not None:
             self._limiter.acquire()
+        if self._breaker is not None:
+            self._breaker.admit()  # CircuitOpen while Vertex AI keeps failing: the task waits, refunded
         t0 = time.perf_counter()
         try:
             response = self._get_client().models.generate_content(model=self.model, contents=contents, config=config)
@@ -217,7 +223,11 @@ class GeminiExtractor:
             err = self._classify(exc)
             if err is None:
                 raise
+            if self._breaker is not None:
+                self._breaker.record_failure(err)
             raise err from exc
+        if self._breaker is not None:
+            self._breaker.record_success()
         latency_ms = round((time.perf_counter() - t0) * 1000, 1)
 
         raw = _answer_text(response)
