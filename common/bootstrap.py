@@ -99,6 +99,7 @@ def _gcp(
             client_id=settings.google_client_id,
             client_secret=settings.google_client_secret.get_secret_value(),
             token_uri=settings.google_token_uri,
+            breakers=lambda name: built.breaker(name),
         )
     built = Deps(
         settings=settings,
@@ -150,6 +151,7 @@ def _local(
             client_id=settings.google_client_id,
             client_secret=settings.google_client_secret.get_secret_value(),
             token_uri=settings.google_token_uri,
+            breakers=lambda name: built.breaker(name),
         )
     built = Deps(
         settings=settings,

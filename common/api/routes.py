@@ -13,7 +13,7 @@ import mimetypes
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol, TypeVar, cast, runtime_checkable
 
@@ -23,6 +23,7 @@ from common.api import schemas as s
 from common.api.app import Call, Reply, Result, Route, iter_sse
 from common.api.errors import ApiError, not_found
 from common.api.sse import operation_events as sse_events
+from common.core.breaker import CircuitState
 from common.core.errors import NotFound
 from common.core.messages import GmailItem
 from common.core.models import (
@@ -749,7 +750,28 @@ def stats(call: Call) -> Result:
         input_tokens=input_tokens,
         output_tokens=output_tokens,
         queues=queues,
+        circuits=_circuits(call),
     )
+
+
+def _circuits(call: Call) -> list[s.CircuitStats]:
+    """The shared breakers' states; health of the dependencies, no user's data."""
+
+    def at(epoch: float | None) -> datetime | None:
+        return datetime.fromtimestamp(epoch, UTC) if epoch else None
+
+    return [
+        s.CircuitStats(
+            dependency=dependency,
+            state=state.state.value,
+            consecutive_failures=state.failures,
+            open_until=at(state.open_until) if state.state is not CircuitState.CLOSED else None,
+            opened_at=at(state.opened_at),
+            opens=state.opens,
+            last_error=state.last_error,
+        )
+        for dependency, state in call.deps.breakers.snapshot().items()
+    ]
 
 
 def _my_dead_letters(call: Call) -> list[s.DeadLetterOut]:

@@ -547,6 +547,18 @@ class QueueStats(Out):
     dead_lettered: int
 
 
+class CircuitStats(Out):
+    """One external dependency's circuit breaker (shared by every instance)."""
+
+    dependency: str = Field(description="vertex, drive, gmail or oauth_token")
+    state: Literal["closed", "open", "half_open"]
+    consecutive_failures: int
+    open_until: datetime | None = Field(description="While open: when the next probe may go")
+    opened_at: datetime | None
+    opens: int = Field(description="How many times it has opened")
+    last_error: str | None = Field(description="The code of the last failure counted")
+
+
 class StatsOut(Out):
     jobs: int
     runs: dict[str, int]
@@ -555,6 +567,7 @@ class StatsOut(Out):
     input_tokens: int
     output_tokens: int
     queues: list[QueueStats]
+    circuits: list[CircuitStats]
 
 
 class DeadLetterOut(Out):

@@ -54,7 +54,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, cast
 
-from common.core.errors import NotFound, PermanentError, ReconnectRequired, RetryableError, SluiceError
+from common.core.errors import ErrorKind, NotFound, PermanentError, ReconnectRequired, RetryableError, SluiceError
 from common.core.messages import (
     AutomationImported,
     GmailItem,
@@ -150,9 +150,9 @@ def on_notification(msg: GmailNotification, ctx: Context) -> None:
         try:
             _process(integration, msg.history_id, ctx)
         except RetryableError as err:
-            if err.code != "rate_limited_locally":
+            if err.kind is not ErrorKind.THROTTLED:
                 raise
-            # Sluice's own Gmail pacing: come back later as a fresh message, so that
+            # Sluice's own Gmail pacing (or Gmail's open circuit): come back later as a fresh message, so that
             # waiting for tokens does not use up delivery attempts (as the import does).
             # Wait for a full bucket, so that a whole pass fits (see HISTORY_PAGE).
             delay = max(err.retry_after or 0.0, PACING_DELAY_S)

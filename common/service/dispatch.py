@@ -1,6 +1,9 @@
 """One delivery in, one outcome out: the mapping every runtime shares.
 
-``done`` -- acknowledge. ``retry`` -- the work may succeed later: nack (local)
+``done`` -- acknowledge. A handler that must wait for Sluice's own pacing or an
+open circuit breaker (a ``THROTTLED`` error with a delay) has a fresh copy of
+its message sent after the delay and this one acknowledged: waiting is not a
+failed delivery, so it never counts towards the dead-letter limit. ``retry`` -- the work may succeed later: nack (local)
 or raise so Pub/Sub redelivers (cloud). ``failed`` -- the message itself can
 never be processed (malformed, unknown kind, refers to nothing): record it on
 the dead-letter topic and acknowledge. Unexpected exceptions are *retried*,
@@ -21,8 +24,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from common.core.errors import PermanentError, RetryableError
-from common.core.messages import decode
+from common.core.errors import ErrorKind, PermanentError, RetryableError
+from common.core.messages import Message, decode
+from common.core.models import Priority
 from common.obs import metrics, tracing
 from common.obs.logging import fields, log_context
 from common.service.context import READY_AT, Context, Deps, Sender
@@ -73,7 +77,9 @@ def dispatch(
         ) as span,
         log_context(message_id=message_id),
     ):
-        outcome, error_class = _handle(function, kind, data, deps, sender, message_id, attempt, handlers)
+        outcome, error_class = _handle(
+            function, kind, data, deps, sender, message_id, attempt, handlers, attributes.get("priority")
+        )
         span.set_attribute("sluice.outcome", outcome.status)
         if outcome.status != "done":
             span.set_attribute("sluice.error_class", error_class or "unknown")
@@ -98,8 +104,10 @@ def _handle(
     message_id: str,
     attempt: int,
     handlers: dict[str, dict[str, str]] | None,
+    priority: str | None = None,
 ) -> tuple[Outcome, str | None]:
     """The outcome of one delivery and, if it was not done, its error class."""
+    msg: Message | None = None
     try:
         msg = decode(kind, data)
         handler = resolve(function, kind, handlers)
@@ -107,6 +115,11 @@ def _handle(
             handler(msg, Context(deps=deps, sender=sender, message_id=message_id, attempt=attempt))
         return DONE, None
     except RetryableError as err:
+        if msg is not None and err.kind is ErrorKind.THROTTLED and err.retry_after is not None:
+            log.info("waiting, not failing: a fresh copy follows", extra=fields(code=err.code, delay_s=err.retry_after))
+            rank = Priority(priority) if priority is not None and priority in Priority._value2member_map_ else None
+            sender.send(msg, delay_s=err.retry_after, priority=rank)
+            return DONE, None
         log.warning(
             "retryable failure; the message will be redelivered",
             extra=fields(kind=kind, error=str(err), code=err.code, attempt=attempt),

@@ -511,7 +511,8 @@ def _requeue_page(ctx: Context, pid: str, attempts: int, err: SluiceError, delay
             t,
             page.model_copy(
                 update={
-                    "attempts": attempts + 1,
+                    # Waiting for Sluice's own pacing or an open circuit is not a failed attempt.
+                    "attempts": attempts if err.kind is ErrorKind.THROTTLED else attempts + 1,
                     "error": err.to_record(),
                     "retry_message_id": ctx.message_id,
                     "next_attempt_at": now + timedelta(seconds=delay_s),
@@ -733,6 +734,8 @@ def _settle_item(
                 item.model_copy(
                     update={
                         "status": TaskStatus.PENDING,
+                        # Waiting for Sluice's own pacing or an open circuit is not a failed attempt.
+                        "attempts": item.attempts - 1 if err.kind is ErrorKind.THROTTLED else item.attempts,
                         "error": err.to_record(),
                         "lease_until": None,
                         "next_attempt_at": now + timedelta(seconds=delay_s),

@@ -645,9 +645,9 @@ def import_message(msg: ImportGmailMessage, ctx: Context) -> None:
 
 
 def _retry_or_fail(msg: ImportGmailMessage, ctx: Context, err: RetryableError, limiter: StoreRateLimiter) -> None:
-    if err.code == "rate_limited_locally":
-        # Sluice's own pacing is not a failure: come back later as a fresh
-        # message, so waiting for tokens does not use up delivery attempts.
+    if err.kind is ErrorKind.THROTTLED:
+        # Sluice's own pacing (or an open circuit) is not a failure: come back later
+        # as a fresh message, so waiting does not use up delivery attempts.
         ctx.send(msg, delay_s=err.retry_after)
         return
     if err.kind is ErrorKind.RATE_LIMITED:

@@ -5,7 +5,11 @@ from __future__ import annotations
 import re
 
 from common.api.routes import ROUTES
+from common.core.breaker import BreakerConfig
+from common.core.errors import ErrorKind, RetryableError
 from common.core.messages import ExtractTask
+from common.obs import metrics
+from common.service.breaker import Breakers
 from tests.api.conftest import Env, pdf
 
 
@@ -130,3 +134,23 @@ def test_imports_go_to_the_import_services(env: Env) -> None:
     assert op["kind"] == "import" and op["total"] == 2
     assert env.alice.get(f"/v1/operations/{op['id']}").status_code == 200
     assert env.bob.get(f"/v1/operations/{op['id']}").status_code == 404
+
+
+def test_stats_and_metrics_show_each_dependencys_circuit_shared_through_the_store(env: Env) -> None:
+    # Another instance (its own breaker objects, the same store) saw Vertex fail.
+    other = Breakers(env.p.deps.store, env.p.clock, BreakerConfig(failure_threshold=2, cooldown_s=30))
+    for _ in range(2):
+        other.get("vertex").record_failure(RetryableError("503", kind=ErrorKind.UNAVAILABLE, code="model_unavailable"))
+    metrics.configure("memory")
+    try:
+        circuits = {c["dependency"]: c for c in env.alice.get("/v1/stats").get_json()["circuits"]}
+        text = metrics.prometheus_text()
+    finally:
+        metrics.reset()
+    assert set(circuits) == {"vertex", "drive", "gmail", "oauth_token"}
+    vertex = circuits["vertex"]
+    assert (vertex["state"], vertex["opens"], vertex["last_error"]) == ("open", 1, "model_unavailable")
+    assert vertex["open_until"] is not None and vertex["opened_at"] is not None
+    assert circuits["drive"]["state"] == "closed" and circuits["drive"]["open_until"] is None
+    assert 'sluice_circuit_state{dependency="vertex"} 2' in text.splitlines()
+    assert 'sluice_circuit_state{dependency="gmail"} 0' in text.splitlines()

@@ -15,17 +15,35 @@ from pathlib import Path
 import pytest
 
 from common.adapters.gcp.gemini import GeminiExtractor
+from common.adapters.google import GoogleOAuth
+from common.adapters.google.auth import api_of
 from common.adapters.local.clock import ManualClock
 from common.adapters.local.sqlite_store import SqliteStore
+from common.bootstrap import bootstrap, local_bus
 from common.core.breaker import BreakerConfig, CircuitOpen, CircuitState
 from common.core.errors import ErrorKind, RetryableError
 from common.core.schema import DocumentExtraction, FieldSpec
 from common.core.states import RunStatus, TaskStatus
+from common.ports.google import DRIVE_READONLY
 from common.ports.model import DocumentRef
+from common.runtime.local import LocalRuntime
+from common.service import drive_import, integrations, repo
 from common.service.breaker import Breakers, StoreCircuitBreaker
+from tests.fakes.google_oauth import CLIENT_ID, CLIENT_SECRET, FakeTokenServer, plain_http, with_google
 from tests.fakes.vertex import FakeVertex, RecordedRequest, Reply, unavailable
+from tests.integration.test_drive_import import (
+    GOOGLEAPIS,
+    REFRESH_TOKEN,
+    DriveSettings,
+    Env,
+    FakeDrive,
+    RedirectHttp,
+    assert_done,
+    folder,
+    pdf,
+)
 from tests.integration.test_gemini import invoice_answer, make_extractor, pdf_bytes
-from tests.support import Pipeline, make_pipeline
+from tests.support import Pipeline, ScriptedExtractor, make_pipeline
 
 THRESHOLD = 3
 COOLDOWN_S = 60.0
@@ -179,3 +197,125 @@ def test_a_healthy_breaker_writes_nothing_on_success(tmp_path: Path) -> None:
         a.admit()
         a.record_success()
     assert a._store.get("circuits", "vertex") is None, "no document for a dependency that never failed"
+
+
+# -- Drive, Gmail and the token endpoint ------------------------------------------------------
+
+
+def drive_env(tmp: Path, drive: FakeDrive, oauth: FakeTokenServer) -> Env:
+    """The Drive import pipeline (see test_drive_import) with breakers around every Google call."""
+    clock = ManualClock()
+    settings = DriveSettings(backend="local", data_dir=tmp / "data", durable=False, progress_min_interval_s=1.0)
+    extractor = ScriptedExtractor()
+    base = bootstrap(settings, clock=clock, extractor_factory=lambda _name: extractor)
+    base._breakers = Breakers(base.store, clock, CONFIG)
+    auth = GoogleOAuth(
+        base.store,
+        clock,
+        key=bytes(32),
+        client_id=CLIENT_ID,
+        client_secret=CLIENT_SECRET,
+        token_uri=oauth.token_uri,
+        transport=lambda: RedirectHttp(drive.base_url),
+        token_transport=plain_http,
+        breakers=base.breaker,
+    )
+    deps = with_google(base, auth)
+    drive.clock = clock
+    bus = local_bus(deps)
+    runtime = LocalRuntime(deps, bus)
+    runtime.declare()
+    p = Pipeline(deps=deps, bus=bus, runtime=runtime, clock=clock, tmp=tmp, extractor=extractor)
+    oauth.grant(REFRESH_TOKEN, [DRIVE_READONLY])
+    integrations.connect(
+        deps, owner="alice", account="alice@example.com", refresh_token=REFRESH_TOKEN, scopes=[DRIVE_READONLY]
+    )
+    return Env(p=p, drive=drive, oauth=oauth, job=p.job())
+
+
+@pytest.fixture
+def denv(tmp_path: Path) -> Iterator[Env]:
+    with FakeTokenServer() as oauth, FakeDrive(oauth) as drive:
+        yield drive_env(tmp_path, drive, oauth)
+
+
+def test_drive_503s_open_its_breaker_files_wait_without_using_attempts_and_all_import(denv: Env) -> None:
+    denv.drive.add(folder("root", "Invoices"))
+    names = [f"{c}.pdf" for c in "abcdef"]
+    for name in names:
+        denv.drive.add(pdf(name, "root"))
+    for name in names[:THRESHOLD]:
+        denv.drive.fail("media", f"id-{name}", 503, "backendError")
+    op = denv.run("root")
+
+    assert_done(op, total=6, done=6)
+    media = sorted(denv.drive.seen("media"), key=lambda s: s.at or datetime.min)
+    failed = [s for s in media if s.status == 503]
+    assert len(failed) == THRESHOLD and len(media) == THRESHOLD + 6, "nothing was sent to Drive while open"
+    opened_at = max(s.at for s in failed if s.at is not None)
+    later = [s.at for s in media if s.status != 503 and s.at is not None]
+    assert min(later) >= opened_at + timedelta(seconds=COOLDOWN_S), "the first call after the 503s was the probe"
+    items = list(repo.scan(denv.p.deps.store, drive_import.ImportItem))
+    assert sorted(i.attempts for i in items) == [1] * 3 + [2] * 3, "waiting for the breaker counted no attempt"
+    state = denv.p.deps.breakers.snapshot()["drive"]
+    assert state.state is CircuitState.CLOSED and state.opens == 1 and state.last_error == "http_503"
+
+
+def test_token_endpoint_failures_open_its_own_breaker_and_it_is_not_called_while_open(denv: Env) -> None:
+    denv.oauth.script = [(503, {"error": "temporarily_unavailable"}, {})] * THRESHOLD
+    auth = denv.p.deps.google_auth
+    assert auth is not None
+    http = auth.authorized_http("alice", [DRIVE_READONLY])
+    denv.drive.add(pdf("a.pdf"))
+    listing = f"{GOOGLEAPIS}/drive/v3/files/id-a.pdf?supportsAllDrives=true"
+    for _ in range(THRESHOLD):
+        with pytest.raises(RetryableError) as failed:
+            http.request(listing)
+        assert failed.value.kind is ErrorKind.UNAVAILABLE
+    with pytest.raises(CircuitOpen) as refused:
+        http.request(listing)
+    assert refused.value.dependency == "oauth_token"
+    assert denv.oauth.refreshes == THRESHOLD, "the open breaker kept the refresh from the endpoint"
+    assert denv.drive.requests == [], "and nothing reached Drive without a token"
+    breakers = denv.p.deps.breakers.snapshot()
+    assert breakers["oauth_token"].state is CircuitState.OPEN
+    assert breakers["drive"].state is CircuitState.CLOSED and breakers["drive"].failures == 0, "not Drive's fault"
+
+    denv.p.clock.advance(COOLDOWN_S)
+    resp, _ = http.request(listing)
+    assert int(resp.status) == 200 and denv.oauth.refreshes == THRESHOLD + 1
+    assert denv.p.deps.breakers.snapshot()["oauth_token"].state is CircuitState.CLOSED
+
+
+@pytest.mark.parametrize(
+    ("uri", "api"),
+    [
+        ("https://www.googleapis.com/drive/v3/files?q=x", "drive"),
+        ("https://www.googleapis.com/upload/drive/v3/files?uploadType=resumable", "drive"),
+        ("https://gmail.googleapis.com/gmail/v1/users/me/messages/1", "gmail"),
+        ("https://www.googleapis.com/upload/gmail/v1/users/me/messages/send", "gmail"),
+        ("https://www.googleapis.com/batch/gmail/v1", "gmail"),
+        ("https://oauth2.googleapis.com/token", None),
+    ],
+)
+def test_requests_are_told_apart_by_the_api_they_call(uri: str, api: str | None) -> None:
+    assert api_of(uri) == api
+
+
+def _wait_for_circuit(msg: object, ctx: object) -> None:
+    raise CircuitOpen("drive", 45.0)
+
+
+def test_a_handler_waiting_for_an_open_circuit_is_resent_later_not_counted_as_a_failed_delivery(
+    tmp_path: Path,
+) -> None:
+    p = make_pipeline(tmp_path)
+    table = {"export": {"export.run": "tests.integration.test_circuit_breaker:_wait_for_circuit"}}
+    runtime = type(p.runtime)(p.deps, p.bus, handlers=table)
+    runtime.declare()
+    p.bus.publish("export", b'{"export_id": "x", "run_id": "r", "job_id": "j"}', {"kind": "export.run"})
+    for _ in range(30):  # far beyond export's max delivery attempts
+        assert runtime.drain() == 1
+        p.clock.advance(45.0)
+    assert p.bus.dead_letters() == [], "waiting never dead-letters the work"
+    assert runtime.drain() == 1, "the work is still there, waiting"

@@ -18,6 +18,12 @@ The token refresh is a plain form POST written here rather than
 answers itself, sleeping in between, which would hide failures from Sluice's
 retry policy (the one place that decides on retries) and stall handlers.
 
+Circuit breakers (``breakers``: a dependency's name to its breaker) guard the
+token endpoint (``oauth_token``) and the Drive and Gmail APIs (``drive``,
+``gmail``, told apart by the request's path): while one is open, a request
+raises :class:`common.core.breaker.CircuitOpen` without being sent, and
+answers of 5xx or transport failures count against it.
+
 Both transports are injectable (factories, one transport per authorized
 http, because ``httplib2.Http`` is not thread-safe): tests hand in
 ``googleapiclient.http.HttpMockSequence`` or point the token endpoint at a
@@ -34,13 +40,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import httplib2
 
 from common.adapters.google.crypto import TokenCipher
-from common.core.errors import ErrorKind, PermanentError, ReconnectRequired, RetryableError
+from common.core.errors import ErrorKind, PermanentError, ReconnectRequired, RetryableError, SluiceError
 from common.core.models import Integration, IntegrationStatus
+from common.ports.breaker import CircuitBreaker
 from common.ports.clock import Clock
 from common.ports.google import DRIVE_FILE, DRIVE_READONLY, GMAIL_READONLY, GMAIL_SEND
 from common.ports.store import Filter, Store, Transaction
@@ -118,6 +125,7 @@ class GoogleOAuth:
         token_uri: str = GOOGLE_TOKEN_URI,
         transport: Callable[[], Http] | None = None,
         token_transport: Callable[[], Http] | None = None,
+        breakers: Callable[[str], CircuitBreaker] | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
@@ -128,6 +136,7 @@ class GoogleOAuth:
         self._transport = transport or default_transport()
         self._token_transport = token_transport or default_transport(timeout_s=30.0)
         self._tokens: dict[tuple[str, str, tuple[str, ...]], _CachedToken] = {}
+        self._breakers = breakers
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:  # no secret in logs or tracebacks
@@ -143,7 +152,7 @@ class GoogleOAuth:
     def authorized_http(self, owner: str, scopes: Sequence[str], *, account: str | None = None) -> AuthorizedHttp:
         wanted = tuple(sorted(set(scopes)))
         integration = self._find(owner, wanted, account)
-        return AuthorizedHttp(self._transport(), _TokenSource(self, integration, wanted))
+        return AuthorizedHttp(self._transport(), _TokenSource(self, integration, wanted), breakers=self._breakers)
 
     def _find(self, owner: str, scopes: tuple[str, ...], account: str | None) -> Integration:
         filters = [Filter("owner", "==", owner), Filter("provider", "==", "google")]
@@ -201,6 +210,19 @@ class GoogleOAuth:
         return token.value
 
     def _refresh(self, integration: Integration, scopes: tuple[str, ...]) -> _CachedToken:
+        breaker = self._breakers(OAUTH_TOKEN) if self._breakers is not None else None
+        if breaker is None:
+            return self._refresh_once(integration, scopes)
+        breaker.admit()
+        try:
+            token = self._refresh_once(integration, scopes)
+        except SluiceError as err:
+            breaker.record_failure(err)  # only the endpoint's own failures count (5xx, unreachable)
+            raise
+        breaker.record_success()
+        return token
+
+    def _refresh_once(self, integration: Integration, scopes: tuple[str, ...]) -> _CachedToken:
         assert integration.token_ciphertext is not None
         refresh_token = self._cipher.open(
             integration.token_ciphertext, context=token_context(integration.owner, integration.account)
@@ -324,9 +346,12 @@ class AuthorizedHttp:
     as is (the API client raises it as an HttpError).
     """
 
-    def __init__(self, transport: Http, tokens: _TokenSource) -> None:
+    def __init__(
+        self, transport: Http, tokens: _TokenSource, *, breakers: Callable[[str], CircuitBreaker] | None = None
+    ) -> None:
         self._transport = transport
         self._tokens = tokens
+        self._breakers = breakers
 
     def request(
         self,
@@ -336,6 +361,33 @@ class AuthorizedHttp:
         headers: Mapping[str, str] | None = None,
         redirections: int = httplib2.DEFAULT_MAX_REDIRECTS,
         connection_type: Any = None,
+    ) -> tuple[Any, bytes]:
+        dependency = api_of(uri)
+        breaker = self._breakers(dependency) if self._breakers is not None and dependency is not None else None
+        if breaker is None:
+            return self._request(uri, method, body, headers, redirections, connection_type)
+        breaker.admit()
+        try:
+            resp, content = self._request(uri, method, body, headers, redirections, connection_type)
+        except (OSError, httplib2.HttpLib2Error) as exc:
+            breaker.record_failure(RetryableError(f"{dependency} unreachable: {exc}", kind=ErrorKind.NETWORK))
+            raise
+        status = int(resp.status)
+        if status >= 500:
+            kind = ErrorKind.UNAVAILABLE if status == 503 else ErrorKind.SERVER
+            breaker.record_failure(RetryableError(f"{dependency} answered {status}", kind=kind, code=f"http_{status}"))
+        else:
+            breaker.record_success()
+        return resp, content
+
+    def _request(
+        self,
+        uri: str,
+        method: str,
+        body: Any,
+        headers: Mapping[str, str] | None,
+        redirections: int,
+        connection_type: Any,
     ) -> tuple[Any, bytes]:
         # A streamed body must be replayable for the retry after a 401.
         position = body.tell() if hasattr(body, "tell") and hasattr(body, "seek") else None
@@ -363,6 +415,24 @@ class AuthorizedHttp:
         return self._transport.request(
             uri, method, body=body, headers=sent, redirections=redirections, connection_type=connection_type
         )
+
+
+OAUTH_TOKEN = "oauth_token"
+
+
+def api_of(uri: str) -> str | None:
+    """Which guarded Google API a request goes to (``drive``, ``gmail``), by its path.
+
+    Covers the plain, upload (``/upload/drive/v3``) and batch (``/batch/gmail/v1``)
+    endpoints on www.googleapis.com and the per-API hosts.
+    """
+    parts = urlsplit(uri)
+    segments = parts.path.split("/")
+    host = parts.hostname or ""
+    for api in ("drive", "gmail"):
+        if api in segments[:3] or host.startswith(f"{api}."):
+            return api
+    return None
 
 
 def retry_after_s(value: str | None, *, now: datetime) -> float | None:
