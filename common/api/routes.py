@@ -419,6 +419,10 @@ def list_tasks(call: Call) -> Result:
     return s.TaskList(items=[s.TaskOut.of(t) for t in found], next_cursor=cursor)
 
 
+def get_task(call: Call) -> Result:
+    return s.TaskOut.of(owned(call, ExtractionTask, call.params["task_id"]))
+
+
 # -- exports ----------------------------------------------------------------------------------
 
 
@@ -972,6 +976,15 @@ ROUTES: list[Route] = [
         "runs",
         query=s.TaskQuery,
         response=s.TaskList,
+        errors=E404,
+    ),
+    _r(
+        "GET",
+        "/v1/tasks/{task_id}",
+        get_task,
+        "Get a task with its attempts (start, end, outcome, error, delay chosen)",
+        "runs",
+        response=s.TaskOut,
         errors=E404,
     ),
     # exports

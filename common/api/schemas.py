@@ -285,6 +285,21 @@ class RetryOut(Out):
     retried: int
 
 
+class AttemptOut(Out):
+    """One attempt at a task (the latest 20 are kept)."""
+
+    attempt: int = Field(description="The attempt number counted against the retry budget")
+    started_at: datetime
+    ended_at: datetime | None
+    outcome: Literal["running", "completed", "failed", "retry", "waiting", "abandoned", "cancelled"] = Field(
+        description="retry: failed and tried again after delay_s; waiting: not counted (Sluice's pacing or an "
+        "open circuit), tried again after delay_s; abandoned: its worker died and another attempt took over"
+    )
+    error_code: str | None
+    error_message: str | None
+    delay_s: float | None = Field(description="The delay chosen before the next attempt")
+
+
 class TaskOut(Out):
     id: str
     run_id: str
@@ -300,6 +315,7 @@ class TaskOut(Out):
     output_tokens: int | None
     started_at: datetime | None
     finished_at: datetime | None
+    history: list[AttemptOut]
 
     @classmethod
     def of(cls, t: ExtractionTask) -> TaskOut:
@@ -318,6 +334,7 @@ class TaskOut(Out):
             output_tokens=t.usage.output_tokens,
             started_at=t.started_at,
             finished_at=t.finished_at,
+            history=[AttemptOut.model_validate(a.model_dump()) for a in t.history],
         )
 
 

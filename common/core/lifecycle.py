@@ -12,6 +12,9 @@ from enum import StrEnum
 
 from common.core.errors import IllegalTransition, SluiceError
 from common.core.models import (
+    MAX_ATTEMPT_HISTORY,
+    AttemptOutcome,
+    AttemptRecord,
     Export,
     ExtractionTask,
     Operation,
@@ -59,11 +62,33 @@ def claim_decision(task: ExtractionTask, *, message_id: str, now: datetime) -> C
     return Claim.IN_FLIGHT
 
 
+def _ended(
+    task: ExtractionTask,
+    outcome: AttemptOutcome,
+    now: datetime,
+    *,
+    error: dict[str, str] | None = None,
+    delay_s: float | None = None,
+) -> list[AttemptRecord]:
+    """The history with its open (running) attempt closed with ``outcome``."""
+    history = list(task.history)
+    if not history or history[-1].outcome != "running":
+        return history
+    history[-1] = history[-1].model_copy(
+        update={"ended_at": now, "outcome": outcome, "delay_s": delay_s, **AttemptRecord.error_fields(error)}
+    )
+    return history
+
+
 def start_attempt(task: ExtractionTask, *, message_id: str, now: datetime, lease_s: float) -> ExtractionTask:
     check_transition(TASK_MOVES, task.status, TaskStatus.RUNNING, what="task")
+    # A running task being started again lost its worker: that attempt is abandoned.
+    history = _ended(task, "abandoned", now)
+    history.append(AttemptRecord(attempt=task.attempts + 1, started_at=now))
     return task.model_copy(
         update={
             "status": TaskStatus.RUNNING,
+            "history": history[-MAX_ATTEMPT_HISTORY:],
             "attempts": task.attempts + 1,
             "message_id": message_id,
             "lease_until": now + timedelta(seconds=lease_s),
@@ -97,6 +122,7 @@ def complete_task(
     return task.model_copy(
         update={
             "status": TaskStatus.COMPLETED,
+            "history": _ended(task, "completed", now),
             "result": result,
             "usage": usage,
             "model": model,
@@ -122,6 +148,7 @@ def fail_task(
     return task.model_copy(
         update={
             "status": TaskStatus.FAILED,
+            "history": _ended(task, "failed", now, error=error.to_record()),
             "error": error.to_record(),
             "raw_output": raw_output,
             "lease_until": None,
@@ -144,9 +171,11 @@ def requeue_task(
     attempt never reached the model (Sluice's own pacing), so it does not
     count against the retry budget."""
     _check_fence(task, attempt)
+    outcome: AttemptOutcome = "waiting" if refund_attempt else "retry"
     return task.model_copy(
         update={
             "status": TaskStatus.PENDING,
+            "history": _ended(task, outcome, now, error=error.to_record(), delay_s=delay_s),
             "attempts": task.attempts - 1 if refund_attempt else task.attempts,
             "error": error.to_record(),
             "lease_until": None,
@@ -161,6 +190,7 @@ def cancel_task(task: ExtractionTask, *, now: datetime) -> ExtractionTask:
     return task.model_copy(
         update={
             "status": TaskStatus.CANCELLED,
+            "history": _ended(task, "cancelled", now),
             "lease_until": None,
             "finished_at": now,
             "updated_at": now,

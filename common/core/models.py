@@ -198,6 +198,38 @@ class TaskUsage(BaseModel):
     latency_ms: float | None = None
 
 
+AttemptOutcome = Literal["running", "completed", "failed", "retry", "waiting", "abandoned", "cancelled"]
+
+# A task keeps its latest attempts, not all of them: a record stays small however often it waits.
+MAX_ATTEMPT_HISTORY = 20
+_ERROR_MESSAGE_CHARS = 500
+
+
+class AttemptRecord(BaseModel):
+    """One attempt at a task, as the user sees it in its history.
+
+    ``outcome``: ``running`` (still going), ``completed``, ``failed`` (the task
+    failed with it), ``retry`` (failed, tried again after ``delay_s``),
+    ``waiting`` (not counted: Sluice's own pacing or an open circuit; tried
+    again after ``delay_s``), ``abandoned`` (its worker died and another
+    attempt took over) or ``cancelled``.
+    """
+
+    attempt: int  # the attempt number counted against the retry budget
+    started_at: Timestamp
+    ended_at: Timestamp | None = None
+    outcome: AttemptOutcome = "running"
+    error_code: str | None = None
+    error_message: str | None = None
+    delay_s: float | None = None
+
+    @classmethod
+    def error_fields(cls, error: dict[str, str] | None) -> dict[str, str | None]:
+        if error is None:
+            return {"error_code": None, "error_message": None}
+        return {"error_code": error.get("code"), "error_message": error.get("message", "")[:_ERROR_MESSAGE_CHARS]}
+
+
 class ExtractionTask(Record):
     collection: ClassVar[str] = "tasks"
 
@@ -222,6 +254,8 @@ class ExtractionTask(Record):
     next_attempt_at: Timestamp | None = None
     started_at: Timestamp | None = None
     finished_at: Timestamp | None = None
+    # The latest attempts, oldest first (at most MAX_ATTEMPT_HISTORY).
+    history: list[AttemptRecord] = Field(default_factory=list)
 
 
 class Export(Record):

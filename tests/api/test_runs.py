@@ -238,3 +238,27 @@ def test_operation_events_stream_progress_until_final(env: Env) -> None:
     assert kinds.count("event: progress") >= 2, "progress was streamed before the end"
     assert '"status":"done"' in events[-1] and '"pct":100.0' in events[-1]
     assert env.bob.get(f"/v1/operations/{run['operation_id']}/events").status_code == 404
+
+
+def test_a_tasks_retry_history_is_returned_with_each_attempts_outcome_error_and_delay(env: Env) -> None:
+    job_id = _job_with(env, env.alice, "flaky2-a.pdf")
+    run = env.alice.post(f"/v1/jobs/{job_id}/runs", {}).get_json()
+    env.drain(advance_clock=True)
+    (listed,) = env.alice.get(f"/v1/runs/{run['id']}/tasks").get_json()["items"]
+    task = env.alice.get(f"/v1/tasks/{listed['id']}").get_json()
+    assert task == listed
+    history = task["history"]
+    assert [(a["attempt"], a["outcome"]) for a in history] == [(1, "retry"), (2, "retry"), (3, "completed")]
+    assert [a["delay_s"] for a in history] == [15.0, 60.0, None], "the policy's delays, as chosen"
+    assert [a["error_code"] for a in history] == ["retryable", "retryable", None]
+    assert history[0]["error_message"] == "upstream 503"
+    assert all(a["started_at"] <= a["ended_at"] for a in history)
+    assert history[0]["ended_at"] < history[1]["started_at"]
+
+
+def test_another_users_task_is_404(env: Env) -> None:
+    job_id = _job_with(env, env.alice, "ok-a.pdf")
+    run = env.alice.post(f"/v1/jobs/{job_id}/runs", {}).get_json()
+    env.drain()
+    (task,) = env.alice.get(f"/v1/runs/{run['id']}/tasks").get_json()["items"]
+    assert env.bob.get(f"/v1/tasks/{task['id']}").status_code == 404

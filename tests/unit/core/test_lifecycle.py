@@ -9,9 +9,19 @@ from typing import Any
 import pytest
 
 from common.core import lifecycle
-from common.core.errors import IllegalTransition, PermanentError, RetryableError
+from common.core.breaker import CircuitOpen
+from common.core.errors import ErrorKind, IllegalTransition, PermanentError, RetryableError
 from common.core.lifecycle import Claim
-from common.core.models import Export, ExtractionTask, Operation, Run, RunCounters, TaskResult, TaskUsage
+from common.core.models import (
+    MAX_ATTEMPT_HISTORY,
+    Export,
+    ExtractionTask,
+    Operation,
+    Run,
+    RunCounters,
+    TaskResult,
+    TaskUsage,
+)
 from common.core.progress import Progress
 from common.core.states import ExportStatus, OperationStatus, RunStatus, TaskStatus
 from tests.unit.core.conftest import T0, at
@@ -411,3 +421,82 @@ def test_update_operation_on_a_cancelled_operation_is_illegal(make_operation: Ma
         lifecycle.update_operation(
             make_operation(status=OperationStatus.CANCELLED), progress=PROGRESS, stage="x", now=T0
         )
+
+
+# -- attempt history ---------------------------------------------------------------
+
+
+def _start(task: ExtractionTask, second: int, message_id: str = "m-1") -> ExtractionTask:
+    return lifecycle.start_attempt(task, message_id=message_id, now=at(second), lease_s=600)
+
+
+def test_each_attempt_is_recorded_with_its_start_end_outcome_error_and_delay(make_task: MakeTask) -> None:
+    task = _start(make_task(), 0)
+    task = lifecycle.requeue_task(
+        task,
+        attempt=1,
+        error=RetryableError("Vertex AI answered 503", kind=ErrorKind.UNAVAILABLE, code="model_unavailable"),
+        now=at(5),
+        delay_s=15.0,
+    )
+    task = _start(task, 20)
+    task = lifecycle.complete_task(
+        task, attempt=2, result=RESULT, usage=USAGE, model=None, model_version=None, prompt_version=None, now=at(21)
+    )
+    first, second = task.history
+    assert (first.attempt, first.started_at, first.ended_at, first.outcome) == (1, at(0), at(5), "retry")
+    assert (first.error_code, first.error_message, first.delay_s) == ("model_unavailable", "Vertex AI answered 503", 15)
+    assert (second.attempt, second.started_at, second.ended_at, second.outcome) == (2, at(20), at(21), "completed")
+    assert second.error_code is None and second.delay_s is None
+
+
+def test_a_running_attempt_is_open_in_the_history(make_task: MakeTask) -> None:
+    (record,) = _start(make_task(), 3).history
+    assert (record.outcome, record.started_at, record.ended_at) == ("running", at(3), None)
+
+
+def test_waiting_is_recorded_without_counting_an_attempt(make_task: MakeTask) -> None:
+    task = _start(make_task(), 0)
+    task = lifecycle.requeue_task(
+        task, attempt=1, error=CircuitOpen("vertex", 42.0), now=at(1), delay_s=42.0, refund_attempt=True
+    )
+    task = _start(task, 43)
+    waited, running = task.history
+    assert (waited.outcome, waited.error_code, waited.delay_s) == ("waiting", "circuit_open", 42.0)
+    assert waited.attempt == running.attempt == 1 == task.attempts
+
+
+def test_a_failed_attempt_ends_the_history_with_the_error(make_task: MakeTask) -> None:
+    task = lifecycle.fail_task(_start(make_task(), 0), attempt=1, error=PermanentError("x" * 2000), now=at(2))
+    (record,) = task.history
+    assert record.outcome == "failed" and record.error_code == "permanent"
+    assert record.error_message is not None and len(record.error_message) == 500, "messages are kept bounded"
+
+
+def test_a_takeover_marks_the_dead_attempt_abandoned(make_task: MakeTask) -> None:
+    task = _start(_start(make_task(), 0), 700, message_id="m-2")
+    dead, live = task.history
+    assert (dead.outcome, dead.ended_at) == ("abandoned", at(700))
+    assert (live.attempt, live.outcome) == (2, "running")
+
+
+def test_cancelling_closes_a_running_attempt(make_task: MakeTask) -> None:
+    task = lifecycle.cancel_task(_start(make_task(), 0), now=at(9))
+    assert task.history[-1].outcome == "cancelled" and task.history[-1].ended_at == at(9)
+
+
+def test_the_history_keeps_only_the_latest_attempts(make_task: MakeTask) -> None:
+    task = make_task()
+    for i in range(MAX_ATTEMPT_HISTORY + 5):
+        task = _start(task, 10 * i)
+        task = lifecycle.requeue_task(
+            task,
+            attempt=task.attempts,
+            error=CircuitOpen("vertex", 5),
+            now=at(10 * i + 1),
+            delay_s=5,
+            refund_attempt=True,
+        )
+    assert len(task.history) == MAX_ATTEMPT_HISTORY
+    assert task.history[0].started_at == at(50) and task.history[-1].started_at == at(10 * (MAX_ATTEMPT_HISTORY + 4))
+    assert ExtractionTask.from_doc(task.to_doc()).history == task.history, "stored and read back as JSON"
