@@ -7,6 +7,15 @@ child. So one operation -- an API call or ``sluice run``, the imports, the run
 initializer, every extraction task and the exports -- is one trace, whichever
 function and instance handled each step.
 
+**One operation, one trace id.** The trace id of an operation's work is
+derived from the operation id (:func:`operation_trace_id`: the first 16 bytes
+of its SHA-256), so every span and log line of one operation -- whichever
+function, instance or retry handled it, and however its messages were sent
+(scheduled, re-sent, replayed) -- shares it, and an operator finds the trace
+from the operation id alone. A message of an operation whose sender was in
+another trace (an API request, ``sluice run``) continues under the
+operation's root (:func:`operation_root`, a span id derived the same way).
+
 Two modes, chosen by :func:`configure`:
 
 - **ids only** (the default; nothing configured): spans are ids in a context
@@ -22,6 +31,7 @@ Two modes, chosen by :func:`configure`:
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import threading
@@ -70,6 +80,41 @@ def new_trace_id() -> str:
     return os.urandom(16).hex()
 
 
+def operation_trace_id(operation_id: str) -> str:
+    """The W3C trace id of an operation's work: the first 16 bytes of SHA-256 of its id."""
+    return hashlib.sha256(operation_id.encode()).digest()[:16].hex()
+
+
+def operation_root(operation_id: str) -> SpanRef:
+    """The operation's root span: its trace id, and a span id derived from the same digest.
+
+    Sampling is decided from the trace id alone (as OpenTelemetry's ratio
+    sampler does), so every function agrees on it without being told.
+    """
+    digest = hashlib.sha256(operation_id.encode()).digest()
+    trace_id = digest[:16].hex()
+    span_id = digest[16:24].hex()
+    if span_id == _ZERO_SPAN:  # pragma: no cover - one digest in 2**64
+        span_id = "0" * 15 + "1"
+    return SpanRef(trace_id, span_id, sampled=_samples(trace_id))
+
+
+def _samples(trace_id: str) -> bool:
+    if _state.tracer is None:
+        return False  # ids only: nothing is recorded
+    return int(trace_id[16:], 16) < round(_state.sample_ratio * 2**64)
+
+
+def within_operation(parent: SpanRef | None, operation_id: str | None) -> SpanRef | None:
+    """The parent for work of ``operation_id``: ``parent`` when it is already in the
+    operation's trace, else the operation's root (no operation: ``parent``)."""
+    if operation_id is None:
+        return parent
+    if parent is not None and parent.trace_id == operation_trace_id(operation_id):
+        return parent
+    return operation_root(operation_id)
+
+
 def new_span_id() -> str:
     return os.urandom(8).hex()
 
@@ -110,9 +155,10 @@ def current() -> SpanRef | None:
     return _current.get()
 
 
-def inject(attributes: MutableMapping[str, str]) -> None:
-    """Put the current span on outgoing message attributes (no-op outside a span)."""
-    ref = _current.get()
+def inject(attributes: MutableMapping[str, str], *, operation_id: str | None = None) -> None:
+    """Put the current span on outgoing message attributes (no-op outside a span
+    and operation). A message of ``operation_id`` carries the operation's trace."""
+    ref = within_operation(_current.get(), operation_id)
     if ref is not None:
         attributes[TRACEPARENT] = ref.traceparent
         attributes[TRACE_ID] = ref.trace_id
@@ -154,6 +200,7 @@ class _State:
         self.provider: TracerProvider | None = None
         self.tracer: Tracer | None = None
         self.exporter: SpanExporter | None = None
+        self.sample_ratio: float = 1.0
 
 
 _state = _State()
@@ -235,6 +282,7 @@ def configure(
         _state.provider = provider
         _state.tracer = provider.get_tracer("sluice")
         _state.exporter = span_exporter
+        _state.sample_ratio = sample_ratio
     if old is not None:
         old.shutdown()
     return span_exporter

@@ -20,6 +20,7 @@ from common.ports.google import GoogleAuth
 from common.ports.model import Extractor
 from common.ports.scheduler import Scheduler
 from common.ports.store import Store
+from common.service import ids
 from common.service.breaker import Breakers, StoreCircuitBreaker
 from common.topology import Topology
 
@@ -108,7 +109,8 @@ class TopologySender:
         trace_id = current_context().get("trace_id")
         if trace_id:
             attributes["trace_id"] = trace_id
-        tracing.inject(attributes)
+        # An operation's messages carry its trace (trace id = f(operation id)), whoever sends them.
+        tracing.inject(attributes, operation_id=ids.operation_of(attributes))
         if priority is not None:
             attributes["priority"] = priority.value
             attributes["priority_rank"] = str(priority.rank)

@@ -29,6 +29,7 @@ from common.core.messages import Message, decode
 from common.core.models import Priority
 from common.obs import metrics, tracing
 from common.obs.logging import fields, log_context
+from common.service import ids
 from common.service.context import READY_AT, Context, Deps, Sender
 from common.service.registry import resolve
 
@@ -73,7 +74,11 @@ def dispatch(
     }
     with (
         tracing.span(
-            f"{function}/{kind or '?'}", parent=tracing.extract(attributes), attributes=span_attributes, kind="consumer"
+            f"{function}/{kind or '?'}",
+            # An operation's work is in its trace even if the message came without it (scheduled, replayed).
+            parent=tracing.within_operation(tracing.extract(attributes), ids.operation_of(attributes)),
+            attributes=span_attributes,
+            kind="consumer",
         ) as span,
         log_context(message_id=message_id),
     ):

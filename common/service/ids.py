@@ -4,6 +4,7 @@ the same record again (a task is its run plus its file)."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 
 
 def new_id(prefix: str) -> str:
@@ -20,3 +21,12 @@ def export_id(run_id: str, index: int, fmt: str) -> str:
 
 def operation_id_for_run(run_id: str) -> str:
     return f"op_{run_id}"
+
+
+def operation_of(labels: Mapping[str, str]) -> str | None:
+    """The operation a message's work belongs to, from its labels (``Message.log_labels``):
+    its ``operation_id``, else its run's operation."""
+    if labels.get("operation_id"):
+        return labels["operation_id"]
+    run_id = labels.get("run_id")
+    return operation_id_for_run(run_id) if run_id else None
