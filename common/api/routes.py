@@ -42,7 +42,6 @@ from common.core.models import (
 from common.core.progress import compute_progress
 from common.core.schema import preset
 from common.core.states import (
-    ExportStatus,
     OperationStatus,
     RunStatus,
     TaskStatus,
@@ -55,7 +54,6 @@ R = TypeVar("R", bound=Record)
 # How many records a filtered job listing examines per request, at most.
 SCAN_BUDGET = 2000
 UPLOAD_URL_TTL = timedelta(minutes=15)
-DOWNLOAD_URL_TTL = timedelta(hours=1)
 ACTIVE_RUN_STATES = (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.PAUSED)
 
 
@@ -427,10 +425,7 @@ def get_task(call: Call) -> Result:
 
 
 def _export_out(call: Call, e: Export) -> s.ExportOut:
-    url = e.url
-    if e.status is ExportStatus.COMPLETED and e.destination.kind == "download" and e.external_id:
-        url = call.deps.blobs.signed_url(e.external_id, expires=DOWNLOAD_URL_TTL)
-    return s.ExportOut.of(e, url)
+    return s.ExportOut.of(e, *exports.download_url(call.deps, e))
 
 
 def create_export(call: Call) -> Result:

@@ -361,7 +361,8 @@ class ExportOut(Out):
     format: ExportFormat
     destination: str
     status: ExportStatus
-    url: str | None
+    url: str | None = Field(description="Download: a signed link, valid until url_expires_at")
+    url_expires_at: datetime | None
     row_count: int | None
     failed_count: int | None
     error: dict[str, str] | None
@@ -369,7 +370,7 @@ class ExportOut(Out):
     finished_at: datetime | None
 
     @classmethod
-    def of(cls, e: Export, url: str | None) -> ExportOut:
+    def of(cls, e: Export, url: str | None, url_expires_at: datetime | None = None) -> ExportOut:
         return cls(
             id=e.id,
             run_id=e.run_id,
@@ -378,6 +379,7 @@ class ExportOut(Out):
             destination=str(e.destination),
             status=e.status,
             url=url,
+            url_expires_at=url_expires_at,
             row_count=e.row_count,
             failed_count=e.failed_count,
             error=e.error,

@@ -274,6 +274,7 @@ def complete_export(
     row_count: int,
     failed_count: int,
     now: datetime,
+    url_expires_at: datetime | None = None,
 ) -> Export:
     check_transition(EXPORT_MOVES, export.status, ExportStatus.COMPLETED, what="export")
     return export.model_copy(
@@ -281,6 +282,7 @@ def complete_export(
             "status": ExportStatus.COMPLETED,
             "external_id": external_id,
             "url": url,
+            "url_expires_at": url_expires_at,
             "row_count": row_count,
             "failed_count": failed_count,
             "error": None,

@@ -269,6 +269,8 @@ class Export(Record):
     attempts: int = 0
     external_id: str | None = None  # object name, Drive file id or Gmail message id
     url: str | None = None
+    # A signed download link is valid until then; it is handed out as stored until it nears expiry.
+    url_expires_at: Timestamp | None = None
     row_count: int | None = None
     failed_count: int | None = None
     error: dict[str, str] | None = None

@@ -7,15 +7,16 @@ the same object instead of leaving a second one.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from common.core import lifecycle
-from common.core.errors import PermanentError
+from common.core.errors import PermanentError, PreconditionFailed
 from common.core.messages import ExportRun
 from common.core.models import Export, ExportFormat, ExportSpec, ExtractionTask, Job, Run
 from common.core.states import ExportStatus, OperationStatus, RunStatus
@@ -65,6 +66,7 @@ def export_run(msg: ExportRun, ctx: Context) -> None:
             e,
             external_id=done.external_id,
             url=done.url,
+            url_expires_at=done.url_expires_at,
             row_count=done.row_count,
             failed_count=done.failed_count,
             now=ctx.now(),
@@ -80,6 +82,7 @@ class Delivered:
     url: str | None
     row_count: int
     failed_count: int
+    url_expires_at: datetime | None = None
 
 
 def _deliver(export: Export, run: Run, ctx: Context) -> Delivered:
@@ -104,7 +107,12 @@ def _deliver(export: Export, run: Run, ctx: Context) -> Delivered:
         else:
             rows = write_xlsx(header, iter_rows(header, tasks()), str(path))
         external_id, url = _send(export, job, run, path, filename, ctx)
-    return Delivered(external_id=external_id, url=url, row_count=rows, failed_count=len(header.failures))
+    expires = (
+        ctx.now() + signed_url_ttl(ctx.settings.signed_url_ttl_s) if export.destination.kind == "download" else None
+    )
+    return Delivered(
+        external_id=external_id, url=url, row_count=rows, failed_count=len(header.failures), url_expires_at=expires
+    )
 
 
 def _send(export: Export, job: Job, run: Run, path: Path, filename: str, ctx: Context) -> tuple[str, str | None]:
@@ -115,7 +123,8 @@ def _send(export: Export, job: Job, run: Run, path: Path, filename: str, ctx: Co
         uri = ctx.deps.bucket_uri("exports", f"runs/{run.id}/{export.id}.{export.format.value}")
         with path.open("rb") as f:
             ctx.blobs.put_stream(uri, f, content_type=content_type)
-        return uri, ctx.blobs.signed_url(uri, expires=timedelta(seconds=ctx.settings.signed_url_ttl_s))
+        # Signed once, for the configured TTL (7 days by default); readers get this link as stored.
+        return uri, ctx.blobs.signed_url(uri, expires=signed_url_ttl(ctx.settings.signed_url_ttl_s))
     auth = ctx.deps.google_auth
     if auth is None:
         raise PermanentError(
@@ -150,6 +159,36 @@ def _send(export: Export, job: Job, run: Run, path: Path, filename: str, ctx: Co
         ),
     )
     return message_id, None
+
+
+def signed_url_ttl(seconds: int) -> timedelta:
+    return timedelta(seconds=seconds)
+
+
+# A stored link is handed out until this close to its expiry (at most half its lifetime),
+# so whoever receives it has at least that long to use it.
+RESIGN_BEFORE = timedelta(days=1)
+
+
+def download_url(deps: Deps, export: Export) -> tuple[str | None, datetime | None]:
+    """A completed download export's signed link and its expiry: the stored one while it has
+    time left, else a new one for the configured TTL, stored for the next reader."""
+    if export.status is not ExportStatus.COMPLETED or export.destination.kind != "download" or not export.external_id:
+        return export.url, export.url_expires_at
+    now = deps.clock.now()
+    ttl = signed_url_ttl(deps.settings.signed_url_ttl_s)
+    margin = min(RESIGN_BEFORE, ttl / 2)
+    if export.url and export.url_expires_at is not None and export.url_expires_at - now > margin:
+        return export.url, export.url_expires_at
+    url = deps.blobs.signed_url(export.external_id, expires=ttl)
+    found = repo.get(deps.store, Export, export.id)
+    if found is not None:
+        stored, version = found
+        refreshed = stored.model_copy(update={"url": url, "url_expires_at": now + ttl, "updated_at": now})
+        # Another reader may have stored its own fresh link first; this one is as good.
+        with contextlib.suppress(PreconditionFailed):
+            repo.cas(deps.store, refreshed, version)
+    return url, now + ttl
 
 
 def _finish(export: Export, ctx: Context, change: Callable[[Export], Export]) -> None:

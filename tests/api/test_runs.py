@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from common.api.app import api_of
@@ -212,8 +212,8 @@ def test_export_a_completed_run_and_download_it(env: Env) -> None:
     text = download.get_data().decode("utf-8-sig")
     assert "ok-a#0" in text and "ok-b#0" in text
     assert env.alice.client.get(path.replace("signature=", "signature=f")).status_code == 403
-    env.p.clock.advance(2 * 3600)
-    assert env.alice.client.get(path).status_code == 403, "expired"
+    env.p.clock.advance(7 * 24 * 3600 + 1)
+    assert env.alice.client.get(path).status_code == 403, "expired after the configured 7 days"
     listed = env.alice.get(f"/v1/runs/{run['id']}/exports").get_json()["items"]
     assert {e["id"] for e in listed} >= {export["id"]}
     assert env.alice.post(f"/v1/runs/{run['id']}/exports", {"format": "pdf"}).status_code == 422
@@ -262,3 +262,25 @@ def test_another_users_task_is_404(env: Env) -> None:
     env.drain()
     (task,) = env.alice.get(f"/v1/runs/{run['id']}/tasks").get_json()["items"]
     assert env.bob.get(f"/v1/tasks/{task['id']}").status_code == 404
+
+
+def test_a_download_link_is_signed_once_for_seven_days_and_renewed_only_near_its_expiry(env: Env) -> None:
+    job_id = _job_with(env, env.alice, "ok-a.pdf")
+    run = env.alice.post(f"/v1/jobs/{job_id}/runs", {}).get_json()
+    env.drain()
+    export = env.alice.post(f"/v1/runs/{run['id']}/exports", {"format": "csv"}).get_json()
+    env.drain()
+    completed_at = env.p.clock.now()
+    first = env.alice.get(f"/v1/exports/{export['id']}").get_json()
+    assert datetime.fromisoformat(first["url_expires_at"]) == completed_at + timedelta(days=7)
+    env.p.clock.advance(3 * 24 * 3600)
+    again = env.alice.get(f"/v1/exports/{export['id']}").get_json()
+    assert (again["url"], again["url_expires_at"]) == (first["url"], first["url_expires_at"]), "not re-signed"
+    path = again["url"].split("127.0.0.1:8080", 1)[1]
+    assert env.alice.client.get(path).status_code == 200, "still valid three days later"
+
+    env.p.clock.advance(int(3.5 * 24 * 3600))  # half a day left: renewed for another 7 days
+    renewed = env.alice.get(f"/v1/exports/{export['id']}").get_json()
+    assert renewed["url"] != first["url"]
+    assert datetime.fromisoformat(renewed["url_expires_at"]) == env.p.clock.now() + timedelta(days=7)
+    assert env.alice.get(f"/v1/exports/{export['id']}").get_json()["url"] == renewed["url"], "stored for the next read"
