@@ -32,29 +32,22 @@ LOCAL_OWNER = "local"  # the owner of everything the embedded backend's CLI crea
 
 def add_automation_commands(sub: Any) -> None:
     """Add ``automation simulate`` to the ``sluice`` sub-commands (``sub`` from ``add_subparsers``)."""
-    import os
+    from common.cli_support import add_common
 
     auto = sub.add_parser("automation", help="Gmail automations (import -> run -> export)")
     cmds = auto.add_subparsers(dest="automation_command", required=True)
     sim = cmds.add_parser("simulate", help="feed a saved e-mail through the automation chain, offline")
     sim.add_argument("--eml", type=Path, required=True, help="the saved e-mail (.eml)")
     sim.add_argument("--account", required=True, help="the Gmail address the e-mail arrived at")
-    sim.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the chain (default 600)")
-    sim.add_argument(
-        "--data-dir",
-        type=Path,
-        default=Path(os.environ.get("SLUICE_DATA_DIR", ".sluice")),
-        help="embedded backend's data (default: .sluice, or SLUICE_DATA_DIR)",
-    )
-    sim.add_argument("--log-level", default=os.environ.get("SLUICE_LOG_LEVEL", "WARNING"))
+    sim.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the chain (default: 600)")
+    add_common(sim, quiet=False)
     sim.set_defaults(func=cmd_simulate)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     """Exit status 0 when every firing's chain completed, 3 otherwise (the records say why)."""
     from common.bootstrap import bootstrap, local_bus
-    from common.cli import _data_dir_lock
-    from common.config import Settings
+    from common.cli_support import data_dir_lock, load_settings
     from common.imports.eml import eml_attachments, parse_eml
     from common.obs import logging as slog
     from common.runtime.local import LocalRuntime
@@ -66,8 +59,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if not path.is_file():
         raise ValueError(f"{path}: no such file")
     raw = path.read_bytes()
-    settings = Settings(backend="local", data_dir=args.data_dir)
-    with _data_dir_lock(args.data_dir):
+    settings = load_settings(args.data_dir)
+    with data_dir_lock(args.data_dir):
         deps = bootstrap(settings)
         bus = local_bus(deps)
         runtime = LocalRuntime(deps, bus)

@@ -1,27 +1,34 @@
 """The ``sluice`` command line: the whole pipeline on the embedded backend.
 
-``sluice run`` uploads files, runs every stage in-process on the local
-runtime, shows progress, and copies the exports out. Running the same command
-again after an interruption resumes the unfinished job: the job is found by a
-key derived from the command's inputs, and the bus still holds its messages.
+``sluice run`` (in :mod:`common.cli_run`) uploads files, runs every stage
+in-process on the local runtime, shows progress, and copies the exports out;
+``sluice jobs``, ``runs`` and ``dead-letters`` (:mod:`common.cli_admin`) look
+into a data directory. Exit codes are shared by every command and printed by
+``sluice --help`` (:mod:`common.cli_support`).
 """
 
 from __future__ import annotations
 
 import argparse
-import fcntl
-import hashlib
 import json
-import os
-import shutil
 import sys
-import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from common.core.errors import ConfigError, SluiceError
+from common.cli_support import (
+    DOCUMENTS_FAILED,
+    EXIT_CODES,
+    INTERRUPTED,
+    OK,
+    UsageError,
+    add_common,
+    data_dir_lock,
+    exit_code,
+    load_settings,
+    message,
+)
+from common.core.errors import SluiceError
 from common.core.schema import FieldSpec, fields_from_names, preset
 
 LOCAL_OWNER = "local"
@@ -32,50 +39,61 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
-    except SluiceError as err:
-        hint = f" ({err.hint})" if err.hint else ""
-        print(f"sluice: error: {err.message}{hint}", file=sys.stderr)
-        return 1
-    except (ValueError, OSError) as err:
-        print(f"sluice: error: {err}", file=sys.stderr)
-        return 1
+    except (SluiceError, ValueError, OSError) as err:
+        print(f"sluice: error: {message(err)}", file=sys.stderr)
+        return exit_code(err)
     except KeyboardInterrupt:
         print("\nsluice: interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
+        return INTERRUPTED
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("sluice")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown"
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sluice", description="Documents in, tables out.")
-    sub = p.add_subparsers(dest="command", required=True)
+    from common.cli_admin import add_admin_commands
+    from common.cli_run import add_run_command
 
-    run = sub.add_parser("run", help="extract documents into a table, end to end, offline")
-    run.add_argument("paths", nargs="+", type=Path, help="PDF files or folders of them")
-    _schema_args(run)
-    run.add_argument(
-        "--format",
-        dest="formats",
-        action="append",
-        choices=["xlsx", "csv"],
-        help="export format; repeat for several (default: xlsx)",
+    p = argparse.ArgumentParser(
+        prog="sluice",
+        description="Documents in, tables out.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    run.add_argument("--out", type=Path, default=Path("out"), help="where to write the exports (default: out/)")
-    run.add_argument("--rerun", action="store_true", help="run again even if these inputs ran to completion")
-    _common_args(run)
-    run.set_defaults(func=_cmd_run)
+    p.add_argument("--version", action="version", version=f"sluice {_version()}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    add_run_command(sub, _schema_args)
 
     exp = sub.add_parser("export", help="export a completed run again, in a format, to a destination")
-    exp.add_argument("run_id")
-    exp.add_argument("--format", choices=["xlsx", "csv"], default="xlsx")
-    exp.add_argument("--to", default="download", help="download (default), drive:FOLDER or gmail:ADDRESS")
-    exp.add_argument("--out", type=Path, default=Path("out"), help="where a download is written (default: out/)")
-    _common_args(exp)
+    exp.add_argument(
+        "run_id", metavar="RUN_ID", help="the run to export (sluice run prints it; sluice runs lists them)"
+    )
+    exp.add_argument("--format", choices=["xlsx", "csv"], default="xlsx", help="export format (default: xlsx)")
+    exp.add_argument(
+        "--to", default="download", metavar="DEST", help="download (default), drive:FOLDER_ID or gmail:ADDRESS"
+    )
+    exp.add_argument(
+        "--out", type=Path, default=Path("out"), metavar="DIR", help="where a download is written (default: out)"
+    )
+    add_common(exp)
     exp.set_defaults(func=_cmd_export)
 
     eml = sub.add_parser("import-eml", help="import the attachments of saved e-mails (.eml) into a job")
-    eml.add_argument("paths", nargs="+", type=Path, help=".eml files")
-    eml.add_argument("--job", help="the job to import into (default: a new job with the invoice preset)")
-    _common_args(eml)
+    eml.add_argument("paths", nargs="+", type=Path, metavar="EML", help=".eml files")
+    eml.add_argument(
+        "--job", metavar="JOB_ID", help="the job to import into (default: a new job with the invoice preset)"
+    )
+    add_common(eml)
     eml.set_defaults(func=_cmd_import_eml)
+
+    add_admin_commands(sub)
 
     srv = sub.add_parser("serve", help="run the job API and every stage offline, on localhost")
     _add_serve_arguments(srv)
@@ -86,58 +104,47 @@ def _parser() -> argparse.ArgumentParser:
     add_automation_commands(sub)
 
     ext = sub.add_parser("extract", help="extract fields from documents and print them (no pipeline)")
-    ext.add_argument("paths", nargs="+", type=Path)
+    ext.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="PDF files, or folders of them")
     _schema_args(ext)
-    ext.add_argument("--jsonl", action="store_true", help="one JSON object per document")
+    ext.add_argument("--jsonl", action="store_true", help="one JSON object per document (default: one text line)")
     ext.set_defaults(func=_cmd_extract)
     return p
 
 
 def _schema_args(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--fields", help="comma-separated field names, e.g. invoice_number,date,total")
-    g.add_argument("--preset", help="a preset field schema, e.g. invoice")
-
-
-def _common_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--data-dir",
-        type=Path,
-        default=Path(os.environ.get("SLUICE_DATA_DIR", ".sluice")),
-        help="embedded backend's data (default: .sluice, or SLUICE_DATA_DIR)",
+    g.add_argument(
+        "--fields",
+        metavar="NAMES",
+        help="comma-separated snake_case field names, e.g. invoice_number,date,total (default: the --preset)",
     )
-    p.add_argument("--log-level", default=os.environ.get("SLUICE_LOG_LEVEL", "WARNING"))
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    g.add_argument("--preset", help="a preset field schema (choices: invoice; default: invoice)")
 
 
-def _schema(args: argparse.Namespace) -> tuple[FieldSpec, ...]:
+def schema_from_args(args: argparse.Namespace) -> tuple[FieldSpec, ...]:
+    """The fields ``--fields`` or ``--preset`` name; a wrong name is one usage error line."""
+    from pydantic import ValidationError
+
     if args.fields:
         names = [n.strip() for n in args.fields.split(",") if n.strip()]
         if not names:
-            raise ValueError("--fields needs at least one field name")
-        return fields_from_names(names)
-    return preset(args.preset or "invoice")
+            raise UsageError("--fields needs at least one field name")
+        try:
+            return fields_from_names(names)
+        except ValidationError as err:
+            raise UsageError(f"--fields: {err.errors()[0]['msg'].removeprefix('Value error, ')}") from None
+        except ValueError as err:
+            raise UsageError(f"--fields: {err}") from None
+    try:
+        return preset(args.preset or "invoice")
+    except ValueError as err:
+        raise UsageError(f"--preset: {err}") from None
 
 
 def _expand(paths: Sequence[Path]) -> list[Path]:
-    files: list[Path] = []
-    for p in paths:
-        if p.is_dir():
-            files.extend(sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() == ".pdf"))
-        elif p.is_file():
-            files.append(p)
-        else:
-            raise ValueError(f"{p}: no such file or folder")
-    if not files:
-        raise ValueError("no documents found in the given paths")
-    seen: set[Path] = set()
-    unique = []
-    for f in files:
-        r = f.resolve()
-        if r not in seen:
-            seen.add(r)
-            unique.append(f)
-    return unique
+    from common.cli_run import expand
+
+    return [i.path for i in expand(paths)]
 
 
 # -- sluice extract -------------------------------------------------------------
@@ -146,7 +153,7 @@ def _expand(paths: Sequence[Path]) -> list[Path]:
 def _cmd_extract(args: argparse.Namespace) -> int:
     from common.extraction.offline import extract_pdf
 
-    schema = _schema(args)
+    schema = schema_from_args(args)
     failures = 0
     for path in _expand(args.paths):
         record: dict[str, Any] = {"file": str(path)}
@@ -168,121 +175,18 @@ def _cmd_extract(args: argparse.Namespace) -> int:
         else:
             values = ", ".join(f"{k}={v!r}" for k, v in record["fields"].items())
             print(f"{path}: {values}")
-    return 0 if failures == 0 else 3
+    return DOCUMENTS_FAILED if failures else OK
 
 
-# -- sluice run -----------------------------------------------------------------
-
-
-@contextmanager
-def _data_dir_lock(data_dir: Path) -> Iterator[None]:
-    """One embedded runtime per data directory: leases of a dead holder are safe to recover."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    with open(data_dir / "lock", "w") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ConfigError(
-                f"another sluice process is using {data_dir}", hint="Wait for it, or pass another --data-dir."
-            ) from None
-        yield
-
-
-def _job_key(files: Sequence[Path], schema: Sequence[FieldSpec], formats: Sequence[str]) -> str:
-    h = hashlib.sha256()
-    ident = {
-        "files": [[str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns] for f in files],
-        "fields": [s.model_dump(mode="json") for s in schema],
-        "formats": list(formats),
-    }
-    h.update(json.dumps(ident, sort_keys=True).encode())
-    return h.hexdigest()[:32]
-
-
-def _cmd_run(args: argparse.Namespace) -> int:
-    from common.bootstrap import bootstrap, local_bus
-    from common.config import Settings
-    from common.core.models import Export, ExportFormat, ExportSpec, Run
-    from common.core.states import ExportStatus, RunStatus
-    from common.obs import logging as slog
-    from common.obs import tracing
-    from common.runtime.local import LocalRuntime
-    from common.service import jobs, repo
-    from common.service.context import TopologySender
-
-    slog.configure(args.log_level, "text")
-    schema = _schema(args)
-    formats = args.formats or ["xlsx"]
-    files = _expand(args.paths)
-    settings = Settings(backend="local", data_dir=args.data_dir)
-    with _data_dir_lock(args.data_dir):
-        deps = bootstrap(settings)
-        bus = local_bus(deps)
-        runtime = LocalRuntime(deps, bus)
-        runtime.declare()
-        sender = TopologySender(deps.topology, settings, bus, deps.clock)
-
-        # One trace from the uploads to the export (spans are ids only unless an exporter is configured).
-        with tracing.span("cli.run", parent=None):
-            key = _job_key(files, schema, formats)
-            job = jobs.find_job_by_key(deps, owner=LOCAL_OWNER, key=key)
-            resumed = job is not None
-            if job is None:
-                name = files[0].name if len(files) == 1 else f"{files[0].name} and {len(files) - 1} more"
-                job = jobs.create_job(
-                    deps,
-                    owner=LOCAL_OWNER,
-                    name=name,
-                    fields=schema,
-                    exports=[ExportSpec(format=ExportFormat(f)) for f in formats],
-                    key=key,
-                )
-            for f in files:
-                jobs.add_upload(deps, job, f)
-            run = jobs.latest_run(deps, job.id)
-            if run is not None and not args.rerun and _finished_cleanly(deps, run):
-                _say(args, f"job {job.id} already ran on these inputs (run {run.run_number}); --rerun runs it again")
-            elif run is not None and _unfinished(deps, run):
-                if run.status is RunStatus.PENDING:
-                    from common.core.messages import StartRun
-
-                    sender.send(StartRun(run_id=run.id, job_id=job.id))  # its first send may have been lost
-                _say(args, f"resuming run {run.run_number} of job {job.id}")
-            else:
-                run = jobs.request_run(deps, sender, job)
-                if resumed:
-                    _say(args, f"job {job.id} finished before; starting run {run.run_number}")
-
-        runtime.start()
-        try:
-            bar = _ProgressBar(sys.stderr, enabled=not args.quiet)
-            while True:
-                run = repo.require(deps.store, Run, run.id)[0]
-                exports = [
-                    Export.from_doc(s.data)
-                    for s in deps.store.query(Export.collection, filters=[_f("run_id", run.id)]).items
-                ]
-                bar.show(run, exports)
-                exports_done = all(e.status in (ExportStatus.COMPLETED, ExportStatus.FAILED) for e in exports)
-                if run.status in (RunStatus.FAILED, RunStatus.CANCELLED):
-                    break
-                if run.status is RunStatus.COMPLETED and exports_done and len(exports) == len(run.exports):
-                    break
-                time.sleep(0.1)
-            bar.close()
-        finally:
-            runtime.stop()
-
-    if run.status is RunStatus.FAILED:
-        err = run.error or {}
-        raise SluiceError(err.get("message", "the run failed"), hint=err.get("hint"))
-    return _deliver_outputs(args, deps, run, exports)
+# -- sluice export --------------------------------------------------------------
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
+    import time
+
     from common.bootstrap import bootstrap, local_bus
-    from common.config import Settings
-    from common.core.models import Destination, Export, ExportFormat, ExportSpec, Run
+    from common.cli_run import _failed_note, plural, write_download
+    from common.core.models import Destination, Export, ExportFormat, ExportSpec, Job, Run
     from common.core.states import ExportStatus
     from common.obs import logging as slog
     from common.runtime.local import LocalRuntime
@@ -290,15 +194,19 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from common.service.context import TopologySender
 
     slog.configure(args.log_level, "text")
-    spec = ExportSpec(format=ExportFormat(args.format), destination=Destination.parse(args.to))
-    settings = Settings(backend="local", data_dir=args.data_dir)
-    with _data_dir_lock(args.data_dir):
+    try:
+        spec = ExportSpec(format=ExportFormat(args.format), destination=Destination.parse(args.to))
+    except ValueError as err:
+        raise UsageError(f"--to {args.to}: {' '.join(str(err).split())}") from None
+    settings = load_settings(args.data_dir)
+    with data_dir_lock(args.data_dir):
         deps = bootstrap(settings)
         bus = local_bus(deps)
         found = repo.get(deps.store, Run, args.run_id)
-        if found is None or found[0].owner != LOCAL_OWNER:
-            raise SluiceError(f"run {args.run_id} not found", hint="sluice run prints the run id it created.")
+        if found is None:
+            raise UsageError(f"run {args.run_id} not found (sluice runs lists the runs)")
         run = found[0]
+        job = repo.require(deps.store, Job, run.job_id)[0]
         export = exports.request_export(deps, TopologySender(deps.topology, settings, bus, deps.clock), run, spec)
         runtime = LocalRuntime(deps, bus)
         runtime.start()
@@ -308,19 +216,34 @@ def _cmd_export(args: argparse.Namespace) -> int:
                 export = repo.require(deps.store, Export, export.id)[0]
         finally:
             runtime.stop()
-    if export.status is ExportStatus.FAILED:
-        err = export.error or {}
-        raise SluiceError(err.get("message", "the export failed"), hint=err.get("hint"))
-    if spec.destination.kind == "download" and export.external_id is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        dest = args.out / f"sluice-run{run.run_number}-{export.id}.{spec.format.value}"
-        with deps.blobs.open(export.external_id) as src, open(dest, "wb") as dst:
-            shutil.copyfileobj(src, dst)
-        print(f"{dest}  ({export.row_count} rows{_failed_note(export.failed_count)})")
+        if export.status is ExportStatus.FAILED:
+            failure = export.error or {}
+            raise SluiceError(failure.get("message", "the export failed"), hint=failure.get("hint"))
+        if spec.destination.kind == "download" and export.external_id is not None:
+            dest = write_download(args.out, deps, job, run, export)
+            print(f"{dest}  ({plural(export.row_count or 0, 'row')}{_failed_note(export.failed_count)})")
+        else:
+            print(f"{spec.destination}: {export.external_id}")
+    if export.url and _served(export.url):
         print(f"url: {export.url}")
-    else:
-        print(f"{spec.destination}: {export.external_id}")
-    return 0
+    return OK
+
+
+def _served(url: str) -> bool:
+    """Whether a server answers for ``url`` now (a download link is printed only then)."""
+    import urllib.error
+    import urllib.request
+
+    if not url.startswith(("http://", "https://")):
+        return False
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=1.0) as resp:
+            return 200 <= int(resp.status) < 300
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+# -- the others ------------------------------------------------------------------
 
 
 def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
@@ -339,103 +262,6 @@ def _cmd_import_eml(args: argparse.Namespace) -> int:
     from common.imports.eml import cmd_import_eml
 
     return cmd_import_eml(args)
-
-
-def _f(field: str, value: str) -> Any:
-    from common.ports.store import Filter
-
-    return Filter(field, "==", value)
-
-
-def _unfinished(deps: Any, run: Any) -> bool:
-    from common.core.models import Export
-    from common.core.states import ExportStatus, RunStatus
-
-    if run.status in (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.PAUSED):
-        return True
-    if run.status is not RunStatus.COMPLETED:
-        return False
-    exports = [
-        Export.from_doc(s.data) for s in deps.store.query(Export.collection, filters=[_f("run_id", run.id)]).items
-    ]
-    return len(exports) < len(run.exports) or any(e.status is not ExportStatus.COMPLETED for e in exports)
-
-
-def _finished_cleanly(deps: Any, run: Any) -> bool:
-    from common.core.states import RunStatus
-
-    return bool(run.status is RunStatus.COMPLETED and not _unfinished(deps, run))
-
-
-def _deliver_outputs(args: argparse.Namespace, deps: Any, run: Any, exports: list[Any]) -> int:
-    from common.core.states import ExportStatus
-
-    args.out.mkdir(parents=True, exist_ok=True)
-    code = 0
-    for e in sorted(exports, key=lambda e: e.id):
-        if e.status is not ExportStatus.COMPLETED or e.external_id is None:
-            err = e.error or {}
-            print(f"sluice: export {e.format.value} failed: {err.get('message', 'unknown error')}", file=sys.stderr)
-            code = 1
-            continue
-        dest = args.out / f"sluice-run{run.run_number}.{e.format.value}"
-        with deps.blobs.open(e.external_id) as src, open(dest, "wb") as dst:
-            shutil.copyfileobj(src, dst)
-        print(f"{dest}  ({e.row_count} rows{_failed_note(e.failed_count)})")
-    print(f"run: {run.id} (run {run.run_number}, job {run.job_id})")
-    c = run.counters
-    if c.failed:
-        print(
-            f"sluice: {c.failed} of {c.total} documents failed; see the Failures sheet or --log-level INFO",
-            file=sys.stderr,
-        )
-    return code
-
-
-def _failed_note(n: int | None) -> str:
-    return f", {n} documents failed" if n else ""
-
-
-def _say(args: argparse.Namespace, text: str) -> None:
-    if not args.quiet:
-        print(f"sluice: {text}", file=sys.stderr)
-
-
-class _ProgressBar:
-    """A one-line progress bar on a terminal; sparse lines elsewhere."""
-
-    def __init__(self, out: IO[str], *, enabled: bool) -> None:
-        self._out = out
-        self._enabled = enabled
-        self._tty = out.isatty()
-        self._last = ""
-
-    def show(self, run: Any, exports: list[Any]) -> None:
-        if not self._enabled:
-            return
-        c = run.counters
-        done = c.completed + c.failed + c.cancelled
-        total = max(c.total, 1)
-        width = 30
-        filled = int(width * min(done, total) / total)
-        stage = "exporting" if run.status.value == "completed" else run.status.value
-        line = (
-            f"[{'#' * filled}{'.' * (width - filled)}] {done}/{c.total} documents"
-            f" ({c.completed} ok, {c.failed} failed)  {stage}"
-        )
-        if line == self._last:
-            return
-        self._last = line
-        if self._tty:
-            self._out.write("\r" + line)
-        else:
-            self._out.write(line + "\n")
-        self._out.flush()
-
-    def close(self) -> None:
-        if self._enabled and self._tty:
-            self._out.write("\n")
-            self._out.flush()
 
 
 if __name__ == "__main__":

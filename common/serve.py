@@ -14,20 +14,17 @@ Authentication is explicit here as everywhere: OIDC issuers from
 from __future__ import annotations
 
 import argparse
-import fcntl
 import logging
 import signal
 import sys
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
 from werkzeug.serving import make_server
 
-from common.core.errors import ConfigError, SluiceError
+from common.core.errors import SluiceError
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -35,47 +32,44 @@ if TYPE_CHECKING:
 log = logging.getLogger("sluice.serve")
 
 
-@contextmanager
-def _data_dir_lock(data_dir: Path) -> Iterator[None]:
-    data_dir.mkdir(parents=True, exist_ok=True)
-    with open(data_dir / "lock", "w") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ConfigError(
-                f"another sluice process is using {data_dir}", hint="Stop it, or pass another --data-dir."
-            ) from None
-        yield
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options ``sluice serve`` takes (for the CLI's subparser)."""
-    p.add_argument("--port", type=int, default=8080, help="port on 127.0.0.1 (0: any free port)")
-    p.add_argument("--data-dir", type=Path, default=Path(".sluice"))
-    p.add_argument("--dev-identity", default=None, help="act as this user for requests without a token (local only)")
+    from common.cli_support import add_data_dir
+
+    p.add_argument("--port", type=int, default=8080, help="port on 127.0.0.1; 0 picks a free one (default: 8080)")
+    add_data_dir(p)
+    p.add_argument(
+        "--dev-identity",
+        default=None,
+        metavar="NAME",
+        help="act as this user for requests without a token, local use only (default: none; OIDC tokens only)",
+    )
 
 
 def serve(args: argparse.Namespace) -> int:
+    from common.cli_support import exit_code, message
+
     try:
         return _serve(args)
     except SluiceError as err:
-        print(f"sluice serve: {err.message}\n  hint: {err.hint}", file=sys.stderr)
-        return 2
+        print(f"sluice serve: {message(err)}", file=sys.stderr)
+        return exit_code(err)
 
 
 def _serve(args: argparse.Namespace) -> int:
     from common.api.app import create_app
     from common.api.settings import ApiSettings
     from common.bootstrap import bootstrap, local_bus
+    from common.cli_support import data_dir_lock
     from common.config import Settings
     from common.obs import logging as slog
     from common.runtime.local import LocalRuntime
 
     host = "127.0.0.1"
     port = int(getattr(args, "port", 8080))
-    data_dir = Path(getattr(args, "data_dir", None) or ".sluice")
+    data_dir = Path(args.data_dir)
     dev_identity: str | None = getattr(args, "dev_identity", None)
-    with _data_dir_lock(data_dir):
+    with data_dir_lock(data_dir):
         # Bind first: with --port 0 the signed URLs must name the port chosen.
         server = make_server(host, port, app=_unavailable, threaded=True)
         actual = server.server_port

@@ -2,9 +2,12 @@
 
 Usage: python samples/check_output.py OUT_DIR EXPECTED_JSON
 
-Reads the newest CSV and XLSX in OUT_DIR, compares every expected field of
+Finds the CSV and XLSX that ``sluice run`` wrote last into OUT_DIR (its
+manifest, ``.sluice-exports.json``, says which files it wrote, for which run,
+and when; both must come from the same run), compares every expected field of
 every sample (dates as ISO, totals as numbers, text after whitespace and case
-folding) and prints one line per mismatch; exits 1 if there is any.
+folding), and prints one line per mismatch, per missing, repeated or
+unexpected row; exits 1 if there is any.
 """
 
 from __future__ import annotations
@@ -27,11 +30,24 @@ def _norm(field: str, value: Any) -> Any:
     return " ".join(str(value).split()).casefold()
 
 
-def _newest(out: Path, suffix: str) -> Path:
-    files = sorted(out.glob(f"*.{suffix}"), key=lambda p: p.stat().st_mtime)
-    if not files:
-        raise SystemExit(f"check_output: no .{suffix} file in {out}")
-    return files[-1]
+def _latest_exports(out: Path) -> tuple[Path, Path]:
+    """The newest CSV and XLSX sluice wrote into ``out``, which must belong to one run."""
+    try:
+        files = json.loads((out / ".sluice-exports.json").read_text(encoding="utf-8"))["files"]
+    except (OSError, ValueError, KeyError) as err:
+        raise SystemExit(f"check_output: no sluice exports in {out} ({err})") from None
+    newest: dict[str, tuple[float, str]] = {}
+    for name, entry in files.items():
+        fmt, when = entry.get("format"), float(entry.get("written_at", 0))
+        if fmt in ("csv", "xlsx") and (out / name).is_file() and when >= newest.get(fmt, (-1.0, ""))[0]:
+            newest[fmt] = (when, name)
+    for fmt in ("csv", "xlsx"):
+        if fmt not in newest:
+            raise SystemExit(f"check_output: sluice wrote no .{fmt} file into {out}")
+    csv_name, xlsx_name = newest["csv"][1], newest["xlsx"][1]
+    if files[csv_name]["run_id"] != files[xlsx_name]["run_id"]:
+        raise SystemExit(f"check_output: {csv_name} and {xlsx_name} come from different runs")
+    return out / csv_name, out / xlsx_name
 
 
 def _csv_rows(path: Path) -> list[dict[str, Any]]:
@@ -51,6 +67,8 @@ def _xlsx_rows(path: Path) -> list[dict[str, Any]]:
 def compare(rows: list[dict[str, Any]], expected: dict[str, dict[str, Any]], label: str) -> list[str]:
     by_file = {str(r["source_file"]): r for r in rows}
     problems: list[str] = []
+    if len(by_file) != len(rows):
+        problems.append(f"{label}: {len(rows)} rows for {len(by_file)} files: a file has more than one row")
     for name, fields in sorted(expected.items()):
         row = by_file.get(name)
         if row is None:
@@ -71,8 +89,9 @@ def main(argv: list[str]) -> int:
         return 2
     out, expected_path = Path(argv[1]), Path(argv[2])
     expected = json.loads(expected_path.read_text())
-    problems = compare(_csv_rows(_newest(out, "csv")), expected, "csv")
-    problems += compare(_xlsx_rows(_newest(out, "xlsx")), expected, "xlsx")
+    csv_path, xlsx_path = _latest_exports(out)
+    problems = compare(_csv_rows(csv_path), expected, f"{csv_path.name}")
+    problems += compare(_xlsx_rows(xlsx_path), expected, f"{xlsx_path.name}")
     fields = sum(len(v) for v in expected.values())
     for p in problems:
         print(p)

@@ -145,6 +145,9 @@ class SourceFile(Record):
     sha256: str | None = None
     file_type: FileType = FileType.DOCUMENT
     parent_id: str | None = None  # the archive a member came from
+    # Other names under which these same bytes were added to the job: read
+    # once, but each name gets its own rows (``duplicate_of`` says whose).
+    duplicate_names: list[str] = Field(default_factory=list)
     status: FileStatus = FileStatus.PENDING
     error: dict[str, str] | None = None
 
@@ -237,6 +240,7 @@ class ExtractionTask(Record):
     job_id: str
     file_id: str
     file_name: str
+    duplicate_names: list[str] = Field(default_factory=list)  # the file's, when the run started
     status: TaskStatus = TaskStatus.PENDING
     priority: Priority = Priority.NORMAL
     # Attempts started so far; the current attempt number is the fencing

@@ -116,11 +116,12 @@ def write_xlsx(header: TableHeader, rows: Iterable[list[Scalar]], path: str) -> 
     ws.freeze_panes(1, 0)
     if header.failures:
         fs = wb.add_worksheet("Failures")
-        for i, name in enumerate(("source_file", "status", "error", "hint")):
+        for i, name in enumerate(("source_file", "status", "error", "hint", "duplicate_of")):
             fs.write_string(0, i, name, head_fmt)
         for fr, f in enumerate(header.failures, start=1):
-            for fc, v in enumerate((f.source_file, f.status, f.error, f.hint)):
-                fs.write_string(fr, fc, v)
+            for fc, v in enumerate((f.source_file, f.status, f.error, f.hint, f.duplicate_of)):
+                if v:
+                    fs.write_string(fr, fc, v)
         fs.set_column(0, 0, 40)
         fs.set_column(2, 3, 60)
     wb.close()

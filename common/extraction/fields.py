@@ -586,6 +586,11 @@ def _pick(cands: Sequence[Candidate], source_note: str = "") -> FieldValue | Non
 _PRESET_NAMES = ("invoice_number", "date", "total", "currency", "seller", "buyer", "amount_due")
 
 
+def has_strategy(name: str) -> bool:
+    """Whether the offline extractor has its own strategy for a field (others: a plain label search)."""
+    return name in _PRESET_NAMES
+
+
 def extract_fields(doc: Document, fields: Iterable[FieldSpec]) -> dict[str, FieldValue | None]:
     """Document-level values for ``fields`` (None where nothing was found)."""
     ctx = DocContext.of(doc)

@@ -98,7 +98,7 @@ def _deliver(export: Export, run: Run, ctx: Context) -> Delivered:
 
     # Two passes over the run's tasks, page by page: memory stays flat however large the run.
     header = plan(job.fields, tasks())
-    filename = f"{jobs.safe_name(job.name)}-run{run.run_number}.{export.format.value}"
+    filename = file_name(job, run, export.format)
     with tempfile.TemporaryDirectory(prefix="sluice-export-") as tmp:
         path = Path(tmp) / filename
         if export.format is ExportFormat.CSV:
@@ -113,6 +113,11 @@ def _deliver(export: Export, run: Run, ctx: Context) -> Delivered:
     return Delivered(
         external_id=external_id, url=url, row_count=rows, failed_count=len(header.failures), url_expires_at=expires
     )
+
+
+def file_name(job: Job, run: Run, fmt: ExportFormat) -> str:
+    """An export's file name: the job's name and the run's number, e.g. ``invoices-run3.xlsx``."""
+    return f"{jobs.safe_name(job.name)}-run{run.run_number}.{fmt.value}"
 
 
 def _send(export: Export, job: Job, run: Run, path: Path, filename: str, ctx: Context) -> tuple[str, str | None]:

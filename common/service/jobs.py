@@ -84,12 +84,17 @@ def _sha256(stream: BinaryIO) -> tuple[str, int]:
     return h.hexdigest(), size
 
 
-def add_upload(deps: Deps, job: Job, path: Path, *, mime_type: str | None = None) -> SourceFile:
-    """Store a local file as an uploaded SourceFile of ``job``.
+def add_upload(
+    deps: Deps, job: Job, path: Path, *, name: str | None = None, mime_type: str | None = None
+) -> SourceFile:
+    """Store a local file as an uploaded SourceFile of ``job``, named ``name`` (default: the file's name).
 
     Idempotent: the file id derives from the content hash, so adding the same
-    bytes again (a re-run after an interruption) finds the existing file.
+    bytes again (a re-run after an interruption) finds the existing file. The
+    same bytes under another name are not stored or read again: the name is
+    recorded in the file's ``duplicate_names`` so that it still gets its rows.
     """
+    name = name or path.name
     with path.open("rb") as f:
         digest, size = _sha256(f)
     file_id = f"f_{digest[:24]}"
@@ -100,14 +105,14 @@ def add_upload(deps: Deps, job: Job, path: Path, *, mime_type: str | None = None
         file_id = f"f_{hashlib.sha256((job.id + digest).encode()).hexdigest()[:24]}"
         found = repo.get(deps.store, SourceFile, file_id)
     if found is not None and found[0].status is FileStatus.UPLOADED:
-        return found[0]
+        return _add_duplicate_name(deps, found[0].id, name)
     record = SourceFile(
         id=file_id,
         owner=job.owner,
         job_id=job.id,
         source_type=SourceType.UPLOAD,
         external_id=f"sha256:{digest}",
-        name=path.name,
+        name=name,
         mime_type=mime_type or _guess_mime(path),
         size=size,
         sha256=digest,
@@ -125,10 +130,24 @@ def add_upload(deps: Deps, job: Job, path: Path, *, mime_type: str | None = None
                 "job_id": job.id,
                 "file_id": file_id,
                 "owner": job.owner,
-                "name": path.name,
+                "name": name,
             },
         )
     return mark_uploaded(deps, file_id, uri=uri, size=size)
+
+
+def _add_duplicate_name(deps: Deps, file_id: str, name: str) -> SourceFile:
+    def tx(t: Transaction) -> SourceFile:
+        current = repo.tx_require(t, SourceFile, file_id)
+        if name == current.name or name in current.duplicate_names:
+            return current
+        updated = current.model_copy(
+            update={"duplicate_names": [*current.duplicate_names, name], "updated_at": deps.clock.now()}
+        )
+        repo.tx_put(t, updated)
+        return updated
+
+    return deps.store.transaction(tx)
 
 
 def mark_uploaded(deps: Deps, file_id: str, *, uri: str, size: int | None) -> SourceFile:

@@ -147,6 +147,7 @@ def _fan_out(run: Run, ctx: Context) -> Run:
             job_id=job.id,
             file_id=f.id,
             file_name=f.name,
+            duplicate_names=list(f.duplicate_names),
             priority=run.priority,
             created_at=now,
             updated_at=now,

@@ -112,16 +112,16 @@ def test_xlsx_lists_failed_documents_on_their_own_sheet(tmp_path: Path) -> None:
     write_xlsx(HEADER, rows(), str(path))
     fs = openpyxl.load_workbook(path)["Failures"]
     assert [[c.value for c in r] for r in fs.iter_rows()] == [
-        ["source_file", "status", "error", "hint"],
-        ["bad.pdf", "failed", "not a PDF", "re-upload"],
+        ["source_file", "status", "error", "hint", "duplicate_of"],
+        ["bad.pdf", "failed", "not a PDF", "re-upload", None],
     ]
 
 
 def test_plan_marks_only_columns_that_hold_text() -> None:
     fields = [FieldSpec(name="invoice_number"), FieldSpec(name="total", type=FieldType.NUMBER)]
     header = plan(fields, [make_completed_task(["invoice_number", "total"], [["INV-1", 12.5], ["INV-2", -3]])])
-    assert header.columns == ["invoice_number", "total", "source_file", "page"]
-    assert header.text_positions == (0, 2), "total held only numbers; page is never text"
+    assert header.columns == ["invoice_number", "total", "source_file", "page", "duplicate_of"]
+    assert header.text_positions == (0, 2, 4), "total held only numbers; page is never text"
     assert header.row_count == 2
 
 
