@@ -146,11 +146,12 @@ def _job_for(deps: Deps, args: argparse.Namespace, paths: Sequence[Path]) -> tup
 def cmd_import_eml(args: argparse.Namespace) -> int:
     """``sluice import-eml``: one JSON line per attachment or archive member on stdout.
 
-    Exit status 0 when every attachment was imported or was there already, 3
-    when some were rejected or failed (their lines say why).
+    Exit status 0 when every attachment was imported or was there already, 1
+    when some were rejected or failed (their lines say why): the codes of
+    every ``sluice`` command (``sluice --help``).
     """
     from common.bootstrap import bootstrap
-    from common.config import Settings
+    from common.cli_support import DOCUMENTS_FAILED, OK, load_settings
     from common.obs import logging as slog
 
     slog.configure(getattr(args, "log_level", "WARNING"), "text")
@@ -158,7 +159,7 @@ def cmd_import_eml(args: argparse.Namespace) -> int:
     for p in paths:
         if not p.is_file():
             raise ValueError(f"{p}: no such file")
-    deps = bootstrap(Settings(backend="local", data_dir=args.data_dir))
+    deps = bootstrap(load_settings(args.data_dir))
     job, created = _job_for(deps, args, paths)
     if not getattr(args, "quiet", False):
         state = "a new job" if created else "job"
@@ -181,4 +182,4 @@ def cmd_import_eml(args: argparse.Namespace) -> int:
         problems += sum(1 for o in outcomes if o.status in ("rejected", "failed"))
         for line in lines:
             print(json.dumps(line, ensure_ascii=False), flush=True)
-    return 3 if problems else 0
+    return DOCUMENTS_FAILED if problems else OK

@@ -40,10 +40,10 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 def test_run_exports_xlsx_and_csv_with_a_row_per_sample(tmp_path: Path) -> None:
     res = sluice("run", str(SAMPLES), "--format", "xlsx", "--format", "csv", "--out", "out", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
-    rows = read_csv(tmp_path / "out" / "sluice-run1.csv")
+    rows = read_csv(tmp_path / "out" / "invoices-run1.csv")
     expected = json.loads((SAMPLES / "expected.json").read_text())
     assert sorted(r["source_file"] for r in rows) == sorted(expected)
-    assert (tmp_path / "out" / "sluice-run1.xlsx").stat().st_size > 0
+    assert (tmp_path / "out" / "invoices-run1.xlsx").stat().st_size > 0
     assert "6/6 documents" in res.stderr
 
 
@@ -65,33 +65,35 @@ def test_the_same_command_again_does_not_run_finished_work_twice(tmp_path: Path)
     again = sluice(*args, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert "already ran on these inputs" in again.stderr
-    assert not (tmp_path / "out" / "sluice-run2.csv").exists()
+    assert not (tmp_path / "out" / "invoices-run2.csv").exists()
     rerun = sluice(*args, "--rerun", cwd=tmp_path)
     assert rerun.returncode == 0, rerun.stderr
-    assert len(read_csv(tmp_path / "out" / "sluice-run2.csv")) == 6
+    assert len(read_csv(tmp_path / "out" / "invoices-run2.csv")) == 6
 
 
-def test_a_missing_path_is_one_clear_error_line(tmp_path: Path) -> None:
+def test_a_missing_path_is_one_clear_usage_error_line(tmp_path: Path) -> None:
     res = sluice("run", "nowhere.pdf", cwd=tmp_path)
-    assert res.returncode == 1
+    assert res.returncode == 2
     assert res.stderr.strip().splitlines() == ["sluice: error: nowhere.pdf: no such file or folder"]
 
 
 def test_an_unknown_preset_is_refused(tmp_path: Path) -> None:
     res = sluice("run", str(SAMPLES), "--preset", "receipts", cwd=tmp_path)
-    assert res.returncode == 1
-    assert "unknown preset 'receipts'" in res.stderr
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines() == [
+        "sluice: error: --preset: unknown preset 'receipts'; known presets: invoice"
+    ]
 
 
-def test_an_unreadable_file_fails_its_task_not_the_run(tmp_path: Path) -> None:
+def test_an_unreadable_file_fails_its_task_not_the_run_and_the_exit_status_says_so(tmp_path: Path) -> None:
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "good.pdf").write_bytes((SAMPLES / "uk_invoice.pdf").read_bytes())
     (docs / "broken.pdf").write_bytes(b"%PDF-1.7\n1 0 obj << /Type /Catalog")
     res = sluice("run", str(docs), "--format", "csv", "--out", "out", cwd=tmp_path)
-    assert res.returncode == 0, res.stderr
-    assert "1 of 2 documents failed" in res.stderr
-    rows = read_csv(tmp_path / "out" / "sluice-run1.csv")
+    assert res.returncode == 1, res.stderr
+    assert "1 of 2 files failed" in res.stderr
+    rows = read_csv(tmp_path / "out" / "docs-run1.csv")
     assert [r["source_file"] for r in rows] == ["good.pdf"]
 
 
@@ -111,7 +113,7 @@ def test_extract_reports_a_bad_file_and_exits_non_zero(tmp_path: Path) -> None:
     bad = tmp_path / "empty.pdf"
     bad.write_bytes(b"")
     res = sluice("extract", str(bad), "--jsonl", cwd=tmp_path)
-    assert res.returncode == 3
+    assert res.returncode == 1
     (line,) = [json.loads(x) for x in res.stdout.splitlines()]
     assert line["file"] == str(bad) and "error" in line
 
@@ -164,7 +166,7 @@ def test_kill_9_mid_run_then_the_same_command_resumes_and_exports_each_document_
 
     resumed = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
     assert resumed.returncode == 0, resumed.stderr
-    rows = read_csv(tmp_path / "out" / "sluice-run1.csv")
+    rows = read_csv(tmp_path / "out" / "docs-run1.csv")
     names = [r["source_file"] for r in rows]
     assert sorted(names) == [f"inv{i:03d}.pdf" for i in range(n)], "every document exactly once"
     assert sorted(r["invoice_number"] for r in rows) == [f"HF-{20000 + i}" for i in range(n)]
@@ -183,23 +185,26 @@ def test_run_with_user_fields_exports_those_columns(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert res.returncode == 0, res.stderr
-    (row,) = read_csv(tmp_path / "out" / "sluice-run1.csv")
-    assert list(row) == ["invoice_number", "total", "source_file", "page"]
+    (row,) = read_csv(tmp_path / "out" / "uk_invoice-run1.csv")
+    assert list(row) == ["invoice_number", "total", "source_file", "page", "duplicate_of"]
     assert (row["invoice_number"], float(row["total"])) == ("HF-10482", 1999.8)
 
 
-def test_export_writes_a_completed_run_again_in_another_format(tmp_path: Path) -> None:
+def test_export_writes_a_completed_run_again_in_another_format_and_names_the_file(tmp_path: Path) -> None:
     res = sluice("run", str(SAMPLES), "--format", "xlsx", "--out", "out", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     run_id = next(line.split()[1] for line in res.stdout.splitlines() if line.startswith("run: "))
     exp = sluice("export", run_id, "--format", "csv", "--out", "again", cwd=tmp_path)
     assert exp.returncode == 0, exp.stderr
     (csv_file,) = (tmp_path / "again").glob("*.csv")
+    assert csv_file.name == "invoices-run1.csv"
     assert len(read_csv(csv_file)) == 6
-    assert "url: http://127.0.0.1:8080/v1/blobs/exports/" in exp.stdout
+    assert exp.stdout.splitlines()[0] == "again/invoices-run1.csv  (6 rows)"
+    assert "url:" not in exp.stdout, "no server serves the link while the CLI holds the data directory"
 
 
 def test_export_of_an_unknown_run_is_a_clear_error(tmp_path: Path) -> None:
+    assert sluice("run", str(SAMPLES / "uk_invoice.pdf"), "--format", "csv", cwd=tmp_path).returncode == 0
     res = sluice("export", "run_nope", cwd=tmp_path)
-    assert res.returncode == 1
-    assert res.stderr.strip() == "sluice: error: run run_nope not found (sluice run prints the run id it created.)"
+    assert res.returncode == 2
+    assert res.stderr.strip() == "sluice: error: run run_nope not found (sluice runs lists the runs)"

@@ -142,7 +142,7 @@ def test_a_zip_attachment_is_expanded_with_a_line_per_member(
     )
 
     code, lines = run_cli(capsys, tmp_path / "data", eml)
-    assert code == 3  # something was rejected
+    assert code == 1  # something was rejected: "some documents failed"
     got = [(x["attachment"], x["member"], x["status"]) for x in lines]
     assert got == [
         ("statement.pdf", None, "imported"),

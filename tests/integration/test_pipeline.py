@@ -226,7 +226,7 @@ def test_xlsx_export_keeps_numbers_and_dates_typed(tmp_path: Path) -> None:
     ws = openpyxl.load_workbook(path).active
     assert ws is not None
     header = [c.value for c in ws[1]]
-    assert header == ["invoice_number", "date", "total", "source_file", "page"]
+    assert header == ["invoice_number", "date", "total", "source_file", "page", "duplicate_of"]
     number, date, total = (ws.cell(row=2, column=i) for i in (1, 2, 3))
     assert number.data_type == "s" and number.value == '=HYPERLINK("x")', "text, never a formula"
     assert date.is_date and date.value.date().isoformat() == "2026-03-01"
