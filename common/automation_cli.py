@@ -84,10 +84,24 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                 time.sleep(0.1)
         finally:
             runtime.stop()
-        audits = [automation.describe(deps, r.id) for r in records]
+        audits = [_links_that_work(deps, automation.describe(deps, r.id)) for r in records]
     for audit in audits:
         print(json.dumps(audit, ensure_ascii=False), flush=True)
     return 0 if all(a["status"] == "completed" for a in audits) else 3
+
+
+def _links_that_work(deps: Deps, audit: dict[str, Any]) -> dict[str, Any]:
+    """A download link only if a server answers it now; else the file it names (``path``)."""
+    from common.cli import _served
+
+    path_of = getattr(deps.blobs, "path_of", None)
+    for export in audit.get("exports", []):
+        url, uri = export.get("url"), export.get("uri")
+        if url and not _served(url):
+            export["url"] = None
+            if path_of is not None and uri:
+                export["path"] = str(path_of(uri))
+    return audit
 
 
 def _default_automation(deps: Deps, account: str) -> Automation:

@@ -29,7 +29,7 @@ from common.cli_support import (
     message,
 )
 from common.core.errors import SluiceError
-from common.core.schema import FieldSpec, fields_from_names, preset
+from common.core.schema import PRESETS, FieldSpec, fields_from_names, preset
 
 LOCAL_OWNER = "local"
 
@@ -118,7 +118,7 @@ def _schema_args(p: argparse.ArgumentParser) -> None:
         metavar="NAMES",
         help="comma-separated snake_case field names, e.g. invoice_number,date,total (default: the --preset)",
     )
-    g.add_argument("--preset", help="a preset field schema (choices: invoice; default: invoice)")
+    g.add_argument("--preset", help=f"a preset field schema (choices: {', '.join(sorted(PRESETS))}; default: invoice)")
 
 
 def schema_from_args(args: argparse.Namespace) -> tuple[FieldSpec, ...]:

@@ -543,6 +543,9 @@ def test_simulate_feeds_a_saved_email_through_the_chain_and_prints_the_audit(
     assert (audit["status"], audit["source"], audit["account"]) == ("completed", "simulate", ACCOUNT)
     assert audit["run"]["run_number"] == 1
     assert [(e["status"], e["rows"]) for e in audit["exports"]] == [("completed", 1)]
+    (export,) = audit["exports"]
+    assert export["url"] is None, "no server serves the link: the file is named instead"
+    assert Path(export["path"]).is_file()
 
     assert cmd_simulate(args) == 0  # the same e-mail again: the same firing, no second chain
     (again,) = capsys.readouterr().out.splitlines()

@@ -6,6 +6,7 @@ read the way a user reads them: the terminal and the files in ``--out``.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -118,6 +119,17 @@ def test_a_run_where_every_document_succeeds_exits_0_and_names_no_failures(tmp_p
     assert res.returncode == 0
     assert res.stderr == ""
     assert res.stdout.splitlines()[-1] == "1 file: 1 extracted, 0 failed"
+
+
+def test_a_data_dir_in_use_is_one_line_and_exit_4(tmp_path: Path) -> None:
+    (tmp_path / ".sluice").mkdir()
+    with open(tmp_path / ".sluice" / "lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        res = sluice("run", str(SAMPLES), cwd=tmp_path)
+    assert res.returncode == 4
+    assert res.stderr.splitlines() == [
+        "sluice: error: another sluice process is using .sluice; wait for it, or pass another --data-dir"
+    ]
 
 
 # -- 10: nothing is lost silently --------------------------------------------------------------------
