@@ -37,6 +37,7 @@ from common.ports.store import Store, Transaction
 COLLECTION = "ratelimits"
 _UNSAFE_ID = re.compile(r"[/\s]")  # Firestore document ids may not contain "/"
 _SHARD_TRIES = 2  # shards asked per renewal before waiting
+_MAX_HOLD_S = 0.5  # after refusals, ask again within this, whatever the shards said
 
 
 @dataclass(frozen=True)
@@ -118,8 +119,11 @@ class LeasedRateLimiter:
             self._poll(now)
             shard_wait = math.inf
             if leases.should_renew(self.plan, self._lease, now, self._last_try):
-                self._last_try = now
                 shard_wait = self._renew(now)
+                # Refusals say when those shards will have a batch; the others
+                # are drained alike, so wait a little before asking again.
+                hold = min(shard_wait, _MAX_HOLD_S) if shard_wait < math.inf else 0.0
+                self._last_try = now + max(0.0, hold - self.plan.renew_gap_s)
             if self._lease.spend(now):
                 return 0.0
             held = self._lease.next_wait(now)
