@@ -323,6 +323,9 @@ def report(
     knew = [r["knew_at"] for r in results.values()]
     reach = max((k - first) for k in knew if k is not None) if first and all(k is not None for k in knew) else None
     unaware_calls = 0
+    burst_by_instance = [
+        sum(1 for c in r["calls"] if server.burst[0] <= c < server.burst[1]) for _, r in sorted(results.items())
+    ]
     if first is not None:
         for r in results.values():
             end = r["knew_at"] if r["knew_at"] is not None else math.inf
@@ -335,6 +338,7 @@ def report(
     per_call = retries / max(1, n_calls)
     print(f"transactions: {ledger.tx_commits} committed, {retries} retried; retries per call {per_call:.4f}")
     p50, p99 = pct(overheads, 0.5) * 1000, pct(overheads, 0.99) * 1000
+    print(f"429s answered in the burst: {len(server.refused) - refused_quota} {burst_by_instance}")
     print(f"limiter overhead per call: p50 {p50:.2f} ms, p99 {p99:.2f} ms")
     print(f"calls accepted per minute: {minutes} (quota {args.rpm}); refused over quota: {refused_quota}")
     print(
@@ -358,6 +362,8 @@ def report(
         "refused_over_quota": refused_quota,
         "slowdown_reach_s": None if reach is None else round(reach, 3),
         "calls_before_all_slowed": unaware_calls,
+        "burst_429s": len(server.refused) - refused_quota,
+        "burst_calls_by_instance": burst_by_instance,
         "lease_renewals": sum(r["renewals"] for r in results.values()),
     }
     print(json.dumps(figures))
