@@ -200,19 +200,22 @@ def _extractor(name: str, settings: Settings, deps: Deps) -> Extractor:
         )
     if name == "gemini":
         from common.adapters.gcp.gemini import GeminiExtractor
-        from common.core.ratelimit import BucketConfig
-        from common.service.ratelimit import StoreRateLimiter
+        from common.core.leases import QuotaPlan
+        from common.service.leased_ratelimit import LeasedRateLimiter
 
         if not settings.project:
             raise ConfigError(
                 "the gemini extractor needs SLUICE_PROJECT",
                 hint="Set SLUICE_PROJECT to the project that runs Vertex AI.",
             )
-        limiter = StoreRateLimiter(
+        # Leases from sharded buckets: no document is written on every call.
+        limiter = LeasedRateLimiter(
             deps.store,
             deps.clock,
             key=f"gemini:{settings.project}:{settings.gemini_model}",
-            config=BucketConfig.per_minute(settings.model_rpm),
+            plan=QuotaPlan.per_minute(settings.model_rpm),
+            hint="Sluice is pacing calls to stay within the model quota (SLUICE_MODEL_RPM); "
+            "the task is retried on its own.",
         )
         return GeminiExtractor(
             project=settings.project,

@@ -26,11 +26,13 @@ from common.adapters.local.clock import ManualClock
 from common.adapters.local.fs_blobs import FsBlobStore
 from common.adapters.local.sqlite_store import SqliteStore
 from common.core.errors import ErrorKind, MalformedModelOutput, PermanentError, RetryableError
+from common.core.leases import QuotaPlan
 from common.core.ratelimit import BucketConfig
 from common.core.schema import INVOICE_PRESET, DocumentExtraction, FieldSpec, FieldType
 from common.core.states import RunStatus, TaskStatus
 from common.ports.blobs import BlobInfo
 from common.ports.model import DocumentRef
+from common.service.leased_ratelimit import LeasedRateLimiter
 from common.service.ratelimit import StoreRateLimiter
 from tests.fakes.vertex import FakeVertex, RecordedRequest, Reply, answer, error, rate_limited, unavailable
 from tests.support import REPO_ROOT, Pipeline, make_pipeline
@@ -523,3 +525,19 @@ def test_importing_the_adapter_does_not_import_the_client_library() -> None:
     code = "import sys, common.adapters.gcp.gemini; print('google.genai' in sys.modules, 'pypdf' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_a_429_stamps_the_slowdown_of_the_leased_limiter_for_every_instance(fake, gcs, clock, tmp_path) -> None:
+    plan = QuotaPlan.per_minute(600)
+    path = tmp_path / "state.db"
+    limiter = LeasedRateLimiter(SqliteStore(path, durable=False), clock, key="gemini:p:m", plan=plan, max_wait_s=0)
+    other = LeasedRateLimiter(SqliteStore(path, durable=False), clock, key="gemini:p:m", plan=plan, max_wait_s=0)
+    ex = make_extractor(fake, gcs, clock, limiter=limiter)
+    fake.push(invoice_answer(), rate_limited(retry_delay="30s"))
+    ex.extract(GS_DOC, INVOICE_PRESET)
+    clock.advance(1)
+    err = extract_error(ex)
+    assert isinstance(err, RetryableError) and err.kind is ErrorKind.RATE_LIMITED
+    with pytest.raises(RetryableError):
+        other.acquire()  # every shard it asks is slowed: its first token is seconds away
+    assert other.slow_until == pytest.approx(clock.now().timestamp() + 30)

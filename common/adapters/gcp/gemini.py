@@ -75,7 +75,7 @@ _HARM_CATEGORIES = (
 
 
 class RateLimiter(Protocol):
-    """What the extractor needs of a shared limiter (common.service.ratelimit.StoreRateLimiter)."""
+    """What the extractor needs of a shared limiter (common.service.leased_ratelimit.LeasedRateLimiter)."""
 
     def acquire(self, cost: float = 1.0) -> object:
         """Return once a call may go; raise RetryableError(RATE_LIMITED) otherwise."""

@@ -1,0 +1,374 @@
+"""Cloud scale: many instances share one model quota on the Firestore emulator.
+
+``--instances`` threads (20) stand for function instances. Each has its own
+Firestore client, its own google-genai client and its own Gemini extractor
+with the leased rate limiter (``SLUICE_MODEL_RPM`` = ``--rpm``, 2,000), and
+calls the model as fast as the limiter lets it, against a fake Vertex AI
+server that enforces the quota (a 429 past ``--rpm`` calls in 60 s) and
+answers every call with a 429 for ``--burst-s`` seconds in the middle of the
+run (``retryDelay`` ``--retry-delay``). Runs ``--duration`` seconds (180).
+
+The store is wrapped here, in the benchmark, by a counter of committed writes
+per document and of transaction attempts; production code is not
+instrumented. Printed:
+
+* writes per document: the most-written document, its writes, and the
+  largest and p99 count over 10-second windows (per document and window);
+* transaction retries (aborted attempts) per model call;
+* limiter overhead per call, p50/p99: time inside ``acquire`` not spent
+  sleeping for a token (the store round trips and bookkeeping);
+* calls per minute against the quota;
+* after the 429 burst: seconds until every instance knew of the slowdown,
+  and how many calls instances made meanwhile before they knew.
+
+The last line is one JSON object with the figures.
+
+    .venv/bin/python bench/cloud_scale.py [--duration 180] [--instances 20] [--rpm 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from google.oauth2.credentials import Credentials
+from pypdf import PdfWriter
+
+from common.adapters.gcp.firestore_store import FirestoreStore
+from common.adapters.gcp.gemini import GeminiExtractor
+from common.adapters.local.clock import SystemClock
+from common.adapters.local.fs_blobs import FsBlobStore
+from common.core.errors import ErrorKind, RetryableError
+from common.core.leases import QuotaPlan
+from common.core.schema import INVOICE_PRESET
+from common.ports.model import DocumentRef
+from common.ports.store import Transaction
+from common.service.leased_ratelimit import Acquired, LeasedRateLimiter
+from tests.emulators import harness
+from tests.fakes.vertex import FakeVertex, RecordedRequest, Reply, answer, rate_limited
+
+MODEL = "gemini-2.5-flash"
+WINDOW_S = 10.0
+ANSWER = answer({"columns": ["invoice_number"], "results": [["F-1"]], "pages": [1]})
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+class Ledger:
+    """What the counting stores saw, shared by every instance."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.writes: list[tuple[float, str]] = []  # (time, collection/doc)
+        self.tx_attempts = 0
+        self.tx_commits = 0
+
+
+class CountingStore:
+    """A Firestore store of its own client, counting committed writes per document
+    and transaction attempts (an attempt that does not commit was aborted)."""
+
+    def __init__(self, inner: FirestoreStore, ledger: Ledger) -> None:
+        self._inner = inner
+        self._ledger = ledger
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def _count(self, *docs: str) -> None:
+        now = time.monotonic()
+        with self._ledger.lock:
+            self._ledger.writes.extend((now, d) for d in docs)
+
+    def set(self, collection: str, doc_id: str, data: Any, **kw: Any) -> Any:
+        snap = self._inner.set(collection, doc_id, data, **kw)
+        self._count(f"{collection}/{doc_id}")
+        return snap
+
+    def transaction(self, fn: Callable[[Transaction], Any], *, max_attempts: int = 10) -> Any:
+        written: list[str] = []
+
+        def counted(t: Transaction) -> Any:
+            written.clear()
+            with self._ledger.lock:
+                self._ledger.tx_attempts += 1
+            outer = written
+
+            class Tx:
+                def get(self, c: str, d: str) -> Any:
+                    return t.get(c, d)
+
+                def set(self, c: str, d: str, data: Any) -> None:
+                    outer.append(f"{c}/{d}")
+                    t.set(c, d, data)
+
+                def create(self, c: str, d: str, data: Any) -> None:
+                    outer.append(f"{c}/{d}")
+                    t.create(c, d, data)
+
+                def delete(self, c: str, d: str) -> None:
+                    outer.append(f"{c}/{d}")
+                    t.delete(c, d)
+
+            return fn(Tx())
+
+        result = self._inner.transaction(counted, max_attempts=max_attempts)
+        with self._ledger.lock:
+            self._ledger.tx_commits += 1
+        self._count(*written)
+        return result
+
+
+class OwnClientFirestore(FirestoreStore):
+    """FirestoreStore on a client of its own (the process-wide cache would share one)."""
+
+    def __init__(self, project: str) -> None:
+        super().__init__(project)
+        from google.cloud import firestore
+
+        self._own = firestore.Client(project=project)
+
+    @property
+    def client(self) -> Any:
+        return self._own
+
+
+class TimedLimiter:
+    """Measures each acquire: total time and time slept for a token."""
+
+    def __init__(self, inner: LeasedRateLimiter, slept: list[float]) -> None:
+        self.inner = inner
+        self._slept = slept
+        self.overheads: list[float] = []
+
+    def acquire(self, cost: float = 1.0) -> Acquired:
+        t0 = time.perf_counter()
+        self._slept.clear()
+        try:
+            return self.inner.acquire(cost)
+        finally:
+            self.overheads.append(time.perf_counter() - t0 - sum(self._slept))
+
+    def penalise(self, *, duration_s: float | None = None) -> None:
+        self.inner.penalise(duration_s=duration_s)
+
+
+class QuotaServer:
+    """The fake Vertex server's behaviour: the quota, and the 429 burst."""
+
+    def __init__(self, rpm: int, burst: tuple[float, float], retry_delay_s: int) -> None:
+        self.rpm = rpm
+        self.burst = burst  # (start, end), monotonic
+        self.retry_delay = f"{retry_delay_s}s"
+        self.lock = threading.Lock()
+        self.ok: list[float] = []
+        self.refused: list[float] = []
+        self.first_429: float | None = None
+
+    def __call__(self, _req: RecordedRequest) -> Reply:
+        now = time.monotonic()
+        with self.lock:
+            in_burst = self.burst[0] <= now < self.burst[1]
+            recent = sum(1 for t in self.ok[-self.rpm - 50 :] if t > now - 60)
+            if in_burst or recent >= self.rpm * 1.02:
+                self.refused.append(now)
+                if in_burst and self.first_429 is None:
+                    self.first_429 = now
+                return rate_limited(retry_delay=self.retry_delay)
+            self.ok.append(now)
+        return ANSWER
+
+
+def one_page_pdf() -> bytes:
+    w = PdfWriter()
+    w.add_blank_page(width=200, height=200)
+    out = io.BytesIO()
+    w.write(out)
+    return out.getvalue()
+
+
+def instance(
+    i: int,
+    args: argparse.Namespace,
+    project: str,
+    base_url: str,
+    blobs: FsBlobStore,
+    ledger: Ledger,
+    server: QuotaServer,
+    stop_at: float,
+    results: dict[int, dict[str, Any]],
+    start_gate: threading.Barrier,
+) -> None:
+    slept: list[float] = []
+
+    def sleep(s: float) -> None:
+        slept.append(s)
+        time.sleep(s)
+
+    store: Any = CountingStore(OwnClientFirestore(project), ledger)
+    plan = QuotaPlan.per_minute(args.rpm)
+    limiter = LeasedRateLimiter(store, SystemClock(), key=f"gemini:{project}:{MODEL}", plan=plan, sleep=sleep)
+    timed = TimedLimiter(limiter, slept)
+    ex = GeminiExtractor(
+        project=project,
+        location="europe-west1",
+        model=MODEL,
+        blobs=blobs,
+        clock=SystemClock(),
+        limiter=timed,
+        credentials=Credentials(token="bench"),  # type: ignore[no-untyped-call]
+        http_base_url=base_url,
+    )
+    doc = DocumentRef("local://uploads/inv.pdf", "inv.pdf", "application/pdf", None)
+    calls: list[float] = []
+    knew_at: float | None = None
+    start_gate.wait()
+    while time.monotonic() < stop_at:
+        t = time.monotonic()
+        try:
+            ex.extract(doc, INVOICE_PRESET[:1])
+            calls.append(t)
+        except RetryableError as err:
+            if err.kind is ErrorKind.RATE_LIMITED:
+                calls.append(t)  # the call reached the model
+            elif err.retry_after is not None:
+                time.sleep(min(err.retry_after, 0.5))  # a real instance would take other work meanwhile
+        if knew_at is None and server.first_429 is not None and limiter.slow_until > time.time():
+            knew_at = time.monotonic()
+    results[i] = {"calls": calls, "knew_at": knew_at, "overheads": timed.overheads, "renewals": limiter.renewals}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--duration", type=float, default=180.0)
+    ap.add_argument("--instances", type=int, default=20)
+    ap.add_argument("--rpm", type=int, default=2000)
+    ap.add_argument("--burst-s", type=float, default=3.0)
+    ap.add_argument("--retry-delay", type=int, default=10)
+    args = ap.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="sluice-bench-scale-") as tmp:
+        emu = harness.start(Path(tmp) / "emulators")
+        try:
+            import os
+
+            os.environ.update(emu.env())
+            return run(args, emu.project, Path(tmp))
+        finally:
+            emu.stop()
+
+
+def run(args: argparse.Namespace, project: str, tmp: Path) -> int:
+    blobs = FsBlobStore(tmp / "blobs", clock=SystemClock())
+    blobs.put_bytes("local://uploads/inv.pdf", one_page_pdf(), content_type="application/pdf")
+    ledger = Ledger()
+    t0 = time.monotonic() + 5.0  # the instances start together once their clients exist
+    middle = t0 + args.duration / 2
+    server = QuotaServer(args.rpm, (middle, middle + args.burst_s), args.retry_delay)
+    results: dict[int, dict[str, Any]] = {}
+    gate = threading.Barrier(args.instances)
+    with FakeVertex() as fake:
+        fake.default = server
+        threads = [
+            threading.Thread(
+                target=instance,
+                args=(i, args, project, fake.base_url, blobs, ledger, server, t0 + args.duration, results, gate),
+            )
+            for i in range(args.instances)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    return report(args, ledger, server, results, t0)
+
+
+def report(
+    args: argparse.Namespace, ledger: Ledger, server: QuotaServer, results: dict[int, dict[str, Any]], t0: float
+) -> int:
+    calls = sorted(c for r in results.values() for c in r["calls"])
+    n_calls = len(calls)
+    per_doc = Counter(d for _, d in ledger.writes)
+    windows: dict[tuple[str, int], int] = defaultdict(int)
+    for t, d in ledger.writes:
+        windows[(d, math.floor((t - t0) / WINDOW_S))] += 1
+    per_window = list(windows.values())
+    top_doc, top_writes = per_doc.most_common(1)[0] if per_doc else ("-", 0)
+    worst_window = max(windows.items(), key=lambda kv: kv[1]) if windows else (("-", 0), 0)
+    retries = ledger.tx_attempts - ledger.tx_commits
+    overheads = [o for r in results.values() for o in r["overheads"]]
+    minutes = []
+    for m in range(int(args.duration // 60)):
+        lo, hi = t0 + 60 * m, t0 + 60 * (m + 1)
+        minutes.append(sum(1 for c in server.ok if lo <= c < hi))
+    refused_quota = len(server.refused) - sum(1 for r in server.refused if server.burst[0] <= r < server.burst[1])
+    first = server.first_429
+    knew = [r["knew_at"] for r in results.values()]
+    reach = max((k - first) for k in knew if k is not None) if first and all(k is not None for k in knew) else None
+    unaware_calls = 0
+    burst_by_instance = [
+        sum(1 for c in r["calls"] if server.burst[0] <= c < server.burst[1]) for _, r in sorted(results.items())
+    ]
+    if first is not None:
+        for r in results.values():
+            end = r["knew_at"] if r["knew_at"] is not None else math.inf
+            unaware_calls += sum(1 for c in r["calls"] if first <= c < end)
+
+    print(f"instances {args.instances}, quota {args.rpm}/min, {args.duration:.0f} s, model calls {n_calls}")
+    print(f"writes per document: most written {top_doc} ({top_writes} writes, {top_writes / args.duration:.2f}/s)")
+    p99_window = pct([float(v) for v in per_window], 0.99)
+    print(f"  per 10 s window: max {worst_window[1]} ({worst_window[0][0]}), p99 {p99_window:.0f}")
+    per_call = retries / max(1, n_calls)
+    print(f"transactions: {ledger.tx_commits} committed, {retries} retried; retries per call {per_call:.4f}")
+    p50, p99 = pct(overheads, 0.5) * 1000, pct(overheads, 0.99) * 1000
+    print(f"429s answered in the burst: {len(server.refused) - refused_quota} {burst_by_instance}")
+    print(f"limiter overhead per call: p50 {p50:.2f} ms, p99 {p99:.2f} ms")
+    print(f"calls accepted per minute: {minutes} (quota {args.rpm}); refused over quota: {refused_quota}")
+    print(
+        f"429 burst: every instance knew within {reach if reach is None else round(reach, 2)} s; "
+        f"calls made meanwhile by instances not yet aware: {unaware_calls}"
+    )
+    figures = {
+        "bench": "cloud_scale",
+        "instances": args.instances,
+        "rpm": args.rpm,
+        "duration_s": args.duration,
+        "model_calls": n_calls,
+        "max_writes_per_doc": top_writes,
+        "max_doc": top_doc,
+        "max_writes_per_doc_per_10s": worst_window[1],
+        "p99_writes_per_doc_per_10s": pct([float(v) for v in per_window], 0.99),
+        "tx_retries_per_call": round(retries / max(1, n_calls), 5),
+        "limiter_overhead_ms_p50": round(pct(overheads, 0.5) * 1000, 3),
+        "limiter_overhead_ms_p99": round(pct(overheads, 0.99) * 1000, 3),
+        "calls_per_minute": minutes,
+        "refused_over_quota": refused_quota,
+        "slowdown_reach_s": None if reach is None else round(reach, 3),
+        "calls_before_all_slowed": unaware_calls,
+        "burst_429s": len(server.refused) - refused_quota,
+        "burst_calls_by_instance": burst_by_instance,
+        "lease_renewals": sum(r["renewals"] for r in results.values()),
+    }
+    print(json.dumps(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,212 @@
+"""Token leases over sharded buckets: a quota shared by many instances without
+a hot document.
+
+One bucket document per limiter, read and written on every call, is a hot
+document: at 2,000 calls a minute that is 33 transactions a second on one
+document, where Firestore sustains about one write a second per document.
+So the quota is split, and taken in batches:
+
+* **Shards.** The quota is divided between ``shards`` buckets whose refill
+  rates add up to it (:meth:`QuotaPlan.shard_bucket`). An instance takes from
+  a shard picked at random, so the shards drain evenly and each sees only a
+  fraction of the traffic.
+* **Leases.** One transaction takes a *lease* of several tokens from a shard
+  (:func:`take_lease`) that the instance spends locally without touching the
+  store. A lease may reserve tokens the shard does not hold yet, up to
+  ``horizon_s`` of its refill ahead: each token then carries the time from
+  which it may be spent (when the shard would have refilled it), so the
+  shards' bound holds for the calls made, not only for the tokens handed out.
+  A token unspent ``grace_s`` after its time is dropped (:class:`Lease`): an
+  instance that goes idle holds no claim on the quota beyond its last lease,
+  and the shards' refill, which it no longer drains, goes to the others.
+* **Slowdown stamp.** A 429 from the server means the shared quota is spent
+  whatever the shards think. The instance that meets it writes a slowdown
+  stamp (one small document, written once per penalty, not once per call:
+  :func:`stamp_needed`); every instance reads the stamp at least every
+  ``poll_s`` while it makes calls, drops its lease when the stamp is new,
+  and penalises each shard it next takes from (:func:`apply_slowdown`).
+  So every instance slows within about ``poll_s`` of the first 429.
+
+Writes per shard document are ``calls/s / (shards * lease size)``; with the
+defaults (:meth:`QuotaPlan.per_minute`: about one call a second per shard,
+so even single-token leases of slow instances stay at one write a second,
+and busy instances lease several) that holds at any quota, because the shard
+count grows with the quota.
+
+Pure: times are seconds since the epoch; storing and locking is
+:mod:`common.service.leased_ratelimit`'s business.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from common.core.ratelimit import PENALTY_S, BucketConfig, BucketState, refill, time_until
+
+# A slowdown is stamped again only when it ends this much later than the
+# stored one, so instances meeting the same burst of 429s write it once.
+STAMP_MARGIN_S = 5.0
+
+
+@dataclass(frozen=True)
+class QuotaPlan:
+    """How a per-minute quota is split and leased."""
+
+    rpm: int
+    shards: int
+    horizon_s: float = 3.0  # a lease reserves at most this far into a shard's refill
+    grace_s: float = 1.0  # a leased token may be spent this long after its time, then it is dropped
+    max_lease: int = 8  # tokens per lease, at most
+    # A shard grants no fewer tokens than this (or than asked, if fewer): a
+    # crowded shard makes instances wait for a batch instead of handing out
+    # single tokens, each of which would be a write.
+    min_grant: int = 3
+    poll_s: float = 1.0  # how often an active instance reads the slowdown stamp
+    # An instance whose next token is further off than this leases more from
+    # another shard: one shard's rate does not cap a busy instance, and
+    # shards nobody else is draining are used instead of wasted.
+    renew_ahead_s: float = 0.0
+    renew_gap_s: float = 0.2  # an instance asks a shard at most this often
+
+    def __post_init__(self) -> None:
+        if min(self.rpm, self.shards, self.max_lease, self.min_grant) < 1:
+            raise ValueError("rpm, shards, max_lease and min_grant must be at least 1")
+        if self.horizon_s <= 0 or self.grace_s < 0 or self.poll_s <= 0:
+            raise ValueError("horizon_s and poll_s must be positive, grace_s not negative")
+        if self.shards > self.rpm:
+            raise ValueError("more shards than calls a minute: each shard needs room for one token")
+
+    @classmethod
+    def per_minute(cls, rpm: int, *, per_shard_per_s: float = 1.0, **kw: Any) -> QuotaPlan:
+        """A plan for ``rpm`` calls a minute, about ``per_shard_per_s`` of them per shard."""
+        if rpm < 1:
+            raise ValueError("rpm must be at least 1")
+        shards = max(1, min(rpm, math.ceil(rpm / 60.0 / per_shard_per_s)))
+        return cls(rpm=rpm, shards=shards, **kw)
+
+    def shard_bucket(self) -> BucketConfig:
+        """One shard's bucket: the shards' refill rates add up to the quota,
+        and each holds at most one token (the burst). A 60-second window sees
+        at most ``rpm + shards`` calls (about 1.7 % over, after an idle spell;
+        :meth:`per_minute` keeps ``shards`` near ``rpm / 60``), and a busy
+        fleet's steady pace is the quota itself."""
+        return BucketConfig(capacity=1.0, refill_per_s=self.rpm / 60.0 / self.shards)
+
+    def shard_id(self, index: int) -> str:
+        return f"shard-{index:03d}"
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What one lease transaction decided for a shard."""
+
+    times: tuple[float, ...]  # when each leased token may be spent; empty: nothing granted
+    wait_s: float  # when nothing was granted: how long until the shard has a token to lease
+    state: BucketState  # the shard's state to store (changed only when something was granted)
+
+
+def take_lease(
+    config: BucketConfig,
+    state: BucketState | None,
+    now: float,
+    want: int,
+    horizon_s: float,
+    min_grant: int = 1,
+) -> Grant:
+    """Lease up to ``want`` tokens of a shard, reserving at most ``horizon_s``
+    of its refill ahead, and none unless ``min(want, min_grant)`` fit. The
+    ``k``-th token may be spent once the shard would hold ``k`` tokens, so
+    calls never outrun the shard's bucket.
+
+    The shard's tokens go negative while tokens are reserved ahead; refill
+    brings them back.
+    """
+    if want < 1:
+        raise ValueError("a lease takes at least one token")
+    current = refill(config, state if state is not None else BucketState.full(config, now), now)
+    base = max(now, current.updated_at)  # a clock behind the stored one counts from the stored time
+    floor = -config.refill_per_s * horizon_s
+    n = min(want, math.floor(current.tokens - floor + 1e-9))
+    least = min(want, min_grant)
+    if n < least:
+        return Grant(times=(), wait_s=(base - now) + time_until(config, current, floor + least), state=current)
+    times = tuple(base + time_until(config, current, k) for k in range(1, n + 1))
+    taken = BucketState(tokens=current.tokens - n, updated_at=current.updated_at, slow_until=current.slow_until)
+    return Grant(times=times, wait_s=0.0, state=taken)
+
+
+def apply_slowdown(config: BucketConfig, state: BucketState | None, now: float, slow_until: float) -> BucketState:
+    """The shard's state once it knows of a slowdown until ``slow_until``.
+
+    A shard that already knows of it is unchanged; otherwise it is emptied
+    (reservations made before the 429 are dropped by their holders anyway) and
+    refills slowly until then. Never compounds, like :func:`ratelimit.penalise`.
+    """
+    current = refill(config, state if state is not None else BucketState.full(config, now), now)
+    if slow_until <= current.slow_until or slow_until <= now:
+        return current
+    return BucketState(tokens=min(current.tokens, 0.0), updated_at=current.updated_at, slow_until=slow_until)
+
+
+def stamp_needed(stored_until: float | None, now: float, duration_s: float | None) -> float | None:
+    """The slowdown to stamp after a 429 at ``now``, or None if the stored one
+    already covers it (within :data:`STAMP_MARGIN_S`)."""
+    until = now + (duration_s if duration_s is not None and duration_s > 0 else PENALTY_S)
+    if stored_until is not None and until <= stored_until + STAMP_MARGIN_S:
+        return None
+    return until
+
+
+@dataclass
+class Lease:
+    """Tokens an instance holds (from one shard or several), spent in time
+    order, locally. Not thread-safe: the owner locks around it."""
+
+    times: list[float] = field(default_factory=list)
+    grace_s: float = 1.0
+
+    def add(self, times: tuple[float, ...] | list[float]) -> None:
+        self.times = sorted([*self.times, *times])
+
+    def expire(self, now: float) -> int:
+        """Drop tokens whose time to be spent has passed by more than the grace; return how many."""
+        dropped = 0
+        while self.times and self.times[0] + self.grace_s < now:
+            self.times.pop(0)
+            dropped += 1
+        return dropped
+
+    def next_wait(self, now: float) -> float | None:
+        """Seconds until the next token may be spent (0: now); None if the lease is spent."""
+        self.expire(now)
+        if not self.times:
+            return None
+        return max(0.0, self.times[0] - now)
+
+    def spend(self, now: float) -> bool:
+        """Spend the next token if its time has come."""
+        if self.next_wait(now) == 0.0:
+            self.times.pop(0)
+            return True
+        return False
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+
+def should_renew(plan: QuotaPlan, lease: Lease, now: float, last_try: float) -> bool:
+    """Whether to lease more now: when nothing held can be spent within
+    ``renew_ahead_s``, and the last try is ``renew_gap_s`` ago."""
+    if now < last_try + plan.renew_gap_s:
+        return False
+    wait = lease.next_wait(now)
+    return wait is None or wait > plan.renew_ahead_s
+
+
+def lease_size(plan: QuotaPlan, recent_calls_per_s: float) -> int:
+    """How many tokens to ask for: what this instance spends over the horizon
+    at its recent pace, at least one and at most ``max_lease``. A slow instance
+    leases little, so an instance that goes idle strands little."""
+    return max(1, min(plan.max_lease, math.ceil(recent_calls_per_s * plan.horizon_s)))

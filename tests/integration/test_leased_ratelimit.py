@@ -1,0 +1,163 @@
+"""The leased limiter over a real store: instances share a quota through
+sharded documents, a 429 reaches every instance, an idle one gives way."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from common.adapters.local.clock import ManualClock
+from common.adapters.local.sqlite_store import SqliteStore
+from common.core.errors import ErrorKind, RetryableError
+from common.core.leases import QuotaPlan
+from common.core.ratelimit import PENALTY_FACTOR
+from common.ports.store import Store, Transaction
+from common.service.leased_ratelimit import LeasedRateLimiter
+
+
+class CountingStore:
+    """The store with a count of writes per document (transactions' writes included)."""
+
+    def __init__(self, inner: Store, counts: Counter[str], lock: threading.Lock) -> None:
+        self._inner = inner
+        self.counts = counts
+        self._lock = lock
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def transaction(self, fn: Any, *, max_attempts: int = 10) -> Any:
+        written: list[str] = []  # by the last attempt, the one that committed
+
+        def counted(t: Transaction) -> Any:
+            written.clear()
+
+            class Tx:
+                def get(self, c: str, d: str) -> Any:
+                    return t.get(c, d)
+
+                def set(self, c: str, d: str, data: Any) -> None:
+                    written.append(d)
+                    t.set(c, d, data)
+
+            return fn(Tx())
+
+        result = self._inner.transaction(counted, max_attempts=max_attempts)
+        with self._lock:
+            self.counts.update(written)
+        return result
+
+
+def limiter(store: Any, clock: ManualClock, plan: QuotaPlan, **kw: Any) -> LeasedRateLimiter:
+    return LeasedRateLimiter(store, clock, key="gemini:p:m", plan=plan, max_wait_s=0, **kw)
+
+
+def try_acquire(lim: LeasedRateLimiter) -> bool:
+    try:
+        lim.acquire()
+    except RetryableError as err:
+        assert err.kind is ErrorKind.THROTTLED and err.retry_after is not None
+        return False
+    return True
+
+
+def test_threads_with_their_own_stores_share_the_quota_without_a_hot_document(tmp_path: Path) -> None:
+    clock = ManualClock()
+    plan = QuotaPlan.per_minute(600)  # 10 shards
+    path = tmp_path / "state.db"
+    workers, steps, dt = 8, 300, 0.1  # 30 s of greedy callers
+    grants: list[float] = []
+    writes: Counter[str] = Counter()
+    lock = threading.Lock()
+    barrier = threading.Barrier(workers + 1, timeout=30)
+
+    def worker() -> None:
+        # Each thread stands for a function instance: its own store client and limiter.
+        lim = limiter(CountingStore(SqliteStore(path, durable=False), writes, lock), clock, plan)
+        for _ in range(steps):
+            barrier.wait()
+            while try_acquire(lim):
+                with lock:
+                    grants.append(clock.now().timestamp())
+            barrier.wait()
+
+    threads = [threading.Thread(target=worker) for _ in range(workers)]
+    for t in threads:
+        t.start()
+    for _ in range(steps):
+        barrier.wait()  # the threads race for tokens at this instant
+        barrier.wait()
+        clock.advance(dt)
+    for t in threads:
+        t.join(timeout=30)
+
+    elapsed = steps * dt
+    assert len(grants) <= plan.shards + 600 / 60 * elapsed, "never more than the shards' bound"
+    assert len(grants) >= 0.9 * 600 / 60 * elapsed, "the quota is used"
+    assert max(writes.values()) <= elapsed, "no shard document is written more than once a second"
+    assert sum(writes.values()) <= len(grants) / 2, "a write hands out several tokens"
+    assert len(writes) == plan.shards, "every shard is used"
+
+
+def test_a_429_reaches_every_instance_within_the_poll_interval(tmp_path: Path) -> None:
+    clock = ManualClock()
+    plan = QuotaPlan.per_minute(600)
+    path = tmp_path / "state.db"
+    a, b = (limiter(SqliteStore(path, durable=False), clock, plan) for _ in range(2))
+    for _ in range(6):
+        clock.advance(0.5)
+        while try_acquire(a) or try_acquire(b):
+            pass
+    assert b.held() > 0
+
+    a.penalise(duration_s=30)
+    t429 = clock.now().timestamp()
+    clock.advance(plan.poll_s)
+    try_acquire(b)
+    assert b.slow_until == pytest.approx(t429 + 30), "b read the stamp"
+    assert b.held() == 0 or b.renewals > 0, "b dropped the tokens it leased before the 429"
+
+    slow = 0
+    for _ in range(40):  # 20 s of greedy calls, all under the slowdown
+        clock.advance(0.5)
+        while try_acquire(a) or try_acquire(b):
+            slow += 1
+    assert slow <= 600 / 60 * 20 * PENALTY_FACTOR * 1.1 + plan.shards
+
+
+def test_many_instances_meeting_the_same_429_stamp_it_once(tmp_path: Path) -> None:
+    clock = ManualClock()
+    plan = QuotaPlan.per_minute(600)
+    writes: Counter[str] = Counter()
+    lock = threading.Lock()
+    store = CountingStore(SqliteStore(tmp_path / "state.db", durable=False), writes, lock)
+    instances = [limiter(store, clock, plan) for _ in range(10)]
+    for lim in instances:
+        lim.penalise(duration_s=10)
+        clock.advance(0.1)
+    assert writes["gemini:p:m:slowdown"] == 1
+
+
+def test_an_idle_instance_gives_its_capacity_back(tmp_path: Path) -> None:
+    clock = ManualClock()
+    plan = QuotaPlan(rpm=120, shards=1)  # one shard of about 2 calls a second
+    path = tmp_path / "state.db"
+    idle, busy = (limiter(SqliteStore(path, durable=False), clock, plan) for _ in range(2))
+    for _ in range(10):
+        clock.advance(0.5)
+        while try_acquire(idle):
+            pass
+    assert idle.held() > 0, "the idle instance holds tokens it will not spend"
+
+    clock.advance(plan.horizon_s + plan.grace_s + 0.1)
+    assert idle.held() == 0, "its tokens expired"
+    got = 0
+    for _ in range(40):
+        clock.advance(0.5)
+        while try_acquire(busy):
+            got += 1
+    assert got >= 0.95 * 120 / 60 * 20, "the busy instance gets the whole quota"
