@@ -13,6 +13,11 @@ Instruments (OpenTelemetry metrics API; names as exported to Prometheus):
 - ``sluice.queue.age`` (histogram, s; ``sluice_queue_age_seconds``): how long a
   message waited between becoming deliverable and its handler starting;
   ``function``, ``kind``.
+- ``sluice.api.requests`` (counter; ``sluice_api_requests_total``) and
+  ``sluice.api.request.duration`` (histogram, s;
+  ``sluice_api_request_duration_seconds``): API requests by ``route`` (the
+  route's template, ``/v1/jobs/{job_id}``, never the raw path: bounded),
+  ``method`` and ``status`` (the HTTP status code).
 
 Nothing is recorded, and no OpenTelemetry module imported, until
 :func:`configure` installs a pipeline: ``cloud`` exports to Cloud Monitoring
@@ -40,6 +45,8 @@ STAGE_DURATION = "sluice.stage.duration"
 STAGE_FAILURES = "sluice.stage.failures"
 MODEL_TOKENS = "sluice.model.tokens"
 QUEUE_AGE = "sluice.queue.age"
+API_REQUESTS = "sluice.api.requests"
+API_DURATION = "sluice.api.request.duration"
 
 # Prometheus text exposition format, version 0.0.4.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -47,6 +54,8 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Seconds: quick handlers to the 540 s function timeout; queue waits to an hour.
 _DURATION_BOUNDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 540)
 _AGE_BOUNDS = (0.1, 0.5, 1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+# API latency: most answers in milliseconds; uploads and SSE set-up in seconds.
+_API_BOUNDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
 class _State:
@@ -57,6 +66,8 @@ class _State:
         self.failures: Any = None
         self.tokens: Any = None
         self.queue_age: Any = None
+        self.api_requests: Any = None
+        self.api_duration: Any = None
 
 
 _state = _State()
@@ -112,6 +123,7 @@ def configure(
         views=[
             View(instrument_name=STAGE_DURATION, aggregation=ExplicitBucketHistogramAggregation(_DURATION_BOUNDS)),
             View(instrument_name=QUEUE_AGE, aggregation=ExplicitBucketHistogramAggregation(_AGE_BOUNDS)),
+            View(instrument_name=API_DURATION, aggregation=ExplicitBucketHistogramAggregation(_API_BOUNDS)),
         ],
     )
     meter = provider.get_meter("sluice")
@@ -125,6 +137,10 @@ def configure(
         _state.queue_age = meter.create_histogram(
             QUEUE_AGE, unit="s", description="Wait between a message becoming deliverable and its handling"
         )
+        _state.api_requests = meter.create_counter(API_REQUESTS, description="API requests by route template")
+        _state.api_duration = meter.create_histogram(
+            API_DURATION, unit="s", description="Time to answer one API request"
+        )
     if old is not None:
         old.shutdown()
 
@@ -134,6 +150,7 @@ def reset() -> None:
         old = _state.provider
         _state.provider = _state.reader = None
         _state.duration = _state.failures = _state.tokens = _state.queue_age = None
+        _state.api_requests = _state.api_duration = None
     if old is not None:
         old.shutdown()
 
@@ -173,6 +190,16 @@ def record_tokens(model: str, *, input_tokens: int | None, output_tokens: int | 
         tokens.add(input_tokens, {"model": model, "direction": "input"})
     if output_tokens:
         tokens.add(output_tokens, {"model": model, "direction": "output"})
+
+
+def record_request(route: str, method: str, status: int, *, seconds: float) -> None:
+    """One API request: ``route`` is its template (bounded), never the raw path."""
+    requests = _state.api_requests
+    if requests is None:
+        return
+    labels = {"route": route, "method": method, "status": str(status)}
+    requests.add(1, labels)
+    _state.api_duration.record(max(0.0, seconds), labels)
 
 
 # -- Prometheus text exposition ------------------------------------------------
