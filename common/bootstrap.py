@@ -242,6 +242,7 @@ def configure_observability(settings: Settings) -> None:
     slog.configure(settings.log_level, settings.log_format, project=cloud_project)
     tracing.configure(settings.trace_exporter, project=settings.project, sample_ratio=settings.trace_sample_ratio)
     metrics.configure(settings.metrics_exporter, project=settings.project)
+    metrics.set_model_limit(settings.gemini_model, settings.model_rpm / 60)
 
 
 _cached: Deps | None = None
