@@ -51,7 +51,7 @@ from common.core.states import (
     TaskStatus,
 )
 from common.obs import metrics
-from common.obs.logging import fields, log_context
+from common.obs.logging import failure_point, fields, log_context
 from common.ports.model import DocumentRef
 from common.ports.store import Filter, Transaction
 from common.service import control, ids, lifecycle_events, progress, repo
@@ -328,7 +328,11 @@ def _fail(
     raw_output: str | None = None,
     note: str | None = None,
 ) -> None:
-    log.warning("task failed", extra=fields(error=str(err), code=err.code, reason=note))
+    # The item failed for good: ERROR, with its ids (the log context's labels) and where it failed.
+    log.error(
+        "task failed",
+        extra=fields(error=str(err), code=err.code, reason=note, attempt=attempt, point=failure_point(err, "extract")),
+    )
     _settle(
         task,
         ctx,

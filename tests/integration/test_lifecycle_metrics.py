@@ -180,3 +180,31 @@ def test_queue_gauges_show_depth_oldest_age_and_dead_letters_per_subscription(tm
         assert 'sluice_queue_oldest_age_seconds{subscription="extract--extract"} 0' in text
     finally:
         remove()
+
+
+def test_a_run_past_its_timeout_is_reported_stalled_once_by_the_sweep(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    p = make_pipeline(tmp_path)
+    job = p.job()
+    p.upload(job, "ok-1.pdf")
+    run = p.start(job)
+    _drain_only(p, "import_upload")
+    _drain_only(p, "extract", max_deliveries=1)  # running; its task never runs (no extract worker)
+    assert p.run(run.id).status is RunStatus.RUNNING
+    cleanup = LocalRuntime(p.deps, p.bus, functions={"cleanup"})
+
+    p.clock.advance(p.deps.settings.run_timeout_s - 60)
+    p.sender.send(CleanupSweep())
+    cleanup.drain()
+    assert ("extract", "cleanup", "stalled") not in _counter("sluice_runs_total")
+
+    p.clock.advance(120)
+    for _ in range(2):  # a second sweep does not report it again
+        p.sender.send(CleanupSweep())
+        cleanup.drain()
+    assert _counter("sluice_runs_total")[("extract", "cleanup", "stalled")] == 1
+    assert p.run(run.id).stalled_at is not None and p.run(run.id).status is RunStatus.RUNNING
+    errors = [r for r in caplog.records if r.levelname == "ERROR" and "over its timeout" in r.getMessage()]
+    assert len(errors) == 1
+    assert errors[0].__dict__["fields"]["run_id"] == run.id
