@@ -30,7 +30,7 @@ STORE_INDEXES: dict[str, list[str]] = {
     "jobs": ["owner", "key", "owner,created_at", "owner,updated_at", "owner,name"],
     "files": ["job_id,status,file_type"],
     "integrations": ["owner", "account", "refresh_failures"],
-    "runs": ["job_id,run_number", "owner,created_at", "owner,status"],
+    "runs": ["job_id,run_number", "owner,created_at", "owner,status", "status"],
     "tasks": ["run_id,status", "run_id,file_name", "status,lease_until", "owner,status,lease_until", "job_id"],
     "exports": ["run_id", "job_id", "destination.kind,created_at"],
     "operations": ["owner", "owner,created_at", "job_id", "expire_at"],
@@ -248,6 +248,7 @@ def configure_observability(settings: Settings) -> None:
     slog.configure(settings.log_level, settings.log_format, project=cloud_project)
     tracing.configure(settings.trace_exporter, project=settings.project, sample_ratio=settings.trace_sample_ratio)
     metrics.configure(settings.metrics_exporter, project=settings.project)
+    metrics.set_model_limit(settings.gemini_model, settings.model_rpm / 60)
 
 
 _cached: Deps | None = None

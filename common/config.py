@@ -66,6 +66,8 @@ class Settings(BaseSettings):
 
     # Orchestration.
     task_lease_s: float = Field(default=600.0, gt=0)
+    # A run still running this long after it started is reported stalled (once) by the cleanup sweep.
+    run_timeout_s: float = Field(default=6 * 3600.0, gt=0)
     progress_min_interval_s: float = Field(default=1.0, ge=0)
     signed_url_ttl_s: int = Field(default=7 * 24 * 3600, ge=1, le=7 * 24 * 3600)
     local_api_url: str = "http://127.0.0.1:8080"

@@ -29,6 +29,9 @@ from common.core.errors import SluiceError
 if TYPE_CHECKING:
     from flask import Flask
 
+    from common.config import Settings
+    from common.runtime.local import LocalRuntime
+
 log = logging.getLogger("sluice.serve")
 
 
@@ -78,9 +81,9 @@ def _serve(args: argparse.Namespace) -> int:
         deps = bootstrap(settings)
         api_settings = ApiSettings() if dev_identity is None else ApiSettings(dev_identity=dev_identity)
         app = create_app(deps, api_settings)
-        _mount_metrics(app)
-        server.app = app
         runtime = LocalRuntime(deps, local_bus(deps))
+        _mount_metrics(app, runtime, settings)
+        server.app = app
         stop = threading.Event()
 
         def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -115,13 +118,15 @@ def main(argv: list[str] | None = None) -> int:
     return serve(parser.parse_args(argv))
 
 
-def _mount_metrics(app: Flask) -> None:
-    """Prometheus exposition at /metrics (loopback only: sluice serve binds 127.0.0.1)."""
+def _mount_metrics(app: Flask, runtime: LocalRuntime, settings: Settings) -> None:
+    """Prometheus exposition at /metrics (loopback only: sluice serve binds 127.0.0.1), queue gauges included."""
     from flask import Response
 
     from common.obs import metrics
 
     metrics.configure("prometheus")
+    metrics.set_model_limit(settings.gemini_model, settings.model_rpm / 60)
+    metrics.register_queue_probe(runtime.queue_stats)
     app.add_url_rule(
         "/metrics",
         "metrics",

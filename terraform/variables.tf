@@ -142,3 +142,32 @@ variable "storage_data_access_logs" {
   type        = bool
   default     = true
 }
+
+variable "notification_channels" {
+  description = "Cloud Monitoring notification channel ids (projects/P/notificationChannels/N) every Sluice alert notifies."
+  type        = list(string)
+  default     = []
+}
+
+variable "alert_oldest_unacked_age_s" {
+  description = "Alert when a subscription's oldest unacknowledged message is older than this (seconds)."
+  type        = number
+  default     = 1800
+}
+
+variable "alert_queue_depth" {
+  description = "Alert when a subscription holds more undelivered messages than this for 10 minutes."
+  type        = number
+  default     = 1000
+}
+
+variable "alert_stage_error_ratio" {
+  description = "Alert when more than this share of a stage's messages are retried or failed over 10 minutes."
+  type        = number
+  default     = 0.1
+
+  validation {
+    condition     = var.alert_stage_error_ratio > 0 && var.alert_stage_error_ratio < 1
+    error_message = "alert_stage_error_ratio is between 0 and 1 (exclusive)."
+  }
+}

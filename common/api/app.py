@@ -17,11 +17,12 @@ import json
 import logging
 import math
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
-from flask import Flask, Request, Response, request
+from flask import Flask, Request, Response, g, request
 from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import HTTPException
 
@@ -31,6 +32,7 @@ from common.api.idempotency import Idempotency, StoredResponse, fingerprint
 from common.api.settings import ApiSettings
 from common.core.errors import ConfigError, SluiceError
 from common.core.ratelimit import BucketConfig
+from common.obs import metrics
 from common.service.context import Deps, Sender, TopologySender
 from common.service.ratelimit import StoreRateLimiter
 
@@ -333,6 +335,8 @@ def create_app(
             methods=[route.method],
         )
 
+    _measure_requests(app)
+
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:
         code = exc.code or 500
@@ -343,6 +347,37 @@ def create_app(
         return error_response(ApiError(code, names.get(code, "http_error"), message))
 
     return app
+
+
+# Methods are labels as they are; anything else a client invents is "other" (bounded).
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def route_template(req: Request) -> str:
+    """The matched route's OpenAPI template (``/v1/jobs/{job_id}``); ``unmatched`` for a 404."""
+    rule = req.url_rule
+    if rule is None:
+        return "unmatched"
+    endpoint = rule.endpoint
+    # API routes are registered as "METHOD /template"; other rules (/metrics) by their rule.
+    return endpoint.split(" ", 1)[1] if " /" in endpoint else rule.rule
+
+
+def _measure_requests(app: Flask) -> None:
+    """Count and time every request by route template, method and status (when metrics are on)."""
+
+    @app.before_request
+    def _start() -> None:
+        g.sluice_started = time.perf_counter()
+
+    @app.after_request
+    def _record(response: Response) -> Response:
+        started = g.get("sluice_started")
+        if started is not None:
+            method = request.method if request.method in _METHODS else "other"
+            seconds = time.perf_counter() - started
+            metrics.record_request(route_template(request), method, response.status_code, seconds=seconds)
+        return response
 
 
 def api_of(app: Flask) -> Api:

@@ -181,6 +181,8 @@ class Run(Record):
     started_at: Timestamp | None = None
     finished_at: Timestamp | None = None
     error: dict[str, str] | None = None
+    # When the cleanup sweep found it running past SLUICE_RUN_TIMEOUT_S (reported once).
+    stalled_at: Timestamp | None = None
 
 
 class TaskResult(BaseModel):

@@ -22,6 +22,7 @@ import contextvars
 import json
 import logging
 import sys
+import traceback
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -158,3 +159,15 @@ def get_logger(name: str) -> logging.Logger:
 def fields(**values: Any) -> dict[str, Any]:
     """``log.info("...", extra=fields(count=3))`` puts ``count`` on the JSON line."""
     return {"fields": values}
+
+
+def failure_point(err: BaseException, default: str = "unknown") -> str:
+    """Where ``err`` was raised: ``common/x/y.py:LINE in FUNCTION``, the innermost frame of Sluice's own code
+    (``default`` for an error that was built and returned, never raised)."""
+    frames = traceback.extract_tb(err.__traceback__)
+    ours = [f for f in frames if "/common/" in f.filename] or frames
+    if not ours:
+        return default
+    frame = ours[-1]
+    path = "common/" + frame.filename.rsplit("/common/", 1)[1] if "/common/" in frame.filename else frame.filename
+    return f"{path}:{frame.lineno} in {frame.name}"

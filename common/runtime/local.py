@@ -29,6 +29,7 @@ from common.config import Settings
 from common.core.cron import Cron
 from common.core.messages import MESSAGE_TYPES
 from common.obs.logging import fields
+from common.obs.metrics import QueueStat
 from common.service.context import Deps, TopologySender
 from common.service.dispatch import dispatch
 from common.topology import SubscriptionSpec, Topology
@@ -129,6 +130,10 @@ class LocalRuntime:
     @property
     def subscriptions(self) -> list[str]:
         return [s.name for s in self._subs]
+
+    def queue_stats(self) -> list[QueueStat]:
+        """Each subscription's backlog, for the queue gauges (:func:`common.obs.metrics.register_queue_probe`)."""
+        return [QueueStat(name, *self.bus.backlog(name)) for name in self.subscriptions]
 
     # -- wiring ---------------------------------------------------------------
 

@@ -78,7 +78,7 @@ from common.core.models import (
 from common.core.states import ExportStatus, OperationStatus, RunStatus
 from common.obs.logging import fields
 from common.ports.store import Filter, Transaction
-from common.service import ids, jobs, repo
+from common.service import ids, jobs, lifecycle_events, repo
 from common.service.context import Context, Deps, Sender
 from common.service.gmail_import import GMAIL_USER_QUOTA, gmail_connector, import_attachments, start_gmail_import
 from common.service.integrations import normalize_account
@@ -446,7 +446,10 @@ def start_chain_run(deps: Deps, record: AutomationRun) -> AutomationRun:
     now = deps.clock.now()
     run_id = chain_run_id(record.id)
 
+    created: list[bool] = []  # set by the transaction's last (committed) execution
+
     def tx(t: Transaction) -> AutomationRun:
+        created.clear()
         current = repo.tx_require(t, AutomationRun, record.id)
         job = repo.tx_get(t, Job, current.job_id)
         if current.status is not AutomationRunStatus.IMPORTING:
@@ -466,12 +469,16 @@ def start_chain_run(deps: Deps, record: AutomationRun) -> AutomationRun:
             }
         )
         repo.tx_put(t, updated)
+        created.append(True)
         return updated
 
     try:
-        return deps.store.transaction(tx)
+        started = deps.store.transaction(tx)
     except NotFound as err:
         return _fail(deps, record.id, PermanentError(str(err), code="unknown_job"))
+    if created:
+        lifecycle_events.run_created()
+    return started
 
 
 # -- the audit record -------------------------------------------------------------

@@ -5,6 +5,10 @@ One sweep:
 * **stuck tasks** -- a task ``running`` past its lease belonged to a function
   that timed out or died without its message being redelivered; its message is
   sent again and the task's claim logic takes it over (or the retry policy fails it);
+* **runs over their timeout** -- a run still ``running`` longer than
+  ``SLUICE_RUN_TIMEOUT_S`` after it started is marked ``stalled_at``, logged at
+  ERROR and counted (``sluice_runs_total{event="stalled"}``) once: the
+  operator's alert, not a state change (its tasks may still finish);
 * **automation audit** -- chains whose import, run or exports reached a final
   state have their AutomationRun settled (completed or failed);
 * **old downloads** -- download exports created more than
@@ -44,12 +48,13 @@ from common.core.models import (
     Integration,
     IntegrationStatus,
     Operation,
+    Run,
     format_timestamp,
 )
-from common.core.states import TaskStatus
+from common.core.states import RunStatus, TaskStatus
 from common.obs.logging import fields
 from common.ports.store import Filter, Snapshot, Store, Transaction
-from common.service import automation, repo
+from common.service import automation, lifecycle_events, repo
 from common.service.context import Context
 from common.service.gmail_import import ITEMS, SUMMARIES
 
@@ -63,6 +68,7 @@ _PAGE = 200
 def sweep(msg: CleanupSweep, ctx: Context) -> dict[str, int]:
     counts = {
         "stuck_tasks_requeued": _requeue_stuck_tasks(ctx),
+        "runs_over_timeout": _report_overdue_runs(ctx),
         "automation_runs_settled": _settle_automation_runs(ctx),
         **_delete_old_downloads(ctx),
         **_prune_operations(ctx),
@@ -84,6 +90,38 @@ def _requeue_stuck_tasks(ctx: Context) -> int:
         ctx.send(ExtractTask(task_id=task.id, run_id=task.run_id, job_id=task.job_id), priority=task.priority)
         requeued += 1
     return requeued
+
+
+def _report_overdue_runs(ctx: Context) -> int:
+    now = ctx.now()
+    cutoff = now - timedelta(seconds=ctx.settings.run_timeout_s)
+    reported = 0
+    for run in repo.scan(ctx.store, Run, filters=[Filter("status", "==", RunStatus.RUNNING.value)]):
+        if run.stalled_at is not None or run.started_at is None or run.started_at > cutoff:
+            continue
+
+        def mark(t: Transaction, run_id: str = run.id) -> bool:
+            current = repo.tx_require(t, Run, run_id)
+            if current.stalled_at is not None or current.status is not RunStatus.RUNNING:
+                return False
+            repo.tx_put(t, current.model_copy(update={"stalled_at": now}))
+            return True
+
+        if ctx.store.transaction(mark):
+            reported += 1
+            lifecycle_events.run_stalled()
+            log.error(
+                "run over its timeout: still running",
+                extra=fields(
+                    run_id=run.id,
+                    job_id=run.job_id,
+                    started_at=run.started_at.isoformat(),
+                    timeout_s=ctx.settings.run_timeout_s,
+                    counters=run.counters.model_dump(),
+                    point="cleanup.runs_over_timeout",
+                ),
+            )
+    return reported
 
 
 def _settle_automation_runs(ctx: Context) -> int:

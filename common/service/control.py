@@ -46,7 +46,7 @@ from common.core.states import (
     check_transition,
 )
 from common.ports.store import Filter, Store, Transaction
-from common.service import ids, repo
+from common.service import ids, lifecycle_events, repo
 from common.service.context import Context, Deps, Sender
 
 log = logging.getLogger(__name__)
@@ -100,16 +100,18 @@ def cancel_run(deps: Deps, run_id: str, *, owner: str) -> Run:
     """Cancel a run: pending tasks are cancelled, running ones finish. Idempotent."""
     now = deps.clock.now()
 
-    def stop(t: Transaction) -> Run:
+    def stop(t: Transaction) -> tuple[Run, bool]:
         run = _tx_run(t, run_id, owner)
         if run.status is RunStatus.CANCELLED:
-            return run
+            return run, False
         check_transition(RUN_MOVES, run.status, RunStatus.CANCELLED, what="run")
         cancelled = run.model_copy(update={"status": RunStatus.CANCELLED, "finished_at": now, "updated_at": now})
         repo.tx_put(t, cancelled)
-        return cancelled
+        return cancelled, True
 
-    deps.store.transaction(stop)
+    cancelled, moved = deps.store.transaction(stop)
+    if moved:
+        lifecycle_events.run_ended(cancelled, stage="control")
     while _cancel_pending_batch(deps, run_id, now):
         pass
 
@@ -150,7 +152,7 @@ def _cancel_pending_batch(deps: Deps, run_id: str, now: datetime) -> bool:
             repo.tx_put(t, run)
         return changed
 
-    deps.store.transaction(tx)
+    lifecycle_events.tasks_cancelled(deps.store.transaction(tx))
     return True
 
 

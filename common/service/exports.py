@@ -25,7 +25,7 @@ from common.export import destinations
 from common.export.writers import write_csv, write_xlsx
 from common.obs.logging import fields
 from common.ports.store import Filter, Order, Transaction
-from common.service import ids, jobs, progress, repo
+from common.service import ids, jobs, lifecycle_events, progress, repo
 from common.service.context import Context, Deps, Sender
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,7 @@ def export_run(msg: ExportRun, ctx: Context) -> None:
         return
     running = lifecycle.begin_export(export, now=ctx.now())
     repo.cas(ctx.store, running, version)
+    lifecycle_events.export_started(resumed=export.status is ExportStatus.RUNNING)
     try:
         delivered: Delivered | PermanentError = _deliver(running, run, ctx)
     except PermanentError as err:
@@ -199,14 +200,18 @@ def download_url(deps: Deps, export: Export) -> tuple[str | None, datetime | Non
 def _finish(export: Export, ctx: Context, change: Callable[[Export], Export]) -> None:
     """Write the outcome only if this attempt still holds the export."""
 
-    def tx(t: Transaction) -> None:
+    def tx(t: Transaction) -> Export | None:
         current = repo.tx_require(t, Export, export.id)
         if current.status is not ExportStatus.RUNNING or current.attempts != export.attempts:
             log.info("stale export attempt: another attempt finished it")
-            return
-        repo.tx_put(t, change(current))
+            return None
+        finished = change(current)
+        repo.tx_put(t, finished)
+        return finished
 
-    ctx.store.transaction(tx)
+    finished = ctx.store.transaction(tx)
+    if finished is not None:
+        lifecycle_events.export_ended(finished)
 
 
 def _report(run: Run, ctx: Context) -> None:

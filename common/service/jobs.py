@@ -27,7 +27,7 @@ from common.core.models import (
 from common.core.schema import FieldSpec
 from common.core.states import FileStatus
 from common.ports.store import Filter, Order, Transaction
-from common.service import ids, repo
+from common.service import ids, lifecycle_events, repo
 from common.service.context import Deps, Sender
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -57,6 +57,7 @@ def create_job(
         updated_at=now,
     )
     repo.create(deps.store, job)
+    lifecycle_events.job_created()
     return job
 
 
@@ -245,6 +246,7 @@ def request_run(
         return run
 
     run = deps.store.transaction(tx)
+    lifecycle_events.run_created()
     start = StartRun(run_id=run.id, job_id=job.id)
     if schedule_time is not None and schedule_time > now:
         deps.scheduler.schedule(start, at=schedule_time, name=f"run-start-{run.id}", queue=priority.value)

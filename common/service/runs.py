@@ -52,10 +52,10 @@ from common.core.states import (
     TaskStatus,
 )
 from common.obs import metrics
-from common.obs.logging import fields, log_context
+from common.obs.logging import failure_point, fields, log_context
 from common.ports.model import DocumentRef
 from common.ports.store import Filter, Transaction
-from common.service import control, ids, progress, repo
+from common.service import control, ids, lifecycle_events, progress, repo
 from common.service.context import Context
 
 log = logging.getLogger(__name__)
@@ -121,15 +121,17 @@ def _fan_out(run: Run, ctx: Context) -> Run:
             hint="Upload or import files, then start a run.",
         )
 
-        def fail(t: Transaction) -> Run:
+        def fail(t: Transaction) -> tuple[Run, bool]:
             current = repo.tx_require(t, Run, run.id)
             if current.status is not RunStatus.PENDING:
-                return current
+                return current, False
             failed = lifecycle.fail_run(current, error=err, now=now)
             repo.tx_put(t, failed)
-            return failed
+            return failed, True
 
-        failed_run = ctx.store.transaction(fail)
+        failed_run, moved = ctx.store.transaction(fail)
+        if moved:
+            lifecycle_events.run_ended(failed_run)
         progress.report_run(
             ctx,
             failed_run,
@@ -139,6 +141,7 @@ def _fan_out(run: Run, ctx: Context) -> Run:
             error=err.to_record(),
         )
         return failed_run
+    created = 0
     for f in files:
         task = ExtractionTask(
             id=ids.task_id(run.id, f.id),
@@ -152,32 +155,37 @@ def _fan_out(run: Run, ctx: Context) -> Run:
             created_at=now,
             updated_at=now,
         )
-        repo.create_if_absent(ctx.store, task)
+        created += repo.create_if_absent(ctx.store, task)
+    lifecycle_events.tasks_created(created)
     total = ctx.store.count(ExtractionTask.collection, filters=[Filter("run_id", "==", run.id)])
 
-    def begin(t: Transaction) -> Run:
+    def begin(t: Transaction) -> tuple[Run, bool]:
         current = repo.tx_require(t, Run, run.id)
         if current.status is not RunStatus.PENDING:
-            return current
+            return current, False
         started = lifecycle.start_run(current, total=total, now=now)
         repo.tx_put(t, started)
-        return started
+        return started, True
 
-    return ctx.store.transaction(begin)
+    started, moved = ctx.store.transaction(begin)
+    if moved:
+        lifecycle_events.run_started()
+    return started
 
 
 def _finish_empty(run: Run, ctx: Context) -> None:
-    def tx(t: Transaction) -> tuple[Run, bool]:
+    def tx(t: Transaction) -> tuple[Run, bool, int]:
         current = repo.tx_require(t, Run, run.id)
         existing = {eid for eid in _export_ids(current) if t.get(Export.collection, eid) is not None}
         done, finished = lifecycle.finish_if_all_terminal(current, now=ctx.now())
         if finished:
             repo.tx_put(t, done)
-            _create_exports(t, done, existing)
-        return done, finished
+            return done, True, _create_exports(t, done, existing)
+        return done, False, 0
 
-    done, finished = ctx.store.transaction(tx)
+    done, finished, exports = ctx.store.transaction(tx)
     if finished:
+        lifecycle_events.exports_created(exports)
         _after_run_finished(done, ctx)
 
 
@@ -226,11 +234,13 @@ def _extract(task: ExtractionTask, version: str, run: Run, ctx: Context) -> None
 
     started = lifecycle.start_attempt(task, message_id=ctx.message_id, now=now, lease_s=ctx.settings.task_lease_s)
     repo.cas(ctx.store, started, version)  # loses cleanly (PreconditionFailed) to a racing claim
+    lifecycle_events.task_started(started, takeover=claim is Claim.TAKEOVER)
     attempt = started.attempts
     file, _ = repo.require(ctx.store, SourceFile, task.file_id)
     t0 = time.perf_counter()
     outcome = _call_extractor(ctx, job, file, extractor_name)
     latency_ms = round((time.perf_counter() - t0) * 1000, 1)
+    lifecycle_events.model_called(ctx.settings, extractor_name, outcome)
 
     if isinstance(outcome, RetryableError):
         decision = POLICY.decide(outcome.kind, attempt, server_delay_s=outcome.retry_after)
@@ -338,7 +348,11 @@ def _fail(
     raw_output: str | None = None,
     note: str | None = None,
 ) -> None:
-    log.warning("task failed", extra=fields(error=str(err), code=err.code, reason=note))
+    # The item failed for good: ERROR, with its ids (the log context's labels) and where it failed.
+    log.error(
+        "task failed",
+        extra=fields(error=str(err), code=err.code, reason=note, attempt=attempt, point=failure_point(err, "extract")),
+    )
     _settle(
         task,
         ctx,
@@ -354,8 +368,13 @@ def _settle(
     """Apply ``change`` to the task as stored now; if that ends the task, count it
     on the run and complete the run when it was the last -- one transaction."""
     now = ctx.now()
+    # What the committed execution did (a conflicting transaction runs again): the task's end, exports made.
+    ended: list[TaskStatus] = []
+    exports: list[int] = []
 
     def tx(t: Transaction) -> tuple[Run | None, bool]:
+        ended.clear()
+        exports.clear()
         # Firestore transactions read everything before writing anything.
         current = repo.tx_require(t, ExtractionTask, task.id)
         run = repo.tx_require(t, Run, current.run_id)
@@ -369,17 +388,21 @@ def _settle(
         repo.tx_put(t, updated)
         if updated.status not in TERMINAL_TASK_STATES:
             return None, False
+        ended.append(updated.status)
         run = lifecycle.count_task_outcome(run, updated.status, now=now)
         run, finished = lifecycle.finish_if_all_terminal(run, now=now)
         repo.tx_put(t, run)
         if finished:
-            _create_exports(t, run, existing_exports)
+            exports.append(_create_exports(t, run, existing_exports))
         return run, finished
 
     run, finished = ctx.store.transaction(tx)
+    for status in ended:
+        lifecycle_events.task_ended(status)
     if run is None:
         return
     if finished:
+        lifecycle_events.exports_created(sum(exports))
         _after_run_finished(run, ctx)
     else:
         progress.report_run(ctx, run, stage="extracting")
@@ -392,11 +415,13 @@ def _export_ids(run: Run) -> list[str]:
     return [ids.export_id(run.id, i, spec.format.value) for i, spec in enumerate(run.exports)]
 
 
-def _create_exports(t: Transaction, run: Run, existing: set[str]) -> None:
-    """Record the run's exports (deterministic ids) in the transaction that completes it."""
+def _create_exports(t: Transaction, run: Run, existing: set[str]) -> int:
+    """Record the run's exports (deterministic ids) in the transaction that completes it; how many were new."""
+    created = 0
     for export_id, spec in zip(_export_ids(run), run.exports, strict=True):
         if export_id in existing:
             continue
+        created += 1
         export = Export(
             id=export_id,
             owner=run.owner,
@@ -408,6 +433,7 @@ def _create_exports(t: Transaction, run: Run, existing: set[str]) -> None:
             updated_at=run.updated_at,
         )
         t.create(Export.collection, export.id, export.to_doc())
+    return created
 
 
 def _run_exports(run: Run, ctx: Context) -> list[Export]:
@@ -416,6 +442,7 @@ def _run_exports(run: Run, ctx: Context) -> list[Export]:
 
 
 def _after_run_finished(run: Run, ctx: Context) -> None:
+    lifecycle_events.run_ended(run)
     log.info(
         "run completed",
         extra=fields(

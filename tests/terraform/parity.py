@@ -104,7 +104,22 @@ DERIVED = {
     "topic_publishers": (("google_pubsub_topic_iam_member", "function_publisher"),),
     "bucket_grants": (("google_storage_bucket_iam_member", "function"),),
     "secret_grants": (("google_secret_manager_secret_iam_member", "accessor"),),
+    # Operators: one alert set per subscription (monitoring.tf).
+    "dead_lettered_subscriptions": (("google_monitoring_alert_policy", "dead_letters"),),
 }
+# Alert policies every subscription gets (for_each = local.subscriptions).
+SUBSCRIPTION_ALERTS = (
+    ("google_monitoring_alert_policy", "oldest_unacked"),
+    ("google_monitoring_alert_policy", "queue_depth"),
+    ("google_monitoring_alert_policy", "stage_error_ratio"),
+)
+# Alert policies over the whole deployment.
+GLOBAL_ALERTS = (
+    ("google_monitoring_alert_policy", "run_over_timeout"),
+    ("google_monitoring_alert_policy", "model_rate_limited"),
+    ("google_monitoring_alert_policy", "function_crashes"),
+)
+DASHBOARD = ("google_monitoring_dashboard", "operations")
 SUBSCRIPTION_RESOURCE = ("google_pubsub_subscription", "push")
 
 
@@ -183,8 +198,31 @@ def check(topology: Mapping[str, Any], tf: Terraform, publishes: Mapping[str, fr
             if tf.for_each(*ref) != f"${{local.{local}}}":
                 problems.append(f"{ref[0]}.{ref[1]} must be for_each = local.{local}")
 
+    problems += _check_monitoring(tf)
     problems += _check_access(topology, tf, publishes)
     problems += _check_literals(topology, tf)
+    return problems
+
+
+def _check_monitoring(tf: Terraform) -> list[str]:
+    """A dashboard row and an alert set per subscription, all derived from local.subscriptions."""
+    problems: list[str] = []
+    for ref in SUBSCRIPTION_ALERTS:
+        if tf.for_each(*ref) != "${local.subscriptions}":
+            problems.append(f"{ref[0]}.{ref[1]} must be for_each = local.subscriptions (one per subscription)")
+    if not re.search(r"for \w+, \w+ in local\.subscriptions\b", tf.local_text("dead_lettered_subscriptions")):
+        problems.append("local.dead_lettered_subscriptions does not iterate over local.subscriptions")
+    for ref in (*SUBSCRIPTION_ALERTS, *GLOBAL_ALERTS, ("google_monitoring_alert_policy", "dead_letters")):
+        body = tf.resources.get(ref)
+        if body is None:
+            problems.append(f"terraform has no {ref[0]}.{ref[1]}")
+        elif body.get("notification_channels") != "${var.notification_channels}":
+            problems.append(f"{ref[0]}.{ref[1]} must notify var.notification_channels")
+    dashboard = tf.resources.get(DASHBOARD)
+    if dashboard is None or "local.dashboard_tiles" not in json.dumps(dashboard.get("dashboard_json")):
+        problems.append("google_monitoring_dashboard.operations must lay out local.dashboard_tiles")
+    if not re.search(r"in sort\(keys\(local\.subscriptions\)\)", tf.local_text("dashboard_tiles")):
+        problems.append("local.dashboard_tiles has no row per subscription (in sort(keys(local.subscriptions)))")
     return problems
 
 

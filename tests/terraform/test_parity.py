@@ -274,3 +274,73 @@ def test_checkov_finds_no_failed_check() -> None:
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert "Failed checks: 0" in result.stdout
+
+
+# -- operators: a dashboard row and an alert set per subscription ------------------------
+
+
+def test_each_subscription_gets_its_alert_set_and_the_deployment_its_global_alerts(tf: parity.Terraform) -> None:
+    for ref in parity.SUBSCRIPTION_ALERTS:
+        assert tf.for_each(*ref) == "${local.subscriptions}"
+    assert tf.for_each("google_monitoring_alert_policy", "dead_letters") == "${local.dead_lettered_subscriptions}"
+    for ref in (*parity.SUBSCRIPTION_ALERTS, *parity.GLOBAL_ALERTS):
+        assert tf.resources[ref]["notification_channels"] == "${var.notification_channels}"
+    oldest = tf.resources[("google_monitoring_alert_policy", "oldest_unacked")]["conditions"][0]
+    threshold = oldest["condition_threshold"][0]
+    assert "oldest_unacked_message_age" in threshold["filter"]
+    assert "${each.value.resource_name}" in threshold["filter"]
+    assert threshold["threshold_value"] == "${var.alert_oldest_unacked_age_s}"
+    crashes = tf.resources[("google_logging_metric", "function_crashes")]
+    assert "unexpected failure" in crashes["filter"] and "Traceback" in crashes["filter"]
+
+
+def test_monitoring_that_stops_following_the_subscriptions_fails(
+    tf: parity.Terraform, topology: dict[str, Any]
+) -> None:
+    broken = copy.deepcopy(tf)
+    broken.resources[("google_monitoring_alert_policy", "queue_depth")]["for_each"] = "${local.functions}"
+    broken.resources[("google_monitoring_alert_policy", "run_over_timeout")]["notification_channels"] = []
+    broken.locals["dashboard_tiles"] = "${[]}"
+    assert parity.check(topology, broken, PUBLISHES) == [
+        "google_monitoring_alert_policy.queue_depth must be for_each = local.subscriptions (one per subscription)",
+        "google_monitoring_alert_policy.run_over_timeout must notify var.notification_channels",
+        "local.dashboard_tiles has no row per subscription (in sort(keys(local.subscriptions)))",
+    ]
+
+
+@needs_terraform
+def test_a_new_subscription_gets_a_dashboard_row_and_alerts(tmp_path: Path, topology: dict[str, Any]) -> None:
+    def add_ocr(t: dict[str, Any]) -> None:
+        t["topics"]["ocr-dlq"] = {"kinds": [], "dead_letter": True}
+        sub = {**t["topics"]["extract"]["subscription"], "function": "ocr", "dead_letter_topic": "ocr-dlq"}
+        t["topics"]["ocr"] = {"kinds": ["ocr.page"], "subscription": sub}
+
+    mutated = _mutated(tmp_path, topology, add_ocr)
+    work = tmp_path / "tf"
+    work.mkdir()
+    for name in ("variables.tf", "locals.tf", "access.tf", "monitoring_locals.tf"):
+        shutil.copy(parity.TERRAFORM_DIR / name, work / name)
+    assert _terraform("init", "-backend=false", "-input=false", cwd=work).returncode == 0
+    expr = (
+        "jsonencode({titles = [for t in local.dashboard_tiles : t.widget.title],"
+        " filters = flatten([for t in local.dashboard_tiles : [for d in t.widget.xyChart.dataSets :"
+        " d.timeSeriesQuery.timeSeriesFilter.filter]]), dead_lettered = keys(local.dead_lettered_subscriptions)})\n"
+    )
+    out = _terraform(
+        "console", "-var", "project=p", "-var", f"topology_file={tmp_path / 'topology.yaml'}", cwd=work, stdin=expr
+    )
+    assert out.returncode == 0, out.stderr
+    got = json.loads(json.loads(next(x for x in out.stdout.splitlines() if x.startswith('"'))))
+    subscriptions = sorted(n for n, t in mutated["topics"].items() if t.get("subscription"))
+    assert "ocr" in subscriptions
+    for name in subscriptions:
+        function = mutated["topics"][name]["subscription"]["function"]
+        row = [t for t in got["titles"] if t.startswith(f"{name} ({function}): ")]
+        assert len(row) == 3, (name, got["titles"])
+        deployed = f'subscription_id="sluice-{name}--{function}"'
+        assert sum(deployed in f for f in got["filters"]) == 3
+    assert got["dead_lettered"] == sorted(
+        n for n in subscriptions if mutated["topics"][n]["subscription"].get("dead_letter_topic")
+    )
+    # The global widgets come first, the workers spec's among them.
+    assert {"P95 runtime per queue", "Failures per queue", "Tokens consumed per day"} <= set(got["titles"][:7])

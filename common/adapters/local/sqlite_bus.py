@@ -550,6 +550,25 @@ class SqliteBus:
             return None
         return max(0.0, _ts(self._clock.now()) - float(row[0]))
 
+    def backlog(self, subscription: str) -> tuple[int, float, int]:
+        """Operators' gauges: (unacknowledged messages, age in s of the oldest due one, dead letters not replayed).
+
+        The age counts messages already delivered or due now, like Pub/Sub's
+        oldest unacked message age; a run scheduled for tomorrow waits in its
+        queue (Cloud Tasks in the cloud) without looking stuck.
+        """
+        now = _ts(self._clock.now())
+        conn = self._conn()
+        depth, oldest = conn.execute(
+            "SELECT COUNT(*), MIN(CASE WHEN attempts > 0 OR ready_at <= ? THEN publish_time END)"
+            " FROM deliveries WHERE subscription = ?",
+            (now, subscription),
+        ).fetchone()
+        (dead,) = conn.execute(
+            "SELECT COUNT(*) FROM dead_letters WHERE subscription = ? AND replayed_at IS NULL", (subscription,)
+        ).fetchone()
+        return int(depth), 0.0 if oldest is None else max(0.0, now - float(oldest)), int(dead)
+
     def dead_letters(self, subscription: str | None = None, *, limit: int = 100) -> list[DeadLetter]:
         rows = (
             self._conn()
