@@ -136,10 +136,18 @@ class IllegalTransition(SluiceError):
     hint = "The entity moved on concurrently; reload it and decide again."
 
 
-class NotFound(SluiceError):
+class NotFound(PermanentError):
+    """A record (or object) that does not exist: retrying cannot make it appear.
+
+    A message about a deleted run, task or export is dead-lettered on its first
+    delivery with this reason; the API answers 404.
+    """
+
     code = "not_found"
-    kind = ErrorKind.INVALID_INPUT
     hint = "Check the id; it may belong to another user or have been deleted."
+
+    def __init__(self, message: str, *, hint: str | None = None, code: str | None = None) -> None:
+        super().__init__(message, kind=ErrorKind.INVALID_INPUT, hint=hint, code=code)
 
 
 class AlreadyExists(SluiceError):
