@@ -335,7 +335,11 @@ def _call_extractor(ctx: Context, job: Job, file: SourceFile, extractor_name: st
         doc = DocumentRef(uri=file.blob_uri, name=file.name, mime_type=file.mime_type, size=file.size)
         return extractor.extract(doc, job.fields, prompt=job.prompt)
     except SluiceError as err:
+        # Storage and model failures arrive classified (BlobUnavailable, a 429...):
+        # transient ones reach the retry policy.
         return err
+    except (ConnectionError, TimeoutError) as exc:
+        return RetryableError(f"{type(exc).__name__} while extracting {file.name}: {exc}", kind=ErrorKind.NETWORK)
     except Exception as exc:
         # Third-party parsing code failing on one document must fail that
         # document's task (with the reason kept), not loop its message.
