@@ -141,6 +141,11 @@ class Topology(_Strict):
         return "dead_letter" if self.topics[topic].dead_letter else "work"
 
 
+def subscription_name(topic: str, function: str) -> str:
+    """A subscription's name, locally and in the cloud (Terraform names it so too)."""
+    return f"{topic}--{function}"
+
+
 def load(path: Path | str | None = None) -> Topology:
     p = Path(path) if path is not None else DEFAULT_PATH
     try:

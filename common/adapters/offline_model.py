@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from common.core.errors import UnreadableDocument
+from common.core.errors import BlobNotFound, UnreadableDocument
 from common.core.schema import DocumentExtraction, FieldSpec
 from common.ports.blobs import BlobStore
 from common.ports.model import DocumentRef
@@ -24,7 +24,7 @@ class OfflineExtractor:
 
         try:
             data = self._blobs.get_bytes(doc.uri, max_bytes=self._max_bytes)
-        except FileNotFoundError:
+        except BlobNotFound:
             raise UnreadableDocument(f"{doc.name}: the stored file is missing ({doc.uri})") from None
         except ValueError:
             raise UnreadableDocument(

@@ -136,10 +136,54 @@ class IllegalTransition(SluiceError):
     hint = "The entity moved on concurrently; reload it and decide again."
 
 
-class NotFound(SluiceError):
+class NotFound(PermanentError):
+    """A record (or object) that does not exist: retrying cannot make it appear.
+
+    A message about a deleted run, task or export is dead-lettered on its first
+    delivery with this reason; the API answers 404.
+    """
+
     code = "not_found"
-    kind = ErrorKind.INVALID_INPUT
     hint = "Check the id; it may belong to another user or have been deleted."
+
+    def __init__(self, message: str, *, hint: str | None = None, code: str | None = None) -> None:
+        super().__init__(message, kind=ErrorKind.INVALID_INPUT, hint=hint, code=code)
+
+
+class BlobNotFound(NotFound):
+    """The blob store holds no object at that URI (deleted, or expired by a lifecycle rule)."""
+
+    code = "blob_not_found"
+    hint = "The stored file is gone (deleted, or expired by the bucket's lifecycle); upload it again."
+
+
+class BlobUnavailable(RetryableError):
+    """The blob store could not serve the request now: 429, 5xx, a reset
+    connection, a timeout, a full or failing disk. Retrying later may work."""
+
+    code = "storage_unavailable"
+    hint = "Sluice retries this on its own; if it persists check Cloud Storage's status (or the local disk)."
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        kind: ErrorKind = ErrorKind.UNAVAILABLE,
+        retry_after: float | None = None,
+        status: int | None = None,
+    ) -> None:
+        super().__init__(message, kind=kind, retry_after=retry_after)
+        self.status = status
+
+
+class BlobAccessDenied(PermanentError):
+    """The blob store refused the credentials (401/403, or file permissions)."""
+
+    code = "storage_access_denied"
+    hint = "Grant the function's service account access to the bucket (roles/storage.objectAdmin), then retry."
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message, kind=ErrorKind.AUTH, hint=hint)
 
 
 class AlreadyExists(SluiceError):

@@ -3,6 +3,24 @@
 Objects are named by URI: ``gs://bucket/name`` in the cloud and
 ``local://bucket/name`` on the embedded backend. An adapter refuses the other
 backend's URIs instead of guessing.
+
+Errors (every adapter, proven by one contract suite for all of them):
+
+* :class:`~common.core.errors.BlobNotFound` (permanent) -- no object at the
+  URI (``open``, ``get_bytes``); ``stat`` answers ``None`` and ``delete``
+  ``False`` instead.
+* :class:`~common.core.errors.BlobUnavailable` (retryable) -- the store could
+  not serve the request now: 429 or 5xx (with the server's ``Retry-After``
+  when it sent one), a reset connection, a timeout, a failing disk. It reaches
+  the retry policy like any other transient failure.
+* :class:`~common.core.errors.BlobAccessDenied` (permanent) -- credentials or
+  permissions refused.
+* ``ValueError`` -- a malformed URI or name, or ``max_bytes`` exceeded;
+  :class:`~common.core.errors.PreconditionFailed` -- ``if_generation`` did
+  not hold.
+* An exception raised by the *caller's* stream during ``put_stream`` is
+  re-raised as it is (it is the source's failure, not the store's), and the
+  previous object stays whole.
 """
 
 from __future__ import annotations
@@ -58,11 +76,11 @@ class BlobStore(Protocol):
         ...
 
     def open(self, uri: str) -> BinaryIO:
-        """A readable stream (FileNotFoundError if absent)."""
+        """A readable stream (BlobNotFound if absent); its reads raise BlobUnavailable, not transport errors."""
         ...
 
     def get_bytes(self, uri: str, *, max_bytes: int | None = None) -> bytes:
-        """The whole object; with ``max_bytes``, refuse (ValueError) a larger one."""
+        """The whole object (BlobNotFound if absent); with ``max_bytes``, refuse (ValueError) a larger one."""
         ...
 
     def stat(self, uri: str) -> BlobInfo | None: ...

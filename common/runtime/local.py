@@ -33,6 +33,7 @@ from common.obs.metrics import QueueStat
 from common.service.context import Deps, TopologySender
 from common.service.dispatch import dispatch
 from common.topology import SubscriptionSpec, Topology
+from common.topology import subscription_name as subscription_name  # re-exported (the API imports it here)
 
 log = logging.getLogger("sluice.runtime")
 
@@ -63,10 +64,6 @@ class _Sub:
     function: str
     spec: SubscriptionSpec
     workers: int
-
-
-def subscription_name(topic: str, function: str) -> str:
-    return f"{topic}--{function}"
 
 
 def declare_topology(bus: SqliteBus, topo: Topology, settings: Settings) -> None:

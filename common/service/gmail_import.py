@@ -566,6 +566,8 @@ def start_gmail_import(
 
 def start_import(msg: ImportGmail, ctx: Context) -> None:
     """Fan out one ``gmail.message`` per item not settled yet (a redelivery re-sends only those)."""
+    if repo.get(ctx.store, Job, msg.job_id) is None:
+        raise PermanentError(f"job {msg.job_id} does not exist", code="unknown_job")
     unique = _unique(msg.items)
     now = ctx.now()
 

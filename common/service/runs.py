@@ -224,8 +224,9 @@ def _extract(task: ExtractionTask, version: str, run: Run, ctx: Context) -> None
         ctx.send(ExtractTask(task_id=task.id, run_id=run.id, job_id=run.job_id), delay_s=delay, priority=run.priority)
         return
 
-    job, _ = repo.require(ctx.store, Job, task.job_id)
-    extractor_name = (job.settings.extractor or ctx.settings.extractor).value
+    found_job = repo.get(ctx.store, Job, task.job_id)
+    job = None if found_job is None else found_job[0]
+    extractor_name = ((job.settings.extractor if job else None) or ctx.settings.extractor).value
     if claim is Claim.START and (wait := _circuit_wait(ctx, extractor_name)) is not None:
         # The model's circuit is open: wait for it without starting (or counting) an attempt.
         log.info("model circuit open; task waits", extra=fields(kind="circuit_open", delay_s=round(wait, 1)))
@@ -236,7 +237,11 @@ def _extract(task: ExtractionTask, version: str, run: Run, ctx: Context) -> None
     repo.cas(ctx.store, started, version)  # loses cleanly (PreconditionFailed) to a racing claim
     lifecycle_events.task_started(started, takeover=claim is Claim.TAKEOVER)
     attempt = started.attempts
-    file, _ = repo.require(ctx.store, SourceFile, task.file_id)
+    inputs = _inputs(ctx, task, job)
+    if isinstance(inputs, PermanentError):
+        _fail(started, attempt, inputs, ctx)
+        return
+    job, file = inputs
     t0 = time.perf_counter()
     outcome = _call_extractor(ctx, job, file, extractor_name)
     latency_ms = round((time.perf_counter() - t0) * 1000, 1)
@@ -317,6 +322,20 @@ def _circuit_wait(ctx: Context, extractor_name: str) -> float | None:
     return wait + random.uniform(0.0, min(5.0, wait * 0.1)) if wait > 0 else None
 
 
+def _inputs(ctx: Context, task: ExtractionTask, job: Job | None) -> tuple[Job, SourceFile] | PermanentError:
+    """The task's job and file; a deleted one fails this task (the message is about a real task)."""
+    if job is None:
+        return PermanentError(f"job {task.job_id} of this task no longer exists", code="job_missing")
+    file = repo.get(ctx.store, SourceFile, task.file_id)
+    if file is None:
+        return PermanentError(
+            f"file {task.file_id} ({task.file_name}) no longer exists",
+            code="file_missing",
+            hint="The file was deleted after the run started; upload it again and start a new run.",
+        )
+    return job, file[0]
+
+
 def _call_extractor(ctx: Context, job: Job, file: SourceFile, extractor_name: str) -> DocumentExtraction | SluiceError:
     """The extraction, or the error that ended it (classified, never raised)."""
     if file.blob_uri is None:
@@ -326,7 +345,11 @@ def _call_extractor(ctx: Context, job: Job, file: SourceFile, extractor_name: st
         doc = DocumentRef(uri=file.blob_uri, name=file.name, mime_type=file.mime_type, size=file.size)
         return extractor.extract(doc, job.fields, prompt=job.prompt)
     except SluiceError as err:
+        # Storage and model failures arrive classified (BlobUnavailable, a 429...):
+        # transient ones reach the retry policy.
         return err
+    except (ConnectionError, TimeoutError) as exc:
+        return RetryableError(f"{type(exc).__name__} while extracting {file.name}: {exc}", kind=ErrorKind.NETWORK)
     except Exception as exc:
         # Third-party parsing code failing on one document must fail that
         # document's task (with the reason kept), not loop its message.

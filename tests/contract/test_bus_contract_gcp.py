@@ -184,6 +184,30 @@ def test_after_max_attempts_a_message_moves_to_the_dead_letter_topic(bus: Bus) -
     assert dead.message.attributes["CloudPubSubDeadLetterSourceDeliveryCount"] == "5"
 
 
+def test_a_rejected_message_goes_straight_to_the_dead_letter_topic_with_its_reason(bus: Bus) -> None:
+    """What the entrypoint does with a message that can never be processed: no
+    Cloud Tasks detour for a prioritised message, Pub/Sub's attributes and the reason."""
+    from common.ports.bus import Rejected
+
+    class NoDelays:
+        def schedule_publish(self, *args: Any, **kwargs: Any) -> str:
+            raise AssertionError("a dead letter must not wait in a Cloud Tasks queue")
+
+    dlq = bus.topic("work-dlq")
+    hold = bus.subscription("work-dlq-hold", dlq)
+    publisher = PubSubPublisher(bus.project, delayed=NoDelays())
+    attrs = {"kind": "task.extract", "priority": "high", "job_id": "j1"}
+    publisher.dead_letter(Rejected("extract--extract", dlq, "m1", b"{broken", attrs, "malformed_message: x"))
+    (dead,) = bus.pull(hold)
+    assert dead.message.data == b"{broken"
+    assert dict(dead.message.attributes) == {
+        **attrs,
+        "CloudPubSubDeadLetterSourceSubscription": "extract--extract",
+        "CloudPubSubDeadLetterSourceDeliveryCount": "1",
+        "sluice_error": "malformed_message: x",
+    }
+
+
 def test_messages_with_one_ordering_key_arrive_in_order(bus: Bus) -> None:
     work = bus.topic("work")
     sub = bus.subscription("work-sub", work, enable_message_ordering=True)

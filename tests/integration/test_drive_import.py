@@ -26,15 +26,17 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from common.adapters.gcp.gcs_blobs import GcsBlobStore
 from common.adapters.google import GoogleOAuth
 from common.adapters.local.clock import ManualClock
 from common.bootstrap import bootstrap, local_bus
 from common.config import Settings
 from common.core.models import Integration, IntegrationStatus, Job, Operation, SourceFile, SourceType
-from common.core.states import FileStatus, OperationStatus
+from common.core.states import FileStatus, OperationStatus, TaskStatus
 from common.ports.google import DRIVE_READONLY
 from common.runtime.local import LocalRuntime
 from common.service import drive_import, integrations, repo
+from tests.fakes.gcs_faults import FaultyStorage
 from tests.fakes.google_oauth import CLIENT_ID, CLIENT_SECRET, FakeTokenServer, plain_http, with_google
 from tests.support import DuplicatingRuntime, Pipeline, ScriptedExtractor
 
@@ -423,6 +425,31 @@ def test_transient_errors_are_retried_by_the_policy_with_retry_after_honoured(en
     assert down_at[0] is not None and down_at[0] >= started
     item = repo.require(env.p.deps.store, drive_import.ImportItem, drive_import.item_id(op.id, "id-down.pdf"))[0]
     assert item.attempts == 4
+
+
+@pytest.mark.parametrize("fault", ["503", "reset"])
+def test_a_storage_outage_while_storing_a_file_is_retried_by_the_policy(
+    env: Env, monkeypatch: pytest.MonkeyPatch, fault: str
+) -> None:
+    """Cloud Storage failing the copy is transient (it was ``import_crashed``, for good)."""
+    env.drive.add(pdf("a.pdf"))
+    local = env.p.deps.blobs
+    with FaultyStorage() as gcs:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs.url)
+        gcs.default = fault
+        env.p.deps.blobs = GcsBlobStore("p", retry_timeout_s=0)
+        op = env.start("id-a.pdf")
+        env.p.drain()  # no clock jump: the retry waits for its delay
+        assert any("/upload/" in path for _, path in gcs.requests), "the copy reached Cloud Storage"
+    item = repo.require(env.p.deps.store, drive_import.ImportItem, drive_import.item_id(op.id, "id-a.pdf"))[0]
+    assert item.status is TaskStatus.PENDING and item.attempts == 1 and item.next_attempt_at is not None
+    assert item.error is not None and item.error["code"] == "storage_unavailable"
+    assert env.operation(op.id).failed == 0
+
+    env.p.deps.blobs = local  # Cloud Storage is back
+    env.p.drain(advance_clock=True)
+    assert_done(env.operation(op.id), total=1, done=1)
+    assert env.content(env.files()["a.pdf"]) == b"%PDF-1.4 a.pdf"
 
 
 def test_selected_files_folders_and_a_missing_id(env: Env) -> None:

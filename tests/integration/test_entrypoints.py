@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -141,6 +142,84 @@ def test_a_malformed_message_is_dead_lettered_and_acknowledged(env: Deps) -> Non
     (dead,) = bus.pull("watch-dlq", 10)
     assert dead.data == b"{broken"
     assert "malformed" in dead.attributes["sluice_error"]
+
+
+def post_event(function: str, data: Any, event_id: str = "ev-1") -> Any:
+    """A CloudEvent whose data is whatever is given (not necessarily a Pub/Sub push)."""
+    headers = {
+        "ce-id": event_id,
+        "ce-source": "//pubsub.googleapis.com/projects/p/topics/t",
+        "ce-type": "google.cloud.pubsub.topic.v1.messagePublished",
+        "ce-specversion": "1.0",
+        "Content-Type": "application/json",
+    }
+    return client(function).post("/", data=json.dumps(data), headers=headers)
+
+
+UNDECODABLE = {
+    "no message": {"subscription": "projects/p/subscriptions/s"},
+    "data not base64": {"message": {"messageId": "m9", "data": "%%%not base64"}},
+    "no message id": {"message": {"data": base64.b64encode(b"{}").decode()}},
+}
+
+
+@pytest.mark.parametrize("case", list(UNDECODABLE))
+def test_an_undecodable_envelope_is_dead_lettered_with_its_reason_and_replayable(
+    env: Deps, case: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    bus = bootstrap.local_bus(env)
+    with caplog.at_level(logging.INFO):
+        res = post_event("extract", UNDECODABLE[case], event_id="ev-9")
+    assert res.status_code == 200, "recorded, so acknowledged: redelivery cannot decode it either"
+
+    (dead,) = bus.dead_letters()
+    assert dead.subscription == "extract--extract"
+    assert dead.last_error is not None and dead.last_error.startswith("bad_envelope: ")
+    assert json.loads(dead.data) == UNDECODABLE[case], "the event as it arrived"
+    assert dead.attributes["sluice_undecodable"] == "envelope" and dead.attributes["sluice_event_id"] == "ev-9"
+    loud = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [r.getMessage() for r in loud] == ["undecodable event dead-lettered"]
+    assert loud[0].exc_info is None
+
+    bus.replay_dead_letter(dead.seq)
+    (again,) = bus.pull("extract--extract", 10)
+    assert again.data == dead.data
+
+
+def test_a_storage_notification_that_cannot_be_read_is_dead_lettered_with_its_original_message(env: Deps) -> None:
+    bus = bootstrap.local_bus(env)
+    bus.declare_subscription(SubscriptionConfig("watch-dlq", "import-dlq"))
+    attributes = {"eventType": "OBJECT_FINALIZE", "bucketId": "uploads", "objectId": "jobs/j/files/f/a.pdf"}
+    res = push("import_upload", b"not json", attributes, "m-gcs")
+    assert res.status_code == 200
+    (dead,) = bus.dead_letters()
+    assert (dead.subscription, dead.message_id, dead.data) == ("uploads--import_upload", "m-gcs", b"not json")
+    assert dead.attributes["eventType"] == "OBJECT_FINALIZE", "replayable as the notification it was"
+    assert dead.last_error is not None and "storage notification is not JSON" in dead.last_error
+    (forwarded,) = bus.pull("watch-dlq", 10)
+    assert forwarded.attributes["sluice_error"] == dead.last_error
+    assert forwarded.attributes["CloudPubSubDeadLetterSourceSubscription"] == "uploads--import_upload"
+
+
+def test_a_permanent_failure_is_listed_with_the_other_dead_letters(env: Deps) -> None:
+    bus = bootstrap.local_bus(env)
+    res = push("extract", b'{"task_id": "t1", "run_id": "r1", "job_id": "j1"}', {"kind": "task.extract"}, "m-perm")
+    assert res.status_code == 200
+    (dead,) = bus.dead_letters()
+    assert (dead.subscription, dead.message_id, dead.attempts) == ("extract--extract", "m-perm", 1)
+    assert dead.last_error is not None and dead.last_error.startswith("unknown_task: ")
+
+
+def test_an_envelope_that_cannot_be_recorded_is_not_acknowledged(env: Deps) -> None:
+    class Unreachable:
+        """The bus port while Pub/Sub cannot be reached."""
+
+        def publish(self, topic: str, data: bytes, attributes: Any, **kwargs: Any) -> str:
+            raise ConnectionError("pubsub.googleapis.com unreachable")
+
+    env.publisher = Unreachable()
+    res = post_event("extract", {"not": "a push"})
+    assert res.status_code == 500, "raising makes Pub/Sub redeliver: the event is not forgotten"
 
 
 def test_the_documented_push_envelope_decodes(env: Deps) -> None:

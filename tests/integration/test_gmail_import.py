@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import logging
 import zipfile
 from collections.abc import Callable, Sequence
 from datetime import timedelta
@@ -22,6 +23,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 from googleapiclient.http import HttpMockSequence
 
+from common.adapters.gcp.gcs_blobs import GcsBlobStore
 from common.adapters.google.gmail import GmailConnector
 from common.core.errors import ReconnectRequired
 from common.core.messages import GmailItem
@@ -30,6 +32,7 @@ from common.core.states import FileStatus, OperationStatus
 from common.ports.google import GMAIL_READONLY
 from common.service import jobs, repo
 from common.service.gmail_import import ITEMS, file_id_for, start_gmail_import
+from tests.fakes.gcs_faults import FaultyStorage
 from tests.support import DuplicatingRuntime, Pipeline, make_pipeline
 
 ACCOUNT = "alice@example.com"
@@ -320,6 +323,38 @@ def test_a_429_is_retried_after_the_servers_delay_then_imports(pipeline: Pipelin
     # The 429 slowed the account's shared bucket for every instance.
     bucket = pipeline.deps.store.get("ratelimits", f"gmail:{ACCOUNT}")
     assert bucket is not None and bucket.data["slow_until"] > t0.timestamp()
+
+
+@pytest.mark.parametrize("fault", ["503", "reset"])
+def test_a_storage_outage_while_storing_an_attachment_is_retried_by_the_policy(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, fault: str
+) -> None:
+    """Cloud Storage failing the write is a classified, retryable failure: the
+    policy retries the message (no crash, no traceback), then it imports."""
+    one_round = [message("m1", part("1", "a.pdf", "application/pdf", attachment_id="A1")), attachment(PDF)]
+    with_gmail(pipeline, TinyAuth(HttpMockSequence(one_round * 2)))
+    job = pipeline.job()
+    local = pipeline.deps.blobs
+    with FaultyStorage() as gcs:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs.url)
+        gcs.default = fault
+        pipeline.deps.blobs = GcsBlobStore("p", retry_timeout_s=0)
+        op = start(pipeline, job, "m1")
+        with caplog.at_level(logging.INFO):
+            pipeline.drain()  # no clock jump: the retry waits for its delay
+        assert any("/upload/" in path for _, path in gcs.requests), "the write reached Cloud Storage"
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [
+        "gmail message will be retried",
+        "retryable failure; the message will be redelivered",
+    ]
+    assert all(r.exc_info is None for r in caplog.records), "a classified failure, not a crash"
+    assert operation(pipeline, op).failed == 0
+
+    pipeline.deps.blobs = local  # Cloud Storage is back
+    pipeline.drain(advance_clock=True)
+    (f,) = gmail_files(pipeline, job).values()
+    assert f.status is FileStatus.UPLOADED and pipeline.deps.blobs.get_bytes(f.blob_uri or "") == PDF
+    assert operation(pipeline, op).status is OperationStatus.DONE
 
 
 def test_a_missing_message_is_recorded_as_failed_and_the_others_import(pipeline: Pipeline) -> None:

@@ -14,6 +14,16 @@ Reads
     the generation it found (``blob.open("rb")`` with ranged reads), so a
     concurrent overwrite cannot mix two versions in one read.
 
+Errors
+    Every call's failure is classified at this boundary (the port's contract):
+    404 is BlobNotFound; 429, 408 and 5xx (with the server's ``Retry-After``),
+    a reset or refused connection, a timeout or a corrupt download are
+    BlobUnavailable, which the retry policy retries; 401/403 are
+    BlobAccessDenied. Reads and small writes are first retried inside the
+    client for at most ``retry_timeout_s`` (a blip costs no task attempt);
+    streamed uploads are not, because their source may not rewind. A failure
+    of the caller's stream passes through as it is.
+
 Names
     Object names are held to the embedded store's rules (no empty, ``.`` or
     ``..`` segments, no leading ``/``, no backslash or NUL) so a name that works
@@ -32,13 +42,15 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Iterator, Mapping
-from datetime import timedelta
+from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from pathlib import PurePosixPath
-from typing import TYPE_CHECKING, Any, BinaryIO, Final, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, Final, TypeVar, cast
 
+from common.adapters.blob_errors import ClassifiedReader, SourceFailed, classified, read_source
 from common.adapters.gcp import clients
-from common.core.errors import PreconditionFailed
+from common.core.errors import BlobAccessDenied, BlobNotFound, BlobUnavailable, ErrorKind, PreconditionFailed
 from common.ports.blobs import BlobInfo
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -51,6 +63,10 @@ SCHEME: Final = "gs"
 GCS_CHUNK_UNIT: Final = 256 * 1024
 DEFAULT_ENDPOINT: Final = "https://storage.googleapis.com"
 _CLOUD_PLATFORM: Final = "https://www.googleapis.com/auth/cloud-platform"
+DEFAULT_RETRY_TIMEOUT_S: Final = 10.0
+_RETRYABLE_STATUS: Final = frozenset({408, 429})  # and every 5xx
+_STATUS_KINDS: Final = {429: ErrorKind.RATE_LIMITED, 503: ErrorKind.UNAVAILABLE}
+T = TypeVar("T")
 
 
 def parse_uri(uri: str) -> tuple[str, str]:
@@ -108,7 +124,7 @@ class _ChunkedReader(io.RawIOBase):
         parts: list[bytes] = []
         want = -1 if size is None else size
         while want < 0 or want > 0:
-            piece = self._source.read(self._chunk if want < 0 else min(self._chunk, want))
+            piece = read_source(self._source, self._chunk if want < 0 else min(self._chunk, want))
             if not piece:
                 break
             parts.append(piece)
@@ -134,8 +150,11 @@ class GcsBlobStore:
         signing_credentials: Any = None,
         service_account_email: str | None = None,
         api_access_endpoint: str | None = None,
+        retry_timeout_s: float = DEFAULT_RETRY_TIMEOUT_S,
     ) -> None:
         self._project = project
+        self._retry_timeout_s = retry_timeout_s
+        self._retry_policy: Any = None
         self._signing_credentials = signing_credentials
         self._service_account = service_account_email
         self._endpoint = api_access_endpoint
@@ -144,6 +163,27 @@ class GcsBlobStore:
     @property
     def client(self) -> StorageClient:
         return clients.storage_client(self._project)
+
+    @property
+    def _retry(self) -> Any:
+        """The client's own retry, bounded by ``retry_timeout_s`` (0: none)."""
+        if self._retry_timeout_s <= 0:
+            return None
+        if self._retry_policy is None:
+            from google.cloud.storage.retry import DEFAULT_RETRY
+
+            self._retry_policy = DEFAULT_RETRY.with_timeout(self._retry_timeout_s)
+        return self._retry_policy
+
+    def _call(self, uri: str, fn: Callable[[], T]) -> T:
+        """``fn()`` with its failure classified by the port's contract."""
+        try:
+            return fn()
+        except Exception as exc:
+            err = classified(exc, lambda e: gcs_error(e, uri))
+            if err is exc:
+                raise
+            raise err from (None if isinstance(exc, SourceFailed) else exc)
 
     def uri(self, bucket: str, name: str) -> str:
         _check_name(bucket, name)
@@ -188,8 +228,15 @@ class GcsBlobStore:
         blob = self._blob(uri)
         blob.metadata = dict(metadata or {})
         try:
-            blob.upload_from_string(
-                data, content_type=content_type or "application/octet-stream", if_generation_match=generation
+            # Retried inside as a whole: the same bytes again (and a precondition, if any, holds).
+            self._call(
+                uri,
+                lambda: blob.upload_from_string(
+                    data,
+                    content_type=content_type or "application/octet-stream",
+                    if_generation_match=generation,
+                    retry=self._retry,
+                ),
             )
         except gexc.PreconditionFailed:
             raise PreconditionFailed(f"{uri}: generation is not {if_generation}") from None
@@ -208,49 +255,59 @@ class GcsBlobStore:
         blob.chunk_size = gcs_chunk_size(chunk_size)
         blob.metadata = dict(metadata or {})
         reader = _ChunkedReader(stream, chunk_size)
-        blob.upload_from_file(reader, content_type=content_type or "application/octet-stream")
+        # Not retried inside: a chunk's retry rewinds the source, which may not
+        # rewind (a Drive download, an archive member). The policy retries the copy.
+        self._call(
+            uri,
+            lambda: blob.upload_from_file(reader, content_type=content_type or "application/octet-stream", retry=None),
+        )
         return self._info(blob)
 
     # -- reading --------------------------------------------------------------
 
-    def _existing(self, uri: str) -> Blob:
+    def _lookup(self, uri: str) -> Blob | None:
         bucket, name = parse_uri(uri)
-        blob = self.client.bucket(bucket).get_blob(name)
+        return self._call(uri, lambda: self.client.bucket(bucket).get_blob(name, retry=self._retry))
+
+    def _existing(self, uri: str) -> Blob:
+        blob = self._lookup(uri)
         if blob is None:
-            raise FileNotFoundError(uri)
+            raise BlobNotFound(f"no object at {uri}")
         return blob
 
     def open(self, uri: str) -> BinaryIO:
         # get_blob sets the generation: every ranged read is of that generation.
-        return cast(BinaryIO, self._existing(uri).open("rb"))
+        blob = self._existing(uri)
+        reader = self._call(uri, lambda: blob.open("rb", retry=self._retry))
+        return cast(BinaryIO, io.BufferedReader(ClassifiedReader(reader, lambda e: gcs_error(e, uri))))
 
     def get_bytes(self, uri: str, *, max_bytes: int | None = None) -> bytes:
-        from google.api_core import exceptions as gexc
-
         blob = self._existing(uri)
         if max_bytes is not None and (blob.size or 0) > max_bytes:
             raise ValueError(f"{uri} is larger than {max_bytes} bytes")
-        try:
-            return bytes(blob.download_as_bytes())
-        except gexc.NotFound:
-            raise FileNotFoundError(uri) from None
+        return bytes(self._call(uri, lambda: blob.download_as_bytes(retry=self._retry)))
 
     def stat(self, uri: str) -> BlobInfo | None:
-        bucket, name = parse_uri(uri)
-        blob = self.client.bucket(bucket).get_blob(name)
+        blob = self._lookup(uri)
         return None if blob is None else self._info(blob)
 
     def delete(self, uri: str) -> bool:
-        from google.api_core import exceptions as gexc
-
+        blob = self._blob(uri)
         try:
-            self._blob(uri).delete()
-        except gexc.NotFound:
+            self._call(uri, lambda: blob.delete(retry=self._retry))
+        except BlobNotFound:
             return False
         return True
 
     def list(self, bucket: str, prefix: str = "") -> Iterator[BlobInfo]:
-        for blob in self.client.list_blobs(bucket, prefix=prefix or None):
+        where = f"{SCHEME}://{bucket}/{prefix}"
+        pages = self._call(
+            where, lambda: iter(self.client.list_blobs(bucket, prefix=prefix or None, retry=self._retry))
+        )
+        while True:
+            blob = self._call(where, lambda: next(pages, None))
+            if blob is None:
+                return
             yield self._info(blob)
 
     # -- signed URLs ----------------------------------------------------------
@@ -291,6 +348,67 @@ class GcsBlobStore:
                 api_access_endpoint=endpoint,
             )
         )
+
+
+def gcs_error(exc: Exception, uri: str) -> Exception | None:
+    """Cloud Storage's failure as the port's error, or None for anything else."""
+    import requests
+    import urllib3
+    from google.api_core import exceptions as gexc
+    from google.auth import exceptions as auth_exc
+    from google.cloud.storage import exceptions as storage_exc
+
+    if isinstance(exc, gexc.RetryError) and isinstance(exc.cause, Exception):
+        return gcs_error(exc.cause, uri)  # the client's own retries ran out: what failed last
+    if isinstance(exc, auth_exc.RefreshError):
+        return BlobAccessDenied(f"the credentials for Cloud Storage were refused ({exc}) reading {uri}")
+    if isinstance(exc, storage_exc.InvalidResponse):  # an answer the client did not re-wrap
+        exc = gexc.from_http_status(exc.response.status_code, str(exc), response=exc.response)  # type: ignore[no-untyped-call]
+    if isinstance(exc, gexc.Unauthorized | gexc.Forbidden):
+        return BlobAccessDenied(f"Cloud Storage refused access to {uri}: {exc.message}")
+    if isinstance(exc, gexc.NotFound):
+        return BlobNotFound(f"no object at {uri}")
+    if isinstance(exc, gexc.GoogleAPICallError) and (
+        exc.code in _RETRYABLE_STATUS or isinstance(exc, gexc.ServerError)
+    ):
+        status = int(exc.code or 500)
+        return BlobUnavailable(
+            f"Cloud Storage answered {status} for {uri}: {exc.message}",
+            kind=_STATUS_KINDS.get(status, ErrorKind.SERVER if status >= 500 else ErrorKind.NETWORK),
+            retry_after=_retry_after(exc),
+            status=status,
+        )
+    transient = (
+        ConnectionError,  # reset, refused, aborted (the builtin family)
+        TimeoutError,
+        requests.ConnectionError,
+        requests.Timeout,
+        requests.exceptions.ChunkedEncodingError,
+        urllib3.exceptions.HTTPError,
+        auth_exc.TransportError,  # the token endpoint or metadata server did not answer
+        storage_exc.DataCorruption,  # a checksum mismatch: the next download may be whole
+    )
+    if isinstance(exc, transient):
+        return BlobUnavailable(
+            f"Cloud Storage unreachable for {uri}: {type(exc).__name__}: {exc}", kind=ErrorKind.NETWORK
+        )
+    return None
+
+
+def _retry_after(exc: Any) -> float | None:
+    """The ``Retry-After`` of the answer behind ``exc`` (seconds or an HTTP date), if any."""
+    headers = getattr(getattr(exc, "response", None), "headers", None)
+    value = headers.get("retry-after") if headers is not None else None
+    if not isinstance(value, str) or not value.strip():
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
+    except (TypeError, ValueError):
+        return None
 
 
 if TYPE_CHECKING:

@@ -40,6 +40,7 @@ from common.adapters.gcp.gemini_schema import (
     user_text,
 )
 from common.core.errors import (
+    BlobNotFound,
     ErrorKind,
     MalformedModelOutput,
     PermanentError,
@@ -256,7 +257,7 @@ class GeminiExtractor:
     def _read(self, uri: str) -> bytes:
         try:
             return self._blobs.get_bytes(uri, max_bytes=self.max_bytes)
-        except FileNotFoundError:
+        except BlobNotFound:
             raise UnreadableDocument(f"the stored file is missing ({uri})") from None
         except ValueError:
             raise _too_large(uri, self.max_bytes) from None

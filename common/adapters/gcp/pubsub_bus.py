@@ -16,6 +16,12 @@ Pub/Sub cannot delay delivery. ``deliver_after`` is delegated to a
 ``DelayedPublisher`` (the Cloud Tasks scheduler) when one is configured and
 refused with a clear error otherwise: delayed work goes through the Scheduler
 port in the cloud.
+
+``dead_letter`` publishes a rejected message straight to its dead-letter
+topic (never through a Cloud Tasks queue, whatever its priority), with the
+attributes Pub/Sub's own dead-lettering adds and the reason in
+``sluice_error``; the topic's retained ``--hold`` subscription is where dead
+letters are listed and replayed in the cloud.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from common.obs.logging import current_context
 from common.topology import PRIORITY_QUEUES
 
 if TYPE_CHECKING:  # pragma: no cover
-    from common.ports.bus import Publisher
+    from common.ports.bus import DeadLetters, Publisher, Rejected
 
 DEFAULT_TIMEOUT_S: Final = 60.0
 # Keyword arguments of PublisherClient.publish: attributes may not take these names.
@@ -116,8 +122,25 @@ class PubSubPublisher:
                 client.resume_publish(path, ordering_key)
             raise
 
+    def dead_letter(self, rejected: Rejected) -> str:
+        if rejected.topic is None:
+            raise ConfigError(
+                f"subscription {rejected.subscription} has no dead-letter topic: cannot record a rejected message",
+                hint="Give the subscription a dead_letter_topic in topology.yaml.",
+            )
+        attrs = {str(k): str(v) for k, v in rejected.attributes.items() if k not in _RESERVED}
+        attrs["CloudPubSubDeadLetterSourceSubscription"] = rejected.subscription
+        attrs["CloudPubSubDeadLetterSourceDeliveryCount"] = str(rejected.attempts)
+        attrs["sluice_error"] = rejected.error[:1000]
+        client = clients.publisher_client(max_messages=self._max_messages, max_latency_s=self._max_latency_s)
+        future = client.publish(self.topic_path(rejected.topic), rejected.data, **attrs)
+        return str(future.result(timeout=self._timeout_s))
+
 
 if TYPE_CHECKING:
 
     def _conforms(p: PubSubPublisher) -> Publisher:
+        return p
+
+    def _records_dead_letters(p: PubSubPublisher) -> DeadLetters:
         return p

@@ -4,12 +4,17 @@ Writes are atomic (temp file, fsync, rename), so a reader never sees half an
 object and a crash leaves either the old object or the new one. Metadata lives
 in a sidecar JSON file. Buckets the topology marks with ``finalize`` publish a
 ``blob.finalized`` event after each write, like GCS notifications.
+
+Errors keep the port's contract: a missing object is BlobNotFound, a refused
+permission BlobAccessDenied, any other failure of the filesystem (EIO, a full
+disk, too many open files) BlobUnavailable -- transient, retried by policy.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import json
 import os
 import secrets
@@ -17,12 +22,14 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import BinaryIO, cast
 from urllib.parse import quote, urlencode
 
-from common.core.errors import PreconditionFailed
+from common.adapters.blob_errors import ClassifiedReader, Classify, SourceFailed, classified, read_source
+from common.core.errors import BlobAccessDenied, BlobNotFound, BlobUnavailable, PreconditionFailed
 from common.ports.blobs import BlobInfo
 from common.ports.clock import Clock
 
@@ -48,6 +55,32 @@ def _safe_parts(bucket: str, name: str) -> tuple[str, ...]:
     if not bucket.replace("-", "").replace("_", "").isalnum():
         raise ValueError(f"bucket name {bucket!r} is invalid")
     return (bucket, *p.parts)
+
+
+def _os_errors(uri: str, *, reading: bool) -> Classify:
+    def classify(exc: Exception) -> Exception | None:
+        if reading and isinstance(exc, FileNotFoundError | NotADirectoryError | IsADirectoryError):
+            return BlobNotFound(f"no object at {uri}")
+        if isinstance(exc, PermissionError):
+            return BlobAccessDenied(
+                f"{uri}: {exc.strerror or exc}", hint="Check the permissions of the data directory (SLUICE_DATA_DIR)."
+            )
+        if isinstance(exc, OSError):
+            return BlobUnavailable(f"{uri}: the filesystem failed: {exc.strerror or exc} (errno {exc.errno})")
+        return None
+
+    return classify
+
+
+@contextmanager
+def _mapped(classify: Classify) -> Iterator[None]:
+    try:
+        yield
+    except Exception as exc:
+        err = classified(exc, classify)
+        if err is exc:
+            raise
+        raise err from (None if isinstance(exc, SourceFailed) else exc)
 
 
 class FsBlobStore:
@@ -131,12 +164,28 @@ class FsBlobStore:
         chunk_size: int = 8 * 1024 * 1024,
     ) -> BlobInfo:
         def copy(f: BinaryIO) -> None:
-            while chunk := stream.read(chunk_size):
+            while chunk := read_source(stream, chunk_size):
                 f.write(chunk)
 
         return self._write(uri, copy, content_type, metadata, None)
 
     def _write(
+        self,
+        uri: str,
+        fill: Callable[[BinaryIO], object],
+        content_type: str | None,
+        metadata: Mapping[str, str] | None,
+        if_generation: str | None,
+    ) -> BlobInfo:
+        with _mapped(_os_errors(uri, reading=False)):
+            info = self._store(uri, fill, content_type, metadata, if_generation)
+        # Outside the mapping: the hook's failures are the bus's, not the store's.
+        hook = self._hooks.get(info.bucket)
+        if hook is not None:
+            hook(info)
+        return info
+
+    def _store(
         self,
         uri: str,
         fill: Callable[[BinaryIO], object],
@@ -175,7 +224,7 @@ class FsBlobStore:
             if os.path.exists(tmp):
                 os.unlink(tmp)
             raise
-        info = BlobInfo(
+        return BlobInfo(
             uri=uri,
             bucket=bucket,
             name=name,
@@ -185,10 +234,6 @@ class FsBlobStore:
             generation=generation,
             metadata=dict(metadata or {}),
         )
-        hook = self._hooks.get(bucket)
-        if hook is not None:
-            hook(info)
-        return info
 
     def _atomic_json(self, path: Path, value: object) -> None:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
@@ -202,24 +247,28 @@ class FsBlobStore:
     # -- reading --------------------------------------------------------------
 
     def open(self, uri: str) -> BinaryIO:
-        return self._paths(uri)[2].open("rb")
+        classify = _os_errors(uri, reading=True)
+        path = self._paths(uri)[2]
+        with _mapped(classify):
+            f = path.open("rb")
+        return cast(BinaryIO, io.BufferedReader(ClassifiedReader(f, classify)))
 
     def get_bytes(self, uri: str, *, max_bytes: int | None = None) -> bytes:
-        with self.open(uri) as f:
-            if max_bytes is None:
-                return f.read()
-            data = f.read(max_bytes + 1)
-        if len(data) > max_bytes:
+        path = self._paths(uri)[2]
+        with _mapped(_os_errors(uri, reading=True)), path.open("rb") as f:
+            data = f.read() if max_bytes is None else f.read(max_bytes + 1)
+        if max_bytes is not None and len(data) > max_bytes:
             raise ValueError(f"{uri} is larger than {max_bytes} bytes")
         return data
 
     def stat(self, uri: str) -> BlobInfo | None:
         bucket, name, path, meta_path = self._paths(uri)
-        try:
-            st = path.stat()
-            meta = json.loads(meta_path.read_text())
-        except FileNotFoundError:
-            return None
+        with _mapped(_os_errors(uri, reading=False)):
+            try:
+                st = path.stat()
+                meta = json.loads(meta_path.read_text())
+            except FileNotFoundError:
+                return None
         return BlobInfo(
             uri=uri,
             bucket=bucket,
@@ -233,11 +282,12 @@ class FsBlobStore:
 
     def delete(self, uri: str) -> bool:
         _, _, path, meta_path = self._paths(uri)
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            return False
-        meta_path.unlink(missing_ok=True)
+        with _mapped(_os_errors(uri, reading=False)):
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                return False
+            meta_path.unlink(missing_ok=True)
         return True
 
     def list(self, bucket: str, prefix: str = "") -> Iterator[BlobInfo]:

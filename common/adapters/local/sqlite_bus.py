@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from common.core.errors import NotFound
+from common.ports.bus import Rejected
 from common.ports.clock import Clock
 
 _SCHEMA = """
@@ -464,32 +465,47 @@ class SqliteBus:
             return
         message_id, data, attrs, publish_time, attempts = row
         conn.execute("DELETE FROM deliveries WHERE seq = ?", (seq,))
-        conn.execute(
+        rejected = Rejected(
+            sub.name, sub.dead_letter_topic, message_id, bytes(data), json.loads(attrs), error or "", attempts
+        )
+        self._record_dead_letter(conn, rejected, publish_time, now)
+
+    def _record_dead_letter(
+        self, conn: sqlite3.Connection, rejected: Rejected, publish_time: float, now: datetime
+    ) -> int:
+        cur = conn.execute(
             "INSERT INTO dead_letters (subscription, message_id, data, attributes, publish_time, attempts,"
             " last_error, dead_lettered_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                sub.name,
-                message_id,
-                data,
-                attrs,
+                rejected.subscription,
+                rejected.message_id,
+                rejected.data,
+                json.dumps(dict(rejected.attributes), separators=(",", ":")),
                 publish_time,
-                attempts,
-                error,
+                rejected.attempts,
+                rejected.error or None,
                 _ts(now),
             ),
         )
-        if sub.dead_letter_topic is not None:
-            attributes = json.loads(attrs)
+        if rejected.topic is not None:
+            attributes = dict(rejected.attributes)
             # The attributes Pub/Sub adds when it forwards to a dead-letter topic.
-            attributes["CloudPubSubDeadLetterSourceSubscription"] = sub.name
-            attributes["CloudPubSubDeadLetterSourceDeliveryCount"] = str(attempts)
-            if error:
-                attributes["sluice_error"] = error[:1000]
-            self._insert(
-                conn,
-                [OutgoingMessage(sub.dead_letter_topic, bytes(data), attributes)],
-                now,
-            )
+            attributes["CloudPubSubDeadLetterSourceSubscription"] = rejected.subscription
+            attributes["CloudPubSubDeadLetterSourceDeliveryCount"] = str(rejected.attempts)
+            if rejected.error:
+                attributes["sluice_error"] = rejected.error[:1000]
+            self._insert(conn, [OutgoingMessage(rejected.topic, rejected.data, attributes)], now)
+        return int(cur.lastrowid or 0)
+
+    def dead_letter(self, rejected: Rejected) -> str:
+        """Record a message rejected outside a delivery of this bus (a Cloud
+        Function entrypoint running on the embedded backend) with the others:
+        listed by ``dead_letters``, replayable into ``rejected.subscription``."""
+        now = self._clock.now()
+        with self._tx() as conn:
+            seq = self._record_dead_letter(conn, rejected, _ts(now), now)
+        self._notify()
+        return str(seq)
 
     def release_leases(self, *, except_owner: str | None = None) -> int:
         """Make every leased delivery ready now (its consumer is known dead).
