@@ -1,0 +1,132 @@
+"""Fan-in: complete a run once all of its tasks are terminal, exactly once.
+
+A task commits its terminal outcome on its own record (compare-and-set with its
+attempt fence) and only then calls :func:`settle_run`. So the last task to
+commit always finds every task terminal, and no completion is lost; a
+redelivered message whose task is already terminal calls it again, in case the
+process died between the task's commit and this check.
+
+The check is one indexed lookup ("is any task still open?"). Only when none is
+does it count the tasks by status and complete the run with a compare-and-set
+on the run document: exactly one caller wins, records the run's exports in
+that same transaction and sends them; a redelivery that finds the run
+completed re-sends the export requests (the winner may have died before
+sending them), which is safe because the export is idempotent. The run document is thus written once
+per run by the fan-in, not once per task, and a conflict in this bookkeeping
+never repeats a model call: it is retried on its own.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from common.core import lifecycle
+from common.core.messages import ExportRun
+from common.core.models import Export, Run
+from common.core.states import ExportStatus, OperationStatus, RunStatus
+from common.obs.logging import fields
+from common.ports.store import Transaction
+from common.service import ids, progress, repo, tally
+from common.service.context import Context
+
+log = logging.getLogger(__name__)
+
+
+def settle_run(ctx: Context, run_id: str, *, resend: bool = False) -> Run:
+    """After a task of the run became terminal: complete the run if that was the
+    last open task, else report progress (coalesced).
+
+    ``resend``: the caller is a redelivery that found its task already terminal;
+    if the run is completed, the completing attempt may have died before its
+    export requests were sent, so send them again. (A first delivery that finds
+    the run completed leaves that to the attempt that completed it.)
+    """
+    run, _ = repo.require(ctx.store, Run, run_id)
+    if run.status is RunStatus.COMPLETED:
+        if resend:
+            resend_follow_ups(run, ctx)
+        return run
+    if run.status is not RunStatus.RUNNING:
+        # Paused: resuming re-runs this check. Cancelled: nothing follows.
+        return run
+    if tally.any_open(ctx.store, run.id):
+        progress.report_run(ctx, run, stage="extracting")
+        return run
+    return complete(run, ctx)
+
+
+def complete(run: Run, ctx: Context) -> Run:
+    """Complete the run (every task is terminal): one compare-and-set on the run."""
+    # Tasks are terminal for good while the run is running (only a retry of a
+    # finished run reopens them), so counts taken now are final.
+    counters = tally.count_tasks(ctx.store, run)
+    now = ctx.now()
+
+    def tx(t: Transaction) -> tuple[Run, bool]:
+        current = repo.tx_require(t, Run, run.id)
+        existing = {eid for eid in _export_ids(current) if t.get(Export.collection, eid) is not None}
+        done, finished = lifecycle.complete_run(current, counters, now=now)
+        if finished:
+            repo.tx_put(t, done)
+            _create_exports(t, done, existing)
+        return done, finished
+
+    done, finished = ctx.store.transaction(tx)
+    if finished:
+        _after_run_finished(done, ctx)
+    # A loser leaves the export requests to the winner, whose message is
+    # redelivered (and re-sends them) if it dies before they are sent.
+    return done
+
+
+def _export_ids(run: Run) -> list[str]:
+    return [ids.export_id(run.id, i, spec.format.value) for i, spec in enumerate(run.exports)]
+
+
+def _create_exports(t: Transaction, run: Run, existing: set[str]) -> None:
+    """Record the run's exports (deterministic ids) in the transaction that completes it."""
+    for export_id, spec in zip(_export_ids(run), run.exports, strict=True):
+        if export_id in existing:
+            continue
+        export = Export(
+            id=export_id,
+            owner=run.owner,
+            run_id=run.id,
+            job_id=run.job_id,
+            format=spec.format,
+            destination=spec.destination,
+            created_at=run.updated_at,
+            updated_at=run.updated_at,
+        )
+        t.create(Export.collection, export.id, export.to_doc())
+
+
+def _run_exports(run: Run, ctx: Context) -> list[Export]:
+    return [Export.from_doc(s.data) for s in ctx.store.get_many(Export.collection, _export_ids(run))]
+
+
+def _after_run_finished(run: Run, ctx: Context) -> None:
+    log.info(
+        "run completed",
+        extra=fields(completed=run.counters.completed, failed=run.counters.failed, total=run.counters.total),
+    )
+    exports = _run_exports(run, ctx)
+    for export in exports:
+        ctx.send(ExportRun(export_id=export.id, run_id=run.id, job_id=run.job_id))
+    if exports:
+        progress.report_run(ctx, run, stage="exporting")
+    else:
+        progress.report_run(ctx, run, stage="done", status=OperationStatus.DONE)
+
+
+def resend_follow_ups(run: Run, ctx: Context) -> None:
+    """The run is completed: make sure what follows was sent.
+
+    The run may have completed in a transaction whose follow-up sends were
+    lost to a crash; sending again is safe because the export is idempotent.
+    """
+    if run.status is not RunStatus.COMPLETED:
+        return
+    for export in _run_exports(run, ctx):
+        if export.status is not ExportStatus.COMPLETED:
+            ctx.send(ExportRun(export_id=export.id, run_id=run.id, job_id=run.job_id))

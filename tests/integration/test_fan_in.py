@@ -1,0 +1,122 @@
+"""Fan-in under load: 500 documents on 64 extract workers of the real local runtime.
+
+Every task's outcome is committed on its own record; the run is completed by a
+separate compare-and-set, so no task's bookkeeping competes for the run
+document and no model call is repeated because a transaction conflicted.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from common.adapters.local.clock import SystemClock
+from common.adapters.local.sqlite_bus import Delivery, Settlement
+from common.bootstrap import bootstrap, local_bus
+from common.config import Settings
+from common.core.schema import DocumentExtraction, FieldSpec
+from common.core.states import ExportStatus, RunStatus, TaskStatus
+from common.ports.model import DocumentRef
+from common.runtime.local import LocalRuntime
+from tests.support import Pipeline, ScriptedExtractor
+
+DOCUMENTS = 500
+WORKERS = 64
+MODEL_CALL_S = 0.2
+
+
+class SlowModel(ScriptedExtractor):
+    """A model call that takes 0.2 s, like a fast remote model; counts calls per document."""
+
+    def extract(self, doc: DocumentRef, fields: Sequence[FieldSpec], *, prompt: str = "") -> DocumentExtraction:
+        time.sleep(MODEL_CALL_S)
+        return super().extract(doc, fields, prompt=prompt)
+
+
+class CountingRuntime(LocalRuntime):
+    """The real threaded runtime, counting deliveries that were not acknowledged."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.nacks: Counter[str] = Counter()
+        self._count_lock = threading.Lock()
+
+    def handle(self, function: str, delivery: Delivery) -> Settlement:
+        settlement = super().handle(function, delivery)
+        if not settlement.ack:
+            with self._count_lock:
+                self.nacks[delivery.attributes.get("kind", "?")] += 1
+        return settlement
+
+
+class Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@pytest.fixture
+def run_log() -> object:
+    handler = Records()
+    logger = logging.getLogger("common.service")
+    old_level = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    yield handler
+    logger.removeHandler(handler)
+    logger.setLevel(old_level)
+
+
+def test_500_documents_on_64_workers_call_the_model_once_each_and_complete_the_run_once(
+    tmp_path: Path, run_log: Records
+) -> None:
+    settings = Settings(backend="local", data_dir=tmp_path / "data", durable=True)
+    model = SlowModel()
+    deps = bootstrap(settings, clock=SystemClock(), extractor_factory=lambda _name: model)
+    bus = local_bus(deps)
+    runtime = CountingRuntime(deps, bus, max_workers=WORKERS)
+    extract_pool = {s.function: s.workers for s in runtime._subs}["extract"]
+    assert extract_pool == WORKERS
+    p = Pipeline(deps=deps, bus=bus, runtime=runtime, clock=None, tmp=tmp_path, extractor=model)  # type: ignore[arg-type]
+    job = p.job(formats=("csv", "xlsx"))
+    for i in range(DOCUMENTS):
+        p.upload(job, f"ok-{i:03d}.pdf")
+
+    runtime.start()
+    try:
+        run = p.start(job)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            exports = p.exports(run.id)
+            if len(exports) == 2 and all(e.status is ExportStatus.COMPLETED for e in exports):
+                break
+            time.sleep(0.1)
+    finally:
+        runtime.stop()
+
+    assert sum(model.calls.values()) == DOCUMENTS, f"duplicates: {[n for n, c in model.calls.items() if c > 1][:10]}"
+    assert set(model.calls.values()) == {1}
+    assert runtime.nacks == Counter(), "no delivery was redelivered because bookkeeping conflicted"
+    assert not [m for m in run_log.messages if "conflicted" in m]
+    done = p.run(run.id)
+    assert done.status is RunStatus.COMPLETED
+    assert (done.counters.total, done.counters.completed, done.counters.failed, done.counters.cancelled) == (
+        DOCUMENTS,
+        DOCUMENTS,
+        0,
+        0,
+    )
+    assert run_log.messages.count("run completed") == 1, "exactly one task completed the run"
+    exports = p.exports(run.id)
+    assert sorted(e.format.value for e in exports) == ["csv", "xlsx"]
+    assert {e.row_count for e in exports} == {DOCUMENTS}
+    assert {t.status for t in p.tasks(run.id)} == {TaskStatus.COMPLETED}
