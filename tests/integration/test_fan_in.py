@@ -20,11 +20,16 @@ from common.adapters.local.clock import SystemClock
 from common.adapters.local.sqlite_bus import Delivery, Settlement
 from common.bootstrap import bootstrap, local_bus
 from common.config import Settings
+from common.core.messages import ExportRun, Message
+from common.core.models import ExtractionTask, Priority, Run
 from common.core.schema import DocumentExtraction, FieldSpec
 from common.core.states import ExportStatus, RunStatus, TaskStatus
 from common.ports.model import DocumentRef
+from common.ports.store import Transaction
 from common.runtime.local import LocalRuntime
-from tests.support import Pipeline, ScriptedExtractor
+from common.service import fanin, repo, runs
+from common.service.context import Context
+from tests.support import Pipeline, ScriptedExtractor, make_pipeline
 
 DOCUMENTS = 500
 WORKERS = 64
@@ -76,6 +81,9 @@ def run_log() -> object:
     logger.setLevel(old_level)
 
 
+# The SQLite store is durable here (fsync per commit, the default and what
+# `sluice run` uses): commits take long enough for 64 workers to collide, as
+# Firestore's one-write-per-second-per-document would in the cloud.
 def test_500_documents_on_64_workers_call_the_model_once_each_and_complete_the_run_once(
     tmp_path: Path, run_log: Records
 ) -> None:
@@ -120,3 +128,83 @@ def test_500_documents_on_64_workers_call_the_model_once_each_and_complete_the_r
     assert sorted(e.format.value for e in exports) == ["csv", "xlsx"]
     assert {e.row_count for e in exports} == {DOCUMENTS}
     assert {t.status for t in p.tasks(run.id)} == {TaskStatus.COMPLETED}
+
+
+def test_a_crash_between_the_tasks_commit_and_the_fan_in_is_completed_by_the_redelivery(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    p = make_pipeline(tmp_path)
+    job = p.job()
+    p.upload(job, "ok-a.pdf")
+    run = p.start(job)  # one task: its fan-in is the one that must complete the run
+    real_settle = fanin.settle_run
+    crashes: list[str] = []
+
+    def die_once(ctx: Context, run_id: str, *, resend: bool = False) -> Run:
+        if not crashes and not resend:
+            crashes.append(ctx.message_id)
+            raise RuntimeError("died after the task's commit, before the fan-in")
+        return real_settle(ctx, run_id, resend=resend)
+
+    monkeypatch.setattr(runs.fanin, "settle_run", die_once)
+    p.drain(advance_clock=True)
+
+    assert len(crashes) == 1
+    assert p.extractor.calls == {"ok-a.pdf": 1}, "the redelivery found its task done and did not call the model"
+    done = p.run(run.id)
+    assert done.status is RunStatus.COMPLETED and done.counters.completed == 1
+    assert [e.status for e in p.exports(run.id)] == [ExportStatus.COMPLETED]
+
+
+class RecordingSender:
+    def __init__(self) -> None:
+        self.sent: list[Message] = []
+        self._lock = threading.Lock()
+
+    def send(self, message: Message, *, delay_s: float | None = None, priority: Priority | None = None) -> str:
+        with self._lock:
+            self.sent.append(message)
+        return "m"
+
+
+def test_twenty_racing_fan_ins_complete_the_run_once(tmp_path: Path, run_log: Records) -> None:
+    p = make_pipeline(tmp_path)
+    job = p.job(formats=("csv", "xlsx"))
+    for name in ("ok-a.pdf", "ok-b.pdf", "bad-c.pdf"):
+        p.upload(job, name)
+    run = p.start(job)
+    p.drain(max_deliveries=2)  # the upload registrations and run.start: tasks exist, none ran
+    tasks = p.tasks(run.id)
+    assert len(tasks) == 3
+
+    def finish_without_fan_in(t: Transaction) -> None:
+        # What each task's own commit leaves behind if no fan-in ran after it.
+        current = [repo.tx_require(t, ExtractionTask, task.id) for task in tasks]
+        for task in current:
+            status = TaskStatus.FAILED if task.file_name.startswith("bad") else TaskStatus.COMPLETED
+            repo.tx_put(t, task.model_copy(update={"status": status}))
+
+    p.deps.store.transaction(finish_without_fan_in)
+    threads = 20
+    barrier = threading.Barrier(threads)
+    sender = RecordingSender()
+    results: list[Run] = []
+
+    def racer(i: int) -> None:
+        ctx = Context(deps=p.deps, sender=sender, message_id=f"m{i}")
+        barrier.wait()
+        results.append(fanin.settle_run(ctx, run.id))
+
+    workers = [threading.Thread(target=racer, args=(i,)) for i in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+
+    assert len(results) == threads and {r.status for r in results} == {RunStatus.COMPLETED}
+    assert run_log.messages.count("run completed") == 1
+    exports = p.exports(run.id)
+    assert sorted(e.format.value for e in exports) == ["csv", "xlsx"]
+    assert sorted(m.export_id for m in sender.sent if isinstance(m, ExportRun)) == sorted(e.id for e in exports)
+    done = p.run(run.id)
+    assert (done.counters.total, done.counters.completed, done.counters.failed) == (3, 2, 1)
