@@ -27,7 +27,7 @@ from common.core.states import ExportStatus, RunStatus, TaskStatus
 from common.ports.model import DocumentRef
 from common.ports.store import Transaction
 from common.runtime.local import LocalRuntime
-from common.service import fanin, repo, runs
+from common.service import fanin, repo
 from common.service.context import Context
 from tests.support import Pipeline, ScriptedExtractor, make_pipeline
 
@@ -146,7 +146,7 @@ def test_a_crash_between_the_tasks_commit_and_the_fan_in_is_completed_by_the_red
             raise RuntimeError("died after the task's commit, before the fan-in")
         return real_settle(ctx, run_id, resend=resend)
 
-    monkeypatch.setattr(runs.fanin, "settle_run", die_once)
+    monkeypatch.setattr(fanin, "settle_run", die_once)
     p.drain(advance_clock=True)
 
     assert len(crashes) == 1
