@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 
 from common.core import lifecycle
+from common.core.errors import ErrorKind, RetryableError
 from common.core.messages import ExportRun
 from common.core.models import Export, Run
 from common.core.states import ExportStatus, OperationStatus, RunStatus
@@ -41,29 +42,50 @@ def settle_run(ctx: Context, run_id: str, *, resend: bool = False) -> Run:
     export requests were sent, so send them again. (A first delivery that finds
     the run completed leaves that to the attempt that completed it.)
     """
-    run, _ = repo.require(ctx.store, Run, run_id)
-    if run.status is RunStatus.COMPLETED:
-        if resend:
-            resend_follow_ups(run, ctx)
-        return run
-    if run.status is not RunStatus.RUNNING:
-        # Paused: resuming re-runs this check. Cancelled: nothing follows.
-        return run
-    if tally.any_open(ctx.store, run.id):
-        progress.report_run(ctx, run, stage="extracting")
-        return run
-    return complete(run, ctx)
+    for _ in range(_ROUNDS):
+        run, version = repo.require(ctx.store, Run, run_id)
+        if run.status is RunStatus.COMPLETED:
+            if resend:
+                resend_follow_ups(run, ctx)
+            return run
+        if run.status is not RunStatus.RUNNING:
+            # Paused: resuming re-runs this check. Cancelled: nothing follows.
+            return run
+        if tally.any_open(ctx.store, run.id):
+            progress.report_run(ctx, run, stage="extracting")
+            return run
+        done = _complete(run, version, ctx)
+        if done is not None:
+            return done
+    raise RetryableError(
+        f"run {run_id} kept changing while its fan-in ran",
+        kind=ErrorKind.CONFLICT,
+        hint="The message is redelivered and the fan-in runs again.",
+    )
 
 
-def complete(run: Run, ctx: Context) -> Run:
-    """Complete the run (every task is terminal): one compare-and-set on the run."""
-    # Tasks are terminal for good while the run is running (only a retry of a
-    # finished run reopens them), so counts taken now are final.
+# Each round reads the run; another round is needed only if the run document
+# changed between that read and the completing compare-and-set (a user's
+# control action), which is rare: the run is written once per run by the fan-in.
+_ROUNDS = 5
+
+
+def _complete(run: Run, version: str, ctx: Context) -> Run | None:
+    """Complete the run (no task is open): one compare-and-set on the run.
+
+    Returns the run as it stands after, or None if the run changed since
+    ``version`` was read (the counts may then be stale: look again).
+    """
+    # While the run stays at ``version`` its tasks are terminal for good (only
+    # a retry, which writes the run, reopens them), so counts taken now are final.
     counters = tally.count_tasks(ctx.store, run)
     now = ctx.now()
 
-    def tx(t: Transaction) -> tuple[Run, bool]:
-        current = repo.tx_require(t, Run, run.id)
+    def tx(t: Transaction) -> tuple[Run, bool] | None:
+        snap = t.get(Run.collection, run.id)
+        if snap is None or snap.version != version:
+            return None
+        current = Run.from_doc(snap.data)
         existing = {eid for eid in _export_ids(current) if t.get(Export.collection, eid) is not None}
         done, finished = lifecycle.complete_run(current, counters, now=now)
         if finished:
@@ -71,7 +93,10 @@ def complete(run: Run, ctx: Context) -> Run:
             _create_exports(t, done, existing)
         return done, finished
 
-    done, finished = ctx.store.transaction(tx)
+    outcome = ctx.store.transaction(tx)
+    if outcome is None:
+        return None
+    done, finished = outcome
     if finished:
         _after_run_finished(done, ctx)
     # A loser leaves the export requests to the winner, whose message is

@@ -21,13 +21,13 @@ from common.adapters.local.sqlite_bus import Delivery, Settlement
 from common.bootstrap import bootstrap, local_bus
 from common.config import Settings
 from common.core.messages import ExportRun, Message
-from common.core.models import ExtractionTask, Priority, Run
+from common.core.models import ExtractionTask, Priority, Run, RunCounters
 from common.core.schema import DocumentExtraction, FieldSpec
 from common.core.states import ExportStatus, RunStatus, TaskStatus
 from common.ports.model import DocumentRef
-from common.ports.store import Transaction
+from common.ports.store import Store, Transaction
 from common.runtime.local import LocalRuntime
-from common.service import fanin, repo
+from common.service import control, fanin, repo, tally
 from common.service.context import Context
 from tests.support import Pipeline, ScriptedExtractor, make_pipeline
 
@@ -208,3 +208,42 @@ def test_twenty_racing_fan_ins_complete_the_run_once(tmp_path: Path, run_log: Re
     assert sorted(m.export_id for m in sender.sent if isinstance(m, ExportRun)) == sorted(e.id for e in exports)
     done = p.run(run.id)
     assert (done.counters.total, done.counters.completed, done.counters.failed) == (3, 2, 1)
+
+
+def test_a_run_reopened_between_the_count_and_the_completion_is_not_completed_on_stale_counts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    p = make_pipeline(tmp_path)
+    job = p.job()
+    p.upload(job, "ok-a.pdf")
+    p.upload(job, "bad-b.pdf")
+    run = p.start(job)
+    p.drain(max_deliveries=3)  # uploads registered, run started: two tasks, none ran
+    tasks = p.tasks(run.id)
+
+    def finish_without_fan_in(t: Transaction) -> None:
+        current = [repo.tx_require(t, ExtractionTask, task.id) for task in tasks]
+        for task in current:
+            status = TaskStatus.FAILED if task.file_name.startswith("bad") else TaskStatus.COMPLETED
+            repo.tx_put(t, task.model_copy(update={"status": status}))
+
+    p.deps.store.transaction(finish_without_fan_in)
+    real_count = tally.count_tasks
+    interleaved: list[bool] = []
+
+    def count_then_let_others_move(store: Store, counted_run: Run) -> RunCounters:
+        counts = real_count(store, counted_run)
+        if not interleaved:
+            interleaved.append(True)
+            # Meanwhile another fan-in completes the run and its owner retries the failed task.
+            fanin.settle_run(Context(deps=p.deps, sender=RecordingSender(), message_id="other"), run.id)
+            control.retry_run(p.deps, RecordingSender(), run.id, owner="alice")
+        return counts
+
+    monkeypatch.setattr(tally, "count_tasks", count_then_let_others_move)
+    after = fanin.settle_run(Context(deps=p.deps, sender=RecordingSender(), message_id="late"), run.id)
+
+    assert interleaved == [True]
+    assert after.status is RunStatus.RUNNING, "the retried task is pending: the run must stay open"
+    assert p.run(run.id).status is RunStatus.RUNNING
+    assert sorted(t.status for t in p.tasks(run.id)) == sorted([TaskStatus.COMPLETED, TaskStatus.PENDING])
