@@ -84,6 +84,7 @@ def run_log() -> object:
 # The SQLite store is durable here (fsync per commit, the default and what
 # `sluice run` uses): commits take long enough for 64 workers to collide, as
 # Firestore's one-write-per-second-per-document would in the cloud.
+@pytest.mark.slow
 def test_500_documents_on_64_workers_call_the_model_once_each_and_complete_the_run_once(
     tmp_path: Path, run_log: Records
 ) -> None:
