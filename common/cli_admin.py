@@ -112,7 +112,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     from common.core.errors import NotFound
     from common.core.models import Job, Run
     from common.ports.store import Filter, Order
-    from common.service import repo
+    from common.service import repo, tally
 
     deps = _deps(args.data_dir)
     filters = []
@@ -122,7 +122,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         filters.append(Filter("job_id", "==", args.job))
     rows = []
     for run in repo.scan(deps.store, Run, filters=filters, order_by=[Order("created_at"), Order("id")]):
-        c = run.counters
+        c = tally.live_counters(deps.store, run)
         rows.append(
             {
                 "run": run.id,

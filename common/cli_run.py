@@ -295,11 +295,11 @@ def _unfinished(deps: Deps, run: Run) -> bool:
 def _wait(args: argparse.Namespace, deps: Deps, run: Run) -> tuple[Run, list[Export]]:
     from common.core.models import Run
     from common.core.states import ExportStatus, RunStatus
-    from common.service import repo
+    from common.service import repo, tally
 
     bar = _ProgressBar(sys.stderr, enabled=not args.quiet)
     while True:
-        run = repo.require(deps.store, Run, run.id)[0]
+        run = tally.with_live_counters(deps.store, repo.require(deps.store, Run, run.id)[0])
         exports = _exports_of(deps, run.id)
         bar.show(run)
         exports_done = all(e.status in (ExportStatus.COMPLETED, ExportStatus.FAILED) for e in exports)

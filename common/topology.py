@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Literal
@@ -55,12 +57,36 @@ class BucketSpec(_Strict):
 
 
 class TaskQueueSpec(_Strict):
-    max_dispatches_per_second: float = Field(gt=0, le=500)
-    max_concurrent_dispatches: int = Field(ge=1, le=5000)
+    """A priority's Cloud Tasks queue. Its rate limits are not set here: they
+    derive from the model quota (:meth:`Topology.task_queue_limits`)."""
+
     max_attempts: int = Field(ge=1, le=100)
 
 
+class ModelQuotaSpec(_Strict):
+    """The model quota extraction runs against (e.g. Vertex AI requests per
+    minute for the project and model). The extract stage paces itself to it
+    (SLUICE_MODEL_RPM), and every priority's queue may dispatch up to it."""
+
+    requests_per_minute: int = Field(ge=1)
+    # The function that calls the model: its instances x concurrency bound the
+    # dispatches a queue may have in flight.
+    function: str
+    # Over the quota, for the messages that are not model calls (run.start,
+    # retries refunded by the pacing) riding the same queues.
+    dispatch_headroom: float = Field(ge=1, le=10)
+
+
+@dataclass(frozen=True)
+class QueueLimits:
+    max_dispatches_per_second: float
+    max_concurrent_dispatches: int
+
+
 PRIORITY_QUEUES = ("low", "normal", "high", "urgent")
+# Cloud Tasks' own ceilings for one queue.
+MAX_QUEUE_DISPATCHES_PER_SECOND = 500.0
+MAX_QUEUE_CONCURRENT_DISPATCHES = 5000
 
 
 class Topology(_Strict):
@@ -69,6 +95,7 @@ class Topology(_Strict):
     schedules: dict[str, ScheduleSpec] = Field(default_factory=dict)
     buckets: dict[str, BucketSpec] = Field(default_factory=dict)
     task_queues: dict[str, TaskQueueSpec] = Field(default_factory=dict)
+    model_quota: ModelQuotaSpec | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Topology:
@@ -110,9 +137,34 @@ class Topology(_Strict):
                 problems.append(f"bucket {bname!r}: finalize topic {bucket.finalize!r} must carry blob.finalized")
         if self.task_queues and set(self.task_queues) != set(PRIORITY_QUEUES):
             problems.append(f"task_queues must be exactly the priorities {', '.join(PRIORITY_QUEUES)}")
+        if self.task_queues and self.model_quota is None:
+            problems.append("task_queues need model_quota: their dispatch rates derive from it")
+        if self.model_quota is not None and self.model_quota.function not in self.functions:
+            problems.append(f"model_quota: function {self.model_quota.function!r} is not defined")
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def task_queue_limits(self) -> dict[str, QueueLimits]:
+        """Each priority queue's rate limits, derived from the model quota.
+
+        Every priority gets the same ceiling: the quota per second with
+        headroom, and as many concurrent dispatches as the model-calling
+        function can run. An idle system dispatches any priority's work as
+        fast as the model can take it; priority only decides which lane waits
+        when the model is the bottleneck. (terraform/locals.tf computes the
+        same numbers; tests/terraform checks they agree.)
+        """
+        quota = self.model_quota
+        if quota is None:
+            return {}
+        fn = self.functions[quota.function]
+        # Milli-dispatch precision, floored (the Terraform does the same arithmetic).
+        per_s = math.floor(quota.requests_per_minute / 60 * quota.dispatch_headroom * 1000) / 1000
+        rate = min(MAX_QUEUE_DISPATCHES_PER_SECOND, per_s)
+        concurrent = min(MAX_QUEUE_CONCURRENT_DISPATCHES, fn.max_instances * fn.concurrency)
+        limits = QueueLimits(max_dispatches_per_second=rate, max_concurrent_dispatches=concurrent)
+        return {name: limits for name in self.task_queues}
 
     def topic_for(self, kind: str) -> str:
         for name, topic in self.topics.items():

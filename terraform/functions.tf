@@ -15,6 +15,7 @@ locals {
       SLUICE_EXTRACTOR             = var.extractor
       SLUICE_GEMINI_MODEL          = var.gemini_model
       SLUICE_GEMINI_LOCATION       = local.gemini_location
+      SLUICE_MODEL_RPM             = tostring(local.topology.model_quota.requests_per_minute)
       SLUICE_FIRESTORE_DATABASE    = var.firestore_database
       SLUICE_TASKS_LOCATION        = var.region
       SLUICE_TASKS_QUEUE_PREFIX    = var.prefix

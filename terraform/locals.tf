@@ -83,4 +83,17 @@ locals {
   }
 
   finalize_buckets = { for name, b in local.buckets : name => b.finalize if b.finalize != null }
+
+  # task_queues.<priority>: one Cloud Tasks queue. Every priority may dispatch at the
+  # model quota per second (with headroom), with as many dispatches in flight as the
+  # model-calling function runs: priorities order work, the quota limits it.
+  # common/topology.py (Topology.task_queue_limits) computes the same numbers.
+  model_function = local.topology.functions[local.topology.model_quota.function]
+  task_queue_limits = {
+    for name, q in local.topology.task_queues : name => {
+      max_attempts              = q.max_attempts
+      max_dispatches_per_second = min(500, floor(local.topology.model_quota.requests_per_minute / 60 * local.topology.model_quota.dispatch_headroom * 1000) / 1000)
+      max_concurrent_dispatches = min(5000, local.model_function.max_instances * local.model_function.concurrency)
+    }
+  }
 }

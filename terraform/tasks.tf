@@ -1,9 +1,10 @@
-# Cloud Tasks: one queue per run priority (rates in topology.yaml's task_queues). A task
+# Cloud Tasks: one queue per run priority, its rates derived from topology.yaml's
+# model_quota (local.task_queue_limits). A task
 # is a Pub/Sub publish call made at the scheduled time as the tasks account
 # (common/adapters/gcp/tasks_scheduler.py), so the message then travels like any other.
 
 resource "google_cloud_tasks_queue" "priority" {
-  for_each = local.topology.task_queues
+  for_each = local.task_queue_limits
   project  = var.project
   location = var.region
   name     = "${var.prefix}${each.key}"

@@ -47,7 +47,7 @@ from common.core.states import (
     TaskStatus,
 )
 from common.ports.store import Filter, Order, Page, Transaction
-from common.service import control, exports, ids, integrations, jobs, oauth_flow, repo
+from common.service import control, exports, ids, integrations, jobs, oauth_flow, repo, tally
 
 R = TypeVar("R", bound=Record)
 
@@ -358,14 +358,14 @@ def start_run(call: Call) -> Result:
                 details={"latest": format_timestamp(horizon)},
             )
     run = jobs.request_run(call.deps, call.sender, job, priority=body.priority, schedule_time=body.schedule_time)
-    return Reply(s.RunOut.of(run), status=202, headers={"Location": f"/v1/operations/{run.operation_id}"})
+    return Reply(_run_out(call, run), status=202, headers={"Location": f"/v1/operations/{run.operation_id}"})
 
 
 def list_job_runs(call: Call) -> Result:
     job = owned(call, Job, call.params["job_id"])
     q = call.query_as(s.PageQuery)
     found, cursor = _page(call, Run, [Filter("job_id", "==", job.id)], [Order("run_number", "desc")], q)
-    return s.RunList(items=[s.RunOut.of(r) for r in found], next_cursor=cursor)
+    return s.RunList(items=[_run_out(call, r) for r in found], next_cursor=cursor)
 
 
 def list_runs(call: Call) -> Result:
@@ -376,26 +376,31 @@ def list_runs(call: Call) -> Result:
     if q.job_id is not None:
         filters.append(Filter("job_id", "==", q.job_id))
     found, cursor = _page(call, Run, filters, [Order("created_at", "desc")], q)
-    return s.RunList(items=[s.RunOut.of(r) for r in found], next_cursor=cursor)
+    return s.RunList(items=[_run_out(call, r) for r in found], next_cursor=cursor)
+
+
+def _run_out(call: Call, run: Run) -> s.RunOut:
+    """A run as clients see it: exact counters, counted from its tasks while it runs."""
+    return s.RunOut.of(tally.with_live_counters(call.deps.store, run))
 
 
 def get_run(call: Call) -> Result:
-    return s.RunOut.of(owned(call, Run, call.params["run_id"]))
+    return _run_out(call, owned(call, Run, call.params["run_id"]))
 
 
 def cancel_run(call: Call) -> Result:
     run = owned(call, Run, call.params["run_id"])
-    return s.RunOut.of(control.cancel_run(call.deps, run.id, owner=call.owner))
+    return _run_out(call, control.cancel_run(call.deps, run.id, owner=call.owner))
 
 
 def pause_run(call: Call) -> Result:
     run = owned(call, Run, call.params["run_id"])
-    return s.RunOut.of(control.pause_run(call.deps, run.id, owner=call.owner))
+    return _run_out(call, control.pause_run(call.deps, run.id, owner=call.owner))
 
 
 def resume_run(call: Call) -> Result:
     run = owned(call, Run, call.params["run_id"])
-    return s.RunOut.of(control.resume_run(call.deps, call.sender, run.id, owner=call.owner))
+    return _run_out(call, control.resume_run(call.deps, call.sender, run.id, owner=call.owner))
 
 
 def retry_run(call: Call) -> Result:
@@ -404,7 +409,7 @@ def retry_run(call: Call) -> Result:
     updated, n = control.retry_run(
         call.deps, call.sender, run.id, owner=call.owner, scope=body.scope, task_ids=body.task_ids
     )
-    return Reply(s.RetryOut(run=s.RunOut.of(updated), retried=n), status=202)
+    return Reply(s.RetryOut(run=_run_out(call, updated), retried=n), status=202)
 
 
 def list_tasks(call: Call) -> Result:
@@ -459,7 +464,7 @@ def live_operation(call: Call, op_id: str) -> s.OperationOut:
         if found is not None:
             run = found[0]
             now = call.deps.clock.now()
-            c = run.counters
+            c = tally.live_counters(call.deps.store, run)
             p = compute_progress(
                 completed=c.completed, failed=c.failed + c.cancelled, total=c.total, started_at=run.started_at, now=now
             )

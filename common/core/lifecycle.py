@@ -7,6 +7,7 @@ transition decided on a stale read is refused by the store, not applied twice.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -19,6 +20,7 @@ from common.core.models import (
     ExtractionTask,
     Operation,
     Run,
+    RunCounters,
     TaskResult,
     TaskUsage,
 )
@@ -226,30 +228,46 @@ def fail_run(run: Run, *, error: SluiceError, now: datetime) -> Run:
     )
 
 
-def count_task_outcome(run: Run, outcome: TaskStatus, *, now: datetime) -> Run:
-    """Add one task's terminal outcome to the run's counters."""
-    c = run.counters
-    if outcome is TaskStatus.COMPLETED:
-        c = c.model_copy(update={"completed": c.completed + 1})
-    elif outcome is TaskStatus.FAILED:
-        c = c.model_copy(update={"failed": c.failed + 1})
-    elif outcome is TaskStatus.CANCELLED:
-        c = c.model_copy(update={"cancelled": c.cancelled + 1})
-    else:
-        raise ValueError(f"{outcome.value} is not a terminal task outcome")
-    return run.model_copy(update={"counters": c, "updated_at": now})
+def tally(total: int, terminal: Mapping[TaskStatus, int]) -> RunCounters:
+    """A run's counters derived from how many of its tasks are in each terminal state.
 
-
-def finish_if_all_terminal(run: Run, *, now: datetime) -> tuple[Run, bool]:
-    """Fan-in: complete the run when its last task is terminal.
-
-    Returns the run and whether *this* call completed it, so exactly one caller
-    (the one whose compare-and-set write lands) triggers the export.
+    Counters are not incremented per task: each task commits its outcome on its
+    own record, and the run's counters are counted from the tasks, so no task's
+    bookkeeping writes the run document (Firestore sustains about one write per
+    second per document).
     """
-    if run.status is not RunStatus.RUNNING or not run.counters.all_terminal:
+    for status in terminal:
+        if status not in TERMINAL_TASK_STATES:
+            raise ValueError(f"{status.value} is not a terminal task outcome")
+    return RunCounters(
+        total=total,
+        completed=terminal.get(TaskStatus.COMPLETED, 0),
+        failed=terminal.get(TaskStatus.FAILED, 0),
+        cancelled=terminal.get(TaskStatus.CANCELLED, 0),
+    )
+
+
+def counters_settled(run: Run) -> bool:
+    """Whether the counters stored on the run are final (written when it finished).
+
+    Otherwise they are a snapshot and readers derive them from the tasks.
+    """
+    return run.status in (RunStatus.COMPLETED, RunStatus.FAILED)
+
+
+def complete_run(run: Run, counters: RunCounters, *, now: datetime) -> tuple[Run, bool]:
+    """Fan-in: complete a running run whose tasks are all terminal, with its final counters.
+
+    ``counters`` are derived from the tasks (:func:`tally`). Returns the run and
+    whether *this* call completed it: the caller writes it with compare-and-set
+    on the run, so exactly one caller wins and creates the exports.
+    """
+    if run.status is not RunStatus.RUNNING or counters.terminal < run.counters.total:
         return run, False
     check_transition(RUN_MOVES, run.status, RunStatus.COMPLETED, what="run")
-    return run.model_copy(update={"status": RunStatus.COMPLETED, "finished_at": now, "updated_at": now}), True
+    final = counters.model_copy(update={"total": run.counters.total})
+    update = {"status": RunStatus.COMPLETED, "counters": final, "finished_at": now, "updated_at": now}
+    return run.model_copy(update=update), True
 
 
 # -- exports ------------------------------------------------------------------

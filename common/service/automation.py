@@ -78,7 +78,7 @@ from common.core.models import (
 from common.core.states import ExportStatus, OperationStatus, RunStatus
 from common.obs.logging import fields
 from common.ports.store import Filter, Transaction
-from common.service import ids, jobs, lifecycle_events, repo
+from common.service import ids, jobs, lifecycle_events, repo, tally
 from common.service.context import Context, Deps, Sender
 from common.service.gmail_import import GMAIL_USER_QUOTA, gmail_connector, import_attachments, start_gmail_import
 from common.service.integrations import normalize_account
@@ -552,7 +552,7 @@ def describe(deps: Deps, run_id: str) -> dict[str, Any]:
         else {
             "status": run[0].status.value,
             "run_number": run[0].run_number,
-            "counters": run[0].counters.model_dump(),
+            "counters": tally.live_counters(deps.store, run[0]).model_dump(),
         }
     )
     out["exports"] = [

@@ -5,7 +5,7 @@ compare-and-set: two users (or a user and a worker) racing on one run cannot
 both win, and a task that a worker claimed meanwhile is left to that worker.
 
 * **cancel** -- the run moves to ``cancelled`` at once; its *pending* tasks are
-  cancelled (and counted on the run) in batches; *running* tasks finish, and
+  cancelled in batches (the run's counters are counted from its tasks); *running* tasks finish, and
   the extract stage cancels any task whose message arrives later.
 * **pause** -- ``running -> paused``: the extract stage starts no task of a
   paused run (it leaves the task pending and acknowledges its message).
@@ -34,7 +34,7 @@ from typing import Literal
 from common.core import lifecycle
 from common.core.errors import IllegalTransition, NotFound, PermanentError
 from common.core.messages import ExtractTask, StartRun
-from common.core.models import Export, ExtractionTask, Operation, Run, format_timestamp
+from common.core.models import Export, ExtractionTask, Operation, Run, RunCounters, format_timestamp
 from common.core.progress import Progress, compute_progress
 from common.core.states import (
     OPERATION_MOVES,
@@ -46,7 +46,7 @@ from common.core.states import (
     check_transition,
 )
 from common.ports.store import Filter, Store, Transaction
-from common.service import ids, lifecycle_events, repo
+from common.service import ids, lifecycle_events, repo, tally
 from common.service.context import Context, Deps, Sender
 
 log = logging.getLogger(__name__)
@@ -74,23 +74,28 @@ def _tx_run(t: Transaction, run_id: str, owner: str) -> Run:
     return run
 
 
-def _progress_of(run: Run, now: datetime) -> Progress:
+def _progress_of(run: Run, counters: RunCounters, now: datetime) -> Progress:
     return compute_progress(
-        completed=run.counters.completed,
-        failed=run.counters.failed + run.counters.cancelled,
-        total=run.counters.total,
+        completed=counters.completed,
+        failed=counters.failed + counters.cancelled,
+        total=counters.total,
         started_at=run.started_at,
         now=now,
     )
 
 
 def _op_update(
-    op: Operation | None, run: Run, *, stage: str, status: OperationStatus, now: datetime
+    op: Operation | None, run: Run, counters: RunCounters, *, stage: str, status: OperationStatus, now: datetime
 ) -> Operation | None:
-    """The run's operation moved to ``status``/``stage``, or None if it cannot move."""
+    """The run's operation moved to ``status``/``stage``, or None if it cannot move.
+
+    ``counters`` are counted from the tasks before the transaction (a count is
+    not a transactional read); they only feed the progress shown.
+    """
     if op is None or not can_move(OPERATION_MOVES, op.status, status):
         return None
-    return lifecycle.update_operation(op, progress=_progress_of(run, now), stage=stage, now=now, status=status)
+    progress = _progress_of(run, counters, now)
+    return lifecycle.update_operation(op, progress=progress, stage=stage, now=now, status=status)
 
 
 # -- cancel -------------------------------------------------------------------
@@ -114,11 +119,12 @@ def cancel_run(deps: Deps, run_id: str, *, owner: str) -> Run:
         lifecycle_events.run_ended(cancelled, stage="control")
     while _cancel_pending_batch(deps, run_id, now):
         pass
+    counters = tally.live_counters(deps.store, cancelled)
 
     def finish_op(t: Transaction) -> Run:
         run = _tx_run(t, run_id, owner)
         op = repo.tx_get(t, Operation, run.operation_id)
-        updated = _op_update(op, run, stage="cancelled", status=OperationStatus.CANCELLED, now=now)
+        updated = _op_update(op, run, counters, stage="cancelled", status=OperationStatus.CANCELLED, now=now)
         if updated is not None:
             repo.tx_put(t, updated)
         return run
@@ -138,18 +144,14 @@ def _cancel_pending_batch(deps: Deps, run_id: str, now: datetime) -> bool:
         return False
 
     def tx(t: Transaction) -> int:
-        run = repo.tx_require(t, Run, run_id)
         tasks = [repo.tx_get(t, ExtractionTask, tid) for tid in wanted]
         changed = 0
         for task in tasks:
-            # A worker may have claimed it meanwhile: it finishes, and counts itself.
+            # A worker may have claimed it meanwhile: it finishes the task itself.
             if task is None or task.status is not TaskStatus.PENDING:
                 continue
             repo.tx_put(t, lifecycle.cancel_task(task, now=now))
-            run = lifecycle.count_task_outcome(run, TaskStatus.CANCELLED, now=now)
             changed += 1
-        if changed:
-            repo.tx_put(t, run)
         return changed
 
     lifecycle_events.tasks_cancelled(deps.store.transaction(tx))
@@ -162,6 +164,7 @@ def _cancel_pending_batch(deps: Deps, run_id: str, now: datetime) -> bool:
 def pause_run(deps: Deps, run_id: str, *, owner: str) -> Run:
     """``running -> paused``; no new task starts until it is resumed. Idempotent."""
     now = deps.clock.now()
+    counters = tally.live_counters(deps.store, require_run(deps.store, run_id, owner=owner))
 
     def tx(t: Transaction) -> Run:
         run = _tx_run(t, run_id, owner)
@@ -175,7 +178,7 @@ def pause_run(deps: Deps, run_id: str, *, owner: str) -> Run:
             )
         paused = run.model_copy(update={"status": RunStatus.PAUSED, "updated_at": now})
         repo.tx_put(t, paused)
-        updated = _op_update(op, paused, stage="paused", status=OperationStatus.RUNNING, now=now)
+        updated = _op_update(op, paused, counters, stage="paused", status=OperationStatus.RUNNING, now=now)
         if updated is not None and op is not None and op.status is OperationStatus.RUNNING:
             repo.tx_put(t, updated)
         return paused
@@ -186,6 +189,7 @@ def pause_run(deps: Deps, run_id: str, *, owner: str) -> Run:
 def resume_run(deps: Deps, sender: Sender, run_id: str, *, owner: str) -> Run:
     """``paused -> running`` and re-send the run's pending tasks (via ``run.start``)."""
     now = deps.clock.now()
+    counters = tally.live_counters(deps.store, require_run(deps.store, run_id, owner=owner))
 
     def tx(t: Transaction) -> Run:
         run = _tx_run(t, run_id, owner)
@@ -197,7 +201,7 @@ def resume_run(deps: Deps, sender: Sender, run_id: str, *, owner: str) -> Run:
         resumed = run.model_copy(update={"status": RunStatus.RUNNING, "updated_at": now})
         repo.tx_put(t, resumed)
         if op is not None and op.status is OperationStatus.RUNNING:
-            updated = _op_update(op, resumed, stage="extracting", status=OperationStatus.RUNNING, now=now)
+            updated = _op_update(op, resumed, counters, stage="extracting", status=OperationStatus.RUNNING, now=now)
             if updated is not None:
                 repo.tx_put(t, updated)
         return resumed
@@ -344,7 +348,11 @@ def _retry_batch(
         t.delete(Export.collection, eid)
     if op is not None and op.status in (OperationStatus.DONE, OperationStatus.FAILED, OperationStatus.RUNNING):
         updated = lifecycle.update_operation(
-            op, progress=_progress_of(reopened, now), stage="extracting", now=now, status=OperationStatus.RUNNING
+            op,
+            progress=_progress_of(reopened, reopened.counters, now),
+            stage="extracting",
+            now=now,
+            status=OperationStatus.RUNNING,
         )
         repo.tx_put(t, updated)
     return reset

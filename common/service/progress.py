@@ -15,7 +15,7 @@ from common.core.models import Operation, Run
 from common.core.progress import compute_progress, should_write
 from common.core.states import OperationStatus
 from common.ports.store import Transaction
-from common.service import repo
+from common.service import repo, tally
 from common.service.context import Context
 
 # When this process last wrote each operation; bounded, oldest forgotten first
@@ -49,10 +49,12 @@ def report_run(
         _last_written.move_to_end(run.operation_id)
         while len(_last_written) > _MAX_TRACKED:
             _last_written.popitem(last=False)
+    # Counted from the tasks only when a write is due (about once a second).
+    counters = tally.live_counters(ctx.store, run)
     progress = compute_progress(
-        completed=run.counters.completed,
-        failed=run.counters.failed + run.counters.cancelled,
-        total=run.counters.total,
+        completed=counters.completed,
+        failed=counters.failed + counters.cancelled,
+        total=counters.total,
         started_at=run.started_at,
         now=now,
     )

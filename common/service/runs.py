@@ -6,9 +6,10 @@ Idempotency under redelivery:
   run pending -> running with compare-and-set; a redelivery re-sends only the
   tasks still pending.
 * ``task.extract`` claims the task (see :func:`common.core.lifecycle.claim_decision`);
-  its outcome is written only while its attempt number still holds the task
-  (a fencing token), in the same transaction that counts it on the run, so
-  each task is counted exactly once and exactly one task completes the run.
+  its outcome is written on the task's own record only while its attempt
+  number still holds the task (a fencing token); then the fan-in
+  (:mod:`common.service.fanin`) completes the run if no task is left open, with
+  a compare-and-set on the run, so exactly one task completes it.
 * Follow-up messages (export requests) are derived from stored state and
   re-sent when a redelivered message finds the work already done.
 """
@@ -30,9 +31,8 @@ from common.core.errors import (
     SluiceError,
 )
 from common.core.lifecycle import Claim
-from common.core.messages import ExportRun, ExtractTask, StartRun
+from common.core.messages import ExtractTask, StartRun
 from common.core.models import (
-    Export,
     ExtractionTask,
     FileType,
     Job,
@@ -45,7 +45,6 @@ from common.core.retry import RetryPolicy
 from common.core.schema import DocumentExtraction
 from common.core.states import (
     TERMINAL_TASK_STATES,
-    ExportStatus,
     FileStatus,
     OperationStatus,
     RunStatus,
@@ -55,7 +54,7 @@ from common.obs import metrics
 from common.obs.logging import failure_point, fields, log_context
 from common.ports.model import DocumentRef
 from common.ports.store import Filter, Transaction
-from common.service import control, ids, lifecycle_events, progress, repo
+from common.service import control, fanin, ids, lifecycle_events, progress, repo
 from common.service.context import Context
 
 log = logging.getLogger(__name__)
@@ -94,10 +93,10 @@ def start_run(msg: StartRun, ctx: Context) -> None:
         sent += 1
     log.info("run started", extra=fields(tasks=run.counters.total, sent=sent))
     progress.report_run(ctx, run, stage="extracting")
-    if run.counters.all_terminal:
+    if sent == 0:
         # No tasks at all, or (a run resumed after a pause) the last ones
-        # finished while it was paused: complete it now.
-        _finish_empty(run, ctx)
+        # finished while it was paused: complete it now if none is open.
+        fanin.settle_run(ctx, run.id)
 
 
 def _fan_out(run: Run, ctx: Context) -> Run:
@@ -173,22 +172,6 @@ def _fan_out(run: Run, ctx: Context) -> Run:
     return started
 
 
-def _finish_empty(run: Run, ctx: Context) -> None:
-    def tx(t: Transaction) -> tuple[Run, bool, int]:
-        current = repo.tx_require(t, Run, run.id)
-        existing = {eid for eid in _export_ids(current) if t.get(Export.collection, eid) is not None}
-        done, finished = lifecycle.finish_if_all_terminal(current, now=ctx.now())
-        if finished:
-            repo.tx_put(t, done)
-            return done, True, _create_exports(t, done, existing)
-        return done, False, 0
-
-    done, finished, exports = ctx.store.transaction(tx)
-    if finished:
-        lifecycle_events.exports_created(exports)
-        _after_run_finished(done, ctx)
-
-
 # -- extraction -------------------------------------------------------------------
 
 
@@ -206,7 +189,8 @@ def _extract(task: ExtractionTask, version: str, run: Run, ctx: Context) -> None
     now = ctx.now()
     claim = lifecycle.claim_decision(task, message_id=ctx.message_id, now=now)
     if claim is Claim.DONE:
-        _resend_follow_ups(run, ctx)
+        # The process may have died between the task's commit and the fan-in.
+        fanin.settle_run(ctx, run.id, resend=True)
         return
     if claim is Claim.IN_FLIGHT:
         log.info("duplicate delivery while another attempt holds the task; dropping it")
@@ -388,109 +372,25 @@ def _settle(
     ctx: Context,
     change: Callable[[ExtractionTask], ExtractionTask],
 ) -> None:
-    """Apply ``change`` to the task as stored now; if that ends the task, count it
-    on the run and complete the run when it was the last -- one transaction."""
-    now = ctx.now()
-    # What the committed execution did (a conflicting transaction runs again): the task's end, exports made.
-    ended: list[TaskStatus] = []
-    exports: list[int] = []
+    """Apply ``change`` to the task as stored now (compare-and-set on the task's
+    own record, fenced by its attempt); if that ends the task, run the fan-in.
 
-    def tx(t: Transaction) -> tuple[Run | None, bool]:
-        ended.clear()
-        exports.clear()
-        # Firestore transactions read everything before writing anything.
+    The run document is not written here: 64 tasks finishing together would
+    all contend for it, and a conflict must never cost a repeated model call.
+    """
+
+    def tx(t: Transaction) -> ExtractionTask | None:
         current = repo.tx_require(t, ExtractionTask, task.id)
-        run = repo.tx_require(t, Run, current.run_id)
-        existing_exports = {eid for eid in _export_ids(run) if t.get(Export.collection, eid) is not None}
         try:
             updated = change(current)
         except IllegalTransition:
             # Another attempt took the task over meanwhile; its outcome stands.
             log.info("stale attempt: the task moved on without it")
-            return None, False
+            return None
         repo.tx_put(t, updated)
-        if updated.status not in TERMINAL_TASK_STATES:
-            return None, False
-        ended.append(updated.status)
-        run = lifecycle.count_task_outcome(run, updated.status, now=now)
-        run, finished = lifecycle.finish_if_all_terminal(run, now=now)
-        repo.tx_put(t, run)
-        if finished:
-            exports.append(_create_exports(t, run, existing_exports))
-        return run, finished
+        return updated
 
-    run, finished = ctx.store.transaction(tx)
-    for status in ended:
-        lifecycle_events.task_ended(status)
-    if run is None:
-        return
-    if finished:
-        lifecycle_events.exports_created(sum(exports))
-        _after_run_finished(run, ctx)
-    else:
-        progress.report_run(ctx, run, stage="extracting")
-
-
-# -- fan-in follow-ups ------------------------------------------------------------
-
-
-def _export_ids(run: Run) -> list[str]:
-    return [ids.export_id(run.id, i, spec.format.value) for i, spec in enumerate(run.exports)]
-
-
-def _create_exports(t: Transaction, run: Run, existing: set[str]) -> int:
-    """Record the run's exports (deterministic ids) in the transaction that completes it; how many were new."""
-    created = 0
-    for export_id, spec in zip(_export_ids(run), run.exports, strict=True):
-        if export_id in existing:
-            continue
-        created += 1
-        export = Export(
-            id=export_id,
-            owner=run.owner,
-            run_id=run.id,
-            job_id=run.job_id,
-            format=spec.format,
-            destination=spec.destination,
-            created_at=run.updated_at,
-            updated_at=run.updated_at,
-        )
-        t.create(Export.collection, export.id, export.to_doc())
-    return created
-
-
-def _run_exports(run: Run, ctx: Context) -> list[Export]:
-    wanted = [ids.export_id(run.id, i, spec.format.value) for i, spec in enumerate(run.exports)]
-    return [Export.from_doc(s.data) for s in ctx.store.get_many(Export.collection, wanted)]
-
-
-def _after_run_finished(run: Run, ctx: Context) -> None:
-    lifecycle_events.run_ended(run)
-    log.info(
-        "run completed",
-        extra=fields(
-            completed=run.counters.completed,
-            failed=run.counters.failed,
-            total=run.counters.total,
-        ),
-    )
-    exports = _run_exports(run, ctx)
-    for export in exports:
-        ctx.send(ExportRun(export_id=export.id, run_id=run.id, job_id=run.job_id))
-    if exports:
-        progress.report_run(ctx, run, stage="exporting")
-    else:
-        progress.report_run(ctx, run, stage="done", status=OperationStatus.DONE)
-
-
-def _resend_follow_ups(run: Run, ctx: Context) -> None:
-    """A redelivered message found its task done: make sure what follows was sent.
-
-    The run may have completed in a transaction whose follow-up sends were
-    lost to a crash; sending again is safe because the export is idempotent.
-    """
-    if run.status is not RunStatus.COMPLETED:
-        return
-    for export in _run_exports(run, ctx):
-        if export.status is not ExportStatus.COMPLETED:
-            ctx.send(ExportRun(export_id=export.id, run_id=run.id, job_id=run.job_id))
+    updated = ctx.store.transaction(tx)
+    if updated is not None and updated.status in TERMINAL_TASK_STATES:
+        lifecycle_events.task_ended(updated.status)
+        fanin.settle_run(ctx, updated.run_id)

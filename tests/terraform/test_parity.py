@@ -22,6 +22,7 @@ import yaml
 
 pytest.importorskip("hcl2", reason="python-hcl2 is a dev dependency (pip install python-hcl2)")
 
+from common import topology as topology_module
 from common.bootstrap import STORE_INDEXES
 from common.service.registry import PUBLISHES
 from tests.terraform import parity
@@ -217,24 +218,30 @@ def test_terraform_fmt_is_clean() -> None:
     assert result.returncode == 0, f"terraform fmt would change: {result.stdout}{result.stderr}"
 
 
-def _evaluate_locals(tmp_path: Path, topology_file: Path) -> dict[str, Any]:
-    """Evaluate the real locals (they need no provider) against a topology file."""
+def _console(tmp_path: Path, topology_file: Path, expr: str) -> Any:
+    """Evaluate ``expr`` (a jsonencode) over the real locals (they need no provider) against a topology file."""
     work = tmp_path / "tf"
     work.mkdir()
     for name in ("variables.tf", "locals.tf", "access.tf"):
         shutil.copy(parity.TERRAFORM_DIR / name, work / name)
     init = _terraform("init", "-backend=false", "-input=false", cwd=work)
     assert init.returncode == 0, init.stderr
+    variables = ("-var", "project=p", "-var", f"topology_file={topology_file}")
+    out = _terraform("console", *variables, cwd=work, stdin=expr + "\n")
+    assert out.returncode == 0, out.stderr
+    line = next(x for x in out.stdout.splitlines() if x.startswith('"'))
+    return json.loads(json.loads(line))
+
+
+def _evaluate_locals(tmp_path: Path, topology_file: Path) -> dict[str, Any]:
+    """Evaluate the real locals' loops against a topology file."""
     expr = (
         "jsonencode({functions = keys(local.functions), topics = keys(local.topics),"
         " subscriptions = keys(local.subscriptions), dead_letter = keys(local.dead_letter_topics),"
         " schedules = keys(local.schedules), buckets = keys(local.buckets), finalize = local.finalize_buckets,"
-        " publishers = keys(local.topic_publishers)})\n"
+        " publishers = keys(local.topic_publishers)})"
     )
-    out = _terraform("console", "-var", "project=p", "-var", f"topology_file={topology_file}", cwd=work, stdin=expr)
-    assert out.returncode == 0, out.stderr
-    line = next(x for x in out.stdout.splitlines() if x.startswith('"'))
-    evaluated: dict[str, Any] = json.loads(json.loads(line))
+    evaluated: dict[str, Any] = _console(tmp_path, topology_file, expr)
     return evaluated
 
 
@@ -259,6 +266,35 @@ def test_the_loops_yield_one_instance_per_topology_item(tmp_path: Path, topology
         sub = t.get("subscription")
         if sub and sub.get("dead_letter_topic"):
             assert f"{sub['function']}/{sub['dead_letter_topic']}" in got["publishers"]
+
+
+def test_priority_queues_take_their_rates_from_the_model_quota(tf: parity.Terraform) -> None:
+    assert tf.for_each("google_cloud_tasks_queue", "priority") == "${local.task_queue_limits}"
+    limits = json.dumps(tf.resources[("google_cloud_tasks_queue", "priority")]["rate_limits"])
+    assert "each.value.max_dispatches_per_second" in limits and "each.value.max_concurrent_dispatches" in limits
+    assert "local.topology.model_quota.requests_per_minute" in tf.local_text("task_queue_limits")
+    # The extract stage's token bucket paces to the same quota.
+    assert "SLUICE_MODEL_RPM" in tf.locals["runtime_env"]
+
+
+@needs_terraform
+@pytest.mark.parametrize("rpm", [None, 1200, 90_000])
+def test_terraform_derives_the_same_queue_rates_as_the_topology(
+    tmp_path: Path, topology: dict[str, Any], rpm: int | None
+) -> None:
+    def quota(t: dict[str, Any]) -> None:
+        if rpm is not None:
+            t["model_quota"]["requests_per_minute"] = rpm
+
+    _mutated(tmp_path, topology, quota)
+    path = tmp_path / "topology.yaml"
+    got = _console(tmp_path, path, "jsonencode(local.task_queue_limits)")
+    expected = topology_module.load(path).task_queue_limits()
+    assert set(got) == set(expected)
+    for name, limit in expected.items():
+        assert got[name]["max_dispatches_per_second"] == pytest.approx(limit.max_dispatches_per_second)
+        assert got[name]["max_concurrent_dispatches"] == limit.max_concurrent_dispatches
+        assert got[name]["max_attempts"] == topology["task_queues"][name]["max_attempts"]
 
 
 @pytest.mark.slow

@@ -82,6 +82,9 @@ def _broken(change: dict) -> dict:  # type: ignore[type-arg]
         ({"topics.extract.subscription.function": "ghost"}, "'ghost' is not defined"),
         ({"buckets.uploads.finalize": "export"}, "must carry blob.finalized"),
         ({"topics.extract.subscription.max_delivery_attempts": 3}, "greater than or equal to 5"),
+        ({"model_quota.function": "ghost"}, "model_quota: function 'ghost' is not defined"),
+        ({"model_quota": None}, "task_queues need model_quota"),
+        ({"task_queues.low": {"max_attempts": 10, "max_dispatches_per_second": 1}}, "Extra inputs"),
     ],
 )
 def test_an_inconsistent_topology_is_refused_with_the_reason(tmp_path: Path, change: dict, message: str) -> None:  # type: ignore[type-arg]
@@ -89,3 +92,33 @@ def test_an_inconsistent_topology_is_refused_with_the_reason(tmp_path: Path, cha
     bad.write_text(yaml.safe_dump(_broken(change)))
     with pytest.raises(ConfigError, match=message):
         topology.load(bad)
+
+
+def test_every_priority_queue_dispatches_at_the_model_quota_with_headroom() -> None:
+    quota = TOPO.model_quota
+    assert quota is not None
+    fn = TOPO.functions[quota.function]
+    limits = TOPO.task_queue_limits()
+    assert set(limits) == set(topology.PRIORITY_QUEUES)
+    for limit in limits.values():
+        # Never below what the model can take: an idle system is not capped by its queues.
+        assert limit.max_dispatches_per_second >= quota.requests_per_minute / 60
+        assert limit.max_dispatches_per_second == pytest.approx(
+            quota.requests_per_minute / 60 * quota.dispatch_headroom
+        )
+        assert limit.max_concurrent_dispatches == fn.max_instances * fn.concurrency
+
+
+@pytest.mark.parametrize(
+    ("rpm", "headroom", "per_second"),
+    [(60, 1.0, 1.0), (300, 1.5, 7.5), (1000, 1.2, 20.0), (100, 1.0, 1.666), (60_000, 1.5, 500.0)],
+)
+def test_queue_rates_follow_the_quota_up_to_cloud_tasks_ceiling(
+    tmp_path: Path, rpm: int, headroom: float, per_second: float
+) -> None:
+    path = tmp_path / "topology.yaml"
+    path.write_text(
+        yaml.safe_dump(_broken({"model_quota.requests_per_minute": rpm, "model_quota.dispatch_headroom": headroom}))
+    )
+    limits = topology.load(path).task_queue_limits()
+    assert {limit.max_dispatches_per_second for limit in limits.values()} == {per_second}

@@ -101,7 +101,10 @@ class PubSubPublisher:
             )
         if self._delayed is not None and (deliver_after is not None or priority in PRIORITY_QUEUES):
             # Pub/Sub has neither delays nor priorities: such messages wait in the
-            # Cloud Tasks queue of their priority, whose rate decides who goes first.
+            # Cloud Tasks queue of their priority. Every queue dispatches up to the
+            # model quota (topology.yaml model_quota), so an idle system is not
+            # capped, and a backlog waits in its own priority's queue rather than
+            # in Pub/Sub ahead of other priorities' work.
             queue = priority if priority in PRIORITY_QUEUES else "normal"
             at = deliver_after or datetime.now(UTC)
             return self._delayed.schedule_publish(topic, data, attrs, at=at, queue=queue)

@@ -260,27 +260,24 @@ def test_fail_run_records_the_error_and_finish_time(make_run: MakeRun) -> None:
     assert failed.finished_at == at(2)
 
 
-@pytest.mark.parametrize(
-    ("outcome", "expected"),
-    [
-        (TaskStatus.COMPLETED, RunCounters(total=5, completed=2, failed=1, cancelled=0)),
-        (TaskStatus.FAILED, RunCounters(total=5, completed=1, failed=2, cancelled=0)),
-        (TaskStatus.CANCELLED, RunCounters(total=5, completed=1, failed=1, cancelled=1)),
-    ],
-)
-def test_count_task_outcome_adds_one_to_the_matching_counter(
-    make_run: MakeRun, outcome: TaskStatus, expected: RunCounters
-) -> None:
-    run = make_run(status=RunStatus.RUNNING, counters=RunCounters(total=5, completed=1, failed=1))
-    counted = lifecycle.count_task_outcome(run, outcome, now=at(3))
-    assert counted.counters == expected
-    assert counted.updated_at == at(3)
+def test_tally_derives_the_counters_from_the_tasks_terminal_states() -> None:
+    counted = lifecycle.tally(5, {TaskStatus.COMPLETED: 2, TaskStatus.FAILED: 1, TaskStatus.CANCELLED: 1})
+    assert counted == RunCounters(total=5, completed=2, failed=1, cancelled=1)
+    assert lifecycle.tally(3, {}) == RunCounters(total=3)
 
 
 @pytest.mark.parametrize("outcome", [TaskStatus.PENDING, TaskStatus.RUNNING])
-def test_count_task_outcome_rejects_a_non_terminal_outcome(make_run: MakeRun, outcome: TaskStatus) -> None:
+def test_tally_rejects_a_non_terminal_state(outcome: TaskStatus) -> None:
     with pytest.raises(ValueError, match=f"{outcome.value} is not a terminal task outcome"):
-        lifecycle.count_task_outcome(make_run(status=RunStatus.RUNNING), outcome, now=T0)
+        lifecycle.tally(1, {outcome: 1})
+
+
+@pytest.mark.parametrize(
+    ("status", "settled"),
+    [(s, s in (RunStatus.COMPLETED, RunStatus.FAILED)) for s in RunStatus],
+)
+def test_only_a_finished_runs_stored_counters_are_final(make_run: MakeRun, status: RunStatus, settled: bool) -> None:
+    assert lifecycle.counters_settled(make_run(status=status)) is settled
 
 
 @pytest.mark.parametrize(
@@ -294,32 +291,35 @@ def test_count_task_outcome_rejects_a_non_terminal_outcome(make_run: MakeRun, ou
         pytest.param(RunCounters(total=0), True, id="empty-run"),
     ],
 )
-def test_finish_if_all_terminal_completes_a_running_run_exactly_when_every_task_is_terminal(
+def test_complete_run_completes_a_running_run_exactly_when_every_task_is_terminal(
     make_run: MakeRun, counters: RunCounters, completes: bool
 ) -> None:
-    run, finished = lifecycle.finish_if_all_terminal(make_run(status=RunStatus.RUNNING, counters=counters), now=at(9))
+    run = make_run(status=RunStatus.RUNNING, counters=RunCounters(total=counters.total))
+    done, finished = lifecycle.complete_run(run, counters, now=at(9))
     assert finished is completes
-    assert run.status is (RunStatus.COMPLETED if completes else RunStatus.RUNNING)
+    assert done.status is (RunStatus.COMPLETED if completes else RunStatus.RUNNING)
 
 
-def test_finish_if_all_terminal_stamps_the_finish_time(make_run: MakeRun) -> None:
-    run = make_run(status=RunStatus.RUNNING, counters=RunCounters(total=1, completed=1))
-    finished_run, _ = lifecycle.finish_if_all_terminal(run, now=at(9))
-    assert finished_run.finished_at == at(9)
+def test_complete_run_stores_the_derived_counters_and_the_finish_time(make_run: MakeRun) -> None:
+    run = make_run(status=RunStatus.RUNNING, counters=RunCounters(total=3))
+    done, _ = lifecycle.complete_run(run, RunCounters(total=3, completed=2, cancelled=1), now=at(9))
+    assert done.counters == RunCounters(total=3, completed=2, cancelled=1)
+    assert done.finished_at == at(9)
 
 
 @pytest.mark.parametrize("status", [s for s in RunStatus if s is not RunStatus.RUNNING])
-def test_finish_if_all_terminal_leaves_a_run_that_is_not_running_alone(make_run: MakeRun, status: RunStatus) -> None:
-    run = make_run(status=status, counters=RunCounters(total=1, completed=1))
-    returned, finished = lifecycle.finish_if_all_terminal(run, now=at(9))
+def test_complete_run_leaves_a_run_that_is_not_running_alone(make_run: MakeRun, status: RunStatus) -> None:
+    run = make_run(status=status, counters=RunCounters(total=1))
+    returned, finished = lifecycle.complete_run(run, RunCounters(total=1, completed=1), now=at(9))
     assert finished is False
     assert returned is run
 
 
-def test_finish_if_all_terminal_completes_only_once(make_run: MakeRun) -> None:
-    run = make_run(status=RunStatus.RUNNING, counters=RunCounters(total=2, completed=2))
-    first, first_finished = lifecycle.finish_if_all_terminal(run, now=at(9))
-    second, second_finished = lifecycle.finish_if_all_terminal(first, now=at(10))
+def test_complete_run_completes_only_once(make_run: MakeRun) -> None:
+    run = make_run(status=RunStatus.RUNNING, counters=RunCounters(total=2))
+    all_done = RunCounters(total=2, completed=2)
+    first, first_finished = lifecycle.complete_run(run, all_done, now=at(9))
+    second, second_finished = lifecycle.complete_run(first, all_done, now=at(10))
     assert (first_finished, second_finished) == (True, False)
     assert second.finished_at == at(9)
 
