@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
+from common.core.fieldtypes import normalize_value
 from common.core.schema import FieldSpec, FieldType, FieldValue, Scalar
 from common.extraction import labels as L
 from common.extraction.layout import Document, Line, Segment
@@ -656,14 +657,29 @@ def _typed(v: FieldValue | None, t: FieldType) -> FieldValue | None:
 
 
 def generic_field(ctx: DocContext, spec: FieldSpec) -> FieldValue | None:
-    """A user-defined field: a label search on its name/description, typed."""
-    labelset = L.generic_labels(spec.name, spec.description)
-    parse = _PARSERS[spec.type]
-    if spec.type == FieldType.STRING:
-        # "order_number", "customer_id", "tracking_code": an identifier, not free text
-        is_id = spec.name.rsplit("_", 1)[-1] in {"number", "no", "nr", "num", "id", "code", "ref", "reference"}
-        parse = parse_id if is_id else _string_or_id
-    return _pick(_best_from_labels(ctx, labelset, parse))
+    """A user-defined field: a label search on its catalogue synonyms, name and
+    description, read by its type's parser; validated types (IBAN, VAT id,
+    e-mail, ...) are also searched for by their shape when no label is printed.
+    Every value is normalised for its type; a value that fails validation is not
+    taken (null is better than wrong)."""
+    from common.extraction import typed
+
+    labelset = typed.labels_for(spec)
+    parse: Parser | None = typed.parser_for(spec)
+    if parse is None:
+        parse = _PARSERS.get(spec.type, parse_string)
+        if spec.type == FieldType.STRING:
+            # "order_number", "customer_id", "tracking_code": an identifier, not free text
+            is_id = spec.name.rsplit("_", 1)[-1] in {"number", "no", "nr", "num", "id", "code", "ref", "reference"}
+            parse = parse_id if is_id else _string_or_id
+    cands = _best_from_labels(ctx, labelset, parse)
+    if not cands:
+        cands = typed.scan_document(ctx.doc, spec)
+    cands = [c for c in cands if normalize_value(c.value, spec.type, spec.choices) is not None]
+    got = _pick(cands)
+    if got is None:
+        return None
+    return got.model_copy(update={"value": normalize_value(got.value, spec.type, spec.choices)})
 
 
 def _string_or_id(text: str, ctx: DocContext) -> tuple[Scalar, int, int] | None:

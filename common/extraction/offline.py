@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from common.core.errors import UnreadableDocument
+from common.core.fieldtypes import normalize_value
 from common.core.schema import DocumentExtraction, FieldSpec, FieldType, FieldValue
 from common.extraction import guards
 
@@ -179,7 +180,7 @@ def _from_einvoice(inv: Any, specs: list[FieldSpec], notes: list[str]) -> Docume
     fields: dict[str, FieldValue] = {}
     row: list[Any] = []
     for s in specs:
-        v = _coerce(doc_values.get(s.name), s.type)
+        v = _coerce(doc_values.get(s.name), s.type, s.choices)
         row.append(v)
         if v is not None:
             fields[s.name] = FieldValue(value=v, confidence=1.0, source="einvoice_xml", snippet=f"XML {s.name}")
@@ -205,7 +206,7 @@ def _from_einvoice(inv: Any, specs: list[FieldSpec], notes: list[str]) -> Docume
     )
 
 
-def _coerce(v: Any, t: FieldType) -> Any:
+def _coerce(v: Any, t: FieldType, choices: tuple[str, ...] = ()) -> Any:
     """An XML value as the schema's type; None where it cannot be one."""
     if v is None:
         return None
@@ -217,4 +218,8 @@ def _coerce(v: Any, t: FieldType) -> Any:
         return int(v)
     if t in (FieldType.DATE, FieldType.CURRENCY) and isinstance(v, str):
         return v
+    if t is FieldType.PERCENTAGE and isinstance(v, int | float):
+        return normalize_value(float(v), t)
+    if isinstance(v, str) and t not in (FieldType.NUMBER, FieldType.INTEGER, FieldType.BOOLEAN):
+        return normalize_value(v, t, choices)
     return None
