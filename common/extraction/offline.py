@@ -30,7 +30,15 @@ from common.extraction import guards
 if TYPE_CHECKING:
     from common.extraction.layout import Document
 
-__all__ = ["METHOD_OCR", "METHOD_TEXT", "METHOD_XML", "extract_document", "extract_image", "extract_pdf"]
+__all__ = [
+    "METHOD_OCR",
+    "METHOD_TEXT",
+    "METHOD_XML",
+    "einvoice_from_attachments",
+    "extract_document",
+    "extract_image",
+    "extract_pdf",
+]
 
 METHOD_TEXT = "offline-text"
 METHOD_OCR = "offline-ocr"
@@ -201,6 +209,24 @@ def _from_document(
 
 def _discount(v: FieldValue | None, factor: float) -> FieldValue | None:
     return v.model_copy(update={"confidence": round(v.confidence * factor, 2)}) if v is not None else None
+
+
+def einvoice_from_attachments(
+    attachments: list[tuple[str, bytes]], fields: Sequence[FieldSpec]
+) -> DocumentExtraction | None:
+    """The fields from the first attachment that is e-invoice XML; None if none is.
+
+    The Gemini path asks this first: structured XML is exact and free, a model
+    call is neither.
+    """
+    t0 = time.perf_counter()
+    notes: list[str] = []
+    xml = _einvoice(attachments, notes)
+    if xml is None:
+        return None
+    result = _from_einvoice(xml, list(fields), notes)
+    result.latency_ms = round((time.perf_counter() - t0) * 1000, 1)
+    return result
 
 
 def _first_page(values: dict[str, FieldValue | None]) -> int | None:
