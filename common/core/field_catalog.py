@@ -53,7 +53,8 @@ _EXTRA: tuple[KnownField, ...] = (
         "The date by which the invoice must be paid.",
         (
             "due date", "payment due", "pay by", "Fälligkeitsdatum", "fällig am", "zahlbar bis",
-            "Zahlungsziel", "date d'échéance", "échéance", "vervaldatum", "fecha de vencimiento", "scadenza",
+            "Zahlungsziel", "Fälligkeit", "Fälligkeitstermin",
+            "date d'échéance", "échéance", "vervaldatum", "fecha de vencimiento", "scadenza",
         ),
         aliases=("payment_due_date", "due", "payment_due"),
     ),
@@ -73,7 +74,8 @@ _EXTRA: tuple[KnownField, ...] = (
         "The buyer's order (purchase order) number the invoice refers to.",
         (
             "order no.", "order number", "purchase order", "PO number", "your order", "Bestellnummer",
-            "Bestell-Nr.", "Auftragsnummer", "Auftrags-Nr.", "Ihre Bestellung", "n° de commande",
+            "Bestell-Nr.", "Bestellung", "order ID", "Auftragsnummer", "Auftrags-Nr.", "Ihre Bestellung",
+            "n° de commande",
             "bon de commande", "bestelnummer", "ordernummer",
         ),
         aliases=("po_number", "purchase_order", "purchase_order_number", "order_no", "order_id"),

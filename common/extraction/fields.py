@@ -795,10 +795,10 @@ def generic_field(ctx: DocContext, spec: FieldSpec) -> FieldValue | None:
             # "order_number", "customer_id", "tracking_code": an identifier, not free text
             is_id = spec.name.rsplit("_", 1)[-1] in {"number", "no", "nr", "num", "id", "code", "ref", "reference"}
             parse = parse_id if is_id else _string_or_id
-    cands = _best_from_labels(ctx, labelset, parse)
+    cands = _best_from_labels(ctx, labelset, parse) + typed.phrases(ctx.doc, spec, ctx.dayfirst)
+    cands = [c for c in cands if normalize_value(c.value, spec.type, spec.choices) is not None]
     if not cands:
         cands = typed.scan_document(ctx.doc, spec)
-    cands = [c for c in cands if normalize_value(c.value, spec.type, spec.choices) is not None]
     got = _pick(cands)
     if got is None:
         return None

@@ -19,8 +19,9 @@ from common.core.schema import FieldSpec, FieldType, Scalar
 from common.extraction import labels as L
 from common.extraction.fields import Candidate
 from common.extraction.layout import Document
+from common.extraction.normalize import find_dates
 
-__all__ = ["labels_for", "parser_for", "scan_document", "synonym_pattern"]
+__all__ = ["labels_for", "parser_for", "phrases", "scan_document", "synonym_pattern"]
 
 Parsed = tuple[Scalar, int, int] | None
 
@@ -117,8 +118,7 @@ def parser_for(spec: FieldSpec) -> Callable[[str, object], Parsed] | None:
     return None
 
 
-_IBAN_SHAPE = re.compile(r"(?<![A-Z0-9])[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]{2,4}){2,8}")
-_VAT_SHAPE = re.compile(r"(?<![A-Z0-9])(?:[A-Z]{2})[ ]?[A-Z0-9][A-Z0-9 .]{6,16}")
+_CODE_START = re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}(?=[ .\-]?[0-9A-Z]{2})")
 
 
 def scan_document(doc: Document, spec: FieldSpec) -> list[Candidate]:
@@ -136,12 +136,15 @@ def scan_document(doc: Document, spec: FieldSpec) -> list[Candidate]:
             if v is not None:
                 out.append(Candidate(v, 1.0 - 0.001 * line.index, line.page, text[:120], line.index))
             continue
-        shape = _IBAN_SHAPE if t is FieldType.IBAN else _VAT_SHAPE
-        for m in shape.finditer(text):
-            if t is FieldType.VAT_ID and _BUYER_SIDE.search(text[: m.start()][-40:]):
+        # every place a country code starts a token: a match must not swallow the
+        # next one ("BTW NL810433941B01" holds a VAT id after the word "BTW")
+        for m in _CODE_START.finditer(text):
+            start = m.start()
+            if t is FieldType.VAT_ID and _BUYER_SIDE.search(text[:start][-40:]):
                 continue
-            v = fieldtypes.iban(m.group(0)) if t is FieldType.IBAN else fieldtypes.vat_id(m.group(0))
-            if v is None or (t is FieldType.VAT_ID and not _vat_context(text, m.start())):
+            chunk = text[start : start + 40]
+            v = fieldtypes.iban(chunk) if t is FieldType.IBAN else fieldtypes.vat_id(chunk)
+            if v is None or (t is FieldType.VAT_ID and not _vat_context(text, start)):
                 continue
             out.append(Candidate(v, 1.0 - 0.001 * line.index, line.page, text[:120], line.index))
     return out
@@ -156,3 +159,36 @@ def _vat_context(text: str, start: int) -> bool:
     """A VAT-shaped token counts only with a VAT word before it on its line
     ("DE123456789" alone may be an order or account number)."""
     return bool(_VAT_WORDS.search(text[max(0, start - 60) : start]))
+
+
+# Sentences that state a due date without a caption: "Zahlbar innerhalb 30 Tagen
+# netto bis 04.04.2013", "Total amount due on August 3, 2014", "payable by
+# 31/01/2022", "à régler avant le 3 mars 2017". A discount's earlier date
+# ("3% Skonto ... bis 15.03.") is not the due date: the phrase stops at one.
+_DUE_PHRASE = re.compile(
+    r"\b(?:payable|pay|due|zahlbar|fällig|zu\s*zahlen|à\s*(?:régler|payer)|payer|te\s*betalen|vervalt)\b"
+    r"(?P<mid>[^.;]{0,60}?)\b(?:bis(?:\s*zum)?|by|until|before|on|am|le|avant(?:\s*le)?|vóór|voor|op)\s+(?P<rest>.*)",
+    re.IGNORECASE,
+)
+_DISCOUNT = re.compile(r"skonto|discount|escompte|korting|abzug", re.IGNORECASE)
+_PHRASES: dict[str, re.Pattern[str]] = {"due_date": _DUE_PHRASE}
+
+
+def phrases(doc: Document, spec: FieldSpec, dayfirst: bool) -> list[Candidate]:
+    """Values stated in a sentence rather than next to a caption (catalogue
+    fields that have such a phrase: due_date)."""
+    known = known_field(spec.name)
+    pat = _PHRASES.get(known.name) if known is not None else None
+    if pat is None or spec.type is not FieldType.DATE:
+        return []
+    out: list[Candidate] = []
+    for line in doc.lines:
+        text = line.text
+        for m in pat.finditer(text):
+            if _DISCOUNT.search(m.group("mid")):
+                continue
+            dates = find_dates(m.group("rest"), dayfirst=dayfirst)
+            if dates and dates[0].start <= 3:
+                out.append(Candidate(dates[0].iso, 2.8 - 0.001 * line.index, line.page, text[:120], line.index))
+                break
+    return out
