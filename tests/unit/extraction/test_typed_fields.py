@@ -73,3 +73,17 @@ def test_explicit_enum_type_takes_one_of_its_choices() -> None:
 def test_a_date_typed_field_rejects_a_word_printed_after_its_label() -> None:
     page = [t for t in PAGE if not t[2].startswith("Due date")] + [(360, 120, "Due date: Reference", 10)]
     assert _row("due_date", page)["due_date"] is None
+
+
+def test_a_due_date_stated_in_a_sentence_is_found_and_a_discount_date_is_not_taken() -> None:
+    page: list[Text] = [
+        (50, 60, "Muster GmbH", 12),
+        (50, 90, "Rechnung Nr. 4711", 10),
+        (50, 400, "Zahlbar mit 2% Skonto bis 14.11.2018, ohne Abzug zahlbar bis 20.11.2018.", 9),
+    ]
+    assert _row("due_date", page)["due_date"] == "2018-11-20"
+
+
+def test_a_vat_id_after_a_short_vat_word_is_found_by_its_shape() -> None:
+    page: list[Text] = [(50, 60, "Shop B.V.", 12), (50, 80, "BTW NL810433941B01", 9), (50, 100, "Order 123", 9)]
+    assert _row("vat_id", page)["vat_id"] == "NL810433941B01"
