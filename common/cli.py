@@ -161,14 +161,14 @@ def _expand(paths: Sequence[Path]) -> list[Path]:
 
 
 def _cmd_extract(args: argparse.Namespace) -> int:
-    from common.extraction.offline import extract_pdf
+    from common.extraction.offline import extract_document
 
     schema = schema_from_args(args)
     failures = 0
     for path in _expand(args.paths):
         record: dict[str, Any] = {"file": str(path)}
         try:
-            result = extract_pdf(path.read_bytes(), schema, filename=path.name)
+            result = extract_document(path.read_bytes(), schema, filename=path.name)
             record["fields"] = {name: fv.value for name, fv in result.fields.items()}
             for f in schema:
                 record["fields"].setdefault(f.name, None)

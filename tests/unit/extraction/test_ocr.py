@@ -4,6 +4,9 @@ noise and rotated by 2 degrees, written as an image-only PDF or an image."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from common.core.schema import INVOICE_PRESET
@@ -74,3 +77,13 @@ def test_ocr_values_carry_less_confidence_than_the_same_text_layer_values() -> N
     scan = extract_pdf(scanned(pdf, angle=2.0), INVOICE_PRESET).fields["invoice_number"]
     assert scan.value == text.value
     assert scan.confidence < text.confidence
+
+
+def test_sluice_extract_reads_a_png_by_ocr(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from common.cli import main
+
+    png = tmp_path / "scan.png"
+    png.write_bytes(scanned(text_pdf([INVOICE]), angle=1.5, fmt="PNG"))
+    assert main(["extract", str(png), "--jsonl", "--fields", "invoice_number,total"]) == 0
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert record["fields"] == {"invoice_number": "NW-20931", "total": 72.0}
