@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 SAMPLES := samples/invoices
 
-.PHONY: run test test-emulator lint typecheck terraform-check bundle bench clean require-run require-test
+.PHONY: run test test-emulator lint typecheck terraform-check bundle bench clean require-run require-test ocr
 
 # Say which tool is missing, in one line each, before anything else fails.
 require-run:
@@ -30,7 +30,7 @@ run: require-run $(STAMP)
 	$(BIN)/python samples/check_output.py out $(SAMPLES)/expected.json
 
 ## Lint, type-check, check architecture contracts, run every test.
-test: require-test $(STAMP) lint typecheck terraform-check
+test: require-test $(STAMP) ocr lint typecheck terraform-check
 	$(BIN)/pytest -q
 
 lint: $(STAMP)
@@ -55,6 +55,10 @@ test-emulator: $(STAMP)
 ## Stage build/<function>/: main.py, common/, topology.yaml and pinned requirements.
 bundle: $(STAMP)
 	$(BIN)/python scripts/bundle.py
+
+## The OCR engine for scanned documents (Tesseract, a Debian package; see scripts/install_ocr.sh).
+ocr:
+	bash scripts/install_ocr.sh
 
 bench: $(STAMP)
 	$(BIN)/python bench/orchestration.py

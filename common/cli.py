@@ -103,6 +103,10 @@ def _parser() -> argparse.ArgumentParser:
 
     add_automation_commands(sub)
 
+    from common.fields_cli import add_fields_command
+
+    add_fields_command(sub)
+
     ext = sub.add_parser("extract", help="extract fields from documents and print them (no pipeline)")
     ext.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="PDF files, or folders of them")
     _schema_args(ext)
@@ -116,7 +120,8 @@ def _schema_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--fields",
         metavar="NAMES",
-        help="comma-separated snake_case field names, e.g. invoice_number,date,total (default: the --preset)",
+        help="comma-separated snake_case field names, e.g. invoice_number,date,due_date:date,iban "
+        "(name:type sets a type; `sluice fields` lists known names; default: the --preset)",
     )
     g.add_argument("--preset", help=f"a preset field schema (choices: {', '.join(sorted(PRESETS))}; default: invoice)")
 
@@ -130,11 +135,16 @@ def schema_from_args(args: argparse.Namespace) -> tuple[FieldSpec, ...]:
         if not names:
             raise UsageError("--fields needs at least one field name")
         try:
-            return fields_from_names(names)
+            specs = fields_from_names(names)
         except ValidationError as err:
             raise UsageError(f"--fields: {err.errors()[0]['msg'].removeprefix('Value error, ')}") from None
         except ValueError as err:
             raise UsageError(f"--fields: {err}") from None
+        from common.core.field_catalog import field_warnings
+
+        for warning in field_warnings(specs):
+            print(f"sluice: warning: {warning}", file=sys.stderr)
+        return specs
     try:
         return preset(args.preset or "invoice")
     except ValueError as err:
@@ -151,14 +161,14 @@ def _expand(paths: Sequence[Path]) -> list[Path]:
 
 
 def _cmd_extract(args: argparse.Namespace) -> int:
-    from common.extraction.offline import extract_pdf
+    from common.extraction.offline import extract_document
 
     schema = schema_from_args(args)
     failures = 0
     for path in _expand(args.paths):
         record: dict[str, Any] = {"file": str(path)}
         try:
-            result = extract_pdf(path.read_bytes(), schema, filename=path.name)
+            result = extract_document(path.read_bytes(), schema, filename=path.name)
             record["fields"] = {name: fv.value for name, fv in result.fields.items()}
             for f in schema:
                 record["fields"].setdefault(f.name, None)

@@ -1,5 +1,5 @@
 """The offline extractor as a model-port adapter: reads the stored document
-and runs the text-layer / e-invoice extractor. No network; any backend."""
+and runs the text-layer / e-invoice / OCR extractor. No network; any backend."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ class OfflineExtractor:
         self._max_pages = max_pages
 
     def extract(self, doc: DocumentRef, fields: Sequence[FieldSpec], *, prompt: str = "") -> DocumentExtraction:
-        from common.extraction.offline import extract_pdf  # PDF libraries load on first use
+        from common.extraction.offline import extract_document  # PDF/OCR libraries load on first use
 
         try:
             data = self._blobs.get_bytes(doc.uri, max_bytes=self._max_bytes)
@@ -31,4 +31,4 @@ class OfflineExtractor:
                 f"{doc.name} is larger than {self._max_bytes // (1024 * 1024)} MB",
                 hint="Split the document, or raise SLUICE_MAX_DOCUMENT_BYTES.",
             ) from None
-        return extract_pdf(data, fields, filename=doc.name, max_pages=self._max_pages, max_bytes=self._max_bytes)
+        return extract_document(data, fields, filename=doc.name, max_pages=self._max_pages, max_bytes=self._max_bytes)

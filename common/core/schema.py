@@ -13,7 +13,7 @@ import re
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 _FIELD_NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
 
@@ -21,12 +21,25 @@ Scalar = str | int | float | bool | None
 
 
 class FieldType(StrEnum):
-    STRING = "string"
-    NUMBER = "number"  # amounts, quantities: written as numbers in exports
+    STRING = "string"  # also accepted as "text"
+    NUMBER = "number"  # amounts, quantities: written as numbers in exports; also accepted as "amount"
     INTEGER = "integer"
     DATE = "date"  # ISO 8601 YYYY-MM-DD
     CURRENCY = "currency"  # ISO 4217 code, e.g. EUR
     BOOLEAN = "boolean"
+    # Validated text types (common.core.fieldtypes): invalid values become null.
+    IBAN = "iban"  # without spaces, mod-97 checked
+    BIC = "bic"  # SWIFT code, 8 or 11 characters
+    VAT_ID = "vat_id"  # country prefix + the country's format, compacted
+    EMAIL = "email"
+    PHONE = "phone"  # digits, "+" for international numbers
+    PERCENTAGE = "percentage"  # a number of percent, 0-100
+    ENUM = "enum"  # one of the field's choices
+
+    @classmethod
+    def _missing_(cls, value: object) -> FieldType | None:
+        aliases = {"text": cls.STRING, "amount": cls.NUMBER, "money": cls.NUMBER, "vat": cls.VAT_ID}
+        return aliases.get(str(value).lower())
 
 
 class FieldSpec(BaseModel):
@@ -38,6 +51,8 @@ class FieldSpec(BaseModel):
     name: str
     type: FieldType = FieldType.STRING
     description: str = ""
+    # The allowed values of an enum field, as they should be written.
+    choices: tuple[str, ...] = ()
 
     @field_validator("name")
     @classmethod
@@ -45,6 +60,12 @@ class FieldSpec(BaseModel):
         if not _FIELD_NAME.fullmatch(v):
             raise ValueError(f"field name {v!r} must be snake_case: a lowercase letter, then letters, digits or _")
         return v
+
+    @model_validator(mode="after")
+    def _enum_has_choices(self) -> FieldSpec:
+        if self.type is FieldType.ENUM and not self.choices:
+            raise ValueError(f"enum field {self.name!r} needs choices")
+        return self
 
 
 INVOICE_PRESET: tuple[FieldSpec, ...] = (
@@ -77,15 +98,11 @@ def preset(name: str) -> tuple[FieldSpec, ...]:
 
 
 def fields_from_names(names: list[str]) -> tuple[FieldSpec, ...]:
-    """``--fields a,b,c``: string fields unless the name is one a preset types."""
-    known = {f.name: f for specs in PRESETS.values() for f in specs}
-    specs = [known.get(n) or FieldSpec(name=n) for n in names]
-    seen: set[str] = set()
-    for s in specs:
-        if s.name in seen:
-            raise ValueError(f"field {s.name!r} is listed twice")
-        seen.add(s.name)
-    return tuple(specs)
+    """``--fields a,b:date,c``: typed from the field catalogue, an explicit
+    ``name:type``, or the name's suffix (see :mod:`common.core.field_catalog`)."""
+    from common.core.field_catalog import parse_field_names  # the catalogue imports this module
+
+    return parse_field_names(names)
 
 
 ValueSource = Literal["text", "einvoice_xml", "model"]

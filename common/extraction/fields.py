@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
+from common.core.fieldtypes import normalize_value
 from common.core.schema import FieldSpec, FieldType, FieldValue, Scalar
 from common.extraction import labels as L
 from common.extraction.layout import Document, Line, Segment
@@ -42,6 +43,8 @@ class Candidate:
     snippet: str
     line: int = 0
     kind: str = ""  # the label's kind ("gross" / "due" for totals)
+    # whether an arithmetic check (net + tax = gross) held; None: not possible
+    checked: bool | None = None
 
 
 @dataclass(slots=True)
@@ -53,6 +56,16 @@ class DocContext:
     # Keyed by value: an id() key could be reused by a later, different label set.
     _hits: dict[L.LabelSet, list[L.LabelHit]] = field(default_factory=dict)
     _memo: dict[str, list[Candidate]] = field(default_factory=dict)
+    _doc_type: str | None = None
+
+    @property
+    def doc_type(self) -> str:
+        """invoice, credit_note or receipt (see :mod:`common.extraction.doctype`)."""
+        if self._doc_type is None:
+            from common.extraction.doctype import detect_type
+
+            self._doc_type = detect_type(self.doc)
+        return self._doc_type
 
     @classmethod
     def of(cls, doc: Document) -> DocContext:
@@ -129,6 +142,7 @@ def _best_from_labels(
     *,
     below: bool = True,
     page_bonus: bool = True,
+    adjust: Callable[[L.LabelHit], float] | None = None,
 ) -> list[Candidate]:
     cands: list[Candidate] = []
     for hit in ctx.labels(labelset):
@@ -137,7 +151,7 @@ def _best_from_labels(
             if got is None:
                 continue
             value, _s, _e = got
-            score = hit.label.weight + bonus
+            score = hit.label.weight + bonus + (adjust(hit) if adjust is not None else 0.0)
             if page_bonus and seg.page == 1:
                 score += 0.3
             cands.append(Candidate(value, score, seg.page, _snippet(hit, seg), seg.line))
@@ -274,8 +288,31 @@ def invoice_number(ctx: DocContext) -> list[Candidate]:
     return ctx.memo("invoice_number", lambda: _invoice_number(ctx))
 
 
+def _number_adjust(ctx: DocContext) -> Callable[[L.LabelHit], float]:
+    """Score changes for a number label from the document's type: a credit
+    note's own number is labelled with the credit word; a label in a reference
+    ("zur Rechnung Nr.", "for invoice no.") names another document."""
+    from common.extraction.doctype import CREDIT_WORDS, INVOICE_WORDS, REFERENCE_BEFORE
+
+    credit = ctx.doc_type == "credit_note"
+
+    def adjust(hit: L.LabelHit) -> float:
+        delta = 0.0
+        before = hit.segment.text[max(0, hit.start - 40) : hit.start]
+        if REFERENCE_BEFORE.search(before):
+            delta -= 2.0
+        if credit:
+            if CREDIT_WORDS.search(hit.text):
+                delta += 1.5
+            elif INVOICE_WORDS.search(hit.text):
+                delta -= 1.5
+        return delta
+
+    return adjust
+
+
 def _invoice_number(ctx: DocContext) -> list[Candidate]:
-    cands = _best_from_labels(ctx, L.INVOICE_NUMBER_LABELS, parse_id)
+    cands = _best_from_labels(ctx, L.INVOICE_NUMBER_LABELS, parse_id, adjust=_number_adjust(ctx))
     # the earliest strong label wins ties: numbers are printed in the header
     return [Candidate(c.value, c.score - 0.002 * c.line, c.page, c.snippet, c.line) for c in cands]
 
@@ -304,6 +341,8 @@ def invoice_date(ctx: DocContext, number: Candidate | None) -> list[Candidate]:
             got = parse_date_value(tail, ctx) if m else None
             if got:
                 cands.append(Candidate(got[0], 3.2, seg.page, seg.text[:120], seg.line))
+    cands.extend(_place_and_date(ctx))
+    cands = _by_role(ctx, cands)
     if not cands:
         # the first plausible date on the first page, weakly
         for line in ctx.doc.page_lines(1):
@@ -316,6 +355,68 @@ def invoice_date(ctx: DocContext, number: Candidate | None) -> list[Candidate]:
             if cands:
                 break
     return cands
+
+
+_ROLE_LABELS = L.LabelSet(
+    labels=L._labels(
+        (
+            r"\b(?:due|payable\s*(?:by|on|until)|pay\s*by|fällig\w*|zahlbar\s*bis|zahlungsziel|échéance|echeance|"
+            r"vervaldatum|vencimiento|scadenza)\b",
+            3.0,
+            "due",
+        ),
+        (
+            r"\b(?:deliver\w*|ship\w*|dispatch\w*|liefer\w*|leistungs\w*|livraison|expédition|levering|"
+            r"service\s*(?:date|period)|order\s*date|bestell\w*|auftrags\w*|commande|period|zeitraum|période)",
+            3.0,
+            "other",
+        ),
+    )
+)
+
+
+# "Hamburg, 31.03.2023", "Paris, le 3 mars 2017", "Milano, 3/3/2017": a letter's date line
+_PLACE_DATE = re.compile(r"^\s*[A-ZÄÖÜ][\w\-äöüßéèà. ]{1,30},\s*(?:(?:den|le|il|am)\s+)?(?=\d|[A-Z][a-z]+\s+\d)")
+
+
+def _place_and_date(ctx: DocContext) -> list[Candidate]:
+    height = (ctx.doc.page_sizes[0][1] if ctx.doc.page_sizes else 0.0) or 842.0
+    out = []
+    for line in ctx.doc.page_lines(1):
+        if line.top > 0.45 * height:
+            break
+        for seg in line.segments:
+            m = _PLACE_DATE.match(seg.text)
+            if m is None:
+                continue
+            got = parse_date_value(seg.text[m.end() :], ctx)
+            if got is not None:
+                out.append(Candidate(got[0], 2.6, seg.page, seg.text[:120], seg.line))
+    return out
+
+
+def _by_role(ctx: DocContext, cands: list[Candidate]) -> list[Candidate]:
+    """Weakly labelled dates ("Datum", "Date") that are printed elsewhere as a
+    due, delivery or order date lose to dates that are not; the issue date is
+    also the one printed in the header, so page-1 header dates gain a little."""
+    role_dates: set[Scalar] = set()
+    for hit in ctx.labels(_ROLE_LABELS):
+        for text, _seg, _b in _regions(ctx.doc, hit, below=False):
+            got = parse_date_value(text, ctx)
+            if got is not None:
+                role_dates.add(got[0])
+                break
+    height = (ctx.doc.page_sizes[0][1] if ctx.doc.page_sizes else 0.0) or 842.0
+    out = []
+    for c in cands:
+        score = c.score
+        if c.value in role_dates and c.score < 3.5:
+            score -= 1.5
+        line = ctx.doc.lines[c.line] if c.line < len(ctx.doc.lines) else None
+        if line is not None and line.page == 1 and line.top < 0.4 * height:
+            score += 0.2
+        out.append(Candidate(c.value, score, c.page, c.snippet, c.line, c.kind, c.checked))
+    return out
 
 
 def _total_below(ctx: DocContext, hit: L.LabelHit) -> tuple[float, Segment] | None:
@@ -360,7 +461,9 @@ def _invoice_total(ctx: DocContext) -> list[Candidate]:
         # totals close the document: later candidates win ties
         score = hit.label.weight + bonus + 0.5 * hit.segment.line / n
         cands.append(Candidate(got_value, score, got_seg.page, _snippet(hit, got_seg), got_seg.line, hit.label.kind))
-    return cands
+    from common.extraction.totals import check_totals
+
+    return check_totals(ctx.doc, cands)
 
 
 def invoice_currency(ctx: DocContext, total: Candidate | None) -> list[Candidate]:
@@ -571,16 +674,37 @@ def buyer(ctx: DocContext) -> list[Candidate]:
 # --------------------------------------------------------------------------- orchestration
 
 
-def _pick(cands: Sequence[Candidate], source_note: str = "") -> FieldValue | None:
+def _pick(cands: Sequence[Candidate], strong: float = 3.9) -> FieldValue | None:
+    """The best candidate with a confidence that ranks doubtful values low.
+
+    ``strong`` is the score of a clear reading for this field (a strong label
+    with its value beside it on page 1). The confidence grows with the winner's
+    score relative to that, with its lead over the best *different* value, with
+    other places agreeing, and with an arithmetic check that held; a failed
+    check caps it, because such a value is more often wrong.
+    """
     if not cands:
         return None
     best = max(cands, key=lambda c: c.score)
     agree = sum(1 for c in cands if c.value == best.value)
-    disagree = len(cands) - agree
-    # 0.5 for a weak label up to ~0.95 for a strong one confirmed elsewhere
-    conf = min(0.95, 0.35 + 0.06 * best.score + 0.05 * (agree - 1) - 0.05 * min(disagree, 3))
-    conf = max(0.05, conf)
+    rivals = [c.score for c in cands if c.value != best.value]
+    margin = best.score - max(rivals) if rivals else strong
+    conf = (
+        0.25
+        + 0.45 * max(0.0, min(best.score / strong, 1.0))
+        + 0.2 * max(0.0, min(margin / (0.3 * strong), 1.0))
+        + 0.03 * min(agree - 1, 3)
+    )
+    if best.checked is True:
+        conf += 0.05
+    elif best.checked is False:
+        conf = min(conf, 0.55)
+    conf = min(0.97, max(0.05, conf))
     return FieldValue(value=best.value, confidence=round(conf, 2), page=best.page, snippet=best.snippet)
+
+
+# The score of a clear reading per preset field (see _pick).
+_STRONG = {"total": 11.0, "amount_due": 8.0, "seller": 3.6, "buyer": 3.6}
 
 
 _PRESET_NAMES = ("invoice_number", "date", "total", "currency", "seller", "buyer", "amount_due")
@@ -609,7 +733,7 @@ def extract_fields(doc: Document, fields: Iterable[FieldSpec]) -> dict[str, Fiel
             best_num = max(num, key=lambda c: c.score) if num else None
             v = _pick(invoice_date(ctx, best_num))
         elif name == "total":
-            v = _pick(invoice_total(ctx))
+            v = _pick(invoice_total(ctx), _STRONG["total"])
         elif name == "currency":
             tot = invoice_total(ctx)
             v = _pick(invoice_currency(ctx, max(tot, key=lambda c: c.score) if tot else None))
@@ -617,12 +741,12 @@ def extract_fields(doc: Document, fields: Iterable[FieldSpec]) -> dict[str, Fiel
             # the amount left to pay: "due" labels first, else the gross total
             tot = invoice_total(ctx)
             due = [c for c in tot if c.kind == "due"]
-            v = _pick(due or tot)
+            v = _pick(due or tot, _STRONG["amount_due"])
         elif name == "buyer":
-            v = _pick(buyer(ctx))
+            v = _pick(buyer(ctx), _STRONG["buyer"])
         elif name == "seller":
             b = get("buyer")
-            v = _pick(seller(ctx, str(b.value) if b is not None else None))
+            v = _pick(seller(ctx, str(b.value) if b is not None else None), _STRONG["seller"])
         else:
             raise KeyError(name)
         memo[name] = v
@@ -656,14 +780,29 @@ def _typed(v: FieldValue | None, t: FieldType) -> FieldValue | None:
 
 
 def generic_field(ctx: DocContext, spec: FieldSpec) -> FieldValue | None:
-    """A user-defined field: a label search on its name/description, typed."""
-    labelset = L.generic_labels(spec.name, spec.description)
-    parse = _PARSERS[spec.type]
-    if spec.type == FieldType.STRING:
-        # "order_number", "customer_id", "tracking_code": an identifier, not free text
-        is_id = spec.name.rsplit("_", 1)[-1] in {"number", "no", "nr", "num", "id", "code", "ref", "reference"}
-        parse = parse_id if is_id else _string_or_id
-    return _pick(_best_from_labels(ctx, labelset, parse))
+    """A user-defined field: a label search on its catalogue synonyms, name and
+    description, read by its type's parser; validated types (IBAN, VAT id,
+    e-mail, ...) are also searched for by their shape when no label is printed.
+    Every value is normalised for its type; a value that fails validation is not
+    taken (null is better than wrong)."""
+    from common.extraction import typed
+
+    labelset = typed.labels_for(spec)
+    parse: Parser | None = typed.parser_for(spec)
+    if parse is None:
+        parse = _PARSERS.get(spec.type, parse_string)
+        if spec.type == FieldType.STRING:
+            # "order_number", "customer_id", "tracking_code": an identifier, not free text
+            is_id = spec.name.rsplit("_", 1)[-1] in {"number", "no", "nr", "num", "id", "code", "ref", "reference"}
+            parse = parse_id if is_id else _string_or_id
+    cands = _best_from_labels(ctx, labelset, parse) + typed.phrases(ctx.doc, spec, ctx.dayfirst)
+    cands = [c for c in cands if normalize_value(c.value, spec.type, spec.choices) is not None]
+    if not cands:
+        cands = typed.scan_document(ctx.doc, spec)
+    got = _pick(cands)
+    if got is None:
+        return None
+    return got.model_copy(update={"value": normalize_value(got.value, spec.type, spec.choices)})
 
 
 def _string_or_id(text: str, ctx: DocContext) -> tuple[Scalar, int, int] | None:

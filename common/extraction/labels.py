@@ -71,7 +71,12 @@ INVOICE_NUMBER_LABELS = LabelSet(
     labels=_labels(
         (r"\binvoice\s*" + _NO, 3.0),
         (r"\binv\.?\s*(?:no\.?|#|number)", 2.5),
-        (r"\b(?:credit\s*note|debit\s*note|bill|receipt)\s*" + _NO, 2.5),
+        (r"\b(?:credit\s*(?:note|memo)|debit\s*note|bill|receipt)\s*" + _NO, 2.5),
+        (
+            r"\b(?:nota\s*di\s*credito|note\s*de\s*cr[ée]dit|creditnota|storno(?:rechnung)?|rechnungskorrektur)"
+            r"[\s-]*" + _NO,
+            3.0,
+        ),
         (r"\b\w*rechnungs?[\s-]*(?:nummer|nr\.?|no\.?|n°)", 3.0),
         (r"\bgutschrifts?[\s-]*(?:nummer|nr\.?|no\.?)", 3.0),
         (r"\b(?:facture|avoir)\s*(?:n°|nº|no\.?|numéro|numero|num\.?|#)", 3.0),

@@ -19,16 +19,29 @@ importing this module costs milliseconds (cloud cold starts).
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from common.core.errors import UnreadableDocument
+from common.core.fieldtypes import normalize_value
 from common.core.schema import DocumentExtraction, FieldSpec, FieldType, FieldValue
 from common.extraction import guards
 
-__all__ = ["METHOD_TEXT", "METHOD_XML", "extract_pdf"]
+if TYPE_CHECKING:
+    from common.extraction.layout import Document
+
+__all__ = [
+    "METHOD_OCR",
+    "METHOD_TEXT",
+    "METHOD_XML",
+    "einvoice_from_attachments",
+    "extract_document",
+    "extract_image",
+    "extract_pdf",
+]
 
 METHOD_TEXT = "offline-text"
+METHOD_OCR = "offline-ocr"
 METHOD_XML = "einvoice-xml"
 # A page with fewer visible characters than this in the whole document has no
 # usable text layer (a scan, perhaps with a stray page number).
@@ -73,20 +86,91 @@ def extract_pdf(
         result.latency_ms = round((time.perf_counter() - t0) * 1000, 1)
         return result
 
+    doc = content.document
+    method = METHOD_TEXT
     if content.chars < _MIN_TEXT_CHARS:
+        from common.extraction import ocr
+
         where = f"{filename}: " if filename else ""
+        if not ocr.available():
+            raise UnreadableDocument(
+                f"{where}The PDF has no text layer (it looks scanned or image-only) and OCR is not installed.",
+                hint="Install Tesseract (`make ocr` or `apt-get install tesseract-ocr`), or use the Gemini backend.",
+                code="image_only",
+            )
+        doc = _ocr(lambda: ocr.ocr_pdf(data, max_pages=max_pages), where)
+        method = METHOD_OCR
+        notes.append(f"no text layer: read by OCR ({ocr.ENGINE})")
+    return _from_document(doc, specs, notes, method, t0)
+
+
+def extract_image(
+    data: bytes, fields: Sequence[FieldSpec], *, filename: str = "", max_pages: int = 200
+) -> DocumentExtraction:
+    """Extract ``fields`` from a PNG, JPEG or TIFF image (each TIFF frame a page) by OCR."""
+    from common.extraction import ocr
+
+    t0 = time.perf_counter()
+    specs = list(fields)
+    if not specs:
+        raise ValueError("extract_image needs at least one field")
+    where = f"{filename}: " if filename else ""
+    if not data:
+        raise UnreadableDocument(f"{where}The file is empty.", code="empty")
+    if not ocr.available():
         raise UnreadableDocument(
-            f"{where}The PDF has no text layer (it looks scanned or image-only); "
-            "OCR or the Gemini backend is needed to read it.",
-            hint="Re-run the job with the Gemini backend, or OCR the PDF first.",
+            f"{where}The document is an image and OCR is not installed.",
+            hint="Install Tesseract (`make ocr` or `apt-get install tesseract-ocr`), or use the Gemini backend.",
             code="image_only",
         )
+    doc = _ocr(lambda: ocr.ocr_image(data, max_pages=max_pages), where)
+    return _from_document(doc, specs, [f"image: read by OCR ({ocr.ENGINE})"], METHOD_OCR, t0)
 
+
+def extract_document(
+    data: bytes,
+    fields: Sequence[FieldSpec],
+    *,
+    filename: str = "",
+    max_pages: int = 200,
+    max_bytes: int = 50 * 1024 * 1024,
+) -> DocumentExtraction:
+    """A PDF or an image, told apart by the first bytes."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" or data[:3] == b"\xff\xd8\xff" or data[:4] in (b"II*\x00", b"MM\x00*"):
+        if len(data) > max_bytes:
+            raise UnreadableDocument(f"{filename or 'the image'} is larger than {max_bytes // (1024 * 1024)} MB")
+        return extract_image(data, fields, filename=filename, max_pages=max_pages)
+    return extract_pdf(data, fields, filename=filename, max_pages=max_pages, max_bytes=max_bytes)
+
+
+def _ocr(read: Callable[[], Document], where: str) -> Document:
+    try:
+        doc = read()
+    except UnreadableDocument as e:
+        e.message = f"{where}{e.message}"
+        e.args = (e.message,)
+        raise
+    if sum(len(w.text) for ln in doc.lines for s in ln.segments for w in s.words) < _MIN_TEXT_CHARS:
+        raise UnreadableDocument(
+            f"{where}OCR found no text in the document; the Gemini backend may still read it.",
+            hint="Check that the scan is legible, or use the Gemini backend.",
+            code="image_only",
+        )
+    return doc
+
+
+def _from_document(
+    doc: Document, specs: list[FieldSpec], notes: list[str], method: str, t0: float
+) -> DocumentExtraction:
     from common.extraction.fields import extract_fields
     from common.extraction.tables import is_line_item_schema, line_items
 
-    doc = content.document
     values = extract_fields(doc, specs)
+    if method == METHOD_OCR:
+        # OCR misreads characters the text layer cannot: the same evidence is worth less
+        values = {
+            k: v.model_copy(update={"confidence": round(v.confidence * 0.9, 2)}) if v else v for k, v in values.items()
+        }
     columns = [s.name for s in specs]
     field_values = {k: v for k, v in values.items() if v is not None}
     doc_row = [v.value if v is not None else None for v in (values[c] for c in columns)]
@@ -117,10 +201,32 @@ def extract_pdf(
         fields=field_values,
         row_pages=row_pages,
         pages=doc.pages,
-        method=METHOD_TEXT,
+        method=method,
         latency_ms=round((time.perf_counter() - t0) * 1000, 1),
         notes=notes,
     )
+
+
+def _discount(v: FieldValue | None, factor: float) -> FieldValue | None:
+    return v.model_copy(update={"confidence": round(v.confidence * factor, 2)}) if v is not None else None
+
+
+def einvoice_from_attachments(
+    attachments: list[tuple[str, bytes]], fields: Sequence[FieldSpec]
+) -> DocumentExtraction | None:
+    """The fields from the first attachment that is e-invoice XML; None if none is.
+
+    The Gemini path asks this first: structured XML is exact and free, a model
+    call is neither.
+    """
+    t0 = time.perf_counter()
+    notes: list[str] = []
+    xml = _einvoice(attachments, notes)
+    if xml is None:
+        return None
+    result = _from_einvoice(xml, list(fields), notes)
+    result.latency_ms = round((time.perf_counter() - t0) * 1000, 1)
+    return result
 
 
 def _first_page(values: dict[str, FieldValue | None]) -> int | None:
@@ -179,7 +285,7 @@ def _from_einvoice(inv: Any, specs: list[FieldSpec], notes: list[str]) -> Docume
     fields: dict[str, FieldValue] = {}
     row: list[Any] = []
     for s in specs:
-        v = _coerce(doc_values.get(s.name), s.type)
+        v = _coerce(doc_values.get(s.name), s.type, s.choices)
         row.append(v)
         if v is not None:
             fields[s.name] = FieldValue(value=v, confidence=1.0, source="einvoice_xml", snippet=f"XML {s.name}")
@@ -205,7 +311,7 @@ def _from_einvoice(inv: Any, specs: list[FieldSpec], notes: list[str]) -> Docume
     )
 
 
-def _coerce(v: Any, t: FieldType) -> Any:
+def _coerce(v: Any, t: FieldType, choices: tuple[str, ...] = ()) -> Any:
     """An XML value as the schema's type; None where it cannot be one."""
     if v is None:
         return None
@@ -217,4 +323,8 @@ def _coerce(v: Any, t: FieldType) -> Any:
         return int(v)
     if t in (FieldType.DATE, FieldType.CURRENCY) and isinstance(v, str):
         return v
+    if t is FieldType.PERCENTAGE and isinstance(v, int | float):
+        return normalize_value(float(v), t)
+    if isinstance(v, str) and t not in (FieldType.NUMBER, FieldType.INTEGER, FieldType.BOOLEAN):
+        return normalize_value(v, t, choices)
     return None

@@ -541,3 +541,23 @@ def test_a_429_stamps_the_slowdown_of_the_leased_limiter_for_every_instance(fake
     with pytest.raises(RetryableError):
         other.acquire()  # every shard it asks is slowed: its first token is seconds away
     assert other.slow_until == pytest.approx(clock.now().timestamp() + 30)
+
+
+def test_an_e_invoice_is_read_from_its_xml_without_calling_the_model(fake, blobs, clock) -> None:
+    from tests.unit.extraction._pdfs import text_pdf
+    from tests.unit.extraction.test_einvoice import UBL
+
+    writer = PdfWriter()
+    for page in PdfReader(io.BytesIO(text_pdf([[(50, 80, "Invoice No: WRONG-1", 11)]]))).pages:
+        writer.add_page(page)
+    writer.add_attachment("xrechnung.xml", UBL)
+    buf = io.BytesIO()
+    writer.write(buf)
+    data = buf.getvalue()
+    blobs.put_bytes("local://uploads/xr.pdf", data, content_type="application/pdf")
+    ex = make_extractor(fake, blobs, clock).extract(
+        DocumentRef("local://uploads/xr.pdf", "xr.pdf", "application/pdf", len(data)), INVOICE_PRESET
+    )
+    assert ex.method == "einvoice-xml"
+    assert ex.results[0][:4] == ["XR-2024-17", "2024-05-02", 119.0, "EUR"]
+    assert fake.requests == [], "no model call for an e-invoice"

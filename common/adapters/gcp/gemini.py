@@ -170,6 +170,10 @@ class GeminiExtractor:
         if not fields:
             raise PermanentError("the job has no fields to extract", hint="Give the job at least one field.")
         mime = _mime_type(doc)
+        if mime == PDF:
+            from_xml = self._einvoice(doc, fields)
+            if from_xml is not None:
+                return from_xml
         parts, total_pages, inline = self._plan(doc, mime)
         if len(parts) == 1:
             return self._extract_part(parts[0], mime, fields, prompt, inline=inline)
@@ -253,6 +257,29 @@ class GeminiExtractor:
             latency_ms=latency_ms,
             notes=list(answer.notes),
         )
+
+    def _einvoice(self, doc: DocumentRef, fields: Sequence[FieldSpec]) -> DocumentExtraction | None:
+        """The values of an e-invoice's embedded XML (ZUGFeRD, Factur-X, XRechnung),
+        read as the offline path reads them, without calling the model. pypdf
+        reads only the attachment tree from a stream, so a gs:// document is
+        still not downloaded whole."""
+        from pypdf import PdfReader
+        from pypdf.errors import PyPdfError
+
+        from common.extraction.offline import einvoice_from_attachments
+        from common.extraction.pdfio import MAX_ATTACHMENT_BYTES
+
+        if self._blobs.stat(doc.uri) is None:
+            return None  # _plan reports the missing file
+        found: list[tuple[str, bytes]] = []
+        try:
+            with self._blobs.open(doc.uri) as stream:
+                for name, contents in PdfReader(stream).attachments.items():
+                    if name.lower().endswith(".xml"):
+                        found.extend((name, c) for c in contents if 0 < len(c) <= MAX_ATTACHMENT_BYTES)
+        except (PyPdfError, ValueError, KeyError, OSError):
+            return None  # not readable by pypdf: the model gets the document
+        return einvoice_from_attachments(found, fields) if found else None
 
     def _read(self, uri: str) -> bytes:
         try:

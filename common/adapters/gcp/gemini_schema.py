@@ -24,6 +24,7 @@ from datetime import date
 from typing import Any
 
 from common.core.errors import MalformedModelOutput
+from common.core.fieldtypes import normalize_value
 from common.core.schema import FieldSpec, FieldType, Scalar
 
 # Bump whenever SYSTEM_INSTRUCTION, user_text or response_schema change: it is
@@ -57,6 +58,13 @@ _TYPE_HINT: dict[FieldType, str] = {
     FieldType.DATE: "date YYYY-MM-DD",
     FieldType.CURRENCY: "ISO 4217 currency code",
     FieldType.BOOLEAN: "true/false",
+    FieldType.IBAN: "IBAN without spaces",
+    FieldType.BIC: "BIC / SWIFT code",
+    FieldType.VAT_ID: "VAT id with its country prefix, no spaces",
+    FieldType.EMAIL: "e-mail address",
+    FieldType.PHONE: "phone number, digits with + country code",
+    FieldType.PERCENTAGE: "number of percent (19 for 19 %)",
+    FieldType.ENUM: "one of the listed choices",
 }
 
 _SCHEMA_TYPE: dict[FieldType, str] = {
@@ -66,6 +74,13 @@ _SCHEMA_TYPE: dict[FieldType, str] = {
     FieldType.DATE: "STRING",
     FieldType.CURRENCY: "STRING",
     FieldType.BOOLEAN: "BOOLEAN",
+    FieldType.IBAN: "STRING",
+    FieldType.BIC: "STRING",
+    FieldType.VAT_ID: "STRING",
+    FieldType.EMAIL: "STRING",
+    FieldType.PHONE: "STRING",
+    FieldType.PERCENTAGE: "NUMBER",
+    FieldType.ENUM: "STRING",
 }
 
 
@@ -74,6 +89,8 @@ def user_text(fields: Sequence[FieldSpec], prompt: str) -> str:
     lines = ["Extract these fields (name, type: description):"]
     for f in fields:
         desc = f.description.strip() or "(no description)"
+        if f.choices:
+            desc += " Choices: " + ", ".join(f.choices) + "."
         lines.append(f"- {f.name}, {_TYPE_HINT[f.type]}: {desc}")
     lines.append("")
     lines.append("columns must be: " + json.dumps([f.name for f in fields]))
@@ -165,7 +182,7 @@ def parse_answer(raw: str, fields: Sequence[FieldSpec], *, pages: int | None = N
         typed: list[Scalar] = []
         for spec, j in zip(fields, order, strict=True):
             try:
-                typed.append(coerce(row[j], spec.type))
+                typed.append(coerce(row[j], spec.type, spec.choices))
             except ValueError as e:
                 raise bad(f"row {i + 1}, {spec.name}: {e}") from None
         rows.append(typed)
@@ -193,7 +210,7 @@ _CURRENCY = re.compile(r"[A-Za-z]{3}")
 _CURRENCY_SYMBOLS = {"€": "EUR", "£": "GBP"}
 
 
-def coerce(value: Any, ftype: FieldType) -> Scalar:
+def coerce(value: Any, ftype: FieldType, choices: tuple[str, ...] = ()) -> Scalar:
     """The value as ``ftype`` wants it; ValueError says why it cannot be.
 
     Only unambiguous conversions: ``"1,234.50"`` is not a number here because
@@ -240,7 +257,13 @@ def coerce(value: Any, ftype: FieldType) -> Scalar:
         if isinstance(value, str) and value.strip().lower() in ("true", "false"):
             return value.strip().lower() == "true"
         raise ValueError(f"{value!r} is not true or false")
-    raise ValueError(f"unknown field type {ftype}")  # pragma: no cover -- FieldType is closed
+    # Validated types: a value that fails validation (a misread IBAN) is null,
+    # not an error to retry -- the model read what it read.
+    if ftype is FieldType.PERCENTAGE:
+        return normalize_value(value if isinstance(value, str) else _number(value), ftype)
+    if isinstance(value, str):
+        return normalize_value(value.strip(), ftype, choices)
+    raise ValueError(f"{value!r} is not a {ftype.value}")
 
 
 def _number(value: Any) -> int | float:

@@ -89,3 +89,34 @@ def deflate_zeros(n_bytes: int, *, layers: int = 1) -> bytes:
     for _ in range(layers - 1):
         data = zlib.compress(data, 9)
     return data
+
+
+def scanned(pdf: bytes, *, angle: float = 2.0, dpi: int = 150, noise: int = 12, fmt: str = "PDF") -> bytes:
+    """``pdf``'s pages as a scan: rendered at ``dpi``, rotated by ``angle``
+    degrees, with light noise, written as an image-only PDF (or one PNG/TIFF)."""
+    import random
+
+    import pypdfium2
+    from PIL import Image
+
+    rnd = random.Random(7)
+    doc = pypdfium2.PdfDocument(pdf)
+    images = []
+    for page in doc:
+        img = page.render(scale=dpi / 72, grayscale=True).to_pil().convert("L")
+        img = img.rotate(angle, expand=True, fillcolor=255, resample=Image.Resampling.BICUBIC)
+        px = img.load()
+        assert px is not None
+        for _ in range(img.width * img.height // 40):
+            x, y = rnd.randrange(img.width), rnd.randrange(img.height)
+            v = px[x, y]
+            assert isinstance(v, int)
+            px[x, y] = max(0, min(255, v + rnd.randint(-noise * 4, noise * 4)))
+        images.append(img)
+    doc.close()
+    buf = io.BytesIO()
+    if fmt == "PDF":
+        images[0].save(buf, format="PDF", resolution=dpi, save_all=True, append_images=images[1:])
+    else:
+        images[0].save(buf, format=fmt, dpi=(dpi, dpi))
+    return buf.getvalue()

@@ -139,3 +139,11 @@ def test_import_does_not_load_pdf_libraries() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_image_only_without_an_ocr_engine_says_how_to_install_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLUICE_TESSERACT", "/nonexistent/tesseract")
+    with pytest.raises(UnreadableDocument) as exc:
+        extract_pdf(image_only_pdf(), INVOICE_PRESET)
+    assert "ocr is not installed" in str(exc.value).lower()
+    assert exc.value.hint is not None and "tesseract" in exc.value.hint.lower()
