@@ -66,6 +66,9 @@ class ApiSettings(BaseSettings):
     entra_tenant: str | None = None
     entra_client_id: str | None = None
     google_client_id: str | None = None
+    # Whose users own records stored before owner ids were qualified by issuer
+    # (a bare subject): that subject of this issuer. Default: the first issuer.
+    legacy_issuer: str | None = None
     jwks_ttl_s: float = Field(default=3600.0, gt=0)
     clock_skew_s: int = Field(default=30, ge=0, le=300)
     # Embedded backend only: every request without a token is this user.
