@@ -8,6 +8,11 @@ Authentication is configured explicitly, never defaulted: one or more OIDC
 issuers (``SLUICE_API_ISSUERS`` as JSON, or the presets below), or -- on the
 embedded backend only -- a local development identity
 (``SLUICE_API_DEV_IDENTITY``), which the app announces with a WARNING.
+
+A user is (issuer, subject); records are owned by a hash of both
+(:func:`common.api.auth.owner_id`). Records stored before that, owned by a
+bare subject, belong to that subject of ``SLUICE_API_LEGACY_ISSUER`` (by
+default the first configured issuer) and to no one else.
 """
 
 from __future__ import annotations
