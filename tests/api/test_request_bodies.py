@@ -88,3 +88,12 @@ def test_a_json_body_sent_as_text_plain_is_a_415(env: Env) -> None:
     assert env.p.deps.store.count("jobs") == 0
     ok = env.alice.post("/v1/jobs", data=body, content_type="application/json; charset=utf-8")
     assert ok.status_code == 201
+
+
+def test_the_same_bytes_twice_in_one_request_are_one_file_with_both_names(env: Env) -> None:
+    job = env.alice.job()
+    r = env.alice.upload(job["id"], ("a.pdf", b"%PDF-1.4 same"), ("b.pdf", b"%PDF-1.4 same"), pdf("c.pdf"))
+    assert r.status_code == 201
+    assert sorted(f["name"] for f in r.get_json()["items"]) == ["a.pdf", "c.pdf"]
+    (same,) = [f for f in env.p.files(job["id"]) if f.name == "a.pdf"]
+    assert same.duplicate_names == ["b.pdf"]
