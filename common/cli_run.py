@@ -204,8 +204,6 @@ def _job(args: argparse.Namespace, deps: Deps, settings: Settings, inputs: Seque
     schema = _schema(args)
     formats = args.formats or ["xlsx"]
     _check_extractor(deps, settings.extractor.value)
-    if args.fields:
-        _warn_unknown_fields(settings.extractor.value, schema)
     key = _job_key(inputs, schema, formats, args.name)
     return jobs.find_job_by_key(deps, owner=LOCAL_OWNER, key=key) or jobs.create_job(
         deps,
@@ -220,21 +218,6 @@ def _job(args: argparse.Namespace, deps: Deps, settings: Settings, inputs: Seque
 def _check_extractor(deps: Deps, name: str) -> None:
     """Build the extractor now: a configuration it lacks is one error line, not a run of failed documents."""
     deps.extractor(name)
-
-
-def _warn_unknown_fields(extractor: str, schema: Sequence[FieldSpec]) -> None:
-    from common.extraction.fields import has_strategy
-
-    if extractor != "offline":
-        return
-    unknown = [f.name for f in schema if not has_strategy(f.name)]
-    if unknown:
-        names = ", ".join(unknown)
-        print(
-            f"sluice: warning: the offline extractor has no strategy for {names}: it looks for a label with "
-            "that name and leaves the cell empty when there is none (SLUICE_EXTRACTOR=gemini reads any field)",
-            file=sys.stderr,
-        )
 
 
 def _upload(args: argparse.Namespace, deps: Deps, job: Job, inputs: Sequence[Input]) -> None:

@@ -124,9 +124,12 @@ class Pipeline:
         return self.deps.blobs.get_bytes(export.external_id).decode("utf-8-sig")
 
 
-def make_pipeline(tmp: Path, *, extractor: Any = None, runtime_cls: type[LocalRuntime] = LocalRuntime) -> Pipeline:
+def make_pipeline(
+    tmp: Path, *, extractor: Any = None, runtime_cls: type[LocalRuntime] = LocalRuntime, durable: bool = False
+) -> Pipeline:
+    """``durable``: fsync every commit, as ``sluice serve`` does (slower; widens race windows)."""
     clock = ManualClock()
-    settings = Settings(backend="local", data_dir=tmp / "data", durable=False, progress_min_interval_s=1.0)
+    settings = Settings(backend="local", data_dir=tmp / "data", durable=durable, progress_min_interval_s=1.0)
     ex = extractor if extractor is not None else ScriptedExtractor()
     deps = bootstrap(settings, clock=clock, extractor_factory=(lambda _name: ex))
     bus = local_bus(deps)

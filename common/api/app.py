@@ -28,7 +28,7 @@ from werkzeug.exceptions import HTTPException
 
 from common.api.auth import Authenticator, BearerAuthenticator, Identity, OidcVerifier, fetch_jwks
 from common.api.errors import ApiError, from_sluice
-from common.api.idempotency import Idempotency, StoredResponse, fingerprint
+from common.api.idempotency import Idempotency, Reservation, ReservationGuard, StoredResponse, fingerprint
 from common.api.settings import ApiSettings
 from common.core.errors import ConfigError, SluiceError
 from common.core.ratelimit import BucketConfig
@@ -39,6 +39,7 @@ from common.service.ratelimit import StoreRateLimiter
 log = logging.getLogger("sluice.api")
 
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 BodyKind = Literal["json", "multipart", "raw", "none"]
 ReplyKind = Literal["json", "sse", "file", "empty"]
 
@@ -58,10 +59,32 @@ Result = BaseModel | Reply | Response | None
 @dataclass
 class Call:
     api: Api
+    # The caller's owner id: new records are made under it.
     owner: str
     params: dict[str, str]
     body: BaseModel | None
     query: BaseModel | None
+    # Every owner id whose records are the caller's (the owner id first; see Identity.owners).
+    owners: tuple[str, ...] = ()
+    route: Route | None = None
+    reservation: Reservation | None = None
+
+    def __post_init__(self) -> None:
+        if not self.owners:
+            self.owners = (self.owner,)
+
+    def owns(self, owner: str) -> bool:
+        return owner in self.owners
+
+    def guard(self, render: Callable[[T], Result]) -> ReservationGuard[T] | None:
+        """With an Idempotency-Key: a guard for the request's one effect, recording
+        ``render(result)`` as the response to replay in the effect's transaction."""
+        if self.reservation is None or self.route is None:
+            return None
+        route = self.route
+        return ReservationGuard(
+            self.api.idempotency, self.reservation, lambda result: stored(self.api.respond(route, render(result)))
+        )
 
     @property
     def deps(self) -> Deps:
@@ -127,6 +150,28 @@ def error_response(err: ApiError) -> Response:
     return _json(err.body(), err.status, err.headers)
 
 
+# Headers a replay repeats (the rest describe the transport, not the answer).
+_REPLAYED_HEADERS = ("Location",)
+
+
+def stored(response: Response) -> StoredResponse:
+    headers = {h: v for h in _REPLAYED_HEADERS if (v := response.headers.get(h)) is not None}
+    return StoredResponse(response.status_code, response.get_data(as_text=True), response.mimetype or "", headers)
+
+
+def replay(found: StoredResponse) -> Response:
+    return Response(
+        found.body,
+        status=found.status,
+        mimetype=found.content_type or None,
+        headers={**found.headers, "Idempotent-Replayed": "true"},
+    )
+
+
+def _is_json(mimetype: str) -> bool:
+    return mimetype == "application/json" or (mimetype.startswith("application/") and mimetype.endswith("+json"))
+
+
 def _validation_details(exc: ValidationError, where: str) -> dict[str, Any]:
     return {
         "in": where,
@@ -156,55 +201,48 @@ class Api:
 
     def view(self, route: Route) -> Callable[..., Response]:
         def handle(**params: str) -> Response:
-            owner = ""
-            key: str | None = None
-            fp = ""
+            reservation: Reservation | None = None
             try:
+                owners: tuple[str, ...] = ("",)
                 if route.auth:
                     ident = self._authenticate()
-                    owner = ident.sub
-                    self._rate_limit(owner)
+                    owners = ident.owners
+                    self._rate_limit(owners[0])
                 query = self._query(route)
                 if route.method == "POST" and route.auth and (key := request.headers.get("Idempotency-Key")):
                     fp = fingerprint(route.method, request.path, self._fingerprint_body(route))
-                    stored = self.idempotency.begin(owner, key, fp)
-                    if stored is not None:
-                        return Response(
-                            stored.body,
-                            status=stored.status,
-                            mimetype=stored.content_type,
-                            headers={"Idempotent-Replayed": "true"},
-                        )
+                    begun = self.idempotency.begin(owners[0], key, fp)
+                    if isinstance(begun, StoredResponse):
+                        return replay(begun)
+                    reservation = begun
                 body = self._body(route)
-                result = route.handler(Call(self, owner, dict(params), body, query))
-                response = self._response(route, result)
+                call = Call(self, owners[0], dict(params), body, query, owners, route, reservation)
+                response = self.respond(route, route.handler(call))
             except ApiError as err:
                 response = error_response(err)
             except SluiceError as err:
                 response = error_response(from_sluice(err))
             except HTTPException:
-                if key is not None:
-                    self.idempotency.release(owner, key)
+                if reservation is not None:
+                    self.idempotency.release(reservation)
                 raise
             except Exception:
-                if key is not None:
-                    self.idempotency.release(owner, key)
                 log.exception("unhandled error in %s %s", route.method, route.path)
                 response = error_response(ApiError(500, "internal", "internal error; it has been logged"))
-            if key is not None:
-                if 200 <= response.status_code < 300 and not response.is_streamed:
-                    self.idempotency.finish(
-                        owner,
-                        key,
-                        fp,
-                        StoredResponse(response.status_code, response.get_data(as_text=True), response.mimetype or ""),
-                    )
-                else:
-                    self.idempotency.release(owner, key)
+            if reservation is not None:
+                self._settle(reservation, response)
             return response
 
         handle.__name__ = route.operation_id
         return handle
+
+    def _settle(self, reservation: Reservation, response: Response) -> None:
+        """Store a success for replay; after a failure, free the key unless the
+        handler had recorded its effect (then the recorded response stands)."""
+        if 200 <= response.status_code < 300 and not response.is_streamed:
+            self.idempotency.finish(reservation, stored(response))
+        else:
+            self.idempotency.release(reservation)
 
     def _authenticate(self) -> Identity:
         return self.auth.authenticate(request.headers.get("Authorization"))
@@ -256,10 +294,19 @@ class Api:
         if not raw.strip():
             data: Any = {}
         else:
+            if not _is_json(request.mimetype):
+                raise ApiError(
+                    415,
+                    "unsupported_media_type",
+                    f"the request body must be JSON (Content-Type: application/json), "
+                    f"not {request.mimetype or 'untyped'}",
+                )
             try:
                 data = json.loads(raw)
             except ValueError as exc:
                 raise ApiError(400, "invalid_json", f"the request body is not valid JSON: {exc}") from exc
+            except RecursionError as exc:
+                raise ApiError(400, "invalid_json", "the request body nests too deeply") from exc
         if not isinstance(data, dict):
             raise ApiError(422, "invalid_body", "the request body must be a JSON object")
         try:
@@ -269,7 +316,7 @@ class Api:
                 422, "invalid_body", "invalid request body", details=_validation_details(exc, "body")
             ) from exc
 
-    def _response(self, route: Route, result: Result) -> Response:
+    def respond(self, route: Route, result: Result) -> Response:
         if isinstance(result, Response):
             return result
         reply = result if isinstance(result, Reply) else Reply(body=result)
@@ -303,7 +350,13 @@ def make_authenticator(deps: Deps, settings: ApiSettings) -> Authenticator:
             dev,
         )
     verifier = (
-        OidcVerifier(issuers, fetcher=fetch_jwks, jwks_ttl_s=settings.jwks_ttl_s, leeway_s=settings.clock_skew_s)
+        OidcVerifier(
+            issuers,
+            fetcher=fetch_jwks,
+            jwks_ttl_s=settings.jwks_ttl_s,
+            leeway_s=settings.clock_skew_s,
+            legacy_issuer=settings.legacy_issuer,
+        )
         if issuers
         else None
     )

@@ -7,11 +7,19 @@ not-before are all verified. JWKS documents are cached for ``jwks_ttl_s``;
 a token signed with a key id the cache does not know refreshes it early, at
 most once a minute per issuer (key rotation without a stampede).
 
-The caller's identity is the token's ``sub``; it owns every record it makes.
+A user is the pair (issuer, ``sub``): two issuers may both have an "alice".
+Records carry the owner id :func:`owner_id` (a hash of the two), so a token
+from one trusted issuer never reaches another issuer's user's records.
+Records stored before owner ids were qualified carry the bare ``sub``; they
+belong to that subject *of the legacy issuer* (``SLUICE_API_LEGACY_ISSUER``,
+by default the first configured issuer) and to no one else
+(:attr:`Identity.owners`). The local development identity owns records as its
+bare name, like the CLI's ``local``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
@@ -32,12 +40,45 @@ JwksFetcher = Callable[[str], dict[str, Any]]
 _MIN_REFRESH_S = 60.0
 
 
+OWNER_PREFIX = "u1_"
+
+
+def owner_id(issuer: str, sub: str) -> str:
+    """The stable owner id of the user ``sub`` of ``issuer``."""
+    digest = hashlib.sha256(f"{issuer}\x00{sub}".encode()).hexdigest()[:40]
+    return OWNER_PREFIX + digest
+
+
+def is_qualified(owner: str) -> bool:
+    rest = owner.removeprefix(OWNER_PREFIX)
+    return rest != owner and len(rest) == 40 and all(c in "0123456789abcdef" for c in rest)
+
+
 @dataclass(frozen=True)
 class Identity:
     sub: str
     issuer: str
     email: str | None = None
     development: bool = False
+    # This user's issuer is the legacy issuer: records stored under the bare
+    # ``sub`` (before owner ids were qualified) are this user's too.
+    legacy: bool = False
+
+    @property
+    def owner(self) -> str:
+        """The owner id of every record this user makes."""
+        return self.sub if self.development else owner_id(self.issuer, self.sub)
+
+    @property
+    def owners(self) -> tuple[str, ...]:
+        """Every owner id whose records are this user's, :attr:`owner` first.
+
+        A bare ``sub`` that looks like a qualified id is never an alias, so no
+        issuer can name its user after another issuer's user's owner id.
+        """
+        if self.legacy and not self.development and not is_qualified(self.sub):
+            return (self.owner, self.sub)
+        return (self.owner,)
 
 
 class Authenticator(Protocol):
@@ -102,13 +143,19 @@ class OidcVerifier:
         jwks_ttl_s: float = 3600.0,
         leeway_s: int = 30,
         now: Callable[[], float] = time.monotonic,
+        legacy_issuer: str | None = None,
     ) -> None:
+        """``legacy_issuer``: whose users own the records stored under a bare
+        subject (by default the first of ``issuers``)."""
         self._issuers: dict[str, IssuerConfig] = {}
         for cfg in issuers:
             for name in (cfg.issuer, *cfg.aliases):
                 self._issuers[name] = cfg
         self._keysets = {cfg.jwks_url: _KeySet(cfg.jwks_url, fetcher, jwks_ttl_s, now) for cfg in issuers}
         self._leeway = leeway_s
+        self._legacy = legacy_issuer if legacy_issuer is not None else (issuers[0].issuer if issuers else None)
+        if self._legacy is not None and self._legacy in self._issuers:
+            self._legacy = self._issuers[self._legacy].issuer  # an alias names its issuer
 
     def verify(self, token: str) -> Identity:
         try:
@@ -150,7 +197,12 @@ class OidcVerifier:
         if not isinstance(sub, str) or not sub:
             raise unauthorized("the token has no subject")
         email = claims.get("email")
-        return Identity(sub=sub, issuer=cfg.issuer, email=email if isinstance(email, str) else None)
+        return Identity(
+            sub=sub,
+            issuer=cfg.issuer,
+            email=email if isinstance(email, str) else None,
+            legacy=cfg.issuer == self._legacy,
+        )
 
 
 class BearerAuthenticator:

@@ -29,6 +29,7 @@ _REASONS = {
     409: "Conflict with the current state",
     411: "Length required",
     413: "Too large",
+    415: "The body is not JSON (Content-Type)",
     422: "Invalid input",
     429: "Rate limited (see Retry-After)",
     501: "Not available in this deployment",
@@ -138,6 +139,10 @@ def build(routes: Sequence[Route]) -> dict[str, Any]:
         else:
             responses[str(r.status)] = {"description": r.summary}
         codes = set(r.errors) | ({429} if r.auth else set())
+        if r.body is not None and r.body_kind == "json":
+            codes |= {400, 415}  # malformed or too deeply nested JSON; a body that is not JSON
+        if r.method == "POST" and r.auth:
+            codes.add(409)  # Idempotency-Key in progress or reused
         for code in sorted(codes):
             responses[str(code)] = {"description": _REASONS.get(code, "Error"), "content": error}
         responses["default"] = {"description": "Unexpected error", "content": error}

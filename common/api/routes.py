@@ -12,6 +12,7 @@ from __future__ import annotations
 import mimetypes
 import tempfile
 import time
+import unicodedata
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -47,14 +48,19 @@ from common.core.states import (
     TaskStatus,
 )
 from common.ports.store import Filter, Order, Page, Transaction
-from common.service import control, exports, ids, integrations, jobs, oauth_flow, repo, tally
+from common.service import control, exports, ids, integrations, jobs, oauth_flow, repo, tally, uploads
 
 R = TypeVar("R", bound=Record)
 
 # How many records a filtered job listing examines per request, at most.
 SCAN_BUDGET = 2000
 UPLOAD_URL_TTL = timedelta(minutes=15)
-ACTIVE_RUN_STATES = (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.PAUSED)
+# Parts of one direct upload, at most (their records commit in one transaction).
+MAX_UPLOAD_FILES = 100
+# The longest file name kept, in bytes of UTF-8 (what file systems and Cloud Storage allow).
+MAX_NAME_BYTES = 255
+# An extension longer than this is not kept apart when a long name is shortened.
+_MAX_EXTENSION_BYTES = 32
 
 
 # -- helpers ------------------------------------------------------------------------
@@ -62,7 +68,7 @@ ACTIVE_RUN_STATES = (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.PAUSED)
 
 def owned(call: Call, model: type[R], ident: str) -> R:
     found = repo.get(call.deps.store, model, ident)
-    if found is None or found[0].owner != call.owner:
+    if found is None or not call.owns(found[0].owner):
         raise not_found(model.__name__.lower().replace("sourcefile", "file").replace("extractiontask", "task"), ident)
     return found[0]
 
@@ -81,14 +87,16 @@ def _page(
 
 
 def _mine(call: Call) -> Filter:
-    return Filter("owner", "==", call.owner)
+    if len(call.owners) == 1:
+        return Filter("owner", "==", call.owner)
+    return Filter("owner", "in", list(call.owners))
 
 
 def _active_runs(call: Call, job_id: str) -> list[Run]:
     return [
         r
         for r in repo.scan(call.deps.store, Run, filters=[Filter("job_id", "==", job_id)])
-        if r.status in ACTIVE_RUN_STATES
+        if r.status in jobs.ACTIVE_RUN_STATES
     ]
 
 
@@ -111,11 +119,22 @@ def create_job(call: Call) -> Result:
         except ValueError as exc:
             raise ApiError(422, "unknown_preset", str(exc)) from exc
     specs = None if body.exports is None else [e.spec() for e in body.exports]
-    job = jobs.create_job(call.deps, owner=call.owner, name=body.name, fields=fields, prompt=body.prompt, exports=specs)
-    if body.extractor is not None:
-        job = job.model_copy(update={"settings": job.settings.model_copy(update={"extractor": body.extractor})})
-        repo.put(call.deps.store, job)
-    return Reply(s.JobOut.of(job), headers={"Location": f"/v1/jobs/{job.id}"})
+
+    def reply(job: Job) -> Reply:
+        return Reply(s.JobOut.of(job), headers={"Location": f"/v1/jobs/{job.id}"})
+
+    job = jobs.create_job(
+        call.deps,
+        owner=call.owner,
+        name=body.name,
+        fields=fields,
+        prompt=body.prompt,
+        exports=specs,
+        extractor=body.extractor,
+        concurrent_runs=bool(body.concurrent_runs),
+        guard=call.guard(reply),
+    )
+    return reply(job)
 
 
 def list_jobs(call: Call) -> Result:
@@ -167,7 +186,7 @@ def update_job(call: Call) -> Result:
 
     def tx(t: Transaction) -> Job:
         job = repo.tx_get(t, Job, job_id)
-        if job is None or job.owner != call.owner:
+        if job is None or not call.owns(job.owner):
             raise not_found("job", job_id)
         changes: dict[str, Any] = {"updated_at": now}
         settings: JobSettings = job.settings
@@ -181,6 +200,8 @@ def update_job(call: Call) -> Result:
             settings = settings.model_copy(update={"exports": [e.spec() for e in body.exports]})
         if "extractor" in body.model_fields_set:
             settings = settings.model_copy(update={"extractor": body.extractor})
+        if body.concurrent_runs is not None:
+            settings = settings.model_copy(update={"concurrent_runs": body.concurrent_runs})
         changes["settings"] = settings
         updated = job.model_copy(update=changes)
         repo.tx_put(t, updated)
@@ -234,11 +255,32 @@ def delete_job(call: Call) -> Result:
 # -- files ------------------------------------------------------------------------------
 
 
-def _upload_name(filename: str | None) -> str:
+def shorten_name(name: str, limit: int = MAX_NAME_BYTES) -> str:
+    """``name`` cut to ``limit`` bytes of UTF-8 at a character boundary, keeping its extension."""
+    if len(name.encode()) <= limit:
+        return name
+    stem, dot, ext = name.rpartition(".")
+    suffix = dot + ext if dot and stem and len((dot + ext).encode()) <= _MAX_EXTENSION_BYTES else ""
+    head = name[: len(name) - len(suffix)].encode()[: limit - len(suffix.encode())]
+    return head.decode("utf-8", "ignore") + suffix
+
+
+def _upload_name(filename: str | None, *, part: int | None = None) -> str:
+    """The name to record for an uploaded file: its last path component, shortened
+    to MAX_NAME_BYTES; 422 for control characters or text that is not Unicode."""
     name = Path((filename or "").replace("\\", "/")).name
-    if name in ("", ".", "..") or "\x00" in name:
+    invalid = any(unicodedata.category(c) in ("Cc", "Cs") for c in name)
+    if invalid:
+        where = "" if part is None else f" (file {part + 1})"
+        raise ApiError(
+            422,
+            "invalid_file_name",
+            f"the file name {name!r}{where} contains control characters or is not valid Unicode",
+            details={"part": part, "hint": "Rename the file; nothing of this request was stored."},
+        )
+    if name in ("", ".", ".."):
         return "upload"
-    return name[:200]
+    return shorten_name(name)
 
 
 def upload_files(call: Call) -> Result:
@@ -249,11 +291,18 @@ def upload_files(call: Call) -> Result:
     stored = request.files.getlist("file")
     if not stored:
         raise ApiError(422, "invalid_body", "send the files as multipart/form-data parts named 'file'")
-    out: list[s.FileOut] = []
+    if len(stored) > MAX_UPLOAD_FILES:
+        raise ApiError(422, "too_many_files", f"send at most {MAX_UPLOAD_FILES} files in one request")
+    # Every name is checked before anything is stored: the request stores all its files or none.
+    names = [_upload_name(storage.filename, part=i) for i, storage in enumerate(stored)]
+
+    def reply(files: list[SourceFile]) -> Reply:
+        return Reply(s.FileList(items=[s.FileOut.of(f) for f in files], next_cursor=None), status=201)
+
+    spooled: list[uploads.Spooled] = []
     with tempfile.TemporaryDirectory(prefix="sluice-upload-") as tmp:
-        for i, storage in enumerate(stored):
-            path = Path(tmp) / str(i) / _upload_name(storage.filename)
-            path.parent.mkdir()
+        for i, (storage, name) in enumerate(zip(stored, names, strict=True)):
+            path = Path(tmp) / f"{i}.part"
             size = 0
             with path.open("wb") as f:
                 while chunk := storage.stream.read(1024 * 1024):
@@ -262,8 +311,9 @@ def upload_files(call: Call) -> Result:
                         raise _too_large(cap)
                     f.write(chunk)
             mime = storage.mimetype if storage.mimetype and storage.mimetype != "application/octet-stream" else None
-            out.append(s.FileOut.of(jobs.add_upload(call.deps, job, path, mime_type=mime)))
-    return Reply(s.FileList(items=out, next_cursor=None), status=201)
+            spooled.append(uploads.Spooled(path=path, name=name, mime_type=mime))
+        files = uploads.add_uploads(call.deps, job, spooled, guard=call.guard(reply))
+    return reply(files)
 
 
 def _too_large(cap: int) -> ApiError:
@@ -288,7 +338,7 @@ def create_upload_url(call: Call) -> Result:
     name = _upload_name(body.name)
     record = SourceFile(
         id=file_id,
-        owner=call.owner,
+        owner=job.owner,
         job_id=job.id,
         source_type=SourceType.UPLOAD,
         external_id=f"upload:{file_id}",
@@ -357,8 +407,34 @@ def start_run(call: Call) -> Result:
                 f"schedule_time may be at most {call.settings.max_schedule_days} days ahead",
                 details={"latest": format_timestamp(horizon)},
             )
-    run = jobs.request_run(call.deps, call.sender, job, priority=body.priority, schedule_time=body.schedule_time)
-    return Reply(_run_out(call, run), status=202, headers={"Location": f"/v1/operations/{run.operation_id}"})
+
+    def reply(run: Run) -> Reply:
+        return Reply(_run_out(call, run), status=202, headers={"Location": f"/v1/operations/{run.operation_id}"})
+
+    try:
+        run = jobs.request_run(
+            call.deps,
+            call.sender,
+            job,
+            priority=body.priority,
+            schedule_time=body.schedule_time,
+            guard=call.guard(reply),
+        )
+    except jobs.RunActive as err:
+        active = err.run
+        raise ApiError(
+            409,
+            "run_active",
+            err.message,
+            details={
+                "active_run_id": active.id,
+                "active_run_status": active.status.value,
+                "operation_id": active.operation_id,
+                "hint": err.hint,
+            },
+            headers={"Location": f"/v1/runs/{active.id}"},
+        ) from err
+    return reply(run)
 
 
 def list_job_runs(call: Call) -> Result:
@@ -390,24 +466,24 @@ def get_run(call: Call) -> Result:
 
 def cancel_run(call: Call) -> Result:
     run = owned(call, Run, call.params["run_id"])
-    return _run_out(call, control.cancel_run(call.deps, run.id, owner=call.owner))
+    return _run_out(call, control.cancel_run(call.deps, run.id, owner=run.owner))
 
 
 def pause_run(call: Call) -> Result:
     run = owned(call, Run, call.params["run_id"])
-    return _run_out(call, control.pause_run(call.deps, run.id, owner=call.owner))
+    return _run_out(call, control.pause_run(call.deps, run.id, owner=run.owner))
 
 
 def resume_run(call: Call) -> Result:
     run = owned(call, Run, call.params["run_id"])
-    return _run_out(call, control.resume_run(call.deps, call.sender, run.id, owner=call.owner))
+    return _run_out(call, control.resume_run(call.deps, call.sender, run.id, owner=run.owner))
 
 
 def retry_run(call: Call) -> Result:
     run = owned(call, Run, call.params["run_id"])
     body = call.body_as(s.RetryRequest)
     updated, n = control.retry_run(
-        call.deps, call.sender, run.id, owner=call.owner, scope=body.scope, task_ids=body.task_ids
+        call.deps, call.sender, run.id, owner=run.owner, scope=body.scope, task_ids=body.task_ids
     )
     return Reply(s.RetryOut(run=_run_out(call, updated), retried=n), status=202)
 
@@ -582,7 +658,7 @@ def import_drive(call: Call) -> Result:
         from common.service.drive_import import start_drive_import
     except ImportError:
         raise _not_built("Drive import") from None
-    op = start_drive_import(call.deps, call.sender, job, call.owner, body.item_ids)
+    op = start_drive_import(call.deps, call.sender, job, job.owner, body.item_ids)
     return Reply(s.OperationOut.of(op), status=202, headers={"Location": f"/v1/operations/{op.id}"})
 
 
@@ -594,7 +670,7 @@ def import_gmail(call: Call) -> Result:
     except ImportError:
         raise _not_built("Gmail import") from None
     items = [GmailItem(message_id=i.message_id, attachment_id=i.attachment_id) for i in body.items]
-    op = start_gmail_import(call.deps, call.sender, job, call.owner, body.account, items)
+    op = start_gmail_import(call.deps, call.sender, job, job.owner, body.account, items)
     return Reply(s.OperationOut.of(op), status=202, headers={"Location": f"/v1/operations/{op.id}"})
 
 
@@ -607,7 +683,7 @@ def create_automation(call: Call) -> Result:
     now = call.deps.clock.now()
     auto = Automation(
         id=ids.new_id("auto"),
-        owner=call.owner,
+        owner=job.owner,  # an automation acts for its job's owner (and that owner's Google connection)
         name=body.name,
         enabled=body.enabled,
         account=integrations.normalize_account(body.account),
@@ -617,8 +693,21 @@ def create_automation(call: Call) -> Result:
         created_at=now,
         updated_at=now,
     )
-    repo.create(call.deps.store, auto)
-    return Reply(s.AutomationOut.of(auto), status=201, headers={"Location": f"/v1/automations/{auto.id}"})
+
+    def reply(created: Automation) -> Reply:
+        return Reply(s.AutomationOut.of(created), status=201, headers={"Location": f"/v1/automations/{created.id}"})
+
+    guard = call.guard(reply)
+
+    def tx(t: Transaction) -> Automation:
+        if guard is not None:
+            guard.check(t)
+        t.create(Automation.collection, auto.id, auto.to_doc())
+        if guard is not None:
+            guard.record(t, auto)
+        return auto
+
+    return reply(call.deps.store.transaction(tx))
 
 
 def list_automations(call: Call) -> Result:
@@ -638,7 +727,7 @@ def update_automation(call: Call) -> Result:
 
     def tx(t: Transaction) -> Automation:
         auto = repo.tx_get(t, Automation, auto_id)
-        if auto is None or auto.owner != call.owner:
+        if auto is None or not call.owns(auto.owner):
             raise not_found("automation", auto_id)
         changes: dict[str, Any] = {"updated_at": now}
         for name in ("name", "query", "enabled"):
@@ -664,7 +753,7 @@ def delete_automation(call: Call) -> Result:
 
 
 def list_integrations(call: Call) -> Result:
-    found = integrations.status(call.deps, owner=call.owner)
+    found = [i for owner in call.owners for i in integrations.status(call.deps, owner=owner)]
     return s.IntegrationList(items=[s.IntegrationOut.model_validate(i.model_dump()) for i in found])
 
 
@@ -683,7 +772,12 @@ def google_callback(call: Call) -> Result:
 
 
 def disconnect_integration(call: Call) -> Result:
-    info = integrations.disconnect(call.deps, owner=call.owner, account=call.params["account"])
+    account = call.params["account"]
+    for owner in call.owners[1:]:  # a connection made before owner ids were qualified
+        if integrations.status(call.deps, owner=owner, account=account):
+            info = integrations.disconnect(call.deps, owner=owner, account=account)
+            return s.IntegrationOut.model_validate(info.model_dump())
+    info = integrations.disconnect(call.deps, owner=call.owner, account=account)
     return s.IntegrationOut.model_validate(info.model_dump())
 
 
@@ -787,7 +881,7 @@ def _my_dead_letters(call: Call) -> list[s.DeadLetterOut]:
             return False
         if job_id not in owners:
             found = repo.get(call.deps.store, Job, job_id)
-            owners[job_id] = found is not None and found[0].owner == call.owner
+            owners[job_id] = found is not None and call.owns(found[0].owner)
         return owners[job_id]
 
     out: list[s.DeadLetterOut] = []

@@ -87,6 +87,9 @@ class JobCreate(Request):
     prompt: str = Field(default="", max_length=20_000)
     exports: list[ExportSpecIO] | None = Field(default=None, max_length=10)
     extractor: ExtractorName | None = None
+    concurrent_runs: bool | None = Field(
+        default=None, description="Allow a run to start while another of this job is active (default: false)."
+    )
 
     @model_validator(mode="after")
     def _one_schema(self) -> JobCreate:
@@ -101,6 +104,7 @@ class JobUpdate(Request):
     prompt: str | None = Field(default=None, max_length=20_000)
     exports: list[ExportSpecIO] | None = Field(default=None, max_length=10)
     extractor: ExtractorName | None = None
+    concurrent_runs: bool | None = None
 
 
 class RunSummary(Out):
@@ -121,6 +125,7 @@ class JobOut(Out):
     prompt: str
     exports: list[ExportSpecIO]
     extractor: ExtractorName | None
+    concurrent_runs: bool
     created_at: datetime
     updated_at: datetime
     latest_run: RunSummary | None = None
@@ -134,6 +139,7 @@ class JobOut(Out):
             prompt=job.prompt,
             exports=[ExportSpecIO.of(s) for s in job.settings.exports],
             extractor=job.settings.extractor,
+            concurrent_runs=job.settings.concurrent_runs,
             created_at=job.created_at,
             updated_at=job.updated_at,
             latest_run=None if latest is None else RunSummary.of(latest),
@@ -232,6 +238,9 @@ class RunOut(Out):
     counters: CountersOut
     operation_id: str
     exports: list[ExportSpecIO]
+    fields: list[FieldSpec] | None = Field(
+        default=None, description="The job's fields as they were when the run started (what its tasks extract)."
+    )
     started_at: datetime | None
     finished_at: datetime | None
     error: dict[str, str] | None
@@ -257,6 +266,7 @@ class RunOut(Out):
             ),
             operation_id=run.operation_id,
             exports=[ExportSpecIO.of(s) for s in run.exports],
+            fields=run.fields,
             started_at=run.started_at,
             finished_at=run.finished_at,
             error=run.error,

@@ -8,6 +8,11 @@ Authentication is configured explicitly, never defaulted: one or more OIDC
 issuers (``SLUICE_API_ISSUERS`` as JSON, or the presets below), or -- on the
 embedded backend only -- a local development identity
 (``SLUICE_API_DEV_IDENTITY``), which the app announces with a WARNING.
+
+A user is (issuer, subject); records are owned by a hash of both
+(:func:`common.api.auth.owner_id`). Records stored before that, owned by a
+bare subject, belong to that subject of ``SLUICE_API_LEGACY_ISSUER`` (by
+default the first configured issuer) and to no one else.
 """
 
 from __future__ import annotations
@@ -66,6 +71,9 @@ class ApiSettings(BaseSettings):
     entra_tenant: str | None = None
     entra_client_id: str | None = None
     google_client_id: str | None = None
+    # Whose users own records stored before owner ids were qualified by issuer
+    # (a bare subject): that subject of this issuer. Default: the first issuer.
+    legacy_issuer: str | None = None
     jwks_ttl_s: float = Field(default=3600.0, gt=0)
     clock_skew_s: int = Field(default=30, ge=0, le=300)
     # Embedded backend only: every request without a token is this user.

@@ -106,6 +106,8 @@ class ExtractorName(StrEnum):
 class JobSettings(BaseModel):
     exports: list[ExportSpec] = Field(default_factory=lambda: [ExportSpec()])
     extractor: ExtractorName | None = None  # None: the deployment's default
+    # False: a run may start only when the job's previous run has finished.
+    concurrent_runs: bool = False
 
 
 class Job(Record):
@@ -119,6 +121,8 @@ class Job(Record):
     # A caller-chosen identity (the CLI's hash of its command line) so that
     # running the same command again finds the same job.
     key: str | None = None
+    # The job's latest run start; while that run is active, another may not start.
+    active_run_id: str | None = None
 
 
 class SourceType(StrEnum):
@@ -178,11 +182,27 @@ class Run(Record):
     schedule_time: Timestamp | None = None
     operation_id: str
     exports: list[ExportSpec] = Field(default_factory=list)
+    # The job's field schema, prompt and settings as they were when the run was
+    # recorded (None on runs recorded before runs froze them: the job's own).
+    fields: list[FieldSpec] | None = None
+    prompt: str | None = None
+    settings: JobSettings | None = None
     started_at: Timestamp | None = None
     finished_at: Timestamp | None = None
     error: dict[str, str] | None = None
     # When the cleanup sweep found it running past SLUICE_RUN_TIMEOUT_S (reported once).
     stalled_at: Timestamp | None = None
+
+    def frozen(self, job: Job) -> Job:
+        """``job`` with the fields, prompt and settings this run froze when it started."""
+        changes: dict[str, Any] = {}
+        if self.fields is not None:
+            changes["fields"] = self.fields
+        if self.prompt is not None:
+            changes["prompt"] = self.prompt
+        if self.settings is not None:
+            changes["settings"] = self.settings
+        return job.model_copy(update=changes) if changes else job
 
 
 class TaskResult(BaseModel):

@@ -710,11 +710,6 @@ _STRONG = {"total": 11.0, "amount_due": 8.0, "seller": 3.6, "buyer": 3.6}
 _PRESET_NAMES = ("invoice_number", "date", "total", "currency", "seller", "buyer", "amount_due")
 
 
-def has_strategy(name: str) -> bool:
-    """Whether the offline extractor has its own strategy for a field (others: a plain label search)."""
-    return name in _PRESET_NAMES
-
-
 def extract_fields(doc: Document, fields: Iterable[FieldSpec]) -> dict[str, FieldValue | None]:
     """Document-level values for ``fields`` (None where nothing was found)."""
     ctx = DocContext.of(doc)

@@ -98,7 +98,7 @@ def _deliver(export: Export, run: Run, ctx: Context) -> Delivered:
         )
 
     # Two passes over the run's tasks, page by page: memory stays flat however large the run.
-    header = plan(job.fields, tasks())
+    header = plan(run.frozen(job).fields, tasks())
     filename = file_name(job, run, export.format)
     with tempfile.TemporaryDirectory(prefix="sluice-export-") as tmp:
         path = Path(tmp) / filename

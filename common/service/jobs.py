@@ -16,6 +16,7 @@ from common.core.errors import NotFound, PermanentError
 from common.core.messages import StartRun
 from common.core.models import (
     ExportSpec,
+    ExtractorName,
     Job,
     JobSettings,
     Operation,
@@ -25,10 +26,11 @@ from common.core.models import (
     SourceType,
 )
 from common.core.schema import FieldSpec
-from common.core.states import FileStatus
+from common.core.states import FileStatus, RunStatus
 from common.ports.store import Filter, Order, Transaction
 from common.service import ids, lifecycle_events, repo
 from common.service.context import Deps, Sender
+from common.service.effects import EffectGuard
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -42,9 +44,16 @@ def create_job(
     prompt: str = "",
     exports: Sequence[ExportSpec] | None = None,
     key: str | None = None,
+    extractor: ExtractorName | None = None,
+    concurrent_runs: bool = False,
+    guard: EffectGuard[Job] | None = None,
 ) -> Job:
+    """Record a new job. With ``guard``, the job is created only while the guard
+    holds, and the guard records it in the same transaction."""
     now = deps.clock.now()
-    settings = JobSettings(exports=list(exports)) if exports is not None else JobSettings()
+    settings = JobSettings(extractor=extractor, concurrent_runs=concurrent_runs)
+    if exports is not None:
+        settings = settings.model_copy(update={"exports": list(exports)})
     job = Job(
         id=ids.new_id("job"),
         owner=owner,
@@ -56,7 +65,17 @@ def create_job(
         created_at=now,
         updated_at=now,
     )
-    repo.create(deps.store, job)
+    if guard is None:
+        repo.create(deps.store, job)
+    else:
+
+        def tx(t: Transaction) -> Job:
+            guard.check(t)
+            t.create(Job.collection, job.id, job.to_doc())
+            guard.record(t, job)
+            return job
+
+        deps.store.transaction(tx)
     lifecycle_events.job_created()
     return job
 
@@ -85,6 +104,23 @@ def _sha256(stream: BinaryIO) -> tuple[str, int]:
     return h.hexdigest(), size
 
 
+def content_digest(path: Path) -> tuple[str, int]:
+    """The SHA-256 (hex) and size of a local file."""
+    with path.open("rb") as f:
+        return _sha256(f)
+
+
+def upload_file_id(deps: Deps, job: Job, digest: str) -> tuple[str, tuple[SourceFile, str] | None]:
+    """The id of the upload of ``job`` with content ``digest``, and its record if stored."""
+    file_id = f"f_{digest[:24]}"
+    found = repo.get(deps.store, SourceFile, file_id)
+    if found is not None and found[0].job_id != job.id:
+        # Same bytes in another job: a distinct record (ids are global).
+        file_id = f"f_{hashlib.sha256((job.id + digest).encode()).hexdigest()[:24]}"
+        found = repo.get(deps.store, SourceFile, file_id)
+    return file_id, found
+
+
 def add_upload(
     deps: Deps, job: Job, path: Path, *, name: str | None = None, mime_type: str | None = None
 ) -> SourceFile:
@@ -98,13 +134,8 @@ def add_upload(
     name = name or path.name
     with path.open("rb") as f:
         digest, size = _sha256(f)
-    file_id = f"f_{digest[:24]}"
-    found = repo.get(deps.store, SourceFile, file_id)
+    file_id, found = upload_file_id(deps, job, digest)
     now = deps.clock.now()
-    if found is not None and found[0].job_id != job.id:
-        # Same bytes in another job: a distinct record (ids are global).
-        file_id = f"f_{hashlib.sha256((job.id + digest).encode()).hexdigest()[:24]}"
-        found = repo.get(deps.store, SourceFile, file_id)
     if found is not None and found[0].status is FileStatus.UPLOADED:
         return _add_duplicate_name(deps, found[0].id, name)
     record = SourceFile(
@@ -207,6 +238,10 @@ def new_run_records(
         schedule_time=schedule_time,
         operation_id=op_id,
         exports=list(job.settings.exports if exports is None else exports),
+        # Frozen now: a job edited while this run goes on changes later runs only.
+        fields=list(job.fields),
+        prompt=job.prompt,
+        settings=job.settings.model_copy(deep=True),
         created_at=now,
         updated_at=now,
     )
@@ -220,7 +255,37 @@ def new_run_records(
         created_at=now,
         updated_at=now,
     )
-    return run, op, job.model_copy(update={"next_run_number": job.next_run_number + 1, "updated_at": now})
+    moved = job.model_copy(
+        update={"next_run_number": job.next_run_number + 1, "active_run_id": run_id, "updated_at": now}
+    )
+    return run, op, moved
+
+
+ACTIVE_RUN_STATES = frozenset({RunStatus.PENDING, RunStatus.RUNNING, RunStatus.PAUSED})
+
+
+class RunActive(PermanentError):
+    """The job has a run that has not finished, and does not allow concurrent runs."""
+
+    def __init__(self, job_id: str, run: Run) -> None:
+        super().__init__(
+            f"job {job_id} has an active run {run.id} (run {run.run_number}, {run.status.value})",
+            code="run_active",
+            hint="Wait for it to finish or cancel it; or allow concurrent runs on the job (concurrent_runs).",
+        )
+        self.run = run
+
+
+def tx_check_no_active_run(t: Transaction, job: Job) -> None:
+    """Raise RunActive if ``job`` has an active run and allows only one (a read:
+    call it before the transaction writes). Every run start records itself as
+    the job's ``active_run_id`` in the same transaction, so two racing starts
+    both read the job document and only one of them commits."""
+    if job.settings.concurrent_runs or job.active_run_id is None:
+        return
+    active = repo.tx_get(t, Run, job.active_run_id)
+    if active is not None and active.status in ACTIVE_RUN_STATES:
+        raise RunActive(job.id, active)
 
 
 def request_run(
@@ -230,19 +295,30 @@ def request_run(
     *,
     priority: Priority = Priority.NORMAL,
     schedule_time: datetime | None = None,
+    guard: EffectGuard[Run] | None = None,
 ) -> Run:
-    """Record a new run (run_number from the job's counter) and ask for it to start."""
+    """Record a new run (run_number from the job's counter) and ask for it to start.
+
+    Raises RunActive if the job has an active run and allows only one. With
+    ``guard``, the run is recorded only while the guard holds, and the guard
+    records it in the same transaction.
+    """
     now = deps.clock.now()
     run_id = ids.new_id("run")
 
     def tx(t: Transaction) -> Run:
         current = repo.tx_require(t, Job, job.id)
+        if guard is not None:
+            guard.check(t)
+        tx_check_no_active_run(t, current)
         run, op, moved = new_run_records(
             current, run_id=run_id, now=now, priority=priority, schedule_time=schedule_time
         )
         repo.tx_put(t, moved)
         t.create(Run.collection, run.id, run.to_doc())
         t.create(Operation.collection, op.id, op.to_doc())
+        if guard is not None:
+            guard.record(t, run)
         return run
 
     run = deps.store.transaction(tx)

@@ -209,7 +209,7 @@ def _extract(task: ExtractionTask, version: str, run: Run, ctx: Context) -> None
         return
 
     found_job = repo.get(ctx.store, Job, task.job_id)
-    job = None if found_job is None else found_job[0]
+    job = None if found_job is None else run.frozen(found_job[0])  # the schema the run started with
     extractor_name = ((job.settings.extractor if job else None) or ctx.settings.extractor).value
     if claim is Claim.START and (wait := _circuit_wait(ctx, extractor_name)) is not None:
         # The model's circuit is open: wait for it without starting (or counting) an attempt.

@@ -118,8 +118,8 @@ class Env:
         return self.p.drain(**kw)
 
 
-def build_env(tmp: Path, keys: Keys, **settings: Any) -> Env:
-    p = make_pipeline(tmp)
+def build_env(tmp: Path, keys: Keys, *, durable: bool = False, **settings: Any) -> Env:
+    p = make_pipeline(tmp, durable=durable)
     cfg = ApiSettings(**{"rate_limit_rpm": 0, **settings})
     verifier = OidcVerifier(
         [IssuerConfig(issuer=ISSUER, audience=AUDIENCE, jwks_url=JWKS_URL)], fetcher=keys.fetch, leeway_s=0
@@ -131,6 +131,12 @@ def build_env(tmp: Path, keys: Keys, **settings: Any) -> Env:
 @pytest.fixture
 def env(tmp_path: Path, keys: Keys) -> Iterator[Env]:
     yield build_env(tmp_path, keys)
+
+
+@pytest.fixture
+def durable_env(tmp_path: Path, keys: Keys) -> Iterator[Env]:
+    """Commits fsync'ed like ``sluice serve``: the served, concurrent tests' backend."""
+    yield build_env(tmp_path, keys, durable=True)
 
 
 def pdf(name: str) -> tuple[str, bytes]:

@@ -32,7 +32,7 @@ def test_create_job_with_its_own_fields_and_extractor(env: Env) -> None:
     )
     assert r.status_code == 201
     body = r.get_json()
-    assert body["fields"][0] == {"name": "total", "type": "number", "description": ""}
+    assert body["fields"][0] == {"name": "total", "type": "number", "description": "", "choices": []}
     assert body["exports"] == [{"format": "xlsx", "destination": "drive:folder1"}]
     assert body["extractor"] == "offline"
     assert r.headers["Location"] == f"/v1/jobs/{body['id']}"

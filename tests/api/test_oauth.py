@@ -18,8 +18,9 @@ import pytest
 from pydantic import SecretStr
 
 from common.adapters.google import GoogleOAuth
+from common.api.auth import owner_id
 from common.core.models import Integration
-from tests.api.conftest import Env, Keys, build_env
+from tests.api.conftest import ISSUER, Env, Keys, build_env
 
 CLIENT_ID, CLIENT_SECRET = "client-1.apps.googleusercontent.com", "shh"
 DRIVE_SCOPES = "https://www.googleapis.com/auth/drive.readonly https://www.googleapis.com/auth/drive.file"
@@ -143,7 +144,7 @@ def test_the_callback_connects_the_account_and_stores_the_token_encrypted(env: E
     assert (body["account"], body["status"]) == ("alice@example.com", "connected")
     assert set(DRIVE_SCOPES.split()) <= set(body["scopes"])
     (record,) = [Integration.from_doc(s.data) for s in env.p.deps.store.query(Integration.collection).items]
-    assert record.owner == "alice"
+    assert record.owner == owner_id(ISSUER, "alice")
     assert record.token_ciphertext and "rt-secret-1" not in record.token_ciphertext
     listed = env.alice.get("/v1/integrations").get_json()["items"]
     assert [i["account"] for i in listed] == ["alice@example.com"]
