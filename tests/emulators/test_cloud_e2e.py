@@ -264,13 +264,14 @@ def test_upload_to_export_with_a_signed_url(cloud: Cloud) -> None:
     assert len(csv_text.strip().splitlines()) >= 1 + len(samples), csv_text
 
 
-def test_a_message_that_keeps_failing_lands_in_its_dead_letter_topic(cloud: Cloud) -> None:
+def test_a_message_about_a_missing_export_is_dead_lettered_on_its_first_delivery(cloud: Cloud) -> None:
     topo = cloud.deps.topology
     spec = topo.topics["export"].subscription
     assert spec is not None and spec.dead_letter_topic is not None
     dlq_sub = cloud.dead_letters[cloud.deps.settings.topic_name(spec.dead_letter_topic)]
-    # An export that does not exist: the handler fails with an unexpected error
-    # (not a permanent one), so the message is nacked until Pub/Sub gives up.
+    # An export that does not exist is a permanent error: retrying cannot make
+    # it exist, so it goes to the dead-letter topic at once, with its reason.
+    # (Pub/Sub's own max-delivery dead-lettering is in test_bus_contract_gcp.py.)
     mid = cloud.sender.send(ExportRun(export_id="exp_missing", run_id="run_missing", job_id="job_missing"))
 
     def dead() -> Any | None:
@@ -284,4 +285,5 @@ def test_a_message_that_keeps_failing_lands_in_its_dead_letter_topic(cloud: Clou
     got = _wait("the dead letter", dead, 90, cloud)
     attrs = dict(got.message.attributes)
     assert attrs["kind"] == "export.run"
-    assert attrs["CloudPubSubDeadLetterSourceDeliveryCount"] == str(spec.max_delivery_attempts)
+    assert attrs["CloudPubSubDeadLetterSourceDeliveryCount"] == "1"
+    assert "exp_missing" in attrs["sluice_error"]
