@@ -34,11 +34,13 @@ _lock = threading.Lock()
 _latencies: list[float] = []
 _done = threading.Event()
 _remaining = 0
+_seen: set[tuple[str, int]] = set()
+_executions = 0
 
 
 def noop(msg: Noop, ctx: Context) -> None:
     """A stage that does nothing but pass the message on."""
-    global _remaining
+    global _remaining, _executions
     started = time.time()
     if msg.sent_at:
         with _lock:
@@ -46,9 +48,13 @@ def noop(msg: Noop, ctx: Context) -> None:
     if msg.hops > 1:
         ctx.send(Noop(chain=msg.chain, hops=msg.hops - 1, sent_at=time.time()))
     with _lock:
-        _remaining -= 1
-        if _remaining == 0:
-            _done.set()
+        # Distinct (chain, stage) pairs: a duplicate delivery never counts as progress.
+        _executions += 1
+        if (msg.chain, msg.hops) not in _seen:
+            _seen.add((msg.chain, msg.hops))
+            _remaining -= 1
+            if _remaining == 0:
+                _done.set()
 
 
 def topology(workers: int) -> Topology:
@@ -83,9 +89,11 @@ def topology(workers: int) -> Topology:
 
 def _phase(chains: int, hops: int, workers: int, durable: bool) -> tuple[float, list[float]]:
     """Run ``chains`` chains of ``hops`` stages; return (elapsed s, dispatch latencies s)."""
-    global _remaining
+    global _remaining, _executions
     _latencies.clear()
     _done.clear()
+    _seen.clear()
+    _executions = 0
     with tempfile.TemporaryDirectory(prefix="sluice-bench-") as tmp:
         settings = Settings(backend="local", data_dir=Path(tmp), durable=durable)
         deps = bootstrap(settings, topology=topology(workers))
@@ -115,7 +123,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--chains", type=int, default=200, help="concurrent chains in the throughput phase")
     ap.add_argument("--hops", type=int, default=25, help="stages per chain in the throughput phase")
-    ap.add_argument("--latency-hops", type=int, default=300, help="stages of the single chain timing overhead")
+    ap.add_argument(
+        "--latency-hops", type=int, default=300, help="stages of the single chain timing overhead (0: skip it)"
+    )
     ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--no-fsync", action="store_true", help="synchronous=NORMAL instead of FULL")
     args = ap.parse_args()
@@ -124,8 +134,9 @@ def main() -> int:
     total = args.chains * args.hops
     elapsed, queued = _phase(args.chains, args.hops, args.workers, durable)
     rate = total / elapsed
+    duplicates = _executions - total
     # Overhead alone: one chain, so no stage ever waits behind another.
-    _, single = _phase(1, args.latency_hops, args.workers, durable)
+    single = _phase(1, args.latency_hops, args.workers, durable)[1] if args.latency_hops > 1 else [0.0]
     lat_ms = [x * 1000 for x in single]
     queued_ms = [x * 1000 for x in queued]
     p50, p99 = statistics.median(lat_ms), _pct(lat_ms, 0.99)
@@ -134,6 +145,7 @@ def main() -> int:
     print(f"durable (fsync):    {durable}")
     print(f"workers:            {args.workers} on {os.cpu_count()} cores")
     print(f"elapsed:            {elapsed:.2f} s")
+    print(f"duplicate runs:     {duplicates}")
     print(f"throughput:         {rate:,.0f} stages/s")
     print(f"dispatch overhead:  p50 {p50:.2f} ms, p99 {p99:.2f} ms (one chain of {args.latency_hops} stages)")
     print(f"under full load:    p50 {statistics.median(queued_ms):.1f} ms including queueing behind other chains")
@@ -144,6 +156,7 @@ def main() -> int:
         "workers": args.workers,
         "seconds": round(elapsed, 3),
         "stages_per_s": round(rate, 1),
+        "duplicates": duplicates,
         "dispatch_p50_ms": round(p50, 2),
         "dispatch_p99_ms": round(p99, 2),
         "loaded_p50_ms": round(statistics.median(queued_ms), 2),

@@ -117,7 +117,7 @@ class LocalRuntime:
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
         self._wakes: list[threading.Event] = []
-        self._settle_q: queue.SimpleQueue[tuple[Settlement, Callable[[], None]] | None] = queue.SimpleQueue()
+        self._settle_q: queue.SimpleQueue[Settlement | None] = queue.SimpleQueue()
         self._pools: list[ThreadPoolExecutor] = []
         self.declared = False
 
@@ -271,7 +271,10 @@ class LocalRuntime:
             except BaseException as exc:  # dispatch catches everything; this is a last guard
                 log.exception("handler crashed outside dispatch")
                 settlement = Settlement(d, ack=False, error=repr(exc))
-            self._settle_q.put((settlement, release))
+            # The worker is free as soon as its handler is: the settlement waits
+            # for the committer's next group commit without holding a worker.
+            self._settle_q.put(settlement)
+            release()
 
         while not self._stop.is_set():
             with cond:
@@ -311,13 +314,11 @@ class LocalRuntime:
                     break
                 batch.append(nxt)
             try:
-                self.bus.settle([s for s, _ in batch])
+                self.bus.settle(batch)
             except Exception:
                 # The deliveries stay leased and are redelivered when the lease
                 # expires: nothing is lost, only delayed.
                 log.exception("settling failed; the messages will be redelivered", extra=fields(count=len(batch)))
-            for _, release in batch:
-                release()
 
     def _tick_loop(self) -> None:
         while not self._stop.is_set():
