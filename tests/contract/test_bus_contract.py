@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -219,3 +222,75 @@ def test_messages_survive_kill_9_and_leases_of_the_dead_are_recovered(tmp_path: 
     assert {d.attempt for d in recovered} == {2}
     seen = [d.data for d in unleased + recovered]
     assert sorted(seen) == sorted(str(i).encode() for i in range(1, 200)), "all but the acked one, once each"
+
+
+def test_concurrent_writers_commit_together_and_each_gets_its_own_outcome(bus: SqliteBus, clock: ManualClock) -> None:
+    """Group commit: writes queued behind a commit in progress are committed by
+    one transaction, and one writer's failure rolls back only its own writes."""
+    for i in range(20):
+        bus.publish("work", f"step1-{i}".encode(), {})
+    deliveries = sorted(bus.pull("work-sub", 20), key=lambda d: d.data)
+    assert len(deliveries) == 20
+
+    in_commit, release = threading.Event(), threading.Event()
+
+    def slow_write(conn: object) -> None:
+        in_commit.set()
+        release.wait(10)
+
+    holder = threading.Thread(target=bus._write, args=(slow_write,))
+    holder.start()
+    assert in_commit.wait(10)
+    barrier = threading.Barrier(20)
+    outcomes: dict[int, str] = {}
+
+    def writer(i: int) -> None:
+        topic = "missing-topic" if i == 0 else "work"
+        settlement = Settlement(deliveries[i], ack=True, publishes=[OutgoingMessage(topic, f"step2-{i}".encode(), {})])
+        barrier.wait()
+        try:
+            bus.settle([settlement])
+            outcomes[i] = "ok"
+        except NotFound:
+            outcomes[i] = "not found"
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(20)]
+    for t in threads:
+        t.start()
+    while len(bus._pending) < 20:  # every writer is queued behind the commit in progress
+        time.sleep(0.001)
+    release.set()
+    for t in [holder, *threads]:
+        t.join(10)
+
+    assert outcomes == {0: "not found", **{i: "ok" for i in range(1, 20)}}
+    clock.advance(61)  # past the ack deadline: only the failed settlement's delivery comes back
+    redelivered = sorted(d.data for d in bus.pull("work-sub", 100))
+    assert redelivered == sorted([deliveries[0].data] + [f"step2-{i}".encode() for i in range(1, 20)])
+
+
+def test_queued_writes_run_in_one_transaction_on_one_thread(bus: SqliteBus) -> None:
+    in_commit, release = threading.Event(), threading.Event()
+    ran_on: list[tuple[int, int]] = []
+
+    def slow_write(conn: object) -> None:
+        in_commit.set()
+        release.wait(10)
+
+    def note(conn: sqlite3.Connection) -> None:
+        # which thread and connection ran it: the one leader that took the queue
+        ran_on.append((threading.get_ident(), id(conn)))
+
+    holder = threading.Thread(target=bus._write, args=(slow_write,))
+    holder.start()
+    assert in_commit.wait(10)
+    threads = [threading.Thread(target=bus._write, args=(note,)) for _ in range(10)]
+    for t in threads:
+        t.start()
+    while len(bus._pending) < 10:
+        time.sleep(0.001)
+    release.set()
+    for t in [holder, *threads]:
+        t.join(10)
+    assert len(ran_on) == 10
+    assert len(set(ran_on)) == 1, "one leader ran every queued write"
