@@ -18,9 +18,14 @@ When the queue is empty the ``default`` reply is used if set (a persistent
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
+import random
 import re
+import select
+import socket
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -121,6 +126,8 @@ class FakeVertex:
         self.requests: list[RecordedRequest] = []
         self.default: Reply | Responder | None = None
         self.unscripted = 0
+        self.abandoned = 0  # answers not sent: the client had closed its connection
+        self.delivered: list[tuple[RecordedRequest, int]] = []  # every answer sent, with its status
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -135,7 +142,15 @@ class FakeVertex:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
-                reply = fake._handle(self.command, self.path, dict(self.headers.items()), raw)
+                req, reply = fake._handle(self.command, self.path, dict(self.headers.items()), raw)
+                if _peer_closed(self.connection):
+                    # The caller is gone (a worker killed mid-call): nobody gets this answer.
+                    with fake._lock:
+                        fake.abandoned += 1
+                    self.close_connection = True
+                    return
+                with fake._lock:
+                    fake.delivered.append((req, reply.status))
                 self.send_response(reply.status)
                 headers = {"Content-Type": "application/json; charset=UTF-8", **reply.headers}
                 for k, v in headers.items():
@@ -188,7 +203,7 @@ class FakeVertex:
         with self._lock:
             return len(self._queue)
 
-    def _handle(self, method: str, path: str, headers: dict[str, str], raw: bytes) -> Reply:
+    def _handle(self, method: str, path: str, headers: dict[str, str], raw: bytes) -> tuple[RecordedRequest, Reply]:
         m = _PATH.match(path)
         try:
             body = json.loads(raw) if raw else {}
@@ -206,12 +221,94 @@ class FakeVertex:
         with self._lock:
             self.requests.append(req)
             if m is None:
-                return error(404, f"fake vertex: unknown path {path}", status_name="NOT_FOUND")
+                return req, error(404, f"fake vertex: unknown path {path}", status_name="NOT_FOUND")
             nxt = self._queue.popleft() if self._queue else self.default
             if nxt is None:
                 self.unscripted += 1
-                return error(500, "fake vertex: no scripted reply", status_name="INTERNAL")
-        return nxt(req) if callable(nxt) else nxt
+                return req, error(500, "fake vertex: no scripted reply", status_name="INTERNAL")
+        return req, (nxt(req) if callable(nxt) else nxt)
+
+
+def _peer_closed(conn: socket.socket) -> bool:
+    """Whether the client has closed its end (readable with nothing to read)."""
+    try:
+        readable, _, _ = select.select([conn], [], [], 0)
+        return bool(readable) and conn.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True
+
+
+class Quota:
+    """A Responder that enforces a requests-per-minute quota, as Vertex AI does.
+
+    A token bucket refilled at ``rpm / 60`` per second holds at most ``burst``
+    tokens (default: one second's worth); a request that finds it empty is
+    answered 429 ``RESOURCE_EXHAUSTED`` with ``google.rpc.RetryInfo`` saying
+    when the next token is due. An admitted request takes ``latency()``
+    seconds (the model thinking), then gets ``reply(request)``. Counts what it
+    admitted and refused, and how many admitted calls each document received
+    (by the hash of its inline bytes or its file URI). This fake sleeps: it is
+    for benchmarks, not tests.
+    """
+
+    def __init__(
+        self,
+        rpm: float,
+        reply: Responder,
+        *,
+        burst: float | None = None,
+        latency: tuple[float, float] = (0.0, 0.0),
+        seed: int = 7,
+    ) -> None:
+        self.rate = rpm / 60.0
+        self.burst = burst if burst is not None else max(1.0, self.rate)
+        self._reply = reply
+        self._latency = latency
+        self._random = random.Random(seed)
+        self._tokens = self.burst
+        self._at = time.monotonic()
+        self._lock = threading.Lock()
+        self.admitted = 0
+        self.refused = 0
+        self.calls_per_document: dict[str, int] = {}
+        self.first_admitted_at: float | None = None
+        self.last_answered_at: float | None = None
+
+    @staticmethod
+    def document_of(req: RecordedRequest) -> str:
+        inline = req.inline_parts
+        if inline:
+            return hashlib.sha256(inline[0][1]).hexdigest()
+        return req.file_uri or "?"
+
+    def _admit(self) -> tuple[bool, float]:
+        """(admitted, seconds until the next token); takes a token when admitted."""
+        with self._lock:
+            now = time.monotonic()
+            self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+            self._at = now
+            if self._tokens >= 1.0:
+                self._tokens -= 1.0
+                self.admitted += 1
+                if self.first_admitted_at is None:
+                    self.first_admitted_at = time.time()
+                return True, 0.0
+            self.refused += 1
+            return False, (1.0 - self._tokens) / self.rate
+
+    def __call__(self, req: RecordedRequest) -> Reply:
+        admitted, wait = self._admit()
+        if not admitted:
+            return rate_limited(retry_delay=f"{wait:.3f}s")
+        with self._lock:
+            doc = self.document_of(req)
+            self.calls_per_document[doc] = self.calls_per_document.get(doc, 0) + 1
+            low, high = self._latency
+            delay = self._random.uniform(low, high)
+        time.sleep(delay)
+        with self._lock:
+            self.last_answered_at = time.time()
+        return self._reply(req)
 
 
 # -- reply builders ----------------------------------------------------------------

@@ -596,8 +596,7 @@ class SqliteBus:
         Function entrypoint running on the embedded backend) with the others:
         listed by ``dead_letters``, replayable into ``rejected.subscription``."""
         now = self._clock.now()
-        with self._tx() as conn:
-            seq = self._record_dead_letter(conn, rejected, _ts(now), now)
+        seq = self._write(lambda conn: self._record_dead_letter(conn, rejected, _ts(now), now))
         self._notify()
         return str(seq)
 

@@ -1,0 +1,291 @@
+"""Goodput at the model quota: extraction against a fake Vertex AI that enforces it.
+
+The fake (tests/fakes/vertex.py, ``Quota``) admits 600 requests a minute
+(a token bucket holding one second's worth), answers 429 ``RESOURCE_EXHAUSTED``
+with ``RetryInfo`` above it, and takes 2-8 s per admitted call. Sluice runs
+1,000 extraction tasks through the real embedded runtime in a worker process,
+with the real google-genai client and Sluice's leased rate limiter set to the
+quota. Mid-way (after half the answers) the worker is killed with SIGKILL; a
+standby worker, already started and blocked on the data directory's lock,
+takes over and recovers the dead worker's leases.
+
+Prints goodput (distinct documents answered per second, as a share of the
+quota), the makespan against the ideal (tasks / quota), the 429s sent, the
+model calls admitted and answered, calls abandoned by the killed worker, tasks
+lost (not completed) and documents answered more than once. ``--stress``
+runs the seed's stress case instead: 500 tasks at once, 5-25 s per call, no
+quota below demand, no kill; it prints the average and p95 task runtime
+(run start to the task's terminal write) and the makespan.
+The last line is one JSON object with the figures.
+
+    .venv/bin/python bench/quota.py [--tasks 1000] [--rpm 600] [--workers 200]
+    .venv/bin/python bench/quota.py --stress
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import io
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from common.config import Settings  # noqa: E402
+from common.core.schema import INVOICE_PRESET  # noqa: E402
+from tests.fakes.vertex import FakeVertex, Quota, RecordedRequest, Reply, answer  # noqa: E402
+
+NAMES = [f.name for f in INVOICE_PRESET]
+ROW = ["F-2024-001", "2024-05-10", 119.0, "EUR", "ACME GmbH", "Globex SA"]
+
+
+def _settings(data_dir: Path, rpm: int) -> Settings:
+    return Settings(
+        backend="local",
+        data_dir=data_dir,
+        durable=True,
+        extractor="gemini",
+        project="bench",
+        model_rpm=rpm,
+        log_level="WARNING",
+    )
+
+
+def _pdf(i: int) -> bytes:
+    from pypdf import PdfWriter
+
+    w = PdfWriter()
+    w.add_blank_page(width=200, height=200)
+    w.add_metadata({"/Title": f"invoice {i}"})  # distinct bytes: every file is its own document
+    buf = io.BytesIO()
+    w.write(buf)
+    return buf.getvalue()
+
+
+def _reply(_req: RecordedRequest) -> Reply:
+    return answer({"columns": NAMES, "results": [ROW], "pages": [1]})
+
+
+# -- the worker process ---------------------------------------------------------------------------------
+
+
+def worker(data_dir: Path, base_url: str, rpm: int, workers: int) -> int:
+    """Run every stage until killed; wait for the data directory's lock first (a hot standby)."""
+    from google.oauth2.credentials import Credentials
+
+    from common.adapters.gcp.gemini import GeminiExtractor
+    from common.bootstrap import bootstrap, local_bus
+    from common.core.leases import QuotaPlan
+    from common.runtime.local import LocalRuntime
+    from common.service.context import Deps
+    from common.service.leased_ratelimit import LeasedRateLimiter
+
+    settings = _settings(data_dir, rpm)
+    holder: dict[str, Deps] = {}
+
+    def factory(_name: str) -> GeminiExtractor:
+        deps = holder["deps"]
+        limiter = LeasedRateLimiter(deps.store, deps.clock, key="gemini:bench:model", plan=QuotaPlan.per_minute(rpm))
+        return GeminiExtractor(
+            project="bench",
+            location="europe-west1",
+            model="gemini-2.5-flash",
+            blobs=deps.blobs,
+            clock=deps.clock,
+            limiter=limiter,
+            breaker=deps.breaker("vertex"),
+            credentials=Credentials(token="bench"),  # type: ignore[no-untyped-call]
+            http_base_url=base_url,
+        )
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    lock = open(data_dir / "lock", "w")  # noqa: SIM115  (held for the life of the process)
+    print("standing by", flush=True)
+    fcntl.flock(lock, fcntl.LOCK_EX)  # the same lock sluice run/serve hold
+    deps = bootstrap(settings, extractor_factory=factory)
+    holder["deps"] = deps
+    deps.extractor("gemini").extract  # noqa: B018  (build the client before the first task)
+    runtime = LocalRuntime(deps, local_bus(deps), max_workers=workers)
+    runtime.start(recover_leases=True)
+    print("running", flush=True)
+    signal.sigwait({signal.SIGTERM})
+    runtime.stop()
+    return 0
+
+
+# -- the driver -----------------------------------------------------------------------------------------
+
+
+def _setup(data_dir: Path, tasks: int, rpm: int) -> tuple[str, float]:
+    """A job with ``tasks`` distinct PDFs and a requested run; returns (run id, request time)."""
+    from common.bootstrap import bootstrap, local_bus
+    from common.runtime.local import LocalRuntime
+    from common.service import jobs
+    from common.service.context import TopologySender
+
+    settings = _settings(data_dir, rpm)
+    deps = bootstrap(settings, extractor_factory=lambda _n: None)  # type: ignore[arg-type,return-value]
+    bus = local_bus(deps)
+    LocalRuntime(deps, bus).declare()
+    job = jobs.create_job(deps, owner="bench", name="quota", fields=INVOICE_PRESET)
+    src = data_dir.parent / "docs"
+    src.mkdir(exist_ok=True)
+    for i in range(tasks):
+        path = src / f"invoice-{i:04d}.pdf"
+        path.write_bytes(_pdf(i))
+        jobs.add_upload(deps, job, path)
+    t0 = time.time()
+    run = jobs.request_run(deps, TopologySender(deps.topology, settings, bus, deps.clock), job)
+    return run.id, t0
+
+
+def _tasks(data_dir: Path, run_id: str, rpm: int) -> list[Any]:
+    from common.bootstrap import bootstrap
+    from common.core.models import ExtractionTask
+    from common.ports.store import Filter
+    from common.service import repo
+
+    deps = bootstrap(_settings(data_dir, rpm), extractor_factory=lambda _n: None)  # type: ignore[arg-type,return-value]
+    return list(repo.scan(deps.store, ExtractionTask, filters=[Filter("run_id", "==", run_id)]))
+
+
+def _start_worker(data_dir: Path, base_url: str, rpm: int, workers: int, log: Path) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, __file__, "--worker", str(data_dir), "--vertex", base_url, f"--rpm={rpm}"]
+    cmd.append(f"--workers={workers}")
+    with open(log, "ab") as out:
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=out, cwd=ROOT)
+
+
+def _await_line(proc: subprocess.Popen[bytes], text: str) -> None:
+    assert proc.stdout is not None
+    while True:
+        line = proc.stdout.readline()
+        if not line:
+            raise SystemExit(f"worker exited before saying {text!r}")
+        if line.decode().strip() == text:
+            return
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
+def drive(args: argparse.Namespace) -> dict[str, Any]:
+    from common.core.states import TaskStatus
+
+    terminal = {TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED}
+    quota = Quota(args.rpm, _reply, latency=(args.latency_min, args.latency_max))
+    with tempfile.TemporaryDirectory(prefix="sluice-quota-") as tmp, FakeVertex() as fake:
+        fake.default = quota
+        data_dir = Path(tmp) / "data"
+        log = Path(tmp) / "workers.log"
+        first = _start_worker(data_dir, fake.base_url, args.rpm, args.workers, log)
+        _await_line(first, "standing by")
+        run_id, t0 = _setup(data_dir, args.tasks, args.rpm)
+        _await_line(first, "running")
+        standby = None
+        if args.kill:
+            standby = _start_worker(data_dir, fake.base_url, args.rpm, args.workers, log)
+            _await_line(standby, "standing by")
+        killed_at = None
+        deadline = time.time() + args.timeout
+        done: list[Any] = []
+        while time.time() < deadline:
+            time.sleep(0.5)
+            answered = sum(1 for _, status in fake.delivered if status == 200)
+            if args.kill and killed_at is None and answered >= args.tasks // 2:
+                os.kill(first.pid, signal.SIGKILL)
+                first.wait()
+                killed_at = time.time() - t0
+            tasks = _tasks(data_dir, run_id, args.rpm)
+            done = [t for t in tasks if t.status in terminal]
+            if len(tasks) == args.tasks and len(done) == args.tasks:
+                break
+        for proc in (standby, first):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(60)
+        errors = log.read_text(errors="replace")[-3000:] if log.exists() else ""
+    finished = [t.finished_at.timestamp() for t in done if t.finished_at is not None]
+    makespan = (max(finished) - t0) if finished else float("nan")
+    answers: dict[str, int] = {}
+    for req, status in fake.delivered:
+        if status == 200:
+            doc = Quota.document_of(req)
+            answers[doc] = answers.get(doc, 0) + 1
+    completed = sum(1 for t in done if t.status is TaskStatus.COMPLETED)
+    runtimes = [f - t0 for f in finished]
+    ideal = args.tasks / (args.rpm / 60)
+    figures: dict[str, Any] = {
+        "bench": "stress" if args.stress else "quota",
+        "tasks": args.tasks,
+        "rpm": args.rpm,
+        "latency_s": [args.latency_min, args.latency_max],
+        "workers": args.workers,
+        "makespan_s": round(makespan, 1),
+        "completed": completed,
+        "lost": args.tasks - completed,
+        "calls_admitted": quota.admitted,
+        "calls_answered": sum(answers.values()),
+        "calls_abandoned_by_killed_worker": fake.abandoned,
+        "documents_answered": len(answers),
+        "duplicated": sum(n - 1 for n in answers.values() if n > 1),
+        "responses_429": quota.refused,
+        "killed_at_s": None if killed_at is None else round(killed_at, 1),
+        "load": "{:.1f}/{:.1f}".format(*os.getloadavg()[:2]),
+    }
+    if args.stress:
+        figures["runtime_avg_s"] = round(statistics.mean(runtimes), 1) if runtimes else None
+        figures["runtime_p95_s"] = round(_pct(runtimes, 0.95), 1) if runtimes else None
+    else:
+        figures["ideal_s"] = round(ideal, 1)
+        figures["makespan_vs_ideal"] = round(makespan / ideal, 3)
+        figures["goodput_share_of_quota"] = round(len(answers) / makespan / (args.rpm / 60), 3)
+    if completed < args.tasks:
+        figures["worker_log_tail"] = errors[-800:]
+    return figures
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("--tasks", type=int)
+    ap.add_argument("--rpm", type=int)
+    ap.add_argument("--workers", type=int, help="extraction worker threads (concurrent model calls)")
+    ap.add_argument("--latency-min", type=float)
+    ap.add_argument("--latency-max", type=float)
+    ap.add_argument("--no-kill", dest="kill", action="store_false", default=None)
+    ap.add_argument("--stress", action="store_true", help="the seed's stress case: 500 tasks, 5-25 s calls")
+    ap.add_argument("--timeout", type=float, default=900)
+    ap.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--vertex", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    stress = {"tasks": 500, "rpm": 100_000, "workers": 500, "latency_min": 5.0, "latency_max": 25.0, "kill": False}
+    quota = {"tasks": 1000, "rpm": 600, "workers": 200, "latency_min": 2.0, "latency_max": 8.0, "kill": True}
+    for key, value in (stress if args.stress else quota).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.worker is not None:
+        return worker(args.worker, args.vertex, args.rpm, args.workers)
+    figures = drive(args)
+    for key, value in figures.items():
+        if key not in ("bench", "worker_log_tail"):
+            print(f"{key + ':':34s}{value}")
+    if "worker_log_tail" in figures:
+        print(figures["worker_log_tail"], file=sys.stderr)
+    print(json.dumps(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
