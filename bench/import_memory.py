@@ -17,7 +17,6 @@ figures; the exit status is 1 if the target is missed or the copy is wrong.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import hashlib
 import json
 import multiprocessing
@@ -36,14 +35,13 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common.adapters.google import GoogleOAuth
-from common.bootstrap import bootstrap, local_bus
+from common.adapters.google.drive import GoogleDrive
+from common.bootstrap import bootstrap, local_app, with_google_auth
 from common.config import Settings
 from common.core.models import Operation, SourceFile
 from common.core.schema import INVOICE_PRESET
 from common.ports.google import DRIVE_READONLY
-from common.runtime.local import LocalRuntime
 from common.service import drive_import, integrations, jobs, repo
-from common.service.context import TopologySender
 
 MiB = 1024 * 1024
 LIMIT_MB = 100.0
@@ -192,16 +190,14 @@ def main() -> int:
             transport=lambda: Redirect(base_url),
             token_transport=lambda: Redirect(base_url),
         )
-        deps = dataclasses.replace(deps, google_auth=auth)
-        bus = local_bus(deps)
-        runtime = LocalRuntime(deps, bus)
-        runtime.declare()
-        sender = TopologySender(deps.topology, settings, bus, deps.clock)
+        app = local_app(deps=with_google_auth(deps, auth))
+        deps, runtime, sender = app.deps, app.runtime, app.sender
         integrations.connect(
             deps, owner="bench", account="bench@example.com", refresh_token="rt", scopes=[DRIVE_READONLY]
         )
         job = jobs.create_job(deps, owner="bench", name="memory bench", fields=INVOICE_PRESET)
-        drive_import._drive()  # build the client first: its discovery document is set-up, not import cost
+        assert isinstance(deps.drive, GoogleDrive)
+        deps.drive.service()  # build the client first: its discovery document is set-up, not import cost
 
         baseline = rss_mb()
         maxrss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

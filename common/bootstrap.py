@@ -3,12 +3,15 @@
 ``bootstrap(settings)`` builds the dependencies for a backend; tests call it
 too, with overrides. Cloud entrypoints call :func:`deps` which builds them on
 the first invocation and reuses them afterwards (never at import time).
+:func:`local_app` wires the embedded backend whole -- dependencies, bus,
+runtime and sender -- for the CLI, ``sluice serve`` and tests.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from common.config import Settings
@@ -24,6 +27,7 @@ from common.topology import load as load_topology
 
 if TYPE_CHECKING:
     from common.adapters.local.sqlite_bus import SqliteBus
+    from common.runtime.local import LocalRuntime
 
 # Indexes the handlers' queries need (Firestore composite indexes in the cloud).
 STORE_INDEXES: dict[str, list[str]] = {
@@ -112,11 +116,11 @@ def _gcp(
         scheduler=scheduler,
         extractor_factory=extractor_factory or (lambda name: _extractor(name, settings, built)),
         google_auth=google_auth,
+        drive=_drive(),
+        destinations=_destinations(),
     )
     if google_auth is not None:
-        from common.adapters.google.gmail import GmailConnector
-
-        built.gmail = GmailConnector(google_auth)
+        with_google_auth(built, google_auth)
     return built
 
 
@@ -163,16 +167,43 @@ def _local(
         scheduler=BusScheduler(bus, topo, settings),
         google_auth=google_auth,
         extractor_factory=extractor_factory or (lambda name: _extractor(name, settings, built)),
+        drive=_drive(),
+        destinations=_destinations(),
     )
     if google_auth is not None:
-        from common.adapters.google.gmail import GmailConnector
-
-        built.gmail = GmailConnector(google_auth)
+        with_google_auth(built, google_auth)
     sender = TopologySender(topo, settings, bus, clk)
     for bucket, spec in topo.buckets.items():
         if spec.finalize is not None:
             blobs.on_finalize(bucket, _finalize_hook(sender))
     return built
+
+
+def _drive() -> Any:
+    """The Drive API: user-neutral (each request carries its user's http), built on first use."""
+    from common.adapters.google.drive import GoogleDrive
+
+    return GoogleDrive()
+
+
+def _destinations() -> Any:
+    """Export delivery to Drive and Gmail; it needs google_auth only when an export uses it."""
+    from common.adapters.google.destinations import GoogleDestinations
+
+    return GoogleDestinations()
+
+
+def with_google_auth(deps: Deps, auth: Any) -> Deps:
+    """Give ``deps`` per-user Google access over ``auth`` (a GoogleAuth) and the API clients built on it.
+
+    The composition root calls it where an OAuth client is configured; tests
+    call it with a GoogleAuth pointed at fake servers. Returns ``deps``.
+    """
+    from common.adapters.google.gmail import GmailConnector
+
+    deps.google_auth = auth
+    deps.gmail = GmailConnector(auth)
+    return deps
 
 
 def _finalize_hook(sender: TopologySender) -> Callable[[BlobInfo], None]:
@@ -238,6 +269,44 @@ def local_bus(deps: Deps) -> SqliteBus:
     if not isinstance(deps.publisher, SqliteBus):
         raise ConfigError("this command needs the local backend (SLUICE_BACKEND=local)")
     return deps.publisher
+
+
+@dataclass
+class LocalApp:
+    """The embedded backend, wired: dependencies, the bus, the runtime consuming it, and a sender on it."""
+
+    deps: Deps
+    bus: SqliteBus
+    runtime: LocalRuntime
+    sender: TopologySender
+
+
+def local_app(
+    settings: Settings | None = None,
+    *,
+    deps: Deps | None = None,
+    clock: Clock | None = None,
+    extractor_factory: Callable[[str], Extractor] | None = None,
+    runtime_cls: type[LocalRuntime] | None = None,
+    declare: bool = True,
+    **runtime_options: Any,
+) -> LocalApp:
+    """Wire the embedded backend: bootstrap ``settings`` (or take ``deps`` already built), then the
+    bus, a runtime over it (``runtime_cls``, with ``runtime_options``) with the topology declared,
+    and a sender that publishes on the bus. Nothing runs until ``runtime.start()`` or ``drain()``.
+    """
+    from common.runtime.local import LocalRuntime
+
+    if (settings is None) == (deps is None):
+        raise TypeError("local_app takes settings or deps, not both")
+    if deps is None:
+        assert settings is not None
+        deps = bootstrap(settings, clock=clock, extractor_factory=extractor_factory)
+    bus = local_bus(deps)
+    runtime = (runtime_cls or LocalRuntime)(deps, bus, **runtime_options)
+    if declare:
+        runtime.declare()
+    return LocalApp(deps, bus, runtime, TopologySender(deps.topology, deps.settings, bus, deps.clock))
 
 
 def configure_observability(settings: Settings) -> None:

@@ -23,12 +23,37 @@ auth, internal
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
+from email.utils import parsedate_to_datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from common.core.errors import ErrorKind
 
 MAX_SERVER_DELAY_S = 300.0
+
+
+def parse_retry_after(value: object, *, now: datetime) -> float | None:
+    """An HTTP ``Retry-After`` value -- delta-seconds or an HTTP date -- as seconds from ``now``.
+
+    The one parser for every Google API (Drive, Gmail, the token endpoint,
+    Cloud Storage, Vertex AI). None when absent or unreadable: the policy then
+    picks the delay. A date in the past is 0, never negative.
+    """
+    if not isinstance(value, str) or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None or now.tzinfo is None:
+        when, now = when.replace(tzinfo=None), now.replace(tzinfo=None)
+    return max(0.0, (when - now).total_seconds())
 
 
 class Backoff(BaseModel):

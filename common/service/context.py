@@ -11,17 +11,19 @@ from common.config import Settings
 from common.core.breaker import BreakerConfig
 from common.core.messages import Message
 from common.core.models import Priority
+from common.core.retry import RetryPolicy
 from common.obs import tracing
 from common.obs.logging import current_context
 from common.ports.blobs import BlobStore
 from common.ports.bus import Publisher
 from common.ports.clock import Clock
-from common.ports.google import GoogleAuth
+from common.ports.google import Drive, ExportDestinations, GoogleAuth
 from common.ports.model import Extractor
 from common.ports.scheduler import Scheduler
 from common.ports.store import Store
 from common.service import ids
 from common.service.breaker import Breakers, StoreCircuitBreaker
+from common.service.coalesce import ProgressGate
 from common.topology import Topology
 
 # Attribute: when the message becomes deliverable (epoch milliseconds), for the queue-age metric.
@@ -54,6 +56,14 @@ class Deps:
     google_auth: GoogleAuth | None = None
     # Gmail API access built over google_auth (common.adapters.google.gmail.GmailConnector).
     gmail: Any | None = None
+    # The Drive API (common.adapters.google.drive.GoogleDrive); requests carry google_auth's http.
+    drive: Drive | None = None
+    # Export delivery to Drive folders and Gmail (common.adapters.google.destinations), over google_auth.
+    destinations: ExportDestinations | None = None
+    # What every stage does with a failed attempt: retry after a delay, or give up.
+    retry_policy: RetryPolicy = field(default_factory=RetryPolicy)
+    # When this process last wrote each operation's progress (see common.service.progress).
+    progress_gate: ProgressGate = field(default_factory=ProgressGate)
     _extractors: dict[str, Extractor] = field(default_factory=dict)
     _breakers: Breakers | None = None
 
@@ -147,6 +157,10 @@ class Context:
     @property
     def settings(self) -> Settings:
         return self.deps.settings
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        return self.deps.retry_policy
 
     def now(self) -> datetime:
         return self.deps.clock.now()

@@ -26,27 +26,24 @@ The SourceFile's id derives from (job, Drive file id), so a redelivered
 message or a later import of the same file finds it; a file already
 ``uploaded`` is not fetched again.
 
-Retries: Drive's answers are classified (429 and 5xx retryable, with
-Retry-After honoured; 404 and 403 permanent, except Drive's 403 rate-limit
-reasons; 401 is handled by the GoogleAuth adapter). The retry policy decides;
-a retry re-sends the message with a delay. A lost authorization
-(``ReconnectRequired``) fails the import with that reason.
+Drive itself is behind the :class:`common.ports.google.Drive` port
+(``deps.drive``, implemented by :mod:`common.adapters.google.drive`), which
+answers in Sluice's errors: 429 and 5xx retryable with Retry-After, 404 and
+403 permanent except Drive's 403 rate-limit reasons, 401 (after the
+GoogleAuth adapter's refresh) ``ReconnectRequired``. The retry policy
+(``ctx.retry_policy``) decides; a retry re-sends the message with a delay.
+A lost authorization fails the import with that reason.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
-import threading
-from collections import OrderedDict, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from email.utils import parsedate_to_datetime
 from enum import StrEnum
-from functools import partial
-from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar, cast
+from typing import Any, BinaryIO, ClassVar, cast
 
 from pydantic import Field
 
@@ -62,22 +59,17 @@ from common.core.errors import (
 )
 from common.core.messages import ImportDrive, ImportDriveFile
 from common.core.models import Job, Operation, Record, SourceFile, SourceType, Timestamp
-from common.core.progress import compute_progress, should_write
-from common.core.retry import RetryPolicy
+from common.core.progress import compute_progress
 from common.core.states import FileStatus, OperationStatus, TaskStatus
 from common.obs.logging import fields
-from common.ports.google import DRIVE_READONLY
+from common.ports.google import DRIVE_READONLY, DriveFiles
 from common.ports.store import Transaction
 from common.service import ids, integrations, repo
 from common.service.context import Context, Deps, Sender
 from common.service.jobs import safe_name
 
-if TYPE_CHECKING:  # pragma: no cover
-    from _typeshed import WriteableBuffer
-
 log = logging.getLogger(__name__)
 
-POLICY = RetryPolicy()
 SCOPES = (DRIVE_READONLY,)
 
 FOLDER = "application/vnd.google-apps.folder"
@@ -93,8 +85,6 @@ EXPORTABLE = frozenset(
         "application/vnd.google-apps.drawing",
     }
 )
-# Drive reports per-user and per-project rate limits as 403s with these reasons.
-RATE_LIMIT_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded"})
 
 PAGE_SIZE = 100  # files per listing page (and per transaction that records them)
 ROOT_CHUNK = 100  # selected item ids per first message
@@ -295,7 +285,7 @@ def start_import(msg: ImportDrive, ctx: Context) -> None:
     try:
         listing = _list(ctx, msg)
     except RetryableError as err:
-        decision = POLICY.decide(err.kind, attempts + 1, server_delay_s=err.retry_after)
+        decision = ctx.retry_policy.decide(err.kind, attempts + 1, server_delay_s=err.retry_after)
         if decision.retry:
             if _requeue_page(ctx, pid, attempts, err, decision.delay_s):
                 log.warning("drive listing failed; will retry", extra=fields(error=str(err), delay_s=decision.delay_s))
@@ -324,16 +314,26 @@ def _listing_error(msg: ImportDrive, err: SluiceError, note: str | None) -> dict
     return record
 
 
+def _drive_files(ctx: Context, owner: str) -> DriveFiles:
+    """``owner``'s Drive (ReconnectRequired if the authorization is gone, ConfigError if none is configured)."""
+    http = integrations.google_auth(ctx.deps).authorized_http(owner, SCOPES)
+    drive = ctx.deps.drive
+    if drive is None:
+        raise ConfigError(
+            "Drive access is not configured in this deployment",
+            hint="The composition root must set Deps.drive (common.adapters.google.drive.GoogleDrive).",
+        )
+    return drive.files(http, now=ctx.now)
+
+
 def _list(ctx: Context, msg: ImportDrive) -> _Listing:
-    http = integrations.google_auth(ctx.deps).authorized_http(msg.owner, SCOPES)
-    files = _drive().files()
+    files = _drive_files(ctx, msg.owner)
     entries: list[_Entry] = []
     children: list[_Child] = []
     if msg.folder_id is None:
         for drive_id in msg.item_ids:
             try:
-                request = files.get(fileId=drive_id, fields=GET_FIELDS, supportsAllDrives=True)
-                meta = _call(partial(request.execute, http=http), ctx)
+                meta = files.get(drive_id, fields=GET_FIELDS)
             except SluiceError as err:
                 if isinstance(err, RetryableError) or _is_fatal(err):
                     raise
@@ -342,18 +342,7 @@ def _list(ctx: Context, msg: ImportDrive) -> _Listing:
                 continue
             _classify_meta(meta, msg.path, entries, children)
         return _Listing(entries, children)
-    query = f"'{_quote(msg.folder_id)}' in parents and trashed=false"
-    page = _call(
-        lambda: files.list(
-            q=query,
-            pageSize=PAGE_SIZE,
-            pageToken=msg.page_token,
-            fields=LIST_FIELDS,
-            supportsAllDrives=True,
-            includeItemsFromAllDrives=True,
-        ).execute(http=http),
-        ctx,
-    )
+    page = files.list_folder(msg.folder_id, page_token=msg.page_token, page_size=PAGE_SIZE, fields=LIST_FIELDS)
     for meta in page.get("files", []):
         _classify_meta(meta, msg.path, entries, children)
     token = page.get("nextPageToken")
@@ -377,10 +366,6 @@ def _classify_meta(meta: dict[str, Any], path: str, entries: list[_Entry], child
         children.append(_Child(drive_id, None, f"{path}/{name}" if path else name))
         return
     entries.append(_Entry(drive_id, name, mime, size, md5, path))
-
-
-def _quote(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("'", "\\'")
 
 
 def _record_listing(ctx: Context, msg: ImportDrive, pid: str, listing: _Listing) -> None:
@@ -603,7 +588,7 @@ def import_file(msg: ImportDriveFile, ctx: Context) -> None:
         return
     outcome = _transfer(ctx, started)
     if isinstance(outcome, RetryableError):
-        decision = POLICY.decide(outcome.kind, attempt, server_delay_s=outcome.retry_after)
+        decision = ctx.retry_policy.decide(outcome.kind, attempt, server_delay_s=outcome.retry_after)
         if decision.retry:
             log.warning("drive file failed; will retry", extra=fields(error=str(outcome), delay_s=decision.delay_s))
             if _settle_item(ctx, iid, attempt, retry=(outcome, decision.delay_s)):
@@ -632,9 +617,6 @@ def _transfer(ctx: Context, item: ImportItem) -> _Stored | SluiceError:
     except SluiceError as err:
         return err
     except Exception as exc:
-        mapped = _http_error(exc, ctx.now())
-        if mapped is not None:
-            return mapped
         # A bug or an unforeseen answer must fail this file with its reason,
         # not loop its message until the dead-letter topic.
         log.exception("drive file import crashed")
@@ -684,19 +666,14 @@ def _copy(ctx: Context, item: ImportItem) -> _Stored:
         "source": "gdrive",
         "drive_file_id": item.drive_file_id,
     }
-    http = integrations.google_auth(ctx.deps).authorized_http(item.owner, SCOPES)
-    files = _drive().files()
+    files = _drive_files(ctx, item.owner)
     if exporting:
         # Drive exports at most 10 MB, so holding the PDF in memory is bounded.
-        data = files.export(fileId=item.drive_file_id, mimeType=PDF).execute(http=http)
-        if not isinstance(data, bytes):
-            raise PermanentError(f"Drive's export of {item.name} is not a document", code="drive_export")
+        data = files.export_pdf(item.drive_file_id)
         info = ctx.blobs.put_bytes(uri, data, content_type=PDF, metadata=metadata)
         return _Stored(info.uri, info.size, hashlib.sha256(data).hexdigest())
-    request = files.get_media(fileId=item.drive_file_id, supportsAllDrives=True)
-    request.http = http  # the Drive client is shared by all users; the request is this user's
     chunk = _chunk_bytes(ctx)
-    reader = MediaReader(request, chunk_bytes=chunk, expected_md5=item.md5, name=item.name)
+    reader = files.download(item.drive_file_id, chunk_bytes=chunk, expected_md5=item.md5, name=item.name)
     info = ctx.blobs.put_stream(
         uri, cast(BinaryIO, reader), content_type=stored_mime, metadata=metadata, chunk_size=chunk
     )
@@ -801,25 +778,12 @@ def _finish_if_complete(state: ImportState) -> ImportState:
     return state.model_copy(update={"finished": True})
 
 
-# When this process last wrote each import's operation (coalescing, as common.service.progress).
-_last_written: OrderedDict[str, datetime] = OrderedDict()
-_MAX_TRACKED = 10_000
-_progress_lock = threading.Lock()
-
-
 def _after(ctx: Context, state: ImportState) -> None:
     """Reflect ``state`` on the operation: coalesced while running, always when finished."""
     final = state.finished
     now = ctx.now()
-    with _progress_lock:
-        if not should_write(
-            _last_written.get(state.id), now, final=final, min_interval_s=ctx.settings.progress_min_interval_s
-        ):
-            return
-        _last_written[state.id] = now
-        _last_written.move_to_end(state.id)
-        while len(_last_written) > _MAX_TRACKED:
-            _last_written.popitem(last=False)
+    if not ctx.deps.progress_gate.due(state.id, now, final=final, min_interval_s=ctx.settings.progress_min_interval_s):
+        return
 
     def write(t: Transaction) -> None:
         op = repo.tx_get(t, Operation, state.id)
@@ -865,184 +829,3 @@ def _summary(state: ImportState) -> str:
     if state.failed:
         text += f", {state.failed} failed"
     return text
-
-
-# -- Drive client ---------------------------------------------------------------------
-
-_drive_service: Any = None
-_drive_lock = threading.Lock()
-
-
-class _UnboundHttp:
-    """The shared client's default http: every request must name its user's http instead."""
-
-    def request(self, *args: Any, **kwargs: Any) -> Any:
-        raise RuntimeError("Drive requests must be executed with the user's authorized http")
-
-
-def _drive() -> Any:
-    """The Drive v3 client, built on first use (never at import) and shared by the process.
-
-    It is user-neutral: each request is executed with that user's authorized
-    http (``execute(http=...)``), so one client serves every user and thread.
-    """
-    global _drive_service
-    if _drive_service is None:
-        with _drive_lock:
-            if _drive_service is None:
-                from googleapiclient.discovery import build
-
-                _drive_service = build("drive", "v3", http=_UnboundHttp(), static_discovery=True, cache_discovery=False)
-    return _drive_service
-
-
-def _call(fn: Callable[[], Any], ctx: Context) -> Any:
-    """Run one Drive request, with its failure classified as a SluiceError."""
-    try:
-        return fn()
-    except SluiceError:
-        raise
-    except Exception as exc:
-        mapped = _http_error(exc, ctx.now())
-        if mapped is None:
-            raise
-        raise mapped from exc
-
-
-def _http_error(exc: BaseException, now: datetime) -> SluiceError | None:
-    """Drive's failure as Sluice's taxonomy; None for anything that is not an HTTP or network failure."""
-    import httplib2
-    from googleapiclient.errors import HttpError
-
-    if isinstance(exc, HttpError):
-        status = int(exc.resp.status)
-        details = exc.error_details if isinstance(exc.error_details, list) else []
-        reasons = {str(d.get("reason")) for d in details if isinstance(d, dict)}
-        text = f"Drive answered {status}: {exc.reason}"
-        delay = _retry_after(exc.resp.get("retry-after"), now)
-        if "exportSizeLimitExceeded" in reasons:
-            return PermanentError(
-                f"Drive cannot export this file as PDF: it is over Drive's 10 MB export limit ({exc.reason})",
-                code="export_too_large",
-                hint="Download it as PDF from Drive (File > Download) and upload that, or split the document.",
-            )
-        if status == 429 or reasons & RATE_LIMIT_REASONS:
-            return RetryableError(text, kind=ErrorKind.RATE_LIMITED, retry_after=delay)
-        if status == 503:
-            return RetryableError(text, kind=ErrorKind.UNAVAILABLE, retry_after=delay)
-        if status >= 500:
-            return RetryableError(text, kind=ErrorKind.SERVER)
-        if status == 404:
-            return PermanentError(
-                text,
-                code="drive_not_found",
-                hint="The file was deleted, or is not shared with the connected Google account.",
-            )
-        if status == 401:
-            # The auth adapter already refreshed and retried once: the grant no longer works.
-            return ReconnectRequired(f"Google keeps refusing the account's fresh access token ({exc.reason})")
-        if status == 403:
-            return PermanentError(
-                text,
-                kind=ErrorKind.AUTH,
-                code="drive_forbidden",
-                hint="Check that the connected Google account may read this file (sharing, domain policy).",
-            )
-        return PermanentError(text, code=f"drive_http_{status}")
-    if isinstance(exc, OSError | httplib2.HttpLib2Error):
-        return RetryableError(f"Drive unreachable: {type(exc).__name__}: {exc}", kind=ErrorKind.NETWORK)
-    return None
-
-
-def _retry_after(value: str | None, now: datetime) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, (parsedate_to_datetime(value) - now).total_seconds())
-    except (TypeError, ValueError):
-        return None
-
-
-class _Sink:
-    """Where MediaIoBaseDownload writes each chunk: handed to the reader as is, hashed on the way."""
-
-    def __init__(self, reader: MediaReader) -> None:
-        self._reader = reader
-
-    def write(self, data: bytes) -> int:
-        self._reader._take(data)
-        return len(data)
-
-
-class MediaReader(io.RawIOBase):
-    """A readable stream over a Drive media download, pulled one chunk (one Range request) at a time.
-
-    A read asks the downloader for the next chunk only when nothing is left
-    over, and hands the downloaded ``bytes`` on without copying when the
-    caller reads whole chunks (as ``put_stream`` does with the same chunk
-    size), so about one chunk is held however large the file. At the end the
-    MD5 Drive reported is checked; a mismatch raises (retryable) before the
-    blob store finalizes the object, so a corrupt copy is never registered.
-    """
-
-    def __init__(self, request: Any, *, chunk_bytes: int, expected_md5: str | None = None, name: str = "") -> None:
-        from googleapiclient.http import MediaIoBaseDownload
-
-        super().__init__()
-        self._pending: deque[bytes] = deque()
-        self._done = False
-        self._md5 = hashlib.md5(usedforsecurity=False)
-        self._sha = hashlib.sha256()
-        self._expected_md5 = expected_md5
-        self._name = name
-        self.size = 0
-        self.requests = 0
-        self._downloader = MediaIoBaseDownload(_Sink(self), request, chunksize=chunk_bytes)
-
-    @property
-    def sha256(self) -> str:
-        return self._sha.hexdigest()
-
-    def readable(self) -> bool:
-        return True
-
-    def _take(self, data: bytes) -> None:
-        if data:
-            self._pending.append(data)
-        self._md5.update(data)
-        self._sha.update(data)
-        self.size += len(data)
-
-    def read(self, size: int | None = -1) -> bytes:
-        while not self._pending and not self._done:
-            self.requests += 1
-            _, self._done = self._downloader.next_chunk()
-            if self._done:
-                self._verify()
-        if not self._pending:
-            return b""
-        data = self._pending.popleft()
-        if size is not None and 0 <= size < len(data):
-            self._pending.appendleft(data[size:])
-            data = data[:size]
-        return data
-
-    def readinto(self, buffer: WriteableBuffer) -> int:
-        view = memoryview(buffer).cast("B")
-        data = self.read(len(view))
-        view[: len(data)] = data
-        return len(data)
-
-    def readall(self) -> bytes:
-        raise io.UnsupportedOperation("a Drive download is read in chunks, never whole")
-
-    def _verify(self) -> None:
-        if self._expected_md5 and self._md5.hexdigest() != self._expected_md5:
-            raise RetryableError(
-                f"{self._name or 'the file'}: downloaded bytes do not match Drive's MD5 checksum",
-                kind=ErrorKind.NETWORK,
-            )

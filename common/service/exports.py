@@ -21,7 +21,6 @@ from common.core.messages import ExportRun
 from common.core.models import Export, ExportFormat, ExportSpec, ExtractionTask, Job, Run
 from common.core.states import ExportStatus, OperationStatus, RunStatus
 from common.core.table import iter_rows, plan
-from common.export import destinations
 from common.export.writers import write_csv, write_xlsx
 from common.obs.logging import fields
 from common.ports.store import Filter, Order, Transaction
@@ -131,8 +130,8 @@ def _send(export: Export, job: Job, run: Run, path: Path, filename: str, ctx: Co
             ctx.blobs.put_stream(uri, f, content_type=content_type)
         # Signed once, for the configured TTL (7 days by default); readers get this link as stored.
         return uri, ctx.blobs.signed_url(uri, expires=signed_url_ttl(ctx.settings.signed_url_ttl_s))
-    auth = ctx.deps.google_auth
-    if auth is None:
+    auth, destinations = ctx.deps.google_auth, ctx.deps.destinations
+    if auth is None or destinations is None:
         raise PermanentError(
             f"export destination {dest} needs Google access, which this deployment has not configured",
             code="destination_unavailable",

@@ -56,7 +56,6 @@ from common.core.lifecycle import update_operation
 from common.core.messages import GmailItem, ImportGmail, ImportGmailMessage, from_continuation
 from common.core.models import FileType, Job, Operation, SourceFile, SourceType
 from common.core.progress import compute_progress, should_write
-from common.core.retry import RetryPolicy
 from common.core.states import FileStatus, OperationStatus
 from common.imports import Attachment, ImportOutcome
 from common.imports.archives import CorruptMember, MemberTooLarge, OpenedArchive, open_archive
@@ -70,7 +69,6 @@ from common.service.ratelimit import StoreRateLimiter
 
 log = logging.getLogger(__name__)
 
-POLICY = RetryPolicy()
 ITEMS = "gmail_import_items"  # one marker per (operation, message item): counted once
 SUMMARIES = "gmail_imports"  # per import operation: the exact counts
 TOPIC = "import-gmail"
@@ -654,7 +652,7 @@ def _retry_or_fail(msg: ImportGmailMessage, ctx: Context, err: RetryableError, l
         return
     if err.kind is ErrorKind.RATE_LIMITED:
         limiter.penalise(duration_s=err.retry_after)
-    decision = POLICY.decide(err.kind, ctx.attempt, server_delay_s=err.retry_after)
+    decision = ctx.retry_policy.decide(err.kind, ctx.attempt, server_delay_s=err.retry_after)
     # The subscription dead-letters after its max delivery attempts; give up
     # (and record why) on the last one rather than lose the failure.
     last = _max_attempts(ctx)

@@ -1,28 +1,17 @@
 """Writes Operation progress, coalesced to about one write per second.
 
-The decision is the pure :func:`common.core.progress.should_write`; this module
-only remembers, per process, when each operation was last written.
+Whether a write is due is the deps' :class:`common.service.coalesce.ProgressGate`.
 """
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
-from datetime import datetime
-
 from common.core import lifecycle
 from common.core.models import Operation, Run
-from common.core.progress import compute_progress, should_write
+from common.core.progress import compute_progress
 from common.core.states import OperationStatus
 from common.ports.store import Transaction
 from common.service import repo, tally
 from common.service.context import Context
-
-# When this process last wrote each operation; bounded, oldest forgotten first
-# (forgetting only costs one early write).
-_last_written: OrderedDict[str, datetime] = OrderedDict()
-_MAX_TRACKED = 10_000
-_lock = threading.Lock()
 
 
 def report_run(
@@ -37,18 +26,10 @@ def report_run(
     """Update the run's operation; returns whether a write happened."""
     now = ctx.now()
     final = status is not OperationStatus.RUNNING
-    with _lock:
-        if not should_write(
-            _last_written.get(run.operation_id),
-            now,
-            final=final,
-            min_interval_s=ctx.settings.progress_min_interval_s,
-        ):
-            return False
-        _last_written[run.operation_id] = now
-        _last_written.move_to_end(run.operation_id)
-        while len(_last_written) > _MAX_TRACKED:
-            _last_written.popitem(last=False)
+    if not ctx.deps.progress_gate.due(
+        run.operation_id, now, final=final, min_interval_s=ctx.settings.progress_min_interval_s
+    ):
+        return False
     # Counted from the tasks only when a write is due (about once a second).
     counters = tally.live_counters(ctx.store, run)
     progress = compute_progress(

@@ -41,7 +41,6 @@ from common.core.models import (
     TaskResult,
     TaskUsage,
 )
-from common.core.retry import RetryPolicy
 from common.core.schema import DocumentExtraction
 from common.core.states import (
     TERMINAL_TASK_STATES,
@@ -58,8 +57,6 @@ from common.service import control, fanin, ids, lifecycle_events, progress, repo
 from common.service.context import Context
 
 log = logging.getLogger(__name__)
-
-POLICY = RetryPolicy()
 
 
 # -- run initializer ------------------------------------------------------------
@@ -232,7 +229,7 @@ def _extract(task: ExtractionTask, version: str, run: Run, ctx: Context) -> None
     lifecycle_events.model_called(ctx.settings, extractor_name, outcome)
 
     if isinstance(outcome, RetryableError):
-        decision = POLICY.decide(outcome.kind, attempt, server_delay_s=outcome.retry_after)
+        decision = ctx.retry_policy.decide(outcome.kind, attempt, server_delay_s=outcome.retry_after)
         if not decision.retry:
             raw = outcome.raw_output if isinstance(outcome, MalformedModelOutput) else None
             _fail(started, attempt, outcome, ctx, raw_output=raw, note=decision.reason)

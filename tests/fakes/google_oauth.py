@@ -29,6 +29,7 @@ from urllib.parse import parse_qs
 
 import httplib2
 
+from common.bootstrap import with_google_auth
 from common.ports.google import GoogleAuth
 from common.service.context import Deps
 
@@ -170,5 +171,5 @@ def plain_http() -> httplib2.Http:
 
 
 def with_google(deps: Deps, auth: GoogleAuth) -> Deps:
-    """``deps`` with ``auth`` as its GoogleAuth (what the composition root does for a configured client)."""
-    return dataclasses.replace(deps, google_auth=auth)
+    """A copy of ``deps`` with ``auth`` as its GoogleAuth (what the composition root does for a configured client)."""
+    return with_google_auth(dataclasses.replace(deps), auth)

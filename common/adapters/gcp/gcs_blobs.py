@@ -44,13 +44,13 @@ import io
 import os
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any, BinaryIO, Final, TypeVar, cast
 
 from common.adapters.blob_errors import ClassifiedReader, SourceFailed, classified, read_source
 from common.adapters.gcp import clients
 from common.core.errors import BlobAccessDenied, BlobNotFound, BlobUnavailable, ErrorKind, PreconditionFailed
+from common.core.retry import parse_retry_after
 from common.ports.blobs import BlobInfo
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -398,17 +398,7 @@ def gcs_error(exc: Exception, uri: str) -> Exception | None:
 def _retry_after(exc: Any) -> float | None:
     """The ``Retry-After`` of the answer behind ``exc`` (seconds or an HTTP date), if any."""
     headers = getattr(getattr(exc, "response", None), "headers", None)
-    value = headers.get("retry-after") if headers is not None else None
-    if not isinstance(value, str) or not value.strip():
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
-    except (TypeError, ValueError):
-        return None
+    return parse_retry_after(headers.get("retry-after") if headers is not None else None, now=datetime.now(UTC))
 
 
 if TYPE_CHECKING:

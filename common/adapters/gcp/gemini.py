@@ -28,7 +28,6 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from email.utils import parsedate_to_datetime
 from typing import IO, TYPE_CHECKING, Any, BinaryIO, Protocol, cast
 
 from common.adapters.gcp.gemini_schema import (
@@ -48,6 +47,7 @@ from common.core.errors import (
     SluiceError,
     UnreadableDocument,
 )
+from common.core.retry import MAX_SERVER_DELAY_S, parse_retry_after
 from common.core.schema import DocumentExtraction, FieldSpec, FieldValue
 from common.ports.blobs import BlobStore
 from common.ports.breaker import CircuitBreaker
@@ -61,8 +61,6 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["MAX_SERVER_DELAY_S", "PROMPT_VERSION", "GeminiExtractor", "RateLimiter", "server_delay"]
 
 log = logging.getLogger(__name__)
-
-MAX_SERVER_DELAY_S = 300.0
 MODEL_CONFIDENCE = 0.9  # the model gives no calibrated confidence; a fixed, honest "probably right"
 PDF = "application/pdf"
 # Finish reasons that mean the model refused the content: retrying gives the same refusal.
@@ -463,17 +461,9 @@ def server_delay(exc: Any, *, now: datetime) -> float | None:
     """
     delays: list[float] = []
     headers = getattr(getattr(exc, "response", None), "headers", None)
-    header = headers.get("retry-after") if headers is not None else None
-    if isinstance(header, str) and header.strip():
-        text = header.strip()
-        try:
-            delays.append(float(text))
-        except ValueError:
-            try:
-                when = parsedate_to_datetime(text)
-                delays.append((when - now).total_seconds())
-            except (TypeError, ValueError):
-                pass
+    header = parse_retry_after(headers.get("retry-after") if headers is not None else None, now=now)
+    if header is not None:
+        delays.append(header)
     details = exc.details if isinstance(getattr(exc, "details", None), Mapping) else {}
     body = details.get("error", details)
     for item in body.get("details", []) if isinstance(body, Mapping) else []:

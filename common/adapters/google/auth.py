@@ -38,7 +38,6 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 from urllib.parse import urlencode, urlsplit
 
@@ -47,6 +46,7 @@ import httplib2
 from common.adapters.google.crypto import TokenCipher
 from common.core.errors import ErrorKind, PermanentError, ReconnectRequired, RetryableError, SluiceError
 from common.core.models import Integration, IntegrationStatus
+from common.core.retry import parse_retry_after
 from common.ports.breaker import CircuitBreaker
 from common.ports.clock import Clock
 from common.ports.google import DRIVE_FILE, DRIVE_READONLY, GMAIL_READONLY, GMAIL_SEND
@@ -279,7 +279,7 @@ class GoogleOAuth:
                 code="oauth_client_rejected",
                 hint="Check the OAuth client id and secret Sluice is configured with.",
             )
-        delay = retry_after_s(resp.get("retry-after"), now=self._clock.now())
+        delay = parse_retry_after(resp.get("retry-after"), now=self._clock.now())
         if status == 429:
             raise RetryableError(
                 f"token refresh rate-limited: {description}", kind=ErrorKind.RATE_LIMITED, retry_after=delay
@@ -433,21 +433,6 @@ def api_of(uri: str) -> str | None:
         if api in segments[:3] or host.startswith(f"{api}."):
             return api
     return None
-
-
-def retry_after_s(value: str | None, *, now: datetime) -> float | None:
-    """A ``Retry-After`` header (seconds or an HTTP date) as seconds from ``now``."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, (when - now).total_seconds())
 
 
 def _json_object(content: bytes) -> dict[str, Any]:

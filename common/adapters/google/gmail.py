@@ -12,10 +12,11 @@
   (``users.history.list``), searches (``users.messages.list(q=...)``), reads
   headers (``format=metadata``), and starts or stops push notifications
   (``users.watch`` / ``users.stop``);
-* turns every failure into Sluice's taxonomy: 429 (and 403 quota reasons) and
-  5xx retryable with the server's ``Retry-After``; 404, 400 and other 403s
-  permanent; 401 after the auth adapter's own refresh-and-retry means the
-  grant is gone (``ReconnectRequired``); transport errors retryable.
+* turns every failure into Sluice's taxonomy with the shared classifier
+  (:mod:`common.adapters.google.errors`, ``GMAIL``): 429 (and 403 quota
+  reasons) and 5xx retryable with the server's ``Retry-After``; 404, 400 and
+  other 403s permanent; 401 after the auth adapter's own refresh-and-retry
+  means the grant is gone (``ReconnectRequired``); transport errors retryable.
 
 Attachment identity: Gmail's ``attachmentId`` is *not* stable -- each
 ``messages.get`` returns fresh ids for the same attachment -- so an id derived
@@ -33,14 +34,14 @@ process, on first use, and the client library is imported then too.
 from __future__ import annotations
 
 import base64
-import json
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from common.core.errors import ErrorKind, PermanentError, ReconnectRequired, RetryableError, SluiceError
+from common.adapters.google.errors import GMAIL, classify_exception
+from common.core.errors import ErrorKind, PermanentError, RetryableError, SluiceError
 from common.imports import Attachment
 from common.ports.google import GMAIL_READONLY, GoogleAuth
 
@@ -54,9 +55,6 @@ UNITS_STOP = 50.0
 
 # history.list answered 404: the start history id is older than Gmail keeps (about a week).
 HISTORY_EXPIRED = "gmail_history_expired"
-
-# 403 reasons that mean "slow down", not "forbidden".
-_QUOTA_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded", "dailyLimitExceeded", "quotaExceeded"})
 
 Throttle = Callable[[float], object]
 
@@ -126,56 +124,6 @@ def attachment_parts(payload: Mapping[str, Any]) -> list[AttachmentPart]:
     return found
 
 
-def classify_http_error(status: int, headers: Mapping[str, Any], content: bytes, *, what: str) -> SluiceError:
-    """An HTTP error answer as a Sluice error the retry policy understands."""
-    from common.adapters.google.auth import retry_after_s
-
-    delay = retry_after_s(headers.get("retry-after"), now=datetime.now(UTC))
-    reason, message = _error_reason(content)
-    text = f"Gmail {what}: HTTP {status}{': ' + message if message else ''}"
-    if status == 429 or (status == 403 and reason in _QUOTA_REASONS):
-        return RetryableError(
-            text,
-            kind=ErrorKind.RATE_LIMITED,
-            retry_after=delay,
-            code="gmail_rate_limited",
-            hint="Gmail's per-user quota is exhausted for now; the import resumes on its own.",
-        )
-    if status == 401:
-        return ReconnectRequired(f"{text} (authorization refused after a token refresh)")
-    if status == 403:
-        return PermanentError(
-            text,
-            kind=ErrorKind.AUTH,
-            code="gmail_forbidden",
-            hint="Reconnect the Google account granting Gmail read access.",
-        )
-    if status == 404:
-        return PermanentError(
-            text,
-            code="gmail_not_found",
-            hint="The message or attachment no longer exists (deleted, or in another account).",
-        )
-    if status == 503:
-        return RetryableError(text, kind=ErrorKind.UNAVAILABLE, retry_after=delay, code="gmail_unavailable")
-    if status >= 500 or status == 408:
-        return RetryableError(text, kind=ErrorKind.SERVER, retry_after=delay, code="gmail_server_error")
-    return PermanentError(text, code="gmail_bad_request")
-
-
-def _error_reason(content: bytes) -> tuple[str | None, str]:
-    try:
-        payload = json.loads(content or b"{}")
-    except ValueError:
-        return None, ""
-    error = payload.get("error") if isinstance(payload, dict) else None
-    if not isinstance(error, dict):
-        return None, ""
-    errors = error.get("errors") or []
-    reason = errors[0].get("reason") if errors and isinstance(errors[0], dict) else None
-    return reason, str(error.get("message", ""))
-
-
 class GmailClient:
     """One user's Gmail (``userId="me"`` of the authorized account)."""
 
@@ -184,17 +132,15 @@ class GmailClient:
         self._throttle = throttle
 
     def _execute(self, request: Any, *, units: float, what: str, empty_ok: bool = False) -> dict[str, Any]:
-        from googleapiclient.errors import HttpError
-        from httplib2 import HttpLib2Error
-
         if self._throttle is not None:
             self._throttle(units)
         try:
             result = request.execute(num_retries=0)
-        except HttpError as err:
-            raise classify_http_error(int(err.resp.status), err.resp, err.content, what=what) from err
-        except (HttpLib2Error, OSError) as err:  # OSError: timeouts, resets, DNS, TLS
-            raise RetryableError(f"Gmail {what}: {type(err).__name__}: {err}", kind=ErrorKind.NETWORK) from err
+        except Exception as err:
+            mapped = classify_exception(err, api=GMAIL, what=what, now=datetime.now(UTC))
+            if mapped is None or mapped is err:
+                raise
+            raise mapped from err
         if empty_ok and result in ("", b"", None):
             return {}  # a method without a response body (the client returns its raw, empty content)
         if not isinstance(result, dict):

@@ -15,8 +15,8 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 from googleapiclient.http import HttpMockSequence
 
+from common.adapters.google.destinations import message_id_for, send_by_gmail, upload_to_drive
 from common.core.errors import ErrorKind, PermanentError, RetryableError
-from common.export.destinations import message_id_for, send_by_gmail, upload_to_drive
 
 
 class RecordingHttp(HttpMockSequence):  # type: ignore[misc]

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from common.adapters.google.gmail import attachment_parts, classify_http_error
-from common.core.errors import ErrorKind, PermanentError, ReconnectRequired, RetryableError
+from common.adapters.google.errors import GMAIL, classify
+from common.adapters.google.gmail import attachment_parts
+from common.core.errors import ErrorKind, PermanentError, ReconnectRequired, RetryableError, SluiceError
 
 
 def _part(part_id: str, filename: str = "", **body: Any) -> dict[str, Any]:
@@ -50,6 +52,10 @@ def test_attachment_parts_are_found_depth_first_through_nested_multiparts() -> N
         ("3", "inline.txt"),
     ]
     assert found[3].inline_data == "aGVsbG8" and found[3].attachment_id is None
+
+
+def classify_http_error(status: int, headers: dict[str, str], content: bytes, *, what: str) -> SluiceError:
+    return classify(status, headers, content, api=GMAIL, what=what, now=datetime.now(UTC))
 
 
 def _body(reason: str) -> bytes:

@@ -1,4 +1,5 @@
-"""Export destinations beyond the download link: a Drive folder and Gmail.
+"""Export destinations beyond the download link: a Drive folder and Gmail
+(the :class:`common.ports.google.ExportDestinations` port, ``deps.destinations``).
 
 Exactly once: each side effect carries a stable key derived from the export
 id -- the Drive file's ``appProperties.sluiceExportId`` and the e-mail's
@@ -12,12 +13,14 @@ from __future__ import annotations
 
 import base64
 import logging
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import formatdate
 from pathlib import Path
 from typing import Any
 
-from common.core.errors import ErrorKind, PermanentError, RetryableError
+from common.adapters.google.errors import DESTINATION, classify_exception
+from common.core.errors import PermanentError
 from common.ports.google import DRIVE_FILE, GMAIL_SEND, GoogleAuth
 
 log = logging.getLogger(__name__)
@@ -33,35 +36,9 @@ def message_id_for(export_id: str) -> str:
 
 
 def classify_http_error(exc: Exception, what: str) -> Exception:
-    """googleapiclient's HttpError to Sluice's taxonomy."""
-    from googleapiclient.errors import HttpError
-
-    if not isinstance(exc, HttpError):
-        return exc
-    status = int(exc.resp.status)
-    reason = exc.reason if hasattr(exc, "reason") else str(exc)
-    retry_after = exc.resp.get("retry-after")
-    delay = float(retry_after) if retry_after and str(retry_after).isdigit() else None
-    if status == 429 or (status == 403 and "rateLimitExceeded" in str(exc.content)):
-        return RetryableError(f"{what}: rate limited ({reason})", kind=ErrorKind.RATE_LIMITED, retry_after=delay)
-    if status == 503:
-        return RetryableError(f"{what}: unavailable ({reason})", kind=ErrorKind.UNAVAILABLE, retry_after=delay)
-    if status >= 500:
-        return RetryableError(f"{what}: server error {status} ({reason})", kind=ErrorKind.SERVER)
-    if status == 404:
-        return PermanentError(
-            f"{what}: not found ({reason})",
-            code="destination_not_found",
-            hint="Check the Drive folder id, and that the account can write to it.",
-        )
-    if status in (401, 403):
-        return PermanentError(
-            f"{what}: not allowed ({reason})",
-            kind=ErrorKind.AUTH,
-            code="destination_forbidden",
-            hint="Reconnect the Google account with the needed permission.",
-        )
-    return PermanentError(f"{what}: HTTP {status} ({reason})", code="destination_rejected")
+    """A failed Drive upload or Gmail send in Sluice's taxonomy (the shared Google classifier);
+    anything else as it is."""
+    return classify_exception(exc, api=DESTINATION, what=what, now=datetime.now(UTC)) or exc
 
 
 def _drive(auth: GoogleAuth, owner: str) -> Any:
@@ -172,3 +149,53 @@ def build_email(
     maintype, _, subtype = content_type.split(";")[0].partition("/")
     msg.add_attachment(path.read_bytes(), maintype=maintype, subtype=subtype, filename=filename)
     return bytes(msg)
+
+
+class GoogleDestinations:
+    """The port's implementation: :func:`upload_to_drive` and :func:`send_by_gmail`."""
+
+    def upload_to_drive(
+        self,
+        auth: GoogleAuth,
+        *,
+        owner: str,
+        export_id: str,
+        path: Path,
+        filename: str,
+        content_type: str,
+        folder_id: str | None,
+    ) -> str:
+        return upload_to_drive(
+            auth,
+            owner=owner,
+            export_id=export_id,
+            path=path,
+            filename=filename,
+            content_type=content_type,
+            folder_id=folder_id,
+        )
+
+    def send_by_gmail(
+        self,
+        auth: GoogleAuth,
+        *,
+        owner: str,
+        export_id: str,
+        path: Path,
+        filename: str,
+        content_type: str,
+        to: str,
+        subject: str,
+        body: str,
+    ) -> str:
+        return send_by_gmail(
+            auth,
+            owner=owner,
+            export_id=export_id,
+            path=path,
+            filename=filename,
+            content_type=content_type,
+            to=to,
+            subject=subject,
+            body=body,
+        )
