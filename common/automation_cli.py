@@ -46,13 +46,11 @@ def add_automation_commands(sub: Any) -> None:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     """Exit status 0 when every firing's chain completed, 3 otherwise (the records say why)."""
-    from common.bootstrap import bootstrap, local_bus
+    from common.bootstrap import local_app
     from common.cli_support import data_dir_lock, load_settings
     from common.imports.eml import eml_attachments, parse_eml
     from common.obs import logging as slog
-    from common.runtime.local import LocalRuntime
     from common.service import automation
-    from common.service.context import TopologySender
 
     slog.configure(args.log_level, "text")
     path: Path = args.eml
@@ -61,11 +59,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     raw = path.read_bytes()
     settings = load_settings(args.data_dir)
     with data_dir_lock(args.data_dir):
-        deps = bootstrap(settings)
-        bus = local_bus(deps)
-        runtime = LocalRuntime(deps, bus)
-        runtime.declare()
-        sender = TopologySender(deps.topology, settings, bus, deps.clock)
+        app = local_app(settings)
+        deps, runtime, sender = app.deps, app.runtime, app.sender
         automations = automation.enabled_automations(deps, owner=LOCAL_OWNER, account=args.account)
         if not automations:
             automations = [_default_automation(deps, args.account)]

@@ -194,14 +194,12 @@ def _cmd_extract(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     import time
 
-    from common.bootstrap import bootstrap, local_bus
+    from common.bootstrap import local_app
     from common.cli_run import _failed_note, plural, write_download
     from common.core.models import Destination, Export, ExportFormat, ExportSpec, Job, Run
     from common.core.states import ExportStatus
     from common.obs import logging as slog
-    from common.runtime.local import LocalRuntime
     from common.service import exports, repo
-    from common.service.context import TopologySender
 
     slog.configure(args.log_level, "text")
     try:
@@ -210,15 +208,14 @@ def _cmd_export(args: argparse.Namespace) -> int:
         raise UsageError(f"--to {args.to}: {' '.join(str(err).split())}") from None
     settings = load_settings(args.data_dir)
     with data_dir_lock(args.data_dir):
-        deps = bootstrap(settings)
-        bus = local_bus(deps)
+        app = local_app(settings)
+        deps, runtime = app.deps, app.runtime
         found = repo.get(deps.store, Run, args.run_id)
         if found is None:
             raise UsageError(f"run {args.run_id} not found (sluice runs lists the runs)")
         run = found[0]
         job = repo.require(deps.store, Job, run.job_id)[0]
-        export = exports.request_export(deps, TopologySender(deps.topology, settings, bus, deps.clock), run, spec)
-        runtime = LocalRuntime(deps, bus)
+        export = exports.request_export(deps, app.sender, run, spec)
         runtime.start()
         try:
             while export.status not in (ExportStatus.COMPLETED, ExportStatus.FAILED):

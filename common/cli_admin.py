@@ -169,19 +169,16 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from common.bootstrap import local_bus
+    from common.bootstrap import local_app
     from common.core.errors import NotFound
-    from common.runtime.local import LocalRuntime
 
     with data_dir_lock(args.data_dir):
-        deps = _deps(args.data_dir)
-        bus = local_bus(deps)
+        app = local_app(deps=_deps(args.data_dir))
+        bus, runtime = app.bus, app.runtime
         letter = next((d for d in bus.dead_letters(limit=100_000) if d.seq == args.replay), None)
         if letter is None:
             raise NotFound(f"dead letter {args.replay} not found", hint="sluice dead-letters lists them.")
         message_id = bus.replay_dead_letter(args.replay)
-        runtime = LocalRuntime(deps, bus)
-        runtime.declare()
         # Processes everything that is ready, the replayed message among it; retries that wait stay queued.
         runtime.drain()
         again = next((d for d in bus.dead_letters(limit=100_000) if d.message_id == message_id), None)

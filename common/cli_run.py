@@ -143,11 +143,9 @@ def _hide_reported_failures(level: str) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from common.bootstrap import bootstrap, local_bus
+    from common.bootstrap import local_app
     from common.obs import logging as slog
     from common.obs import tracing
-    from common.runtime.local import LocalRuntime
-    from common.service.context import TopologySender
 
     slog.configure(args.log_level, "text")
     _hide_reported_failures(args.log_level)
@@ -160,11 +158,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     inputs = expand(args.paths) if args.paths else []
     settings = load_settings(args.data_dir)
     with data_dir_lock(args.data_dir):
-        deps = bootstrap(settings)
-        bus = local_bus(deps)
-        runtime = LocalRuntime(deps, bus)
-        runtime.declare()
-        sender = TopologySender(deps.topology, settings, bus, deps.clock)
+        app = local_app(settings)
+        deps, runtime, sender = app.deps, app.runtime, app.sender
         # One trace from the uploads to the export (spans are ids only unless an exporter is configured).
         with tracing.span("cli.run", parent=None):
             job = _job(args, deps, settings, inputs)

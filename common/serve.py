@@ -62,11 +62,10 @@ def serve(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from common.api.app import create_app
     from common.api.settings import ApiSettings
-    from common.bootstrap import bootstrap, local_bus
+    from common.bootstrap import local_app
     from common.cli_support import data_dir_lock
     from common.config import Settings
     from common.obs import logging as slog
-    from common.runtime.local import LocalRuntime
 
     host = "127.0.0.1"
     port = int(getattr(args, "port", 8080))
@@ -78,10 +77,10 @@ def _serve(args: argparse.Namespace) -> int:
         actual = server.server_port
         settings = Settings(backend="local", data_dir=data_dir, local_api_url=f"http://{host}:{actual}")
         slog.configure(settings.log_level, settings.log_format)
-        deps = bootstrap(settings)
+        local = local_app(settings)
+        deps, runtime = local.deps, local.runtime
         api_settings = ApiSettings() if dev_identity is None else ApiSettings(dev_identity=dev_identity)
-        app = create_app(deps, api_settings)
-        runtime = LocalRuntime(deps, local_bus(deps))
+        app = create_app(deps, api_settings, sender=local.sender)
         _mount_metrics(app, runtime, settings)
         server.app = app
         stop = threading.Event()

@@ -11,7 +11,7 @@ from typing import Any
 
 from common.adapters.local.clock import ManualClock
 from common.adapters.local.sqlite_bus import Delivery, OutgoingMessage, Settlement, SqliteBus
-from common.bootstrap import bootstrap, local_bus
+from common.bootstrap import LocalApp, local_app
 from common.config import Settings
 from common.core.errors import ErrorKind, PermanentError, RetryableError, UnreadableDocument
 from common.core.models import Export, ExportFormat, ExportSpec, ExtractionTask, Job, Operation, Run, SourceFile
@@ -83,6 +83,14 @@ class Pipeline:
     def __post_init__(self) -> None:
         self.sender = TopologySender(self.deps.topology, self.deps.settings, self.bus, self.clock)
 
+    @classmethod
+    def of(cls, app: LocalApp, *, tmp: Path, extractor: Any = None) -> Pipeline:
+        """The pipeline over an app wired by :func:`common.bootstrap.local_app`."""
+        clock: Any = app.deps.clock
+        pipeline = cls(deps=app.deps, bus=app.bus, runtime=app.runtime, clock=clock, tmp=tmp, extractor=extractor)
+        pipeline.sender = app.sender
+        return pipeline
+
     def job(self, *, fields: Sequence[FieldSpec] = INVOICE_PRESET, formats: Sequence[str] = ("csv",)) -> Job:
         return jobs.create_job(
             self.deps,
@@ -131,11 +139,8 @@ def make_pipeline(
     clock = ManualClock()
     settings = Settings(backend="local", data_dir=tmp / "data", durable=durable, progress_min_interval_s=1.0)
     ex = extractor if extractor is not None else ScriptedExtractor()
-    deps = bootstrap(settings, clock=clock, extractor_factory=(lambda _name: ex))
-    bus = local_bus(deps)
-    runtime = runtime_cls(deps, bus)
-    runtime.declare()
-    return Pipeline(deps=deps, bus=bus, runtime=runtime, clock=clock, tmp=tmp, extractor=ex)
+    app = local_app(settings, clock=clock, extractor_factory=(lambda _name: ex), runtime_cls=runtime_cls)
+    return Pipeline.of(app, tmp=tmp, extractor=ex)
 
 
 class DuplicatingRuntime(LocalRuntime):

@@ -8,12 +8,11 @@ from pathlib import Path
 import pytest
 
 from common.adapters.local.clock import ManualClock
-from common.bootstrap import bootstrap, local_bus
+from common.bootstrap import local_app
 from common.config import Settings
 from common.core.errors import IllegalTransition, NotFound
 from common.core.models import ExtractionTask, Run
 from common.core.states import RunStatus, TaskStatus
-from common.runtime.local import LocalRuntime
 from common.service import control, repo
 from tests.support import Pipeline, ScriptedExtractor, make_pipeline
 
@@ -28,11 +27,8 @@ def capped_pipeline(tmp: Path, cap: int) -> Pipeline:
     clock = ManualClock()
     settings = CapSettings(backend="local", data_dir=tmp / "data", durable=False, max_running_tasks_per_user=cap)
     ex = ScriptedExtractor()
-    deps = bootstrap(settings, clock=clock, extractor_factory=lambda _n: ex)
-    bus = local_bus(deps)
-    runtime = LocalRuntime(deps, bus)
-    runtime.declare()
-    return Pipeline(deps=deps, bus=bus, runtime=runtime, clock=clock, tmp=tmp, extractor=ex)
+    app = local_app(settings, clock=clock, extractor_factory=lambda _n: ex)
+    return Pipeline.of(app, tmp=tmp, extractor=ex)
 
 
 def _hold(p: Pipeline, task: ExtractionTask, minutes: float = 5) -> None:

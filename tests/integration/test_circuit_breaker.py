@@ -19,14 +19,13 @@ from common.adapters.google import GoogleOAuth
 from common.adapters.google.auth import api_of
 from common.adapters.local.clock import ManualClock
 from common.adapters.local.sqlite_store import SqliteStore
-from common.bootstrap import bootstrap, local_bus
+from common.bootstrap import bootstrap, local_app
 from common.core.breaker import BreakerConfig, CircuitOpen, CircuitState
 from common.core.errors import ErrorKind, RetryableError
 from common.core.schema import DocumentExtraction, FieldSpec
 from common.core.states import RunStatus, TaskStatus
 from common.ports.google import DRIVE_READONLY
 from common.ports.model import DocumentRef
-from common.runtime.local import LocalRuntime
 from common.service import drive_import, integrations, repo
 from common.service.breaker import Breakers, StoreCircuitBreaker
 from tests.fakes.google_oauth import CLIENT_ID, CLIENT_SECRET, FakeTokenServer, plain_http, with_google
@@ -222,10 +221,7 @@ def drive_env(tmp: Path, drive: FakeDrive, oauth: FakeTokenServer) -> Env:
     )
     deps = with_google(base, auth)
     drive.clock = clock
-    bus = local_bus(deps)
-    runtime = LocalRuntime(deps, bus)
-    runtime.declare()
-    p = Pipeline(deps=deps, bus=bus, runtime=runtime, clock=clock, tmp=tmp, extractor=extractor)
+    p = Pipeline.of(local_app(deps=deps), tmp=tmp, extractor=extractor)
     oauth.grant(REFRESH_TOKEN, [DRIVE_READONLY])
     integrations.connect(
         deps, owner="alice", account="alice@example.com", refresh_token=REFRESH_TOKEN, scopes=[DRIVE_READONLY]

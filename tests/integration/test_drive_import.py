@@ -29,7 +29,7 @@ import pytest
 from common.adapters.gcp.gcs_blobs import GcsBlobStore
 from common.adapters.google import GoogleOAuth
 from common.adapters.local.clock import ManualClock
-from common.bootstrap import bootstrap, local_bus
+from common.bootstrap import bootstrap, local_app
 from common.config import Settings
 from common.core.models import Integration, IntegrationStatus, Job, Operation, SourceFile, SourceType
 from common.core.states import FileStatus, OperationStatus, TaskStatus
@@ -285,10 +285,7 @@ def make_env(tmp: Path, drive: FakeDrive, oauth: FakeTokenServer, runtime_cls: t
     )
     deps = with_google(base, auth)
     drive.clock = clock
-    bus = local_bus(deps)
-    runtime = runtime_cls(deps, bus)
-    runtime.declare()
-    p = Pipeline(deps=deps, bus=bus, runtime=runtime, clock=clock, tmp=tmp, extractor=extractor)
+    p = Pipeline.of(local_app(deps=deps, runtime_cls=runtime_cls), tmp=tmp, extractor=extractor)
     oauth.grant(REFRESH_TOKEN, [DRIVE_READONLY])
     integrations.connect(
         deps, owner="alice", account="alice@example.com", refresh_token=REFRESH_TOKEN, scopes=[DRIVE_READONLY]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from common.adapters.local.clock import SystemClock
 from common.adapters.local.sqlite_bus import Delivery, Settlement
-from common.bootstrap import bootstrap, local_bus
+from common.bootstrap import local_app
 from common.config import Settings
 from common.core.models import ExtractionTask
 from common.core.states import FileStatus, RunStatus, TaskStatus
@@ -21,9 +21,12 @@ from tests.support import Pipeline, ScriptedExtractor, make_pipeline
 def test_the_threaded_runtime_runs_a_job_to_its_export(tmp_path: Path) -> None:
     settings = Settings(backend="local", data_dir=tmp_path / "data", durable=False)
     extractor = ScriptedExtractor()
-    deps = bootstrap(settings, clock=SystemClock(), extractor_factory=lambda _n: extractor)
-    runtime = LocalRuntime(deps, local_bus(deps))
-    p = Pipeline(deps=deps, bus=local_bus(deps), runtime=runtime, clock=None, tmp=tmp_path, extractor=extractor)  # type: ignore[arg-type]
+    p = Pipeline.of(
+        local_app(settings, clock=SystemClock(), extractor_factory=lambda _n: extractor),
+        tmp=tmp_path,
+        extractor=extractor,
+    )
+    runtime = p.runtime
     job = p.job()
     for i in range(12):
         p.upload(job, f"ok-{i}.pdf")
@@ -49,10 +52,8 @@ def test_stop_lets_in_flight_handlers_finish(tmp_path: Path) -> None:
             return super().extract(doc, fields, prompt=prompt)
 
     settings = Settings(backend="local", data_dir=tmp_path / "data", durable=False)
-    deps = bootstrap(settings, clock=SystemClock(), extractor_factory=lambda _n: Slow())
-    bus = local_bus(deps)
-    runtime = LocalRuntime(deps, bus)
-    p = Pipeline(deps=deps, bus=bus, runtime=runtime, clock=None, tmp=tmp_path, extractor=None)  # type: ignore[arg-type]
+    p = Pipeline.of(local_app(settings, clock=SystemClock(), extractor_factory=lambda _n: Slow()), tmp=tmp_path)
+    runtime = p.runtime
     job = p.job()
     p.upload(job, "ok-a.pdf")
     runtime.start()

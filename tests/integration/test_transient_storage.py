@@ -18,11 +18,10 @@ import pytest
 
 from common.adapters.gcp.gcs_blobs import GcsBlobStore
 from common.adapters.local.clock import ManualClock
-from common.bootstrap import bootstrap, local_bus
+from common.bootstrap import local_app
 from common.config import Settings
 from common.core.models import SourceFile
 from common.core.states import RunStatus, TaskStatus
-from common.runtime.local import LocalRuntime
 from common.service import repo
 from tests.fakes.gcs_faults import FaultyStorage
 from tests.support import SAMPLES, Pipeline
@@ -36,11 +35,7 @@ def offline(tmp_path: Path) -> Pipeline:
     """The embedded backend with the real offline extractor (it reads ``deps.blobs``)."""
     clock = ManualClock()
     settings = Settings(backend="local", data_dir=tmp_path / "data", durable=False, progress_min_interval_s=1.0)
-    deps = bootstrap(settings, clock=clock)
-    bus = local_bus(deps)
-    runtime = LocalRuntime(deps, bus)
-    runtime.declare()
-    return Pipeline(deps=deps, bus=bus, runtime=runtime, clock=clock, tmp=tmp_path, extractor=None)
+    return Pipeline.of(local_app(settings, clock=clock), tmp=tmp_path)
 
 
 @pytest.fixture
