@@ -53,7 +53,7 @@ from common.adapters.local.fs_blobs import FsBlobStore
 from common.core.errors import ErrorKind, RetryableError
 from common.core.leases import QuotaPlan
 from common.core.schema import INVOICE_PRESET
-from common.ports.model import DocumentRef
+from common.ports.extractor import DocumentRef
 from common.ports.store import Transaction
 from common.service.leased_ratelimit import Acquired, LeasedRateLimiter
 from tests.emulators import harness

@@ -20,7 +20,7 @@ from common.core.messages import BlobFinalized
 from common.obs import logging as slog
 from common.ports.blobs import BlobInfo
 from common.ports.clock import Clock
-from common.ports.model import Extractor
+from common.ports.extractor import Extractor
 from common.service.context import Deps, TopologySender
 from common.topology import Topology
 from common.topology import load as load_topology

@@ -16,7 +16,7 @@ from common.config import Settings
 from common.core.errors import ErrorKind, PermanentError, RetryableError, UnreadableDocument
 from common.core.models import Export, ExportFormat, ExportSpec, ExtractionTask, Job, Operation, Run, SourceFile
 from common.core.schema import INVOICE_PRESET, DocumentExtraction, FieldSpec, FieldValue
-from common.ports.model import DocumentRef
+from common.ports.extractor import DocumentRef
 from common.ports.store import Filter
 from common.runtime.local import LocalRuntime
 from common.service import jobs, repo

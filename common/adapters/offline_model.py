@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from common.core.errors import BlobNotFound, UnreadableDocument
 from common.core.schema import DocumentExtraction, FieldSpec
 from common.ports.blobs import BlobStore
-from common.ports.model import DocumentRef
+from common.ports.extractor import DocumentRef
 
 
 class OfflineExtractor:

@@ -203,7 +203,8 @@ def cancel_task(task: ExtractionTask, *, now: datetime) -> ExtractionTask:
 # -- runs ---------------------------------------------------------------------
 
 
-def start_run(run: Run, *, total: int, now: datetime) -> Run:
+def begin_run(run: Run, *, total: int, now: datetime) -> Run:
+    """The run's transition to running, with the number of tasks it fanned out to."""
     check_transition(RUN_MOVES, run.status, RunStatus.RUNNING, what="run")
     counters = run.counters.model_copy(update={"total": total})
     return run.model_copy(

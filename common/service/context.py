@@ -17,8 +17,8 @@ from common.obs.logging import current_context
 from common.ports.blobs import BlobStore
 from common.ports.bus import Publisher
 from common.ports.clock import Clock
+from common.ports.extractor import Extractor
 from common.ports.google import Drive, ExportDestinations, GoogleAuth
-from common.ports.model import Extractor
 from common.ports.scheduler import Scheduler
 from common.ports.store import Store
 from common.service import ids

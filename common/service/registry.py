@@ -15,7 +15,7 @@ from common.core.errors import PermanentError
 
 HANDLERS: dict[str, dict[str, str]] = {
     "extract": {
-        "run.start": "common.service.runs:start_run",
+        "run.start": "common.service.runs:fan_out_run",
         "task.extract": "common.service.runs:extract_task",
     },
     "export": {"export.run": "common.service.exports:export_run"},

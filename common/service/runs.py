@@ -51,7 +51,7 @@ from common.core.states import (
 )
 from common.obs import metrics
 from common.obs.logging import failure_point, fields, log_context
-from common.ports.model import DocumentRef
+from common.ports.extractor import DocumentRef
 from common.ports.store import Filter, Transaction
 from common.service import control, fanin, ids, lifecycle_events, progress, repo
 from common.service.context import Context
@@ -62,7 +62,8 @@ log = logging.getLogger(__name__)
 # -- run initializer ------------------------------------------------------------
 
 
-def start_run(msg: StartRun, ctx: Context) -> None:
+def fan_out_run(msg: StartRun, ctx: Context) -> None:
+    """``run.start``: record one extraction task per file and send them (a redelivery re-sends)."""
     run, _ = repo.require(ctx.store, Run, msg.run_id)
     if run.status in (RunStatus.CANCELLED, RunStatus.FAILED, RunStatus.COMPLETED):
         log.info("run already %s; nothing to start", run.status.value)
@@ -159,7 +160,7 @@ def _fan_out(run: Run, ctx: Context) -> Run:
         current = repo.tx_require(t, Run, run.id)
         if current.status is not RunStatus.PENDING:
             return current, False
-        started = lifecycle.start_run(current, total=total, now=now)
+        started = lifecycle.begin_run(current, total=total, now=now)
         repo.tx_put(t, started)
         return started, True
 

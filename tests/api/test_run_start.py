@@ -10,7 +10,7 @@ import pytest
 
 from common.core.schema import FieldSpec
 from common.core.states import RunStatus
-from common.ports.model import DocumentRef
+from common.ports.extractor import DocumentRef
 from tests.api.conftest import Env, User, pdf
 from tests.api.served import at_once, serve
 

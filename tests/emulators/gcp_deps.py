@@ -9,7 +9,7 @@ from typing import Any
 from common.bootstrap import _gcp
 from common.config import Settings
 from common.ports.clock import Clock
-from common.ports.model import Extractor
+from common.ports.extractor import Extractor
 from common.service.context import Deps
 from common.topology import Topology
 

@@ -24,8 +24,8 @@ from common.core.breaker import BreakerConfig, CircuitOpen, CircuitState
 from common.core.errors import ErrorKind, RetryableError
 from common.core.schema import DocumentExtraction, FieldSpec
 from common.core.states import RunStatus, TaskStatus
+from common.ports.extractor import DocumentRef
 from common.ports.google import DRIVE_READONLY
-from common.ports.model import DocumentRef
 from common.service import drive_import, integrations, repo
 from common.service.breaker import Breakers, StoreCircuitBreaker
 from tests.fakes.google_oauth import CLIENT_ID, CLIENT_SECRET, FakeTokenServer, plain_http, with_google

@@ -24,7 +24,7 @@ from common.core.messages import ExportRun, Message
 from common.core.models import ExtractionTask, Priority, Run, RunCounters
 from common.core.schema import DocumentExtraction, FieldSpec
 from common.core.states import ExportStatus, RunStatus, TaskStatus
-from common.ports.model import DocumentRef
+from common.ports.extractor import DocumentRef
 from common.ports.store import Store, Transaction
 from common.runtime.local import LocalRuntime
 from common.service import control, fanin, repo, tally

@@ -31,7 +31,7 @@ from common.core.ratelimit import BucketConfig
 from common.core.schema import INVOICE_PRESET, DocumentExtraction, FieldSpec, FieldType
 from common.core.states import RunStatus, TaskStatus
 from common.ports.blobs import BlobInfo
-from common.ports.model import DocumentRef
+from common.ports.extractor import DocumentRef
 from common.service.leased_ratelimit import LeasedRateLimiter
 from common.service.ratelimit import StoreRateLimiter
 from tests.fakes.vertex import FakeVertex, RecordedRequest, Reply, answer, error, rate_limited, unavailable

@@ -20,7 +20,7 @@ from common.core.models import FileType, SourceFile, SourceType
 from common.core.schema import DocumentExtraction, FieldSpec
 from common.core.states import FileStatus, TaskStatus
 from common.imports.eml import LOCAL_OWNER, cmd_import_eml, import_eml
-from common.ports.model import DocumentRef
+from common.ports.extractor import DocumentRef
 from common.ports.store import Filter
 from common.service import jobs, repo
 from tests.support import SHARED, Pipeline, make_pipeline

@@ -52,7 +52,7 @@ from common.core.schema import DocumentExtraction, FieldSpec, FieldValue
 from common.ports.blobs import BlobStore
 from common.ports.breaker import CircuitBreaker
 from common.ports.clock import Clock
-from common.ports.model import DocumentRef
+from common.ports.extractor import DocumentRef
 
 if TYPE_CHECKING:  # pragma: no cover
     from google import genai

@@ -241,7 +241,7 @@ def test_cancel_task_on_a_terminal_task_is_illegal(make_task: MakeTask, status: 
 
 
 def test_start_run_moves_a_pending_run_to_running_with_its_total(make_run: MakeRun) -> None:
-    started = lifecycle.start_run(make_run(), total=7, now=at(1))
+    started = lifecycle.begin_run(make_run(), total=7, now=at(1))
     assert started.status is RunStatus.RUNNING
     assert started.counters == RunCounters(total=7)
     assert started.started_at == at(1)
@@ -249,7 +249,7 @@ def test_start_run_moves_a_pending_run_to_running_with_its_total(make_run: MakeR
 
 def test_start_run_on_a_cancelled_run_is_illegal(make_run: MakeRun) -> None:
     with pytest.raises(IllegalTransition, match="run cannot move from cancelled to running"):
-        lifecycle.start_run(make_run(status=RunStatus.CANCELLED), total=1, now=T0)
+        lifecycle.begin_run(make_run(status=RunStatus.CANCELLED), total=1, now=T0)
 
 
 def test_fail_run_records_the_error_and_finish_time(make_run: MakeRun) -> None:

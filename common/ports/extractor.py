@@ -1,4 +1,4 @@
-"""The model port: turn one stored document into rows of a table."""
+"""The extractor port: turn one stored document into rows of a table (the model behind it is the adapter's)."""
 
 from __future__ import annotations
 
