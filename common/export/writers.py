@@ -66,7 +66,7 @@ def _as_date(value: str) -> date | None:
         return None
 
 
-def write_xlsx(header: TableHeader, rows: Iterable[list[Scalar]], path: str) -> int:
+def write_xlsx(header: TableHeader, rows: Iterable[list[Scalar]], path: str) -> int:  # noqa: C901 (split pending)
     """Write an XLSX file: typed cells, a styled frozen header, a Failures sheet.
 
     Returns the number of rows. Strings are written with ``write_string`` and

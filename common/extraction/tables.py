@@ -174,7 +174,7 @@ def _bounds(cols: list[_Column]) -> list[tuple[float, float]]:
     return out
 
 
-def line_items(doc: Document, specs: Sequence[FieldSpec]) -> list[LineItem]:
+def line_items(doc: Document, specs: Sequence[FieldSpec]) -> list[LineItem]:  # noqa: C901 (split pending)
     """Items of the first line-item table, one per row, keyed by field name."""
     header = _find_header(doc)
     if header is None:

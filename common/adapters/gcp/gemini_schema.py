@@ -145,7 +145,7 @@ class Answer:
 _FENCE = re.compile(r"^\s*```(?:json)?\s*\n(?P<body>.*)\n\s*```\s*$", re.DOTALL)
 
 
-def parse_answer(raw: str, fields: Sequence[FieldSpec], *, pages: int | None = None) -> Answer:
+def parse_answer(raw: str, fields: Sequence[FieldSpec], *, pages: int | None = None) -> Answer:  # noqa: C901 (split pending)
     """Check the model's text against the schema; coerce trivial mismatches.
 
     ``pages`` (the document's page count, when known) bounds the row pages;
@@ -210,7 +210,7 @@ _CURRENCY = re.compile(r"[A-Za-z]{3}")
 _CURRENCY_SYMBOLS = {"€": "EUR", "£": "GBP"}
 
 
-def coerce(value: Any, ftype: FieldType, choices: tuple[str, ...] = ()) -> Scalar:
+def coerce(value: Any, ftype: FieldType, choices: tuple[str, ...] = ()) -> Scalar:  # noqa: C901 (split pending)
     """The value as ``ftype`` wants it; ValueError says why it cannot be.
 
     Only unambiguous conversions: ``"1,234.50"`` is not a number here because
