@@ -29,7 +29,7 @@ function show(title, ...nodes) {
   stopStream();
   document.title = `${title} · Sluice`;
   const m = main();
-  m.replaceChildren(h("h1", { id: "page-title", tabindex: "-1" }, title), ...nodes);
+  m.replaceChildren(h("h1", { id: "page-title", tabindex: "-1" }, title), ...nodes.filter((n) => n));
   for (const a of document.querySelectorAll(".top nav a")) {
     const here = location.hash.startsWith(a.getAttribute("href"));
     if (here) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
@@ -322,12 +322,13 @@ async function runPage(id) {
   } }, label);
   const renderControls = () => {
     const st = run.status;
-    controls.replaceChildren(
+    controls.replaceChildren(...[
       ["pending", "running"].includes(st) ? act("pause", "Pause") : null,
       st === "paused" ? act("resume", "Resume") : null,
       ["pending", "running", "paused", "needs_review"].includes(st) ? act("cancel", "Cancel") : null,
       ["completed", "failed"].includes(st) && (run.counters.failed + run.counters.cancelled) > 0 ? act("retry", "Retry failed", { scope: "failed" }) : null,
-      h("a", { class: "button", href: `#/runs/${id}/review`, id: "open-review" }, st === "needs_review" ? "Review values (required)" : "Review values"));
+      h("a", { class: "button", href: `#/runs/${id}/review`, id: "open-review" }, st === "needs_review" ? "Review values (required)" : "Review values"),
+    ].filter(Boolean));
   };
   const renderCost = () => {
     const c = run.cost || run.usage;
@@ -450,7 +451,7 @@ async function automationsPage() {
 async function deadLettersPage() {
   const body = await guarded(() => api("GET", "/v1/dead-letters"));
   const items = (body && body.items) || [];
-  show("Dead letters",
+  show("Dead letters", ...[
     h("p", { class: "muted" }, "Messages a stage gave up on. Replaying sends one again to its stage."),
     h("div", { class: "scroll" }, h("table", { "aria-label": "Dead letters", id: "dead-letters" },
       h("thead", {}, h("tr", {}, ["#", "Kind", "Run", "Attempts", "Last error", "When", ""].map((t) => h("th", { scope: "col" }, t)))),
@@ -462,7 +463,7 @@ async function deadLettersPage() {
             const out = await guarded(() => api("POST", `/v1/dead-letters/${d.seq}/replay`));
             if (out) { say(`Dead letter ${d.seq} replayed`); deadLettersPage(); }
           } }, "Replay"))))))),
-    !items.length && body ? h("p", { class: "muted", id: "no-dead-letters" }, "No dead letters.") : null);
+    !items.length && body ? h("p", { class: "muted", id: "no-dead-letters" }, "No dead letters.") : null].filter(Boolean));
 }
 
 // -- stats: charts drawn here as SVG ------------------------------------------------------------------
@@ -527,7 +528,7 @@ async function statsPage() {
       h("thead", {}, h("tr", {}, ["Subscription", "Depth", "Oldest", "Dead letters"].map((t) => h("th", { scope: "col" }, t)))),
       h("tbody", {}, st.queues.map((q) => h("tr", {}, h("td", {}, h("code", {}, q.subscription)), h("td", {}, q.depth), h("td", {}, fmtDur(q.oldest_age_s)), h("td", {}, q.dead_lettered)))))));
   }
-  show("Stats", ...nodes);
+  show("Stats", ...nodes.filter(Boolean));
 }
 
 // -- API reference: /v1/openapi.json rendered here ------------------------------------------------------
@@ -594,6 +595,7 @@ async function route() {
   } catch (err) { showError(err); }
   const t = document.getElementById("page-title");
   if (t && document.activeElement === document.body) t.focus({ preventScroll: true });
+  document.body.dataset.readyAt = String(Math.round(performance.now()));
   document.body.dataset.ready = location.hash || "#/jobs";
 }
 
