@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 SAMPLES := samples/invoices
 
-.PHONY: run test test-emulator lint typecheck terraform-check bundle bench clean require-run require-test ocr
+.PHONY: run test test-emulator lint typecheck terraform-check bundle bench clean require-run require-test ocr chromium
 
 # Say which tool is missing, in one line each, before anything else fails.
 require-run:
@@ -30,7 +30,7 @@ run: require-run $(STAMP)
 	$(BIN)/python samples/check_output.py out $(SAMPLES)/expected.json
 
 ## Lint, type-check, check architecture contracts, run every test.
-test: require-test $(STAMP) ocr lint typecheck terraform-check
+test: require-test $(STAMP) ocr chromium lint typecheck terraform-check
 	$(BIN)/pytest -q
 
 lint: $(STAMP)
@@ -59,6 +59,10 @@ bundle: $(STAMP)
 ## The OCR engine for scanned documents (Tesseract, a Debian package; see scripts/install_ocr.sh).
 ocr:
 	bash scripts/install_ocr.sh
+
+## The browser the console's tests drive (Debian's Chromium; see scripts/install_chromium.sh).
+chromium:
+	bash scripts/install_chromium.sh
 
 bench: $(STAMP)
 	$(BIN)/python bench/orchestration.py

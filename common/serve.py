@@ -18,6 +18,9 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -31,6 +34,7 @@ if TYPE_CHECKING:
 
     from common.config import Settings
     from common.runtime.local import LocalRuntime
+    from common.service.context import Deps
 
 log = logging.getLogger("sluice.serve")
 
@@ -59,7 +63,27 @@ def serve(args: argparse.Namespace) -> int:
         return exit_code(err)
 
 
-def _serve(args: argparse.Namespace) -> int:
+@dataclass
+class Serving:
+    """A running ``sluice serve``: its base URL and what it was built from (tests reach in here)."""
+
+    url: str
+    deps: Deps
+    runtime: LocalRuntime
+
+
+@contextmanager
+def serving(
+    data_dir: Path,
+    *,
+    port: int = 0,
+    dev_identity: str | None = None,
+    prepare: Callable[[Deps], None] | None = None,
+) -> Iterator[Serving]:
+    """The API (and the console) on 127.0.0.1 plus every stage, until the block ends.
+
+    ``prepare`` sees the dependencies before anything runs (tests wrap the extractor there).
+    """
     from common.api.app import create_app
     from common.api.settings import ApiSettings
     from common.bootstrap import local_app
@@ -68,41 +92,53 @@ def _serve(args: argparse.Namespace) -> int:
     from common.obs import logging as slog
 
     host = "127.0.0.1"
-    port = int(getattr(args, "port", 8080))
-    data_dir = Path(args.data_dir)
-    dev_identity: str | None = getattr(args, "dev_identity", None)
     with data_dir_lock(data_dir):
-        # Bind first: with --port 0 the signed URLs must name the port chosen.
+        # Bind first: with port 0 the signed URLs must name the port chosen.
         server = make_server(host, port, app=_unavailable, threaded=True)
         actual = server.server_port
         settings = Settings(backend="local", data_dir=data_dir, local_api_url=f"http://{host}:{actual}")
         slog.configure(settings.log_level, settings.log_format)
         local = local_app(settings)
         deps, runtime = local.deps, local.runtime
+        if prepare is not None:
+            prepare(deps)  # before anything runs: the runtime reads the same deps
         api_settings = ApiSettings() if dev_identity is None else ApiSettings(dev_identity=dev_identity)
         app = create_app(deps, api_settings, sender=local.sender)
         _mount_metrics(app, runtime, settings)
         server.app = app
-        stop = threading.Event()
-
-        def on_signal(signum: int, _frame: FrameType | None) -> None:
-            log.info("stopping on signal %s", signum)
-            stop.set()
-
-        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         runtime.start()
         thread = threading.Thread(target=server.serve_forever, name="sluice-api", daemon=True)
         thread.start()
-        print(f"Sluice API on http://{host}:{actual}/v1 (data in {data_dir}); Ctrl-C stops it", flush=True)
         try:
-            stop.wait()
+            yield Serving(f"http://{host}:{actual}", deps, runtime)
         finally:
             server.shutdown()
             thread.join()
             runtime.stop()
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-        print("Sluice API stopped", flush=True)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    port = int(getattr(args, "port", 8080))
+    data_dir = Path(args.data_dir)
+    dev_identity: str | None = getattr(args, "dev_identity", None)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("stopping on signal %s", signum)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with serving(data_dir, port=port, dev_identity=dev_identity) as served:
+            print(
+                f"Sluice API on {served.url}/v1, console on {served.url}/ (data in {data_dir}); Ctrl-C stops it",
+                flush=True,
+            )
+            stop.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    print("Sluice API stopped", flush=True)
     return 0
 
 

@@ -389,6 +389,9 @@ def create_app(
         )
 
     _measure_requests(app)
+    from common.console import mount
+
+    mount(app, cfg)
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:

@@ -20,7 +20,9 @@ from common.core.errors import (
 )
 
 # Permanent errors that mean "not in this state", not "bad input".
-_CONFLICT_CODES = frozenset({"run_not_completed", "nothing_to_retry", "job_busy", "file_conflict"})
+_CONFLICT_CODES = frozenset(
+    {"run_not_completed", "nothing_to_retry", "job_busy", "file_conflict", "task_not_completed"}
+)
 
 
 class ApiError(Exception):

@@ -132,6 +132,7 @@ def create_job(call: Call) -> Result:
         exports=specs,
         extractor=body.extractor,
         concurrent_runs=bool(body.concurrent_runs),
+        review_below=body.review_below,
         guard=call.guard(reply),
     )
     return reply(job)
@@ -202,6 +203,8 @@ def update_job(call: Call) -> Result:
             settings = settings.model_copy(update={"extractor": body.extractor})
         if body.concurrent_runs is not None:
             settings = settings.model_copy(update={"concurrent_runs": body.concurrent_runs})
+        if "review_below" in body.model_fields_set:
+            settings = settings.model_copy(update={"review_below": body.review_below})
         changes["settings"] = settings
         updated = job.model_copy(update=changes)
         repo.tx_put(t, updated)
@@ -1307,3 +1310,8 @@ ROUTES: list[Route] = [
 
 
 __all__ = ["ROUTES", "live_operation", "owned"]
+
+# Review routes live in their own module (they import this one's helpers' neighbours, not the table).
+from common.api.review_routes import ROUTES as _REVIEW_ROUTES  # noqa: E402
+
+ROUTES.extend(_REVIEW_ROUTES)

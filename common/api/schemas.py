@@ -90,6 +90,13 @@ class JobCreate(Request):
     concurrent_runs: bool | None = Field(
         default=None, description="Allow a run to start while another of this job is active (default: false)."
     )
+    review_below: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="A run with a value read under this confidence waits in needs_review; "
+        "its exports are made when every such value is confirmed or corrected.",
+    )
 
     @model_validator(mode="after")
     def _one_schema(self) -> JobCreate:
@@ -105,6 +112,7 @@ class JobUpdate(Request):
     exports: list[ExportSpecIO] | None = Field(default=None, max_length=10)
     extractor: ExtractorName | None = None
     concurrent_runs: bool | None = None
+    review_below: float | None = Field(default=None, ge=0.0, le=1.0, description="null (sent) removes the threshold.")
 
 
 class RunSummary(Out):
@@ -126,6 +134,7 @@ class JobOut(Out):
     exports: list[ExportSpecIO]
     extractor: ExtractorName | None
     concurrent_runs: bool
+    review_below: float | None = None
     created_at: datetime
     updated_at: datetime
     latest_run: RunSummary | None = None
@@ -140,6 +149,7 @@ class JobOut(Out):
             exports=[ExportSpecIO.of(s) for s in job.settings.exports],
             extractor=job.settings.extractor,
             concurrent_runs=job.settings.concurrent_runs,
+            review_below=job.settings.review_below,
             created_at=job.created_at,
             updated_at=job.updated_at,
             latest_run=None if latest is None else RunSummary.of(latest),

@@ -271,6 +271,12 @@ def complete_run(run: Run, counters: RunCounters, *, now: datetime) -> tuple[Run
     return run.model_copy(update=update), True
 
 
+def hold_for_review(done: Run) -> Run:
+    """A run just completed by the fan-in, held in needs_review (values under the job's threshold)."""
+    check_transition(RUN_MOVES, RunStatus.RUNNING, RunStatus.NEEDS_REVIEW, what="run")
+    return done.model_copy(update={"status": RunStatus.NEEDS_REVIEW})
+
+
 # -- exports ------------------------------------------------------------------
 
 

@@ -108,6 +108,8 @@ class JobSettings(BaseModel):
     extractor: ExtractorName | None = None  # None: the deployment's default
     # False: a run may start only when the job's previous run has finished.
     concurrent_runs: bool = False
+    # A run with a value read under this confidence waits in needs_review (None: no review).
+    review_below: float | None = Field(default=None, ge=0.0, le=1.0)
 
 
 class Job(Record):

@@ -29,6 +29,9 @@ class RunStatus(StrEnum):
     COMPLETED = "completed"  # every task terminal (some may have failed)
     FAILED = "failed"  # the run itself could not proceed (e.g. no files)
     CANCELLED = "cancelled"  # stopped by the user; pending tasks never start
+    # Every task terminal, but values under the job's review_below wait for a person;
+    # the run's exports are made when every flagged value is confirmed or corrected.
+    NEEDS_REVIEW = "needs_review"
 
 
 class TaskStatus(StrEnum):
@@ -62,7 +65,10 @@ FILE_MOVES: Mapping[FileStatus, frozenset[FileStatus]] = {
 
 RUN_MOVES: Mapping[RunStatus, frozenset[RunStatus]] = {
     RunStatus.PENDING: frozenset({RunStatus.RUNNING, RunStatus.FAILED, RunStatus.CANCELLED}),
-    RunStatus.RUNNING: frozenset({RunStatus.PAUSED, RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED}),
+    RunStatus.RUNNING: frozenset(
+        {RunStatus.PAUSED, RunStatus.COMPLETED, RunStatus.NEEDS_REVIEW, RunStatus.FAILED, RunStatus.CANCELLED}
+    ),
+    RunStatus.NEEDS_REVIEW: frozenset({RunStatus.COMPLETED, RunStatus.CANCELLED}),
     RunStatus.PAUSED: frozenset({RunStatus.RUNNING, RunStatus.CANCELLED}),
     # A retry of a finished run's failed tasks reopens it.
     RunStatus.COMPLETED: frozenset({RunStatus.RUNNING}),

@@ -24,7 +24,7 @@ from common.core.table import iter_rows, plan
 from common.export.writers import write_csv, write_xlsx
 from common.obs.logging import fields
 from common.ports.store import Filter, Order, Transaction
-from common.service import ids, jobs, lifecycle_events, progress, repo
+from common.service import ids, jobs, lifecycle_events, progress, repo, review
 from common.service.context import Context, Deps, Sender
 
 log = logging.getLogger(__name__)
@@ -89,11 +89,16 @@ def _deliver(export: Export, run: Run, ctx: Context) -> Delivered:
     job, _ = repo.require(ctx.store, Job, run.job_id)
 
     def tasks() -> Iterator[ExtractionTask]:
-        return repo.scan(
+        # With the reviewers' corrections in place of the values read.
+        return review.corrected(
             ctx.store,
-            ExtractionTask,
-            filters=[Filter("run_id", "==", run.id)],
-            order_by=[Order("file_name"), Order("file_id")],
+            run.id,
+            repo.scan(
+                ctx.store,
+                ExtractionTask,
+                filters=[Filter("run_id", "==", run.id)],
+                order_by=[Order("file_name"), Order("file_id")],
+            ),
         )
 
     # Two passes over the run's tasks, page by page: memory stays flat however large the run.

@@ -27,7 +27,7 @@ from common.core.models import Export, Run
 from common.core.states import ExportStatus, OperationStatus, RunStatus
 from common.obs.logging import fields
 from common.ports.store import Transaction
-from common.service import ids, lifecycle_events, progress, repo, tally
+from common.service import ids, lifecycle_events, progress, repo, review, tally
 from common.service.context import Context
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,8 @@ def _complete(run: Run, version: str, ctx: Context) -> Run | None:
     # While the run stays at ``version`` its tasks are terminal for good (only
     # a retry, which writes the run, reopens them), so counts taken now are final.
     counters = tally.count_tasks(ctx.store, run)
+    # Values under the job's review threshold hold the run (and its exports) for a person.
+    held = bool(review.pending(ctx.store, run))
     now = ctx.now()
 
     def tx(t: Transaction) -> tuple[Run, bool, int] | None:
@@ -89,18 +91,23 @@ def _complete(run: Run, version: str, ctx: Context) -> Run | None:
         existing = {eid for eid in _export_ids(current) if t.get(Export.collection, eid) is not None}
         done, finished = lifecycle.complete_run(current, counters, now=now)
         created = 0
-        if finished:
+        if finished and held:
+            done = lifecycle.hold_for_review(done)
             repo.tx_put(t, done)
-            created = _create_exports(t, done, existing)
+        elif finished:
+            repo.tx_put(t, done)
+            created = create_exports(t, done, existing)
         return done, finished, created
 
     outcome = ctx.store.transaction(tx)
     if outcome is None:
         return None
     done, finished, created = outcome
-    if finished:
+    if finished and done.status is RunStatus.NEEDS_REVIEW:
+        progress.report_run(ctx, done, stage="needs_review", message="values under the review threshold wait")
+    elif finished:
         lifecycle_events.exports_created(created)
-        _after_run_finished(done, ctx)
+        after_run_finished(done, ctx)
     # A loser leaves the export requests to the winner, whose message is
     # redelivered (and re-sends them) if it dies before they are sent.
     return done
@@ -110,7 +117,7 @@ def _export_ids(run: Run) -> list[str]:
     return [ids.export_id(run.id, i, spec.format.value) for i, spec in enumerate(run.exports)]
 
 
-def _create_exports(t: Transaction, run: Run, existing: set[str]) -> int:
+def create_exports(t: Transaction, run: Run, existing: set[str]) -> int:
     """Record the run's exports (deterministic ids) in the transaction that completes it; how many were new."""
     created = 0
     for export_id, spec in zip(_export_ids(run), run.exports, strict=True):
@@ -135,7 +142,7 @@ def _run_exports(run: Run, ctx: Context) -> list[Export]:
     return [Export.from_doc(s.data) for s in ctx.store.get_many(Export.collection, _export_ids(run))]
 
 
-def _after_run_finished(run: Run, ctx: Context) -> None:
+def after_run_finished(run: Run, ctx: Context) -> None:
     lifecycle_events.run_ended(run)
     log.info(
         "run completed",

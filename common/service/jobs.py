@@ -46,12 +46,13 @@ def create_job(
     key: str | None = None,
     extractor: ExtractorName | None = None,
     concurrent_runs: bool = False,
+    review_below: float | None = None,
     guard: EffectGuard[Job] | None = None,
 ) -> Job:
     """Record a new job. With ``guard``, the job is created only while the guard
     holds, and the guard records it in the same transaction."""
     now = deps.clock.now()
-    settings = JobSettings(extractor=extractor, concurrent_runs=concurrent_runs)
+    settings = JobSettings(extractor=extractor, concurrent_runs=concurrent_runs, review_below=review_below)
     if exports is not None:
         settings = settings.model_copy(update={"exports": list(exports)})
     job = Job(

@@ -1,0 +1,218 @@
+"""The console in headless Chromium: what a person does with it, end to end, over the public API."""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.console.conftest import Console, sample_pdfs
+
+pytestmark = pytest.mark.slow
+
+expect: Any = pytest.importorskip("playwright.sync_api").expect
+
+
+def _open(page: Any, console: Console, route: str = "#/jobs") -> None:
+    page.goto(f"{console.url}/{route}")
+    page.locator(f"body[data-ready='{route}']").wait_for(state="attached")
+
+
+def _drop_files(page: Any, selector: str, files: list[Path]) -> None:
+    """A real drop event carrying the files, as a person dragging them from a file manager makes."""
+    payload = [{"name": f.name, "b64": base64.b64encode(f.read_bytes()).decode()} for f in files]
+    transfer = page.evaluate_handle(
+        """(files) => { const dt = new DataTransfer();
+            for (const f of files) { const bin = Uint8Array.from(atob(f.b64), (c) => c.charCodeAt(0));
+              dt.items.add(new File([bin], f.name, { type: "application/pdf" })); }
+            return dt; }""",
+        payload,
+    )
+    page.dispatch_event(selector, "drop", {"dataTransfer": transfer})
+
+
+def _job_with_run(console: Console, files: list[Path], **settings: Any) -> tuple[str, dict[str, Any]]:
+    """Set-up through the public API: a job, its files, a started run."""
+    import urllib.request
+    import uuid
+
+    job = console.call("POST", "/v1/jobs", {"name": "setup", "preset": "invoice", **settings})
+    boundary = uuid.uuid4().hex
+    body = (
+        b"".join(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{f.name}"\r\n'
+            f"Content-Type: application/pdf\r\n\r\n".encode()
+            + f.read_bytes()
+            + b"\r\n"
+            for f in files
+        )
+        + f"--{boundary}--\r\n".encode()
+    )
+    req = urllib.request.Request(f"{console.url}/v1/jobs/{job['id']}/files", data=body, method="POST")
+    req.add_header("Content-Type", f"multipart/form-data; boundary={boundary}")
+    urllib.request.urlopen(req, timeout=30).read()
+    run = console.call("POST", f"/v1/jobs/{job['id']}/runs", {})
+    return job["id"], run
+
+
+def _run_status(console: Console, run_id: str) -> str:
+    status: str = console.call("GET", f"/v1/runs/{run_id}")["status"]
+    return status
+
+
+def _xlsx_strings(data: bytes) -> str:
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        return "".join(z.read(n).decode() for n in z.namelist() if n.startswith("xl/") and n.endswith(".xml"))
+
+
+def test_create_a_job_drop_three_pdfs_start_and_watch_progress_reach_100(page: Any, console: Console) -> None:
+    _open(page, console)
+    page.get_by_label("Name").fill("March invoices")
+    page.get_by_role("button", name="Create job").click()
+    expect(page.get_by_role("heading", name="March invoices")).to_be_visible()
+
+    files = sample_pdfs(3)
+    _drop_files(page, "#drop", files)
+    for f in files:
+        expect(page.locator("#files")).to_contain_text(f.name)
+
+    page.get_by_role("button", name="Start run").click()
+    expect(page.get_by_role("heading", name="Run 1")).to_be_visible()
+    expect(page.locator("#pct")).to_have_text("100%", timeout=60_000)
+    expect(page.get_by_role("progressbar")).to_have_attribute("aria-valuenow", "100")
+    expect(page.locator("#counts")).to_contain_text("3 done")
+    expect(page.locator("#tasks tr")).to_have_count(3)
+    expect(page.locator("a.download[data-format=xlsx]")).to_be_visible(timeout=30_000)
+    expect(page.get_by_role("group", name="Run controls")).not_to_contain_text("null")
+
+
+def test_the_jobs_page_reads_at_390_px(browser: Any, console: Console, tmp_path: Path) -> None:
+    console.call("POST", "/v1/jobs", {"name": "A job with a rather long name for a phone", "preset": "invoice"})
+    context = browser.new_context(viewport={"width": 390, "height": 844})  # with the page's CSP in force
+    page = context.new_page()
+    messages: list[str] = []
+    page.on("console", lambda m: messages.append(m.text))
+    try:
+        page.goto(f"{console.url}/#/jobs")
+        page.locator("body[data-ready='#/jobs']").wait_for(state="attached")
+        expect(page.get_by_role("link", name="A job with a rather long name for a phone")).to_be_visible()
+        # Nothing wider than the screen: the form, the table and the navigation fit.
+        for selector in ("main", "form", "table", "header"):
+            box = page.locator(selector).first.bounding_box()
+            assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390, (selector, box)
+        assert not [m for m in messages if "Content Security Policy" in m], messages
+        page.screenshot(path=str(tmp_path / "screenshot.png"), full_page=True)
+    finally:
+        context.close()
+
+
+def test_correcting_a_value_in_the_review_reaches_the_xlsx(page: Any, console: Console) -> None:
+    _, run = _job_with_run(console, sample_pdfs(2))
+    console.wait_for("the run to complete", lambda: _run_status(console, run["id"]) == "completed")
+
+    _open(page, console, f"#/runs/{run['id']}/review")
+    cell = page.locator("#grid button[data-field=invoice_number]").first
+    old = cell.inner_text()
+    cell.click()
+    expect(page.locator("#page-view img")).to_be_visible()
+    expect(page.locator("#highlight")).to_be_visible()
+    page.get_by_label("Corrected invoice_number").fill("INV-CORRECTED-42")
+    page.get_by_role("button", name="Save correction").click()
+    expect(page.locator("#grid")).to_contain_text("INV-CORRECTED-42")
+
+    _open(page, console, f"#/runs/{run['id']}")
+    page.get_by_role("button", name="Export again").click()
+    links = page.locator("a.download[data-format=xlsx]")
+    expect(links).to_have_count(2, timeout=30_000)
+    newest = [e for e in console.call("GET", f"/v1/runs/{run['id']}/exports")["items"] if e["url"]]
+    texts = [_xlsx_strings(console.fetch(e["url"])) for e in newest]
+    assert any("INV-CORRECTED-42" in t for t in texts), "the new export carries the correction"
+    assert any("INV-CORRECTED-42" not in t and old in t for t in texts), "the export before it does not"
+    review = console.call("GET", f"/v1/runs/{run['id']}/review")
+    fields = [f for t in review["tasks"] for f in t["fields"] if f["review"] == "corrected"]
+    assert [(f["read"], f["value"], f["reviewed_by"]) for f in fields] == [
+        (old, "INV-CORRECTED-42", fields[0]["reviewed_by"])
+    ]
+    assert "alice" in fields[0]["reviewed_by"]
+
+
+def test_a_run_under_the_review_threshold_exports_only_after_every_flagged_value_is_reviewed(
+    page: Any, console: Console
+) -> None:
+    _, run = _job_with_run(console, sample_pdfs(1), review_below=1.0)
+    console.wait_for("the run to wait for review", lambda: _run_status(console, run["id"]) == "needs_review")
+    assert console.call("GET", f"/v1/runs/{run['id']}/exports")["items"] == []
+
+    _open(page, console, f"#/runs/{run['id']}")
+    expect(page.locator("#run-status")).to_contain_text("needs review")
+    expect(page.locator("#exports")).to_contain_text("Exports wait for the review")
+    page.get_by_role("link", name="Review values (required)").click()
+    page.wait_for_function("document.body.dataset.ready.endsWith('/review')")
+    flagged = page.locator("#grid td.cell.flagged button")
+    n = flagged.count()
+    assert n > 0
+    for i in range(n):
+        page.locator("#grid td.cell.flagged button").first.click()
+        page.get_by_role("button", name="Confirm as read").click()
+        expect(page.locator("#grid td.cell.flagged")).to_have_count(n - i - 1)
+        if i < n - 1:
+            assert _run_status(console, run["id"]) == "needs_review", "the gate holds while a value waits"
+    expect(page.locator("#review-summary")).to_contain_text("0 value(s) wait")
+    console.wait_for("the run to complete", lambda: _run_status(console, run["id"]) == "completed")
+    _open(page, console, f"#/runs/{run['id']}")
+    expect(page.locator("a.download[data-format=xlsx]")).to_be_visible(timeout=30_000)
+
+
+def test_pause_and_resume_a_run(page: Any, console: Console) -> None:
+    console.gate.open.clear()  # extractions wait: the run stays running while we steer it
+    _, run = _job_with_run(console, sample_pdfs(3))
+    console.wait_for("the run to start", lambda: _run_status(console, run["id"]) == "running")
+    _open(page, console, f"#/runs/{run['id']}")
+    page.get_by_role("button", name="Pause").click()
+    expect(page.locator("#run-status")).to_contain_text("paused")
+    assert _run_status(console, run["id"]) == "paused"
+    console.gate.open.set()
+    page.get_by_role("button", name="Resume").click()
+    expect(page.locator("#pct")).to_have_text("100%", timeout=60_000)
+    console.wait_for("the run to complete", lambda: _run_status(console, run["id"]) == "completed")
+    expect(page.locator("#tasks")).not_to_contain_text("null")
+
+    # The finished run shows on the stats page as a picture (SVG drawn by the page).
+    _open(page, console, "#/stats")
+    chart = page.locator("figure.chart svg")
+    expect(chart.first).to_be_visible()
+    assert "completed total 3" in (chart.first.get_attribute("aria-label") or "")
+
+
+def test_replay_a_dead_letter(page: Any, console: Console) -> None:
+    from common.core.messages import ExportRun
+    from common.service.context import TopologySender
+
+    job = console.call("POST", "/v1/jobs", {"name": "dl", "preset": "invoice"})
+    deps = console.deps
+    sender = TopologySender(deps.topology, deps.settings, deps.publisher, deps.clock)
+    # A request for an export that does not exist is dead-lettered on its first delivery.
+    sender.send(ExportRun(export_id="exp-missing", run_id="run-missing", job_id=job["id"]))
+    console.wait_for("the dead letter", lambda: console.call("GET", "/v1/dead-letters")["items"])
+
+    _open(page, console, "#/dead-letters")
+    row = page.locator("#dead-letters tbody tr")
+    expect(row).to_have_count(1)
+    expect(row).to_contain_text("export.run")
+    row.get_by_role("button", name=re.compile("Replay dead letter")).click()
+    expect(row.first).to_contain_text("replayed")
+    assert console.call("GET", "/v1/dead-letters")["items"][0]["replayed_at"] is not None
+
+
+def test_the_api_reference_lists_every_route(page: Any, console: Console) -> None:
+    from common.api.routes import ROUTES
+
+    _open(page, console, "#/api")
+    shown = set(page.locator("code.route").all_inner_texts())
+    assert {r.path for r in ROUTES} <= shown
+    expect(page.get_by_role("heading", name="review")).to_be_visible()
