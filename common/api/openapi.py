@@ -1,7 +1,7 @@
 """The OpenAPI 3.1 document, generated from the route table and its pydantic models.
 
 Nothing here is written by hand per route: paths, parameters, request bodies
-and responses all come from :data:`common.api.routes.ROUTES`, so the
+and responses all come from the route table (:data:`common.api.routes.ROUTES`), so the
 document cannot drift from what the handlers validate and return.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from common.api.app import Route
+from common.api.call import Route
 from common.api.schemas import ErrorOut
 
 _PARAM = re.compile(r"{([^}]+)}")
