@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from common.api import schemas as s
@@ -10,10 +11,9 @@ from common.api.call import Call, Result, Route
 from common.api.errors import ApiError, not_found
 from common.core.models import (
     Record,
-    Run,
 )
 from common.ports.store import Filter, Order, Page
-from common.service import jobs, repo
+from common.service import deletion, repo
 
 R = TypeVar("R", bound=Record)
 
@@ -48,12 +48,14 @@ def mine(call: Call) -> Filter:
     return Filter("owner", "in", list(call.owners))
 
 
-def active_runs(call: Call, job_id: str) -> list[Run]:
-    return [
-        r
-        for r in repo.scan(call.deps.store, Run, filters=[Filter("job_id", "==", job_id)])
-        if r.status in jobs.ACTIVE_RUN_STATES
-    ]
+@contextmanager
+def busy_as_409() -> Iterator[None]:
+    """A job that is busy (a run in progress, automations using it) answers 409 ``job_busy``."""
+    try:
+        yield
+    except deletion.JobBusy as err:
+        details: dict[str, Any] = {"automations": err.automations} if err.automations else {}
+        raise ApiError(409, "job_busy", err.message, details={**details, "hint": err.hint}) from err
 
 
 def route(method: Any, path: str, handler: Callable[[Call], Result], summary: str, tag: str, **kw: Any) -> Route:

@@ -8,45 +8,33 @@ from common.api import schemas as s
 from common.api.call import Call, Reply, Result, Route
 from common.api.errors import not_found
 from common.api.routes._shared import E404, E_BODY, mine, owned, page, route
+from common.core.errors import NotFound
 from common.core.models import (
     Automation,
     Job,
 )
-from common.ports.store import Order, Transaction
-from common.service import ids, integrations, repo
+from common.ports.store import Order
+from common.service import automation_records
 
 
 def create_automation(call: Call) -> Result:
     body = call.body_as(s.AutomationCreate)
     job = owned(call, Job, body.job_id)
-    now = call.deps.clock.now()
-    auto = Automation(
-        id=ids.new_id("auto"),
-        owner=job.owner,  # an automation acts for its job's owner (and that owner's Google connection)
-        name=body.name,
-        enabled=body.enabled,
-        account=integrations.normalize_account(body.account),
-        query=body.query,
-        job_id=job.id,
-        export=body.export.spec(),
-        created_at=now,
-        updated_at=now,
-    )
 
     def reply(created: Automation) -> Reply:
         return Reply(s.AutomationOut.of(created), status=201, headers={"Location": f"/v1/automations/{created.id}"})
 
-    guard = call.guard(reply)
-
-    def tx(t: Transaction) -> Automation:
-        if guard is not None:
-            guard.check(t)
-        t.create(Automation.collection, auto.id, auto.to_doc())
-        if guard is not None:
-            guard.record(t, auto)
-        return auto
-
-    return reply(call.deps.store.transaction(tx))
+    auto = automation_records.create_automation(
+        call.deps,
+        job,
+        name=body.name,
+        enabled=body.enabled,
+        account=body.account,
+        query=body.query,
+        export=body.export.spec(),
+        guard=call.guard(reply),
+    )
+    return reply(auto)
 
 
 def list_automations(call: Call) -> Result:
@@ -62,29 +50,20 @@ def get_automation(call: Call) -> Result:
 def update_automation(call: Call) -> Result:
     auto_id = call.params["automation_id"]
     body = call.body_as(s.AutomationUpdate)
-    now = call.deps.clock.now()
-
-    def tx(t: Transaction) -> Automation:
-        auto = repo.tx_get(t, Automation, auto_id)
-        if auto is None or not call.owns(auto.owner):
-            raise not_found("automation", auto_id)
-        changes: dict[str, Any] = {"updated_at": now}
-        for name in ("name", "query", "enabled"):
-            value = getattr(body, name)
-            if value is not None:
-                changes[name] = value
-        if body.export is not None:
-            changes["export"] = body.export.spec()
-        updated = auto.model_copy(update=changes)
-        repo.tx_put(t, updated)
-        return updated
-
-    return s.AutomationOut.of(call.deps.store.transaction(tx))
+    changes: dict[str, Any] = {
+        n: getattr(body, n) for n in ("name", "query", "enabled") if getattr(body, n) is not None
+    }
+    if body.export is not None:
+        changes["export"] = body.export.spec()
+    try:
+        auto = automation_records.update_automation(call.deps, auto_id, owners=call.owners, changes=changes)
+    except NotFound:
+        raise not_found("automation", auto_id) from None
+    return s.AutomationOut.of(auto)
 
 
 def delete_automation(call: Call) -> Result:
-    auto = owned(call, Automation, call.params["automation_id"])
-    call.deps.store.delete(Automation.collection, auto.id)
+    automation_records.delete_automation(call.deps, owned(call, Automation, call.params["automation_id"]))
     return Reply(status=204)
 
 

@@ -11,6 +11,7 @@ from flask import request, send_file
 from common.api.call import Call, Reply, Result, Route
 from common.api.errors import ApiError, not_found
 from common.api.routes._shared import route
+from common.service import uploads
 
 
 @runtime_checkable
@@ -62,7 +63,7 @@ def upload_blob(call: Call) -> Result:
         raise ApiError(
             413, "payload_too_large", f"documents may be at most {limit} bytes", details={"max_bytes": limit}
         )
-    call.deps.blobs.put_stream(uri, cast(BinaryIO, request.stream), content_type=request.mimetype or None)
+    uploads.receive_signed_upload(call.deps, uri, cast(BinaryIO, request.stream), content_type=request.mimetype or None)
     return Reply(status=204)
 
 

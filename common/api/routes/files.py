@@ -12,14 +12,13 @@ from flask import request
 from common.api import schemas as s
 from common.api.call import Call, Reply, Result, Route
 from common.api.errors import ApiError, not_found
-from common.api.routes._shared import E404, E_STATE, active_runs, owned, page, route
+from common.api.routes._shared import E404, E_STATE, busy_as_409, owned, page, route
 from common.core.models import (
     Job,
     SourceFile,
-    SourceType,
 )
 from common.ports.store import Filter
-from common.service import ids, jobs, repo, uploads
+from common.service import deletion, uploads
 
 UPLOAD_URL_TTL = timedelta(minutes=15)
 # Parts of one direct upload, at most (their records commit in one transaction).
@@ -108,31 +107,16 @@ def create_upload_url(call: Call) -> Result:
         raise ApiError(
             413, "payload_too_large", f"documents may be at most {limit} bytes", details={"max_bytes": limit}
         )
-    now = call.deps.clock.now()
-    file_id = ids.new_id("f")
-    name = _upload_name(body.name)
-    record = SourceFile(
-        id=file_id,
-        owner=job.owner,
-        job_id=job.id,
-        source_type=SourceType.UPLOAD,
-        external_id=f"upload:{file_id}",
-        name=name,
-        mime_type=body.content_type,
-        size=body.size,
-        created_at=now,
-        updated_at=now,
+    made = uploads.create_upload_url(
+        call.deps, job, name=_upload_name(body.name), content_type=body.content_type, size=body.size, ttl=UPLOAD_URL_TTL
     )
-    repo.create(call.deps.store, record)
-    uri = call.deps.bucket_uri("uploads", f"jobs/{job.id}/files/{file_id}/{jobs.safe_name(name)}")
-    url = call.deps.blobs.signed_url(uri, expires=UPLOAD_URL_TTL, method="PUT")
     return Reply(
         s.UploadUrlOut(
-            file_id=file_id,
+            file_id=made.file_id,
             method="PUT",
-            url=url,
+            url=made.url,
             headers={"Content-Type": body.content_type},
-            expires_at=now + UPLOAD_URL_TTL,
+            expires_at=made.expires_at,
         ),
         status=201,
     )
@@ -150,12 +134,8 @@ def delete_file(call: Call) -> Result:
     f = owned(call, SourceFile, call.params["file_id"])
     if f.job_id != job.id:
         raise not_found("file", f.id)
-    if active_runs(call, job.id):
-        raise ApiError(409, "job_busy", f"job {job.id} has a run in progress", details={"hint": "Cancel it first."})
-    # The record goes (so the same bytes can be uploaded again), then its bytes.
-    call.deps.store.delete(SourceFile.collection, f.id)
-    if f.blob_uri:
-        call.deps.blobs.delete(f.blob_uri)
+    with busy_as_409():
+        deletion.delete_file(call.deps, job, f)
     return Reply(status=204)
 
 

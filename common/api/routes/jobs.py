@@ -7,30 +7,18 @@ from typing import Any
 from common.api import schemas as s
 from common.api.call import Call, Reply, Result, Route
 from common.api.errors import ApiError, not_found
-from common.api.routes._shared import E404, E_BODY, E_STATE, active_runs, mine, owned, page, route
+from common.api.routes._shared import E404, E_BODY, E_STATE, busy_as_409, mine, owned, page, route
+from common.core.errors import NotFound
 from common.core.models import (
-    Automation,
-    Export,
-    ExtractionTask,
     Job,
-    JobSettings,
-    Operation,
-    Run,
-    SourceFile,
     format_timestamp,
 )
 from common.core.schema import preset
-from common.ports.store import Filter, Order, Transaction
-from common.service import jobs, repo
+from common.ports.store import Filter, Order
+from common.service import deletion, jobs
 
 # How many records a filtered job listing examines per request, at most.
 SCAN_BUDGET = 2000
-
-
-def _bucket_and_name(uri: str) -> tuple[str, str]:
-    rest = uri.split("://", 1)[1]
-    bucket, _, name = rest.partition("/")
-    return bucket, name
 
 
 def create_job(call: Call) -> Result:
@@ -106,73 +94,26 @@ def update_job(call: Call) -> Result:
     body = call.body_as(s.JobUpdate)
     job_id = call.params["job_id"]
     owned(call, Job, job_id)
-    now = call.deps.clock.now()
-
-    def tx(t: Transaction) -> Job:
-        job = repo.tx_get(t, Job, job_id)
-        if job is None or not call.owns(job.owner):
-            raise not_found("job", job_id)
-        changes: dict[str, Any] = {"updated_at": now}
-        settings: JobSettings = job.settings
-        if body.name is not None:
-            changes["name"] = body.name
-        if body.fields is not None:
-            changes["fields"] = body.fields
-        if body.prompt is not None:
-            changes["prompt"] = body.prompt
-        if body.exports is not None:
-            settings = settings.model_copy(update={"exports": [e.spec() for e in body.exports]})
-        if "extractor" in body.model_fields_set:
-            settings = settings.model_copy(update={"extractor": body.extractor})
-        if body.concurrent_runs is not None:
-            settings = settings.model_copy(update={"concurrent_runs": body.concurrent_runs})
-        changes["settings"] = settings
-        updated = job.model_copy(update=changes)
-        repo.tx_put(t, updated)
-        return updated
-
-    job = call.deps.store.transaction(tx)
+    changes = {name: getattr(body, name) for name in ("name", "fields", "prompt") if getattr(body, name) is not None}
+    settings: dict[str, Any] = {}
+    if body.exports is not None:
+        settings["exports"] = [e.spec() for e in body.exports]
+    if "extractor" in body.model_fields_set:
+        settings["extractor"] = body.extractor
+    if body.concurrent_runs is not None:
+        settings["concurrent_runs"] = body.concurrent_runs
+    try:
+        job = jobs.update_job(call.deps, job_id, owners=call.owners, changes=changes, settings_changes=settings)
+    except NotFound:
+        raise not_found("job", job_id) from None
     return s.JobOut.of(job, jobs.latest_run(call.deps, job.id))
 
 
 def delete_job(call: Call) -> Result:
-    """Delete a job with its files (and their blobs), runs, tasks (results), exports and operations.
-
-    Children go first and the job last, so a failed delete can simply be repeated.
-    """
+    """Delete a job with its files (and their blobs), runs, tasks (results), exports and operations."""
     job = owned(call, Job, call.params["job_id"])
-    if active_runs(call, job.id):
-        raise ApiError(409, "job_busy", f"job {job.id} has a run in progress", details={"hint": "Cancel it first."})
-    store, blobs = call.deps.store, call.deps.blobs
-    users = [a.id for a in repo.scan(store, Automation, filters=[mine(call), Filter("job_id", "==", job.id)])]
-    if users:
-        raise ApiError(
-            409,
-            "job_busy",
-            f"job {job.id} is used by automations",
-            details={"automations": users, "hint": "Delete them first."},
-        )
-    by_job = [Filter("job_id", "==", job.id)]
-    for export in list(repo.scan(store, Export, filters=by_job)):
-        if export.destination.kind == "download" and export.external_id:
-            blobs.delete(export.external_id)
-        store.delete(Export.collection, export.id)
-    for task in list(repo.scan(store, ExtractionTask, filters=by_job)):
-        store.delete(ExtractionTask.collection, task.id)
-    for op in list(repo.scan(store, Operation, filters=[mine(call), *by_job])):
-        store.delete(Operation.collection, op.id)
-    for run in list(repo.scan(store, Run, filters=by_job)):
-        store.delete(Run.collection, run.id)
-    buckets: set[str] = set()
-    for f in list(repo.scan(store, SourceFile, filters=by_job)):
-        if f.blob_uri:
-            buckets.add(_bucket_and_name(f.blob_uri)[0])
-            blobs.delete(f.blob_uri)
-        store.delete(SourceFile.collection, f.id)
-    for bucket in buckets:  # what Sluice wrote beside the uploads (split parts)
-        for info in list(blobs.list(bucket, prefix=f"jobs/{job.id}/")):
-            blobs.delete(info.uri)
-    store.delete(Job.collection, job.id)
+    with busy_as_409():
+        deletion.delete_job(call.deps, job, owners=call.owners)
     return Reply(status=204)
 
 
