@@ -22,10 +22,12 @@ E_BODY = (401, 404, 422)
 E_STATE = (401, 404, 409)
 
 
-def owned(call: Call, model: type[R], ident: str) -> R:
+def owned(call: Call, model: type[R], ident: str, *, what: str | None = None) -> R:
+    """The caller's record ``ident``; 404 (naming it ``what``) when it does not exist or is not theirs."""
     found = repo.get(call.deps.store, model, ident)
     if found is None or not call.owns(found[0].owner):
-        raise not_found(model.__name__.lower().replace("sourcefile", "file").replace("extractiontask", "task"), ident)
+        name = what or model.__name__.lower().replace("sourcefile", "file").replace("extractiontask", "task")
+        raise not_found(name, ident)
     return found[0]
 
 

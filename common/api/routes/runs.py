@@ -120,6 +120,14 @@ def retry_run(call: Call) -> Result:
 
 
 def list_tasks(call: Call) -> Result:
+    return _items(call)
+
+
+def list_items(call: Call) -> Result:
+    return _items(call)
+
+
+def _items(call: Call) -> s.TaskList:
     run = owned(call, Run, call.params["run_id"])
     q = call.query_as(s.TaskQuery)
     filters = [Filter("run_id", "==", run.id)]
@@ -131,6 +139,10 @@ def list_tasks(call: Call) -> Result:
 
 def get_task(call: Call) -> Result:
     return s.TaskOut.of(owned(call, ExtractionTask, call.params["task_id"]))
+
+
+def get_item(call: Call) -> Result:
+    return s.TaskOut.of(owned(call, ExtractionTask, call.params["item_id"], what="item"))
 
 
 ROUTES: list[Route] = [
@@ -186,6 +198,28 @@ ROUTES: list[Route] = [
         query=s.TaskQuery,
         response=s.TaskList,
         errors=E404,
+    ),
+    route(
+        "GET",
+        "/v1/runs/{run_id}/items",
+        list_items,
+        "List a run's work items",
+        "runs",
+        query=s.TaskQuery,
+        response=s.TaskList,
+        errors=E404,
+        description="The generic name of a run's tasks, for every job kind: one record per work item "
+        "(for the extract kind, one per document) with its status, attempts and retry history.",
+    ),
+    route(
+        "GET",
+        "/v1/items/{item_id}",
+        get_item,
+        "Get a work item with its attempts",
+        "runs",
+        response=s.TaskOut,
+        errors=E404,
+        description="The generic name of GET /v1/tasks/{task_id}, for every job kind.",
     ),
     route(
         "GET",
