@@ -73,3 +73,36 @@ def test_a_body_without_kind_and_settings_is_left_as_it_is() -> None:
 
 def test_the_registered_kinds_include_extract() -> None:
     assert "extract" in settings_models()
+
+
+def test_the_document_describes_a_kind_bodys_variants_from_the_kinds_registry(monkeypatch: Any) -> None:
+    import sys
+    import types
+
+    from common.api import schemas as s
+    from common.api.call import Route
+    from common.api.openapi import build
+
+    class JobCreate(s.Request):
+        name: str
+        kind: str = "extract"
+        settings: dict[str, Any] | None = None
+
+    registry = types.ModuleType("common.kinds")
+    declared = {"extract": ExtractSettings, "echo": EchoSettings}
+    registry.names = lambda: sorted(declared)  # type: ignore[attr-defined]
+    registry.get = lambda name: types.SimpleNamespace(settings_model=declared[name])  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "common.kinds", registry)
+
+    def create_job(call: Any) -> None:
+        return None
+
+    doc = build([Route("POST", "/v1/jobs", create_job, "Create a job", "jobs", body=JobCreate, status=201)])
+    schemas = doc["components"]["schemas"]
+    body_ref = doc["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    union = _resolve(schemas, body_ref)
+    assert union["discriminator"]["mapping"] == {
+        "echo": "#/components/schemas/JobCreate_Echo",
+        "extract": "#/components/schemas/JobCreate_Extract",
+    }
+    assert "EchoSettings" in schemas and "ExtractSettings" in schemas
