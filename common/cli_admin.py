@@ -1,4 +1,7 @@
-"""``sluice jobs``, ``sluice runs [JOB]`` and ``sluice dead-letters [--replay SEQ]``.
+"""``sluice jobs``, ``sluice runs [JOB]``, ``sluice items RUN`` and ``sluice dead-letters [--replay SEQ]``.
+
+The verbs are generic: a job of any kind lists the same way, and a run's work
+items (documents, rows, chunks...) are listed by ``sluice items``.
 
 They look into a data directory as its owner does: every job in it, whoever
 created it (the CLI, ``import-eml``, the API's users). Listing only reads, so
@@ -16,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from common.cli_support import FAILED, OK, UsageError, add_common, add_data_dir, data_dir_lock, load_settings
+from common.core.states import TaskStatus
 
 if TYPE_CHECKING:
     from common.service.context import Deps
@@ -23,15 +27,28 @@ if TYPE_CHECKING:
 
 def add_admin_commands(sub: Any) -> None:
     jobs = sub.add_parser("jobs", help="list the jobs in the data directory, newest last")
+    _kind_flag(jobs)
     _json_flag(jobs)
     add_data_dir(jobs)
     jobs.set_defaults(func=cmd_jobs)
 
     runs = sub.add_parser("runs", help="list runs (of one job, or all), newest last")
     runs.add_argument("job", nargs="?", metavar="JOB_ID", help="only this job's runs (default: every job's)")
+    _kind_flag(runs)
     _json_flag(runs)
     add_data_dir(runs)
     runs.set_defaults(func=cmd_runs)
+
+    items = sub.add_parser("items", help="list a run's work items (documents, rows...) with their attempts")
+    items.add_argument("run", metavar="RUN_ID", help="the run (sluice runs lists them)")
+    items.add_argument(
+        "--status",
+        choices=[st.value for st in TaskStatus],
+        help="only items in this state (default: all)",
+    )
+    _json_flag(items)
+    add_data_dir(items)
+    items.set_defaults(func=cmd_items)
 
     dead = sub.add_parser(
         "dead-letters",
@@ -48,6 +65,15 @@ def add_admin_commands(sub: Any) -> None:
     _json_flag(dead)
     add_common(dead, quiet=False)
     dead.set_defaults(func=cmd_dead_letters)
+
+
+def _kind_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--kind", metavar="KIND", help="only jobs of this kind, e.g. extract (default: every kind)")
+
+
+def kind_of(record: Any) -> str:
+    """A job's or run's kind (records made before kinds existed are extract jobs)."""
+    return str(getattr(record, "kind", None) or "extract")
 
 
 def _json_flag(p: argparse.ArgumentParser) -> None:
@@ -91,11 +117,14 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     deps = _deps(args.data_dir)
     rows = []
     for job in repo.scan(deps.store, Job, order_by=[Order("created_at"), Order("id")]):
+        if args.kind is not None and kind_of(job) != args.kind:
+            continue
         last = jobs.latest_run(deps, job.id)
         rows.append(
             {
                 "job": job.id,
                 "name": job.name,
+                "kind": kind_of(job),
                 "owner": job.owner,
                 "files": deps.store.count(SourceFile.collection, filters=[Filter("job_id", "==", job.id)]),
                 "runs": job.next_run_number - 1,
@@ -104,7 +133,8 @@ def cmd_jobs(args: argparse.Namespace) -> int:
             }
         )
     empty = "no jobs yet (sluice run, sluice import-eml or the API create them)"
-    _print(rows, ["job", "name", "owner", "files", "runs", "last_run", "created"], as_json=args.json, empty=empty)
+    columns = ["job", "name", "kind", "owner", "files", "runs", "last_run", "created"]
+    _print(rows, columns, as_json=args.json, empty=empty)
     return OK
 
 
@@ -122,6 +152,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
         filters.append(Filter("job_id", "==", args.job))
     rows = []
     for run in repo.scan(deps.store, Run, filters=filters, order_by=[Order("created_at"), Order("id")]):
+        if args.kind is not None and kind_of(run) != args.kind:
+            continue
         c = tally.live_counters(deps.store, run)
         rows.append(
             {
@@ -129,14 +161,44 @@ def cmd_runs(args: argparse.Namespace) -> int:
                 "job": run.job_id,
                 "number": run.run_number,
                 "status": run.status.value,
-                "documents": f"{c.completed} ok, {c.failed} failed, {c.total} total",
+                "kind": kind_of(run),
+                "items": f"{c.completed} ok, {c.failed} failed, {c.total} total",
                 "created": _when(run.created_at),
                 "finished": _when(run.finished_at),
                 "error": (run.error or {}).get("message"),
             }
         )
-    columns = ["run", "job", "number", "status", "documents", "created", "finished", "error"]
+    columns = ["run", "job", "number", "status", "kind", "items", "created", "finished", "error"]
     _print(rows, columns, as_json=args.json, empty="no runs yet")
+    return OK
+
+
+def cmd_items(args: argparse.Namespace) -> int:
+    from common.core.errors import NotFound
+    from common.core.models import ExtractionTask, Run
+    from common.ports.store import Filter, Order
+    from common.service import repo
+
+    deps = _deps(args.data_dir)
+    if repo.get(deps.store, Run, args.run) is None:
+        raise NotFound(f"run {args.run} not found", hint="sluice runs lists the runs in this data directory.")
+    filters = [Filter("run_id", "==", args.run)]
+    if args.status is not None:
+        filters.append(Filter("status", "==", args.status))
+    rows = [
+        {
+            "item": item.id,
+            "name": item.file_name,
+            "status": item.status.value,
+            "attempts": item.attempts,
+            "started": _when(item.started_at),
+            "finished": _when(item.finished_at),
+            "error": " ".join(((item.error or {}).get("message") or "").split())[:200] or None,
+        }
+        for item in repo.scan(deps.store, ExtractionTask, filters=filters, order_by=[Order("id")])
+    ]
+    columns = ["item", "name", "status", "attempts", "started", "finished", "error"]
+    _print(rows, columns, as_json=args.json, empty="no items" if args.status is None else f"no {args.status} items")
     return OK
 
 

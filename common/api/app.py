@@ -4,7 +4,8 @@ Every request goes through :meth:`Api.view`: authenticate (bearer token, or
 the configured development identity), rate-limit per user, honour
 ``Idempotency-Key`` on POST, validate the query and body with the route's
 pydantic models, call the handler, and serialise its result. Handlers are
-plain functions over a :class:`Call` (in :mod:`common.api.routes`).
+plain functions over a :class:`~common.api.call.Call`, one module per resource
+in :mod:`common.api.routes`.
 
 ``create_app(deps)`` builds it; ``functions/api/main.py`` and ``sluice serve``
 both dispatch to the same app.
@@ -18,17 +19,19 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from flask import Flask, Request, Response, g, request
 from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import HTTPException
 
+from common.api import openapi
 from common.api.auth import Authenticator, BearerAuthenticator, Identity, OidcVerifier, fetch_jwks
+from common.api.call import Call, Result, Route, json_response, respond, stored
 from common.api.errors import ApiError, from_sluice
-from common.api.idempotency import Idempotency, Reservation, ReservationGuard, StoredResponse, fingerprint
+from common.api.idempotency import Idempotency, Reservation, StoredResponse, fingerprint
+from common.api.routes import ROUTES
 from common.api.settings import ApiSettings
 from common.core.errors import ConfigError, SluiceError
 from common.core.ratelimit import BucketConfig
@@ -38,125 +41,9 @@ from common.service.ratelimit import StoreRateLimiter
 
 log = logging.getLogger("sluice.api")
 
-M = TypeVar("M", bound=BaseModel)
-T = TypeVar("T")
-BodyKind = Literal["json", "multipart", "raw", "none"]
-ReplyKind = Literal["json", "sse", "file", "empty"]
-
-
-@dataclass
-class Reply:
-    """A handler's answer when the status or headers differ from the route's default."""
-
-    body: BaseModel | None = None
-    status: int | None = None
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-Result = BaseModel | Reply | Response | None
-
-
-@dataclass
-class Call:
-    api: Api
-    # The caller's owner id: new records are made under it.
-    owner: str
-    params: dict[str, str]
-    body: BaseModel | None
-    query: BaseModel | None
-    # Every owner id whose records are the caller's (the owner id first; see Identity.owners).
-    owners: tuple[str, ...] = ()
-    route: Route | None = None
-    reservation: Reservation | None = None
-
-    def __post_init__(self) -> None:
-        if not self.owners:
-            self.owners = (self.owner,)
-
-    def owns(self, owner: str) -> bool:
-        return owner in self.owners
-
-    def guard(self, render: Callable[[T], Result]) -> ReservationGuard[T] | None:
-        """With an Idempotency-Key: a guard for the request's one effect, recording
-        ``render(result)`` as the response to replay in the effect's transaction."""
-        if self.reservation is None or self.route is None:
-            return None
-        route = self.route
-        return ReservationGuard(
-            self.api.idempotency, self.reservation, lambda result: stored(self.api.respond(route, render(result)))
-        )
-
-    @property
-    def deps(self) -> Deps:
-        return self.api.deps
-
-    @property
-    def sender(self) -> Sender:
-        return self.api.sender
-
-    @property
-    def settings(self) -> ApiSettings:
-        return self.api.settings
-
-    def body_as(self, model: type[M]) -> M:
-        assert isinstance(self.body, model), f"route body is {type(self.body).__name__}, not {model.__name__}"
-        return self.body
-
-    def query_as(self, model: type[M]) -> M:
-        assert isinstance(self.query, model)
-        return self.query
-
-
-Handler = Callable[[Call], Result]
-
-
-@dataclass(frozen=True)
-class Route:
-    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
-    path: str  # OpenAPI form: /v1/jobs/{job_id}
-    handler: Handler
-    summary: str
-    tag: str
-    body: type[BaseModel] | None = None
-    query: type[BaseModel] | None = None
-    response: type[BaseModel] | None = None
-    status: int = 200
-    errors: tuple[int, ...] = ()
-    auth: bool = True
-    body_kind: BodyKind = "json"
-    reply: ReplyKind = "json"
-    # Path parameters that may contain "/" (Flask's path converter).
-    slash_params: tuple[str, ...] = ()
-    description: str = ""
-
-    @property
-    def operation_id(self) -> str:
-        return self.handler.__name__.lstrip("_")
-
-    def flask_rule(self) -> str:
-        rule = self.path
-        for name in self.slash_params:
-            rule = rule.replace("{" + name + "}", f"<path:{name}>")
-        return rule.replace("{", "<").replace("}", ">")
-
-
-def _json(body: Any, status: int, headers: dict[str, str] | None = None) -> Response:
-    return Response(
-        json.dumps(body, separators=(",", ":")), status=status, mimetype="application/json", headers=headers
-    )
-
 
 def error_response(err: ApiError) -> Response:
-    return _json(err.body(), err.status, err.headers)
-
-
-# Headers a replay repeats (the rest describe the transport, not the answer).
-_REPLAYED_HEADERS = ("Location",)
-
-
-def stored(response: Response) -> StoredResponse:
-    headers = {h: v for h in _REPLAYED_HEADERS if (v := response.headers.get(h)) is not None}
-    return StoredResponse(response.status_code, response.get_data(as_text=True), response.mimetype or "", headers)
+    return json_response(err.body(), err.status, err.headers)
 
 
 def replay(found: StoredResponse) -> Response:
@@ -188,8 +75,10 @@ class Api:
         *,
         sender: Sender | None = None,
         sleep: Callable[[float], None] | None = None,
+        routes: Sequence[Route] = (),
     ) -> None:
         self.deps = deps
+        self.routes = tuple(routes)
         self.settings = settings
         self.auth = authenticator
         self.sender = sender or TopologySender(deps.topology, deps.settings, deps.publisher, deps.clock)
@@ -317,13 +206,10 @@ class Api:
             ) from exc
 
     def respond(self, route: Route, result: Result) -> Response:
-        if isinstance(result, Response):
-            return result
-        reply = result if isinstance(result, Reply) else Reply(body=result)
-        status = reply.status or route.status
-        if reply.body is None:
-            return Response(status=204 if status in (200, 204) else status, headers=reply.headers)
-        return _json(reply.body.model_dump(mode="json"), status, reply.headers)
+        return respond(route, result)
+
+    def document(self) -> str:
+        return openapi.document(self.routes)
 
 
 def make_authenticator(deps: Deps, settings: ApiSettings) -> Authenticator:
@@ -372,15 +258,14 @@ def create_app(
     sleep: Callable[[float], None] | None = None,
     routes: Sequence[Route] | None = None,
 ) -> Flask:
-    from common.api.routes import ROUTES
-
     cfg = settings or ApiSettings()
-    api = Api(deps, cfg, authenticator or make_authenticator(deps, cfg), sender=sender, sleep=sleep)
+    served = tuple(routes or ROUTES)
+    api = Api(deps, cfg, authenticator or make_authenticator(deps, cfg), sender=sender, sleep=sleep, routes=served)
     app = Flask("sluice.api")
     # Multipart overhead on top of the largest direct upload.
     app.config["MAX_CONTENT_LENGTH"] = max(cfg.max_upload_bytes, deps.settings.max_document_bytes) + 1024 * 1024
     app.extensions["sluice_api"] = api
-    for route in routes or ROUTES:
+    for route in served:
         app.add_url_rule(
             route.flask_rule(),
             endpoint=f"{route.method} {route.path}",
@@ -440,14 +325,6 @@ def api_of(app: Flask) -> Api:
     api = app.extensions["sluice_api"]
     assert isinstance(api, Api)
     return api
-
-
-def iter_sse(chunks: Iterator[str]) -> Response:
-    return Response(
-        chunks,
-        mimetype="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
 
 
 # -- the Cloud Function's app, built on first use --------------------------------------------

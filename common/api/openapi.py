@@ -1,7 +1,7 @@
 """The OpenAPI 3.1 document, generated from the route table and its pydantic models.
 
 Nothing here is written by hand per route: paths, parameters, request bodies
-and responses all come from :data:`common.api.routes.ROUTES`, so the
+and responses all come from the route table (:data:`common.api.routes.ROUTES`), so the
 document cannot drift from what the handlers validate and return.
 """
 
@@ -16,7 +16,8 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from common.api.app import Route
+from common.api import kind_union
+from common.api.call import Route
 from common.api.schemas import ErrorOut
 
 _PARAM = re.compile(r"{([^}]+)}")
@@ -64,6 +65,9 @@ def build(routes: Sequence[Route]) -> dict[str, Any]:  # noqa: C901 (split pendi
         [(m, "validation") for m in models] + [(m, "serialization") for m in models], ref_template=REF
     )
     schemas: dict[str, Any] = dict(defs.get("$defs", {}))
+    models_by_kind = kind_union.settings_models()
+    for body in kind_union.KIND_UNIONS:
+        kind_union.kind_union(schemas, body, models_by_kind, ref=REF)
     paths: dict[str, dict[str, Any]] = {}
     error = {"application/json": {"schema": {"$ref": REF.format(model="ErrorOut")}}}
     for r in routes:
@@ -168,12 +172,13 @@ def build(routes: Sequence[Route]) -> dict[str, Any]:  # noqa: C901 (split pendi
 
 
 @lru_cache(maxsize=4)
-def _cached(routes: tuple[Route, ...]) -> str:
+def _cached(routes: tuple[Route, ...], kinds: tuple[tuple[str, type[BaseModel]], ...]) -> str:
     return json.dumps(build(routes), indent=1, sort_keys=True)
 
 
 def document(routes: Sequence[Route]) -> str:
-    return _cached(tuple(routes))
+    # Keyed by the registered kinds too: registering one changes the bodies' unions.
+    return _cached(tuple(routes), tuple(sorted(kind_union.settings_models().items(), key=lambda kv: kv[0])))
 
 
 if __name__ == "__main__":  # python -m common.api.openapi > docs/openapi.json

@@ -10,7 +10,7 @@ import re
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from common.core.errors import NotFound, PermanentError
 from common.core.messages import StartRun
@@ -347,3 +347,28 @@ def require_job(deps: Deps, job_id: str, *, owner: str) -> Job:
     if found is None or found[0].owner != owner:
         raise NotFound(f"job {job_id} not found")
     return found[0]
+
+
+def update_job(
+    deps: Deps,
+    job_id: str,
+    *,
+    owners: Sequence[str],
+    changes: dict[str, Any],
+    settings_changes: dict[str, Any],
+) -> Job:
+    """Apply ``changes`` to the job's fields and ``settings_changes`` to its settings, in
+    one transaction. NotFound when the job is gone or none of ``owners`` owns it. Runs
+    already recorded keep what they froze when they started."""
+    now = deps.clock.now()
+
+    def tx(t: Transaction) -> Job:
+        job = repo.tx_get(t, Job, job_id)
+        if job is None or job.owner not in owners:
+            raise NotFound(f"job {job_id} not found")
+        settings = job.settings.model_copy(update=settings_changes)
+        updated = job.model_copy(update={**changes, "settings": settings, "updated_at": now})
+        repo.tx_put(t, updated)
+        return updated
+
+    return deps.store.transaction(tx)

@@ -12,15 +12,16 @@ import logging
 import mimetypes
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from common.core.errors import PermanentError
 from common.core.messages import BlobFinalized
 from common.core.models import Job, SourceFile, SourceType
 from common.core.states import FileStatus
 from common.ports.store import Transaction
-from common.service import jobs, repo
+from common.service import ids, jobs, repo
 from common.service.context import Context, Deps
 from common.service.effects import EffectGuard
 
@@ -209,3 +210,40 @@ def _undo(deps: Deps, created: Sequence[_Planned]) -> None:
             deps.blobs.delete(p.uri)
         except Exception:
             log.exception("could not undo a failed upload", extra={"fields": {"file_id": p.record.id}})
+
+
+@dataclass(frozen=True)
+class UploadUrl:
+    file_id: str
+    url: str
+    expires_at: datetime
+
+
+def create_upload_url(
+    deps: Deps, job: Job, *, name: str, content_type: str, size: int | None, ttl: timedelta
+) -> UploadUrl:
+    """Record a pending file for ``job`` and a signed PUT URL for its bytes (valid for
+    ``ttl``); the uploads bucket's finalize event registers it once the bytes land."""
+    now = deps.clock.now()
+    file_id = ids.new_id("f")
+    record = SourceFile(
+        id=file_id,
+        owner=job.owner,
+        job_id=job.id,
+        source_type=SourceType.UPLOAD,
+        external_id=f"upload:{file_id}",
+        name=name,
+        mime_type=content_type,
+        size=size,
+        created_at=now,
+        updated_at=now,
+    )
+    repo.create(deps.store, record)
+    uri = deps.bucket_uri("uploads", f"jobs/{job.id}/files/{file_id}/{jobs.safe_name(name)}")
+    url = deps.blobs.signed_url(uri, expires=ttl, method="PUT")
+    return UploadUrl(file_id=file_id, url=url, expires_at=now + ttl)
+
+
+def receive_signed_upload(deps: Deps, uri: str, stream: BinaryIO, *, content_type: str | None) -> None:
+    """Store the bytes a client PUT to a signed upload URL (its signature already checked)."""
+    deps.blobs.put_stream(uri, stream, content_type=content_type)

@@ -284,3 +284,19 @@ def test_a_download_link_is_signed_once_for_seven_days_and_renewed_only_near_its
     assert renewed["url"] != first["url"]
     assert datetime.fromisoformat(renewed["url_expires_at"]) == env.p.clock.now() + timedelta(days=7)
     assert env.alice.get(f"/v1/exports/{export['id']}").get_json()["url"] == renewed["url"], "stored for the next read"
+
+
+def test_a_runs_work_items_are_listed_under_the_generic_name_as_under_tasks(env: Env) -> None:
+    job_id = _job_with(env, env.alice, "ok-a.pdf", "bad-b.pdf")
+    run = env.alice.post(f"/v1/jobs/{job_id}/runs", {}).get_json()
+    env.drain()
+    tasks = env.alice.get(f"/v1/runs/{run['id']}/tasks").get_json()
+    items = env.alice.get(f"/v1/runs/{run['id']}/items").get_json()
+    assert items == tasks and len(items["items"]) == 2
+    failed = env.alice.get(f"/v1/runs/{run['id']}/items?status=failed").get_json()["items"]
+    assert [i["file_name"] for i in failed] == ["bad-b.pdf"]
+    one = items["items"][0]
+    assert env.alice.get(f"/v1/items/{one['id']}").get_json() == one
+    assert env.bob.get(f"/v1/runs/{run['id']}/items").status_code == 404
+    missing = env.bob.get(f"/v1/items/{one['id']}")
+    assert missing.status_code == 404 and missing.get_json()["error"]["message"] == f"item {one['id']} not found"

@@ -411,3 +411,31 @@ def test_an_invalid_field_name_is_one_usage_error_line(tmp_path: Path) -> None:
         "sluice: error: --fields: field name 'Invoice No' must be snake_case:"
         " a lowercase letter, then letters, digits or _"
     ]
+
+
+def test_items_lists_a_runs_work_items_and_runs_and_jobs_filter_by_kind(tmp_path: Path) -> None:
+    docs = samples()[:2]
+    assert sluice("run", *map(str, docs), "--quiet", cwd=tmp_path).returncode == 0
+    (job,) = [json.loads(line) for line in sluice("jobs", "--json", cwd=tmp_path).stdout.splitlines()]
+    assert job["kind"] == "extract"
+    (run,) = [
+        json.loads(line) for line in sluice("runs", "--json", "--kind", "extract", cwd=tmp_path).stdout.splitlines()
+    ]
+    assert (run["kind"], run["items"]) == ("extract", f"{len(docs)} ok, 0 failed, {len(docs)} total")
+    assert sluice("runs", "--json", "--kind", "enrich", cwd=tmp_path).stdout == ""
+    assert sluice("jobs", "--kind", "enrich", cwd=tmp_path).stdout.startswith("no jobs yet")
+
+    listed = sluice("items", run["run"], "--json", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    items = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert sorted(i["name"] for i in items) == sorted(d.name for d in docs)
+    assert {(i["status"], i["attempts"]) for i in items} == {("completed", 1)}
+    assert sluice("items", run["run"], "--status", "failed", cwd=tmp_path).stdout.strip() == "no failed items"
+    table = sluice("items", run["run"], cwd=tmp_path).stdout.splitlines()
+    assert table[0].split()[:4] == ["ITEM", "NAME", "STATUS", "ATTEMPTS"] and len(table) == 1 + len(docs)
+
+    res = sluice("items", "run_nope", cwd=tmp_path)
+    assert res.returncode == 2
+    assert res.stderr.splitlines() == [
+        "sluice: error: run run_nope not found (sluice runs lists the runs in this data directory.)"
+    ]

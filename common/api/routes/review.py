@@ -16,7 +16,7 @@ from typing import Literal
 from flask import Response, request
 from pydantic import Field, model_validator
 
-from common.api.app import Call, Result, Route
+from common.api.call import Call, Result, Route
 from common.api.errors import ApiError
 from common.api.schemas import Out, Request
 from common.core.errors import UnreadableDocument
