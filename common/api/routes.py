@@ -20,6 +20,7 @@ from typing import Any, BinaryIO, Protocol, TypeVar, cast, runtime_checkable
 
 from flask import Response, request, send_file
 
+from common import kinds
 from common.api import schemas as s
 from common.api.app import Call, Reply, Result, Route, iter_sse
 from common.api.errors import ApiError, not_found
@@ -111,8 +112,11 @@ def _bucket_and_name(uri: str) -> tuple[str, str]:
 
 def create_job(call: Call) -> Result:
     body = call.body_as(s.JobCreate)
+    kind_settings = kinds.get(body.kind).validate_settings(body.settings).model_dump(mode="json")
     if body.fields is not None:
         fields = body.fields
+    elif body.preset is None:
+        fields = []  # a kind other than extract
     else:
         try:
             fields = list(preset(body.preset or ""))
@@ -133,6 +137,8 @@ def create_job(call: Call) -> Result:
         extractor=body.extractor,
         concurrent_runs=bool(body.concurrent_runs),
         review_below=body.review_below,
+        kind=body.kind,
+        kind_settings=kind_settings,
         guard=call.guard(reply),
     )
     return reply(job)

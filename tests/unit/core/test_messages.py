@@ -22,9 +22,11 @@ from common.core.messages import (
     ImportDriveFile,
     ImportGmail,
     ImportGmailMessage,
+    ItemLeaseCheck,
     Message,
     Noop,
     RenewGmailWatches,
+    RunDeadline,
     StartRun,
     continuation,
     decode,
@@ -60,6 +62,8 @@ SAMPLES: dict[str, Message] = {
     "automation.imported": AutomationImported(automation_run_id="ar_1"),
     "gmail.renew_watches": RenewGmailWatches(),
     "bench.noop": Noop(chain="c-1", hops=3),
+    "run.deadline": RunDeadline(run_id="run-1", job_id="job-1"),
+    "item.lease_check": ItemLeaseCheck(task_id="t-1", run_id="run-1", job_id="job-1", attempt=2),
 }
 
 
