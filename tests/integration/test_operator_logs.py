@@ -87,6 +87,6 @@ def test_a_dead_lettered_message_is_an_error_with_its_ids_and_point(tmp_path: Pa
         "run_id": "r_1",
         "job_id": "j_1",
     }
-    assert error["point"].startswith("common/service/runs.py:") and error["point"].endswith("in extract_task")
+    assert error["point"].startswith("common/service/runs.py:") and error["point"].endswith("in run_item")
     (end,) = [e for e in entries if e["message"] == "stage finished"]
     assert (end["outcome"], end["error_class"]) == ("failed", "unknown_task")
