@@ -72,6 +72,6 @@ def test_a_registered_kinds_messages_decode_and_route_to_its_function() -> None:
     assert isinstance(msg, wordcount.KIND.item_type) and msg.kind == "wordcount.item"
     assert kinds.by_message("wordcount.start") is wordcount.KIND
     assert kinds.handlers()["wordcount"] == {
-        "wordcount.start": "common.service.runs:start_run",
+        "wordcount.start": "common.service.runs:fan_out_run",
         "wordcount.item": "common.service.runs:run_item",
     }

@@ -68,7 +68,9 @@ SAMPLES: dict[str, Message] = {
 
 
 def test_there_is_a_sample_of_every_message_kind() -> None:
-    assert set(SAMPLES) == set(MESSAGE_TYPES)
+    # Job kinds' own start/item messages (made by common.kinds when a kind registers) are not Sluice's fixed set.
+    fixed = {kind for kind, cls in MESSAGE_TYPES.items() if cls.__module__ != "common.kinds"}
+    assert set(SAMPLES) == fixed
 
 
 @pytest.mark.parametrize("kind", SAMPLES)
