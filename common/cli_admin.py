@@ -73,7 +73,7 @@ def _kind_flag(p: argparse.ArgumentParser) -> None:
 
 def kind_of(record: Any) -> str:
     """A job's or run's kind (records made before kinds existed are extract jobs)."""
-    return str(getattr(record, "kind", None) or "extract")
+    return str(record.kind)
 
 
 def _json_flag(p: argparse.ArgumentParser) -> None:

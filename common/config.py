@@ -68,6 +68,11 @@ class Settings(BaseSettings):
     task_lease_s: float = Field(default=600.0, gt=0)
     # A run still running this long after it started is reported stalled (once) by the cleanup sweep.
     run_timeout_s: float = Field(default=6 * 3600.0, gt=0)
+    # Per job kind, seconds after which a run fails with ``run_timeout`` (overrides the kind's own;
+    # 0: none). JSON, e.g. SLUICE_RUN_TIMEOUTS='{"extract": 21600}'.
+    run_timeouts: dict[str, float] = Field(default_factory=dict)
+    # Modules that declare extra job kinds (comma-separated; read by common.kinds.load).
+    kinds: str = ""
     progress_min_interval_s: float = Field(default=1.0, ge=0)
     signed_url_ttl_s: int = Field(default=7 * 24 * 3600, ge=1, le=7 * 24 * 3600)
     local_api_url: str = "http://127.0.0.1:8080"

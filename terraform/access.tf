@@ -49,7 +49,7 @@ locals {
       signs_urls     = false
     }
     extract = {
-      publishes = ["task.extract", "export.run"]
+      publishes = ["task.extract", "export.run", "run.deadline", "item.lease_check"]
       # Reads uploads; writes the page-range parts of oversized documents beside them.
       buckets        = { uploads = ["roles/storage.objectCreator", "roles/storage.objectViewer"] }
       secrets        = []

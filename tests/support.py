@@ -133,11 +133,19 @@ class Pipeline:
 
 
 def make_pipeline(
-    tmp: Path, *, extractor: Any = None, runtime_cls: type[LocalRuntime] = LocalRuntime, durable: bool = False
+    tmp: Path,
+    *,
+    extractor: Any = None,
+    runtime_cls: type[LocalRuntime] = LocalRuntime,
+    durable: bool = False,
+    **settings_overrides: Any,
 ) -> Pipeline:
-    """``durable``: fsync every commit, as ``sluice serve`` does (slower; widens race windows)."""
+    """``durable``: fsync every commit, as ``sluice serve`` does (slower; widens race windows).
+    ``settings_overrides``: other Settings fields (e.g. a topology with a test kind's entry)."""
     clock = ManualClock()
-    settings = Settings(backend="local", data_dir=tmp / "data", durable=durable, progress_min_interval_s=1.0)
+    settings = Settings(
+        backend="local", data_dir=tmp / "data", durable=durable, progress_min_interval_s=1.0, **settings_overrides
+    )
     ex = extractor if extractor is not None else ScriptedExtractor()
     app = local_app(settings, clock=clock, extractor_factory=(lambda _name: ex), runtime_cls=runtime_cls)
     return Pipeline.of(app, tmp=tmp, extractor=ex)

@@ -15,7 +15,6 @@ registry, :mod:`common.kinds`).
 from __future__ import annotations
 
 import copy
-import importlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,21 +26,10 @@ KIND_UNIONS = ("JobCreate",)
 DEFAULT_KIND = "extract"
 
 
-class ExtractSettings(BaseModel):
-    """The extract kind's own settings: none (its fields, prompt and extractor are the job's)."""
-
-    model_config = {"extra": "forbid"}
-
-
 def settings_models() -> dict[str, type[BaseModel]]:
     """Each registered job kind's settings model, by kind name."""
-    # The kinds registry is being built beside the API (branch i14-kinds); until it is
-    # merged the only kind is the built-in extract. Looked up by name so this module
-    # needs no change when it arrives.
-    try:
-        kinds: Any = importlib.import_module("common.kinds")
-    except ModuleNotFoundError:
-        return {DEFAULT_KIND: ExtractSettings}
+    from common import kinds
+
     return {name: kinds.get(name).settings_model for name in kinds.names()}
 
 

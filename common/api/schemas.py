@@ -82,6 +82,14 @@ class PageQuery(Request):
 
 class JobCreate(Request):
     name: str = Field(min_length=1, max_length=200)
+    kind: str = Field(
+        default="extract",
+        max_length=100,
+        description="What the job does (docs/JOB_KINDS.md); 'extract': documents to tables, with fields or a preset.",
+    )
+    settings: dict[str, Any] | None = Field(
+        default=None, description="The kind's own settings, validated by the kind's settings model."
+    )
     fields: list[FieldSpec] | None = Field(default=None, min_length=1, max_length=200)
     preset: str | None = Field(default=None, description="A field preset, e.g. 'invoice', instead of fields.")
     prompt: str = Field(default="", max_length=20_000)
@@ -100,6 +108,8 @@ class JobCreate(Request):
 
     @model_validator(mode="after")
     def _one_schema(self) -> JobCreate:
+        if self.kind != "extract" and self.fields is None and self.preset is None:
+            return self  # other kinds need no field schema
         if (self.fields is None) == (self.preset is None):
             raise ValueError("give exactly one of fields or preset")
         return self
@@ -129,6 +139,8 @@ class RunSummary(Out):
 class JobOut(Out):
     id: str
     name: str
+    kind: str = "extract"
+    settings: dict[str, Any] = Field(default_factory=dict, description="The kind's own settings.")
     fields: list[FieldSpec]
     prompt: str
     exports: list[ExportSpecIO]
@@ -144,6 +156,8 @@ class JobOut(Out):
         return cls(
             id=job.id,
             name=job.name,
+            kind=job.kind,
+            settings=job.kind_settings,
             fields=job.fields,
             prompt=job.prompt,
             exports=[ExportSpecIO.of(s) for s in job.settings.exports],
@@ -242,6 +256,11 @@ class RunOut(Out):
     id: str
     job_id: str
     run_number: int
+    kind: str = "extract"
+    outputs: dict[str, Any] | None = Field(
+        default=None, description="What the kind's fan-in made of the run's items (set when it completes)."
+    )
+    deadline_at: datetime | None = Field(default=None, description="The run fails with run_timeout if open then.")
     status: RunStatus
     priority: Priority
     schedule_time: datetime | None
@@ -264,6 +283,9 @@ class RunOut(Out):
             id=run.id,
             job_id=run.job_id,
             run_number=run.run_number,
+            kind=run.kind,
+            outputs=run.outputs,
+            deadline_at=run.deadline_at,
             status=run.status,
             priority=run.priority,
             schedule_time=run.schedule_time,

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from common.core.errors import IllegalTransition, SluiceError
 from common.core.models import (
@@ -53,7 +54,7 @@ class Claim(StrEnum):
 def claim_decision(task: ExtractionTask, *, message_id: str, now: datetime) -> Claim:
     if task.status in TERMINAL_TASK_STATES:
         return Claim.DONE
-    if task.status is TaskStatus.PENDING:
+    if task.status in (TaskStatus.PENDING, TaskStatus.QUEUED):
         return Claim.START
     # RUNNING. The bus redelivers the *same* message only when the attempt that
     # took it did not acknowledge in time (crash, timeout): take over.
@@ -101,6 +102,14 @@ def start_attempt(task: ExtractionTask, *, message_id: str, now: datetime, lease
     )
 
 
+def queue_task(task: ExtractionTask, *, now: datetime, delay_s: float) -> ExtractionTask:
+    """Delivered but waiting for capacity (its owner's running-item limit): no attempt is counted."""
+    check_transition(TASK_MOVES, task.status, TaskStatus.QUEUED, what="task")
+    return task.model_copy(
+        update={"status": TaskStatus.QUEUED, "next_attempt_at": now + timedelta(seconds=delay_s), "updated_at": now}
+    )
+
+
 def _check_fence(task: ExtractionTask, attempt: int) -> None:
     if task.status is not TaskStatus.RUNNING or task.attempts != attempt:
         raise IllegalTransition(
@@ -125,6 +134,7 @@ def complete_task(
         update={
             "status": TaskStatus.COMPLETED,
             "history": _ended(task, "completed", now),
+            "checkpoint": None,
             "result": result,
             "usage": usage,
             "model": model,
@@ -187,6 +197,12 @@ def requeue_task(
     )
 
 
+def checkpoint_task(task: ExtractionTask, *, attempt: int, checkpoint: dict[str, Any], now: datetime) -> ExtractionTask:
+    """Save the handler's checkpoint; only the attempt holding the item may."""
+    _check_fence(task, attempt)
+    return task.model_copy(update={"checkpoint": checkpoint, "updated_at": now})
+
+
 def cancel_task(task: ExtractionTask, *, now: datetime) -> ExtractionTask:
     check_transition(TASK_MOVES, task.status, TaskStatus.CANCELLED, what="task")
     return task.model_copy(
@@ -203,8 +219,9 @@ def cancel_task(task: ExtractionTask, *, now: datetime) -> ExtractionTask:
 # -- runs ---------------------------------------------------------------------
 
 
-def begin_run(run: Run, *, total: int, now: datetime) -> Run:
-    """The run's transition to running, with the number of tasks it fanned out to."""
+def begin_run(run: Run, *, total: int, now: datetime, timeout_s: float | None = None) -> Run:
+    """The run's transition to running, with the number of items it fanned out to;
+    with ``timeout_s``, the run must finish by then (its kind's run timeout)."""
     check_transition(RUN_MOVES, run.status, RunStatus.RUNNING, what="run")
     counters = run.counters.model_copy(update={"total": total})
     return run.model_copy(
@@ -212,8 +229,16 @@ def begin_run(run: Run, *, total: int, now: datetime) -> Run:
             "status": RunStatus.RUNNING,
             "counters": counters,
             "started_at": now,
+            "deadline_at": None if timeout_s is None else now + timedelta(seconds=timeout_s),
             "updated_at": now,
         }
+    )
+
+
+def past_deadline(run: Run, now: datetime) -> bool:
+    """Whether an open run (running or paused) has outlived its kind's run timeout."""
+    return (
+        run.status in (RunStatus.RUNNING, RunStatus.PAUSED) and run.deadline_at is not None and run.deadline_at <= now
     )
 
 
@@ -256,7 +281,9 @@ def counters_settled(run: Run) -> bool:
     return run.status in (RunStatus.COMPLETED, RunStatus.FAILED)
 
 
-def complete_run(run: Run, counters: RunCounters, *, now: datetime) -> tuple[Run, bool]:
+def complete_run(
+    run: Run, counters: RunCounters, *, now: datetime, outputs: dict[str, Any] | None = None
+) -> tuple[Run, bool]:
     """Fan-in: complete a running run whose tasks are all terminal, with its final counters.
 
     ``counters`` are derived from the tasks (:func:`tally`). Returns the run and
@@ -268,6 +295,8 @@ def complete_run(run: Run, counters: RunCounters, *, now: datetime) -> tuple[Run
     check_transition(RUN_MOVES, run.status, RunStatus.COMPLETED, what="run")
     final = counters.model_copy(update={"total": run.counters.total})
     update = {"status": RunStatus.COMPLETED, "counters": final, "finished_at": now, "updated_at": now}
+    if outputs is not None:
+        update["outputs"] = outputs
     return run.model_copy(update=update), True
 
 

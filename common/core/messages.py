@@ -47,6 +47,25 @@ class ExtractTask(Message):
     job_id: str
 
 
+class RunDeadline(Message):
+    """A run's timeout has come (sent delayed when the run starts): fail it if still open."""
+
+    kind: ClassVar[str] = "run.deadline"
+    run_id: str
+    job_id: str
+
+
+class ItemLeaseCheck(Message):
+    """Sent delayed by the item's lease when an attempt starts: if that attempt
+    still holds the item after its lease, the item is dispatched again."""
+
+    kind: ClassVar[str] = "item.lease_check"
+    task_id: str
+    run_id: str
+    job_id: str
+    attempt: int
+
+
 class ExportRun(Message):
     kind: ClassVar[str] = "export.run"
     export_id: str
@@ -184,8 +203,19 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
         AutomationImported,
         RenewGmailWatches,
         Noop,
+        RunDeadline,
+        ItemLeaseCheck,
     )
 }
+
+
+def register(cls: type[Message]) -> type[Message]:
+    """Make ``cls`` decodable (a job kind's own start and item messages)."""
+    known = MESSAGE_TYPES.get(cls.kind)
+    if known is not None and known is not cls:
+        raise ValueError(f"message kind {cls.kind!r} is already {known.__name__}")
+    MESSAGE_TYPES[cls.kind] = cls
+    return cls
 
 
 def decode(kind: str, data: bytes) -> Message:

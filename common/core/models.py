@@ -112,11 +112,19 @@ class JobSettings(BaseModel):
     review_below: float | None = Field(default=None, ge=0.0, le=1.0)
 
 
+# The kind every record made before kinds existed is (document extraction).
+DEFAULT_KIND = "extract"
+
+
 class Job(Record):
     collection: ClassVar[str] = "jobs"
 
     name: str
-    fields: list[FieldSpec]
+    # What the job does (common.kinds): its runs fan out, handle items and fan in as this kind declares.
+    kind: str = DEFAULT_KIND
+    # The kind's own settings, validated by its settings model when the job is created.
+    kind_settings: dict[str, Any] = Field(default_factory=dict)
+    fields: list[FieldSpec] = Field(default_factory=list)
     prompt: str = ""
     settings: JobSettings = Field(default_factory=JobSettings)
     next_run_number: int = 1
@@ -178,6 +186,8 @@ class Run(Record):
 
     job_id: str
     run_number: int
+    kind: str = DEFAULT_KIND
+    kind_settings: dict[str, Any] | None = None  # frozen at start, like ``fields``
     status: RunStatus = RunStatus.PENDING
     counters: RunCounters = Field(default_factory=RunCounters)
     priority: Priority = Priority.NORMAL
@@ -194,6 +204,10 @@ class Run(Record):
     error: dict[str, str] | None = None
     # When the cleanup sweep found it running past SLUICE_RUN_TIMEOUT_S (reported once).
     stalled_at: Timestamp | None = None
+    # The kind's run timeout: past it the run fails (``run_timeout``) and its open items are cancelled.
+    deadline_at: Timestamp | None = None
+    # What the kind's fan-in made of the items, stored by the fan-in that completed the run.
+    outputs: dict[str, Any] | None = None
 
     def frozen(self, job: Job) -> Job:
         """``job`` with the fields, prompt and settings this run froze when it started."""
@@ -204,6 +218,8 @@ class Run(Record):
             changes["prompt"] = self.prompt
         if self.settings is not None:
             changes["settings"] = self.settings
+        if self.kind_settings is not None:
+            changes["kind_settings"] = self.kind_settings
         return job.model_copy(update=changes) if changes else job
 
 
@@ -257,13 +273,25 @@ class AttemptRecord(BaseModel):
         return {"error_code": error.get("code"), "error_message": error.get("message", "")[:_ERROR_MESSAGE_CHARS]}
 
 
-class ExtractionTask(Record):
+class WorkItem(Record):
+    """One unit of a run's work, for every kind (a document, a row, a chunk...).
+
+    Stored in the ``tasks`` collection (records made before kinds load as
+    ``extract`` items). ``file_id``/``file_name`` name the input the item came
+    from (for items that are not files: its key and a label).
+    """
+
     collection: ClassVar[str] = "tasks"
 
     run_id: str
     job_id: str
+    kind: str = DEFAULT_KIND
     file_id: str
     file_name: str
+    # What the kind's fan-out gave this item besides its input (opaque to the platform).
+    params: dict[str, Any] = Field(default_factory=dict)
+    # Saved by the kind's handler to resume a later attempt where this one stopped (opaque JSON).
+    checkpoint: dict[str, Any] | None = None
     duplicate_names: list[str] = Field(default_factory=list)  # the file's, when the run started
     status: TaskStatus = TaskStatus.PENDING
     priority: Priority = Priority.NORMAL
@@ -284,6 +312,10 @@ class ExtractionTask(Record):
     finished_at: Timestamp | None = None
     # The latest attempts, oldest first (at most MAX_ATTEMPT_HISTORY).
     history: list[AttemptRecord] = Field(default_factory=list)
+
+
+# Its name before kinds: document extraction's work item.
+ExtractionTask = WorkItem
 
 
 class Export(Record):

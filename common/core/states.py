@@ -36,6 +36,7 @@ class RunStatus(StrEnum):
 
 class TaskStatus(StrEnum):
     PENDING = "pending"  # waiting for (re)delivery
+    QUEUED = "queued"  # delivered, but waiting for capacity (its owner is at the running-item limit)
     RUNNING = "running"  # a worker holds it; ``attempt`` is its fencing token
     COMPLETED = "completed"
     FAILED = "failed"  # permanent failure, or retries exhausted
@@ -69,7 +70,8 @@ RUN_MOVES: Mapping[RunStatus, frozenset[RunStatus]] = {
         {RunStatus.PAUSED, RunStatus.COMPLETED, RunStatus.NEEDS_REVIEW, RunStatus.FAILED, RunStatus.CANCELLED}
     ),
     RunStatus.NEEDS_REVIEW: frozenset({RunStatus.COMPLETED, RunStatus.CANCELLED}),
-    RunStatus.PAUSED: frozenset({RunStatus.RUNNING, RunStatus.CANCELLED}),
+    # A paused run fails when its kind's run timeout passes.
+    RunStatus.PAUSED: frozenset({RunStatus.RUNNING, RunStatus.CANCELLED, RunStatus.FAILED}),
     # A retry of a finished run's failed tasks reopens it.
     RunStatus.COMPLETED: frozenset({RunStatus.RUNNING}),
     RunStatus.FAILED: frozenset({RunStatus.RUNNING}),
@@ -77,7 +79,8 @@ RUN_MOVES: Mapping[RunStatus, frozenset[RunStatus]] = {
 }
 
 TASK_MOVES: Mapping[TaskStatus, frozenset[TaskStatus]] = {
-    TaskStatus.PENDING: frozenset({TaskStatus.RUNNING, TaskStatus.CANCELLED, TaskStatus.FAILED}),
+    TaskStatus.PENDING: frozenset({TaskStatus.RUNNING, TaskStatus.QUEUED, TaskStatus.CANCELLED, TaskStatus.FAILED}),
+    TaskStatus.QUEUED: frozenset({TaskStatus.RUNNING, TaskStatus.PENDING, TaskStatus.CANCELLED, TaskStatus.FAILED}),
     # RUNNING -> RUNNING is a takeover after a crashed attempt (new fencing token).
     TaskStatus.RUNNING: frozenset(
         {
@@ -122,6 +125,7 @@ OPERATION_MOVES: Mapping[OperationStatus, frozenset[OperationStatus]] = {
     OperationStatus.CANCELLED: frozenset(),
 }
 
+OPEN_TASK_STATES = frozenset({TaskStatus.PENDING, TaskStatus.QUEUED, TaskStatus.RUNNING})
 TERMINAL_TASK_STATES = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
 TERMINAL_RUN_STATES = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
 

@@ -38,8 +38,9 @@ import logging
 from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
 
+from common import kinds
 from common.core.errors import NotFound, PreconditionFailed
-from common.core.messages import CleanupSweep, ExtractTask
+from common.core.messages import CleanupSweep
 from common.core.models import (
     AutomationRun,
     AutomationRunStatus,
@@ -54,7 +55,7 @@ from common.core.models import (
 from common.core.states import RunStatus, TaskStatus
 from common.obs.logging import fields
 from common.ports.store import Filter, Snapshot, Store, Transaction
-from common.service import automation, lifecycle_events, repo
+from common.service import automation, lifecycle_events, repo, watchdog
 from common.service.context import Context
 from common.service.gmail_import import ITEMS, SUMMARIES
 
@@ -69,6 +70,7 @@ def sweep(msg: CleanupSweep, ctx: Context) -> dict[str, int]:
     counts = {
         "stuck_tasks_requeued": _requeue_stuck_tasks(ctx),
         "runs_over_timeout": _report_overdue_runs(ctx),
+        "runs_timed_out": _time_out_runs(ctx),
         "automation_runs_settled": _settle_automation_runs(ctx),
         **_delete_old_downloads(ctx),
         **_prune_operations(ctx),
@@ -87,9 +89,21 @@ def _requeue_stuck_tasks(ctx: Context) -> int:
         ExtractionTask,
         filters=[Filter("status", "==", TaskStatus.RUNNING.value), Filter("lease_until", "<", format_timestamp(now))],
     ):
-        ctx.send(ExtractTask(task_id=task.id, run_id=task.run_id, job_id=task.job_id), priority=task.priority)
+        ctx.send(kinds.get(task.kind).item(task), priority=task.priority)
         requeued += 1
     return requeued
+
+
+def _time_out_runs(ctx: Context) -> int:
+    """Backstop for a lost ``run.deadline`` message: fail open runs past their kind's deadline."""
+    now = format_timestamp(ctx.now())
+    timed_out = 0
+    for status in (RunStatus.RUNNING, RunStatus.PAUSED):
+        for run in repo.scan(
+            ctx.store, Run, filters=[Filter("status", "==", status.value), Filter("deadline_at", "<=", now)]
+        ):
+            timed_out += watchdog.time_out(ctx, run.id) is not None
+    return timed_out
 
 
 def _report_overdue_runs(ctx: Context) -> int:

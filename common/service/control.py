@@ -31,9 +31,9 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Literal
 
+from common import kinds
 from common.core import lifecycle
 from common.core.errors import IllegalTransition, NotFound, PermanentError
-from common.core.messages import ExtractTask, StartRun
 from common.core.models import Export, ExtractionTask, Operation, Run, RunCounters, format_timestamp
 from common.core.progress import Progress, compute_progress
 from common.core.states import (
@@ -55,6 +55,8 @@ RetryScope = Literal["failed", "all"]
 
 # Tasks changed per transaction (Firestore allows 500 writes in one).
 BATCH = 200
+# Items not yet held by a worker: a cancel cancels them at once.
+_WAITING = [TaskStatus.PENDING.value, TaskStatus.QUEUED.value]
 # How long a task waits when its owner is at the running-task cap.
 THROTTLE_DELAY_S = 2.0
 
@@ -136,7 +138,7 @@ def _cancel_pending_batch(deps: Deps, run_id: str, now: datetime) -> bool:
     """Cancel up to BATCH pending tasks of a cancelled run; False when none was left."""
     page = deps.store.query(
         ExtractionTask.collection,
-        filters=[Filter("run_id", "==", run_id), Filter("status", "==", TaskStatus.PENDING.value)],
+        filters=[Filter("run_id", "==", run_id), Filter("status", "in", _WAITING)],
         limit=BATCH,
     )
     wanted = [s.id for s in page.items]
@@ -148,7 +150,7 @@ def _cancel_pending_batch(deps: Deps, run_id: str, now: datetime) -> bool:
         changed = 0
         for task in tasks:
             # A worker may have claimed it meanwhile: it finishes the task itself.
-            if task is None or task.status is not TaskStatus.PENDING:
+            if task is None or task.status not in (TaskStatus.PENDING, TaskStatus.QUEUED):
                 continue
             repo.tx_put(t, lifecycle.cancel_task(task, now=now))
             changed += 1
@@ -207,7 +209,7 @@ def resume_run(deps: Deps, sender: Sender, run_id: str, *, owner: str) -> Run:
         return resumed
 
     run = deps.store.transaction(tx)
-    sender.send(StartRun(run_id=run.id, job_id=run.job_id), priority=run.priority)
+    sender.send(kinds.get(run.kind).start(run), priority=run.priority)
     return run
 
 
@@ -269,8 +271,9 @@ def retry_run(
         reopen = start == 0
         reset = deps.store.transaction(_retry_tx(run_id, batch, statuses, reopen, export_ids, now))
         current = require_run(deps.store, run_id, owner=owner)
+        item_type = kinds.get(current.kind).item_type
         for task_id in reset:
-            sender.send(ExtractTask(task_id=task_id, run_id=run_id, job_id=current.job_id), priority=current.priority)
+            sender.send(item_type(task_id=task_id, run_id=run_id, job_id=current.job_id), priority=current.priority)
         sent += len(reset)
     return require_run(deps.store, run_id, owner=owner), sent
 

@@ -28,8 +28,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
+from common import kinds
 from common.core.errors import ErrorKind, PermanentError, RetryableError
-from common.core.messages import Message, decode
+from common.core.messages import MESSAGE_TYPES, Message, decode
 from common.core.models import Priority
 from common.obs import metrics, tracing
 from common.obs.logging import failure_point, fields, log_context
@@ -132,6 +133,8 @@ def _handle(
     msg: Message | None = None
     labels: dict[str, str] = {}
     try:
+        if kind not in MESSAGE_TYPES:
+            kinds.load()  # a job kind's own messages are known once its module is imported
         msg = decode(kind, data)
         labels = dict(msg.log_labels())
         handler = resolve(function, kind, handlers)

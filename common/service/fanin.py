@@ -19,14 +19,16 @@ never repeats a model call: it is retried on its own.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
+from common import kinds
 from common.core import lifecycle
 from common.core.errors import ErrorKind, RetryableError
 from common.core.messages import ExportRun
-from common.core.models import Export, Run
+from common.core.models import Export, Run, WorkItem
 from common.core.states import ExportStatus, OperationStatus, RunStatus
 from common.obs.logging import fields
-from common.ports.store import Transaction
+from common.ports.store import Filter, Transaction
 from common.service import ids, lifecycle_events, progress, repo, review, tally
 from common.service.context import Context
 
@@ -52,7 +54,7 @@ def settle_run(ctx: Context, run_id: str, *, resend: bool = False) -> Run:
             # Paused: resuming re-runs this check. Cancelled: nothing follows.
             return run
         if tally.any_open(ctx.store, run.id):
-            progress.report_run(ctx, run, stage="extracting")
+            progress.report_run(ctx, run, stage="extracting" if run.kind == "extract" else "running")
             return run
         done = _complete(run, version, ctx)
         if done is not None:
@@ -81,6 +83,7 @@ def _complete(run: Run, version: str, ctx: Context) -> Run | None:
     counters = tally.count_tasks(ctx.store, run)
     # Values under the job's review threshold hold the run (and its exports) for a person.
     held = bool(review.pending(ctx.store, run))
+    outputs = _outputs(run, ctx)
     now = ctx.now()
 
     def tx(t: Transaction) -> tuple[Run, bool, int] | None:
@@ -89,7 +92,7 @@ def _complete(run: Run, version: str, ctx: Context) -> Run | None:
             return None
         current = Run.from_doc(snap.data)
         existing = {eid for eid in _export_ids(current) if t.get(Export.collection, eid) is not None}
-        done, finished = lifecycle.complete_run(current, counters, now=now)
+        done, finished = lifecycle.complete_run(current, counters, now=now, outputs=outputs)
         created = 0
         if finished and held:
             done = lifecycle.hold_for_review(done)
@@ -111,6 +114,20 @@ def _complete(run: Run, version: str, ctx: Context) -> Run | None:
     # A loser leaves the export requests to the winner, whose message is
     # redelivered (and re-sends them) if it dies before they are sent.
     return done
+
+
+def _outputs(run: Run, ctx: Context) -> dict[str, Any] | None:
+    """The kind's fan-in over the run's items (None: the kind has none).
+
+    Computed before the completing compare-and-set, like the counts: while the
+    run stays at the version read, its items are terminal for good, and only
+    the winner's outputs are stored.
+    """
+    kind = kinds.get(run.kind)
+    if kind.fan_in is None:
+        return None
+    items = repo.scan(ctx.store, WorkItem, filters=[Filter("run_id", "==", run.id)])
+    return kind.fan_in(run, items)
 
 
 def _export_ids(run: Run) -> list[str]:

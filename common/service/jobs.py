@@ -12,9 +12,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from common import kinds
 from common.core.errors import NotFound, PermanentError
-from common.core.messages import StartRun
 from common.core.models import (
+    DEFAULT_KIND,
     ExportSpec,
     ExtractorName,
     Job,
@@ -47,6 +48,8 @@ def create_job(
     extractor: ExtractorName | None = None,
     concurrent_runs: bool = False,
     review_below: float | None = None,
+    kind: str = DEFAULT_KIND,
+    kind_settings: dict[str, Any] | None = None,
     guard: EffectGuard[Job] | None = None,
 ) -> Job:
     """Record a new job. With ``guard``, the job is created only while the guard
@@ -59,6 +62,8 @@ def create_job(
         id=ids.new_id("job"),
         owner=owner,
         name=name,
+        kind=kinds.get(kind).name,
+        kind_settings=dict(kind_settings or {}),
         fields=list(fields),
         prompt=prompt,
         settings=settings,
@@ -235,6 +240,8 @@ def new_run_records(
         owner=job.owner,
         job_id=job.id,
         run_number=job.next_run_number,
+        kind=job.kind,
+        kind_settings=dict(job.kind_settings),
         priority=priority,
         schedule_time=schedule_time,
         operation_id=op_id,
@@ -324,7 +331,7 @@ def request_run(
 
     run = deps.store.transaction(tx)
     lifecycle_events.run_created()
-    start = StartRun(run_id=run.id, job_id=job.id)
+    start = kinds.get(run.kind).start(run)
     if schedule_time is not None and schedule_time > now:
         deps.scheduler.schedule(start, at=schedule_time, name=f"run-start-{run.id}", queue=priority.value)
     else:

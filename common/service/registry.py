@@ -22,6 +22,8 @@ HANDLERS: dict[str, dict[str, str]] = {
     "import_upload": {"blob.finalized": "common.service.uploads:register_upload"},
     "cleanup": {
         "cleanup.sweep": "common.service.cleanup:sweep",
+        "run.deadline": "common.service.watchdog:run_deadline",
+        "item.lease_check": "common.service.watchdog:item_lease_check",
         "gmail.renew_watches": "common.service.watch:renew_watches",
     },
     "import_drive": {
@@ -39,9 +41,10 @@ HANDLERS: dict[str, dict[str, str]] = {
 }
 
 PUBLISHES: dict[str, frozenset[str]] = {
-    "extract": frozenset({"task.extract", "export.run"}),
+    "extract": frozenset({"task.extract", "export.run", "run.deadline", "item.lease_check"}),
     "export": frozenset(),
     "import_upload": frozenset(),
+    # task.extract (and other kinds' item messages): stuck or stalled items dispatched again.
     "cleanup": frozenset({"task.extract"}),
     "import_drive": frozenset({"drive.import", "drive.file"}),
     # automation.imported: an import's continuation (Operation.then) set by an automation.
@@ -60,6 +63,11 @@ def resolve(function: str, kind: str, table: dict[str, dict[str, str]] | None = 
     """The handler of ``function`` for ``kind``; PermanentError if it has none."""
     handlers = (table or HANDLERS).get(function, {})
     target = handlers.get(kind)
+    if target is None and table is None:
+        # A job kind's start and item messages run on the function it declares.
+        from common import kinds
+
+        target = kinds.handlers().get(function, {}).get(kind)
     if target is None:
         raise PermanentError(
             f"function {function!r} does not handle message kind {kind!r}",

@@ -1,15 +1,23 @@
-"""The extract stage: the run initializer (fan-out), task extraction, and fan-in.
+"""The platform's run machinery, for every job kind: the run initializer
+(fan-out), one attempt at one work item, and fan-in.
 
-Idempotency under redelivery:
+A kind (:mod:`common.kinds`) declares its fan-out, item handler and fan-in;
+everything here is the same for all kinds. Idempotency under redelivery:
 
-* ``run.start`` creates tasks with derived ids (create-if-absent) and moves the
-  run pending -> running with compare-and-set; a redelivery re-sends only the
-  tasks still pending.
-* ``task.extract`` claims the task (see :func:`common.core.lifecycle.claim_decision`);
-  its outcome is written on the task's own record only while its attempt
-  number still holds the task (a fencing token); then the fan-in
-  (:mod:`common.service.fanin`) completes the run if no task is left open, with
-  a compare-and-set on the run, so exactly one task completes it.
+* ``run.start`` (or the kind's start message) creates work items with derived
+  ids (create-if-absent) and moves the run pending -> running with
+  compare-and-set; a redelivery re-sends only the items still waiting.
+* An item message claims the item (see :func:`common.core.lifecycle.claim_decision`);
+  its outcome is written on the item's own record only while its attempt
+  number still holds the item (a fencing token); then the fan-in
+  (:mod:`common.service.fanin`) completes the run if no item is left open, with
+  a compare-and-set on the run, so exactly one item completes it.
+* An owner at the running-item limit has its item ``queued`` (no attempt
+  counted) and its message sent again after a short delay.
+* An attempt holds its item for the kind's lease; if that is shorter than the
+  subscription's ack deadline (after which the bus redelivers anyway), a check
+  is scheduled for the lease's end at claim time (:mod:`common.service.watchdog`),
+  so a stalled item is dispatched again within one lease.
 * Follow-up messages (export requests) are derived from stored state and
   re-sent when a redelivered message finds the work already done.
 """
@@ -18,9 +26,11 @@ from __future__ import annotations
 
 import logging
 import random
-import time
 from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
 
+from common import kinds
 from common.core import lifecycle
 from common.core.errors import (
     ErrorKind,
@@ -31,17 +41,14 @@ from common.core.errors import (
     SluiceError,
 )
 from common.core.lifecycle import Claim
-from common.core.messages import ExtractTask, StartRun
+from common.core.messages import ExtractTask, ItemLeaseCheck, RunDeadline, StartRun
 from common.core.models import (
-    ExtractionTask,
     FileType,
     Job,
     Run,
     SourceFile,
-    TaskResult,
-    TaskUsage,
+    WorkItem,
 )
-from common.core.schema import DocumentExtraction
 from common.core.states import (
     TERMINAL_TASK_STATES,
     FileStatus,
@@ -49,57 +56,102 @@ from common.core.states import (
     RunStatus,
     TaskStatus,
 )
-from common.obs import metrics
+from common.kinds import ItemCall, ItemDone, Kind
 from common.obs.logging import failure_point, fields, log_context
-from common.ports.extractor import DocumentRef
 from common.ports.store import Filter, Transaction
 from common.service import control, fanin, ids, lifecycle_events, progress, repo
 from common.service.context import Context
 
 log = logging.getLogger(__name__)
 
+# A lease check arrives this long after the lease ends (clocks differ a little).
+LEASE_GRACE_S = 2.0
+_WAITING = [TaskStatus.PENDING.value, TaskStatus.QUEUED.value]
+
+
+def stage_of(kind: Kind) -> str:
+    """The operation's stage while a run's items are being worked on."""
+    return "extracting" if kind.name == "extract" else "running"
+
+
+def run_timeout_s(ctx: Context, kind: Kind) -> float | None:
+    """The kind's run timeout (SLUICE_RUN_TIMEOUTS overrides the kind's own; None or 0: none)."""
+    value = ctx.settings.run_timeouts.get(kind.name, kind.run_timeout_s)
+    return value if value else None
+
+
+def item_lease_s(ctx: Context, kind: Kind) -> float:
+    return kind.item_lease_s or ctx.settings.task_lease_s
+
 
 # -- run initializer ------------------------------------------------------------
 
 
 def fan_out_run(msg: StartRun, ctx: Context) -> None:
-    """``run.start``: record one extraction task per file and send them (a redelivery re-sends)."""
+    """A run's start message: record its kind's work items and send them (a redelivery re-sends)."""
     run, _ = repo.require(ctx.store, Run, msg.run_id)
     if run.status in (RunStatus.CANCELLED, RunStatus.FAILED, RunStatus.COMPLETED):
         log.info("run already %s; nothing to start", run.status.value)
         return
+    kind = kinds.get(run.kind)
     if run.status is RunStatus.PENDING:
-        run = _fan_out(run, ctx)
+        run = _fan_out(run, kind, ctx)
         if run.status is RunStatus.FAILED:
             return
+    _watch_deadline(run, ctx)
     if run.status is RunStatus.PAUSED:
         log.info("run is paused; tasks are sent when it resumes")
         return
     sent = 0
     for task in repo.scan(
-        ctx.store,
-        ExtractionTask,
-        filters=[
-            Filter("run_id", "==", run.id),
-            Filter("status", "==", TaskStatus.PENDING.value),
-        ],
+        ctx.store, WorkItem, filters=[Filter("run_id", "==", run.id), Filter("status", "in", _WAITING)]
     ):
-        ctx.send(
-            ExtractTask(task_id=task.id, run_id=run.id, job_id=run.job_id),
-            priority=run.priority,
-        )
+        ctx.send(kind.item(task), priority=run.priority)
         sent += 1
-    log.info("run started", extra=fields(tasks=run.counters.total, sent=sent))
-    progress.report_run(ctx, run, stage="extracting")
+    log.info("run started", extra=fields(tasks=run.counters.total, sent=sent, kind=kind.name))
+    progress.report_run(ctx, run, stage=stage_of(kind))
     if sent == 0:
         # No tasks at all, or (a run resumed after a pause) the last ones
         # finished while it was paused: complete it now if none is open.
         fanin.settle_run(ctx, run.id)
 
 
-def _fan_out(run: Run, ctx: Context) -> Run:
+def _watch_deadline(run: Run, ctx: Context) -> None:
+    """Have the run's deadline checked when it comes (again on every start: a lost send is re-made)."""
+    if run.deadline_at is None:
+        return
+    delay = max(0.0, (run.deadline_at - ctx.now()).total_seconds())
+    ctx.send(RunDeadline(run_id=run.id, job_id=run.job_id), delay_s=delay or None)
+
+
+def _fail_start(run: Run, err: PermanentError, ctx: Context) -> Run:
     now = ctx.now()
-    job, _ = repo.require(ctx.store, Job, run.job_id)
+
+    def fail(t: Transaction) -> tuple[Run, bool]:
+        current = repo.tx_require(t, Run, run.id)
+        if current.status is not RunStatus.PENDING:
+            return current, False
+        failed = lifecycle.fail_run(current, error=err, now=now)
+        repo.tx_put(t, failed)
+        return failed, True
+
+    failed_run, moved = ctx.store.transaction(fail)
+    if moved:
+        lifecycle_events.run_ended(failed_run)
+    progress.report_run(
+        ctx,
+        failed_run,
+        stage="failed",
+        status=OperationStatus.FAILED,
+        message=err.message,
+        error=err.to_record(),
+    )
+    return failed_run
+
+
+def _fan_out(run: Run, kind: Kind, ctx: Context) -> Run:
+    now = ctx.now()
+    job = run.frozen(repo.require(ctx.store, Job, run.job_id)[0])
     files = list(
         repo.scan(
             ctx.store,
@@ -117,50 +169,41 @@ def _fan_out(run: Run, ctx: Context) -> Run:
             f"job {job.id} has no uploaded files to extract",
             hint="Upload or import files, then start a run.",
         )
-
-        def fail(t: Transaction) -> tuple[Run, bool]:
-            current = repo.tx_require(t, Run, run.id)
-            if current.status is not RunStatus.PENDING:
-                return current, False
-            failed = lifecycle.fail_run(current, error=err, now=now)
-            repo.tx_put(t, failed)
-            return failed, True
-
-        failed_run, moved = ctx.store.transaction(fail)
-        if moved:
-            lifecycle_events.run_ended(failed_run)
-        progress.report_run(
-            ctx,
-            failed_run,
-            stage="failed",
-            status=OperationStatus.FAILED,
-            message=err.message,
-            error=err.to_record(),
+        return _fail_start(run, err, ctx)
+    try:
+        specs = kind.fan_out(job, files, kind.validate_settings(job.kind_settings))
+    except PermanentError as err:
+        return _fail_start(run, err, ctx)
+    if not specs:
+        return _fail_start(
+            run, PermanentError(f"the {kind.name} kind made no work items of job {job.id}'s inputs"), ctx
         )
-        return failed_run
     created = 0
-    for f in files:
-        task = ExtractionTask(
-            id=ids.task_id(run.id, f.id),
+    for spec in specs:
+        task = WorkItem(
+            id=ids.task_id(run.id, spec.key),
             owner=run.owner,
             run_id=run.id,
             job_id=job.id,
-            file_id=f.id,
-            file_name=f.name,
-            duplicate_names=list(f.duplicate_names),
+            kind=kind.name,
+            file_id=spec.key,
+            file_name=spec.name,
+            params=dict(spec.params),
+            duplicate_names=list(spec.duplicate_names),
             priority=run.priority,
             created_at=now,
             updated_at=now,
         )
         created += repo.create_if_absent(ctx.store, task)
     lifecycle_events.tasks_created(created)
-    total = ctx.store.count(ExtractionTask.collection, filters=[Filter("run_id", "==", run.id)])
+    total = ctx.store.count(WorkItem.collection, filters=[Filter("run_id", "==", run.id)])
+    timeout = run_timeout_s(ctx, kind)
 
     def begin(t: Transaction) -> tuple[Run, bool]:
         current = repo.tx_require(t, Run, run.id)
         if current.status is not RunStatus.PENDING:
             return current, False
-        started = lifecycle.begin_run(current, total=total, now=now)
+        started = lifecycle.begin_run(current, total=total, now=now, timeout_s=timeout)
         repo.tx_put(t, started)
         return started, True
 
@@ -170,20 +213,44 @@ def _fan_out(run: Run, ctx: Context) -> Run:
     return started
 
 
-# -- extraction -------------------------------------------------------------------
+# -- one attempt at one item ---------------------------------------------------------
 
 
-def extract_task(msg: ExtractTask, ctx: Context) -> None:
-    found = repo.get(ctx.store, ExtractionTask, msg.task_id)
+def run_item(msg: ExtractTask, ctx: Context) -> None:
+    found = repo.get(ctx.store, WorkItem, msg.task_id)
     if found is None:
         raise PermanentError(f"task {msg.task_id} does not exist", code="unknown_task")
     task, version = found
     run, _ = repo.require(ctx.store, Run, task.run_id)
     with log_context(file_id=task.file_id):
-        _extract(task, version, run, ctx)
+        _run_item(task, version, run, kinds.get(run.kind), ctx)
 
 
-def _extract(task: ExtractionTask, version: str, run: Run, ctx: Context) -> None:
+# The extract kind's item handler, by its name before kinds.
+extract_task = run_item
+
+
+def _waits(task: WorkItem, version: str, run: Run, kind: Kind, ctx: Context, claim: Claim) -> bool:
+    """Whether the item must not start now (the reason handled: sent again later, or left)."""
+    if run.status in (RunStatus.CANCELLED, RunStatus.FAILED):
+        # Cancelled by its owner, or failed past its deadline: the item never starts.
+        _settle(task, ctx, lambda t: lifecycle.cancel_task(t, now=ctx.now()))
+        return True
+    if run.status is RunStatus.PAUSED:
+        log.info("run is paused; the task waits for resume")
+        return True
+    if claim is Claim.START and (delay := control.throttle_delay(ctx, task)) is not None:
+        # The owner is at the cap of running items: the item is queued (no
+        # attempt is counted) and tried again shortly.
+        log.info("owner at the running-task cap; task throttled", extra=fields(kind="throttled", delay_s=delay))
+        if task.status is not TaskStatus.QUEUED:
+            repo.cas(ctx.store, lifecycle.queue_task(task, now=ctx.now(), delay_s=delay), version)
+        ctx.send(kind.item(task), delay_s=delay, priority=run.priority)
+        return True
+    return False
+
+
+def _run_item(task: WorkItem, version: str, run: Run, kind: Kind, ctx: Context) -> None:
     now = ctx.now()
     claim = lifecycle.claim_decision(task, message_id=ctx.message_id, now=now)
     if claim is Claim.DONE:
@@ -193,159 +260,143 @@ def _extract(task: ExtractionTask, version: str, run: Run, ctx: Context) -> None
     if claim is Claim.IN_FLIGHT:
         log.info("duplicate delivery while another attempt holds the task; dropping it")
         return
-    if run.status is RunStatus.CANCELLED:
-        _settle(task, ctx, lambda t: lifecycle.cancel_task(t, now=ctx.now()))
+    if _waits(task, version, run, kind, ctx, claim):
         return
-    if run.status is RunStatus.PAUSED:
-        log.info("run is paused; the task waits for resume")
-        return
-    if claim is Claim.START and (delay := control.throttle_delay(ctx, task)) is not None:
-        # The owner is at the cap of running tasks: try again shortly, the
-        # task still pending (no attempt is counted).
-        log.info("owner at the running-task cap; task throttled", extra=fields(kind="throttled", delay_s=delay))
-        ctx.send(ExtractTask(task_id=task.id, run_id=run.id, job_id=run.job_id), delay_s=delay, priority=run.priority)
-        return
-
     found_job = repo.get(ctx.store, Job, task.job_id)
-    job = None if found_job is None else run.frozen(found_job[0])  # the schema the run started with
-    extractor_name = ((job.settings.extractor if job else None) or ctx.settings.extractor).value
-    if claim is Claim.START and (wait := _circuit_wait(ctx, extractor_name)) is not None:
+    job = None if found_job is None else run.frozen(found_job[0])  # the job as the run started it
+    if claim is Claim.START and job is not None and (wait := _circuit_wait(ctx, kind, job)) is not None:
         # The model's circuit is open: wait for it without starting (or counting) an attempt.
         log.info("model circuit open; task waits", extra=fields(kind="circuit_open", delay_s=round(wait, 1)))
-        ctx.send(ExtractTask(task_id=task.id, run_id=run.id, job_id=run.job_id), delay_s=wait, priority=run.priority)
+        ctx.send(kind.item(task), delay_s=wait, priority=run.priority)
         return
-
-    started = lifecycle.start_attempt(task, message_id=ctx.message_id, now=now, lease_s=ctx.settings.task_lease_s)
+    lease = item_lease_s(ctx, kind)
+    started = lifecycle.start_attempt(task, message_id=ctx.message_id, now=now, lease_s=lease)
     repo.cas(ctx.store, started, version)  # loses cleanly (PreconditionFailed) to a racing claim
     lifecycle_events.task_started(started, takeover=claim is Claim.TAKEOVER)
+    _watch_lease(started, kind, lease, ctx)
     attempt = started.attempts
-    inputs = _inputs(ctx, task, job)
-    if isinstance(inputs, PermanentError):
-        _fail(started, attempt, inputs, ctx)
-        return
-    job, file = inputs
-    t0 = time.perf_counter()
-    outcome = _call_extractor(ctx, job, file, extractor_name)
-    latency_ms = round((time.perf_counter() - t0) * 1000, 1)
-    lifecycle_events.model_called(ctx.settings, extractor_name, outcome)
-
-    if isinstance(outcome, RetryableError):
-        decision = ctx.retry_policy.decide(outcome.kind, attempt, server_delay_s=outcome.retry_after)
-        if not decision.retry:
-            raw = outcome.raw_output if isinstance(outcome, MalformedModelOutput) else None
-            _fail(started, attempt, outcome, ctx, raw_output=raw, note=decision.reason)
-            return
-        log.warning("extraction failed, will retry", extra=fields(error=str(outcome), delay_s=decision.delay_s))
-        err = outcome
-        refund = outcome.kind is ErrorKind.THROTTLED
-        _settle(
+    if job is None:
+        _fail(
             started,
+            attempt,
+            PermanentError(f"job {task.job_id} of this task no longer exists", code="job_missing"),
             ctx,
-            lambda t: lifecycle.requeue_task(
-                t, attempt=attempt, error=err, now=ctx.now(), delay_s=decision.delay_s, refund_attempt=refund
-            ),
-        )
-        ctx.send(
-            ExtractTask(task_id=task.id, run_id=run.id, job_id=run.job_id),
-            delay_s=decision.delay_s,
-            priority=run.priority,
         )
         return
-    if isinstance(outcome, SluiceError):
+    outcome = _handle(kind, started, job, run, attempt, ctx)
+    if isinstance(outcome, RetryableError):
+        _retry_or_fail(started, attempt, outcome, run, kind, ctx)
+    elif isinstance(outcome, SluiceError):
         _fail(started, attempt, outcome, ctx)
-        return
+    else:
+        _complete(started, attempt, outcome, ctx)
 
-    extraction = outcome
-    result = TaskResult(
-        columns=extraction.columns,
-        results=extraction.results,
-        row_pages=extraction.row_pages,
-        fields=extraction.fields,
-        method=extraction.method,
-        pages=extraction.pages,
-        notes=extraction.notes,
-    )
-    metrics.record_tokens(
-        extraction.model or extractor_name,
-        input_tokens=extraction.input_tokens,
-        output_tokens=extraction.output_tokens,
-    )
-    usage = TaskUsage(
-        input_tokens=extraction.input_tokens,
-        output_tokens=extraction.output_tokens,
-        latency_ms=extraction.latency_ms if extraction.latency_ms is not None else latency_ms,
-    )
+
+def _handle(kind: Kind, task: WorkItem, job: Job, run: Run, attempt: int, ctx: Context) -> ItemDone | SluiceError:
+    """The kind's handler on one item: its outcome or the error that ended it (never raised)."""
+    try:
+        settings = kind.validate_settings(job.kind_settings)
+        call = ItemCall(
+            ctx=ctx,
+            item=task,
+            job=job,
+            run=run,
+            settings=settings,
+            attempt=attempt,
+            save_checkpoint=lambda data: save_checkpoint(ctx, task.id, attempt, data),
+        )
+        return kind.handle(call)
+    except SluiceError as err:
+        return err
+    except (ConnectionError, TimeoutError) as exc:
+        return RetryableError(f"{type(exc).__name__} in the {kind.name} handler: {exc}", kind=ErrorKind.NETWORK)
+    except Exception as exc:
+        log.exception("item handler crashed")
+        return PermanentError(
+            f"the {kind.name} handler failed on {task.file_name}: {type(exc).__name__}: {exc}",
+            kind=ErrorKind.INTERNAL,
+            code="handler_crashed",
+            hint="Retry the item after a fix.",
+        )
+
+
+def save_checkpoint(ctx: Context, task_id: str, attempt: int, data: dict[str, Any]) -> None:
+    """Store the item's checkpoint while ``attempt`` still holds it (IllegalTransition otherwise)."""
+
+    def tx(t: Transaction) -> None:
+        current = repo.tx_require(t, WorkItem, task_id)
+        repo.tx_put(t, lifecycle.checkpoint_task(current, attempt=attempt, checkpoint=data, now=ctx.now()))
+
+    ctx.store.transaction(tx)
+
+
+def _watch_lease(task: WorkItem, kind: Kind, lease_s: float, ctx: Context) -> None:
+    """Check the attempt when its lease ends, unless the bus redelivers by then anyway.
+
+    Pub/Sub (and the local bus) redeliver an unacknowledged message after the
+    subscription's ack deadline, and the same message takes the item over. A
+    kind whose lease is shorter gets a delayed check instead: one message per
+    attempt, only for those kinds.
+    """
+    topic = ctx.deps.topology.topics.get(ctx.deps.topology.topic_for(kind.item_message))
+    ack_deadline = topic.subscription.ack_deadline_s if topic and topic.subscription else 0.0
+    if lease_s >= ack_deadline:
+        return
+    check = ItemLeaseCheck(task_id=task.id, run_id=task.run_id, job_id=task.job_id, attempt=task.attempts)
+    # Scheduled now, not sent with the handler's outcome: a stalled handler never reaches its outcome
+    # (the local runtime publishes a handler's sends when it settles). Named: once per attempt.
+    at = ctx.now() + timedelta(seconds=lease_s + LEASE_GRACE_S)
+    ctx.deps.scheduler.schedule(check, at=at, name=f"lease-{task.id}-{task.attempts}", queue=task.priority.value)
+
+
+def _retry_or_fail(task: WorkItem, attempt: int, err: RetryableError, run: Run, kind: Kind, ctx: Context) -> None:
+    decision = ctx.retry_policy.decide(err.kind, attempt, server_delay_s=err.retry_after)
+    if not decision.retry:
+        raw = err.raw_output if isinstance(err, MalformedModelOutput) else None
+        _fail(task, attempt, err, ctx, raw_output=raw, note=decision.reason)
+        return
+    log.warning("extraction failed, will retry", extra=fields(error=str(err), delay_s=decision.delay_s))
+    refund = err.kind is ErrorKind.THROTTLED
     _settle(
-        started,
+        task,
+        ctx,
+        lambda t: lifecycle.requeue_task(
+            t, attempt=attempt, error=err, now=ctx.now(), delay_s=decision.delay_s, refund_attempt=refund
+        ),
+    )
+    ctx.send(kind.item(task), delay_s=decision.delay_s, priority=run.priority)
+
+
+def _complete(task: WorkItem, attempt: int, done: ItemDone, ctx: Context) -> None:
+    settled = _settle(
+        task,
         ctx,
         lambda t: lifecycle.complete_task(
             t,
             attempt=attempt,
-            result=result,
-            usage=usage,
-            model=extraction.model or extractor_name,
-            model_version=extraction.model_version,
-            prompt_version=extraction.prompt_version,
+            result=done.result,
+            usage=done.usage,
+            model=done.model,
+            model_version=done.model_version,
+            prompt_version=done.prompt_version,
             now=ctx.now(),
         ),
     )
-    log.info("task completed", extra=fields(method=extraction.method, rows=len(extraction.results)))
+    if settled:
+        log.info("task completed", extra=fields(method=done.result.method, rows=len(done.result.results)))
 
 
-def _circuit_wait(ctx: Context, extractor_name: str) -> float | None:
-    """Seconds to wait while the extractor's dependency has its circuit open (None: go)."""
-    try:
-        dependency = getattr(ctx.deps.extractor(extractor_name), "dependency", None)
-    except SluiceError:
-        return None  # the extraction itself reports a broken configuration
-    if not isinstance(dependency, str):
+def _circuit_wait(ctx: Context, kind: Kind, job: Job) -> float | None:
+    """Seconds to wait while the kind's dependency has its circuit open (None: go)."""
+    dependency = kind.circuit(ctx, job) if kind.circuit is not None else None
+    if dependency is None:
         return None
     wait = ctx.deps.breaker(dependency).wait_s()
     return wait + random.uniform(0.0, min(5.0, wait * 0.1)) if wait > 0 else None
 
 
-def _inputs(ctx: Context, task: ExtractionTask, job: Job | None) -> tuple[Job, SourceFile] | PermanentError:
-    """The task's job and file; a deleted one fails this task (the message is about a real task)."""
-    if job is None:
-        return PermanentError(f"job {task.job_id} of this task no longer exists", code="job_missing")
-    file = repo.get(ctx.store, SourceFile, task.file_id)
-    if file is None:
-        return PermanentError(
-            f"file {task.file_id} ({task.file_name}) no longer exists",
-            code="file_missing",
-            hint="The file was deleted after the run started; upload it again and start a new run.",
-        )
-    return job, file[0]
-
-
-def _call_extractor(ctx: Context, job: Job, file: SourceFile, extractor_name: str) -> DocumentExtraction | SluiceError:
-    """The extraction, or the error that ended it (classified, never raised)."""
-    if file.blob_uri is None:
-        return PermanentError(f"file {file.name} has no stored content", code="file_missing")
-    try:
-        extractor = ctx.deps.extractor(extractor_name)
-        doc = DocumentRef(uri=file.blob_uri, name=file.name, mime_type=file.mime_type, size=file.size)
-        return extractor.extract(doc, job.fields, prompt=job.prompt)
-    except SluiceError as err:
-        # Storage and model failures arrive classified (BlobUnavailable, a 429...):
-        # transient ones reach the retry policy.
-        return err
-    except (ConnectionError, TimeoutError) as exc:
-        return RetryableError(f"{type(exc).__name__} while extracting {file.name}: {exc}", kind=ErrorKind.NETWORK)
-    except Exception as exc:
-        # Third-party parsing code failing on one document must fail that
-        # document's task (with the reason kept), not loop its message.
-        log.exception("extractor crashed")
-        return PermanentError(
-            f"the {extractor_name} extractor failed on {file.name}: {type(exc).__name__}: {exc}",
-            kind=ErrorKind.INTERNAL,
-            code="extractor_crashed",
-            hint="Report this with the document if you can share it; retry the task after a fix.",
-        )
-
-
 def _fail(
-    task: ExtractionTask,
+    task: WorkItem,
     attempt: int,
     err: SluiceError,
     ctx: Context,
@@ -366,19 +417,20 @@ def _fail(
 
 
 def _settle(
-    task: ExtractionTask,
+    task: WorkItem,
     ctx: Context,
-    change: Callable[[ExtractionTask], ExtractionTask],
-) -> None:
+    change: Callable[[WorkItem], WorkItem],
+) -> bool:
     """Apply ``change`` to the task as stored now (compare-and-set on the task's
     own record, fenced by its attempt); if that ends the task, run the fan-in.
+    False if the attempt no longer held the task (nothing was written).
 
     The run document is not written here: 64 tasks finishing together would
     all contend for it, and a conflict must never cost a repeated model call.
     """
 
-    def tx(t: Transaction) -> ExtractionTask | None:
-        current = repo.tx_require(t, ExtractionTask, task.id)
+    def tx(t: Transaction) -> WorkItem | None:
+        current = repo.tx_require(t, WorkItem, task.id)
         try:
             updated = change(current)
         except IllegalTransition:
@@ -392,3 +444,4 @@ def _settle(
     if updated is not None and updated.status in TERMINAL_TASK_STATES:
         lifecycle_events.task_ended(updated.status)
         fanin.settle_run(ctx, updated.run_id)
+    return updated is not None

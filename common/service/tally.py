@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from common.core import lifecycle
 from common.core.models import ExtractionTask, Run, RunCounters
-from common.core.states import TERMINAL_TASK_STATES, TaskStatus
+from common.core.states import OPEN_TASK_STATES, TERMINAL_TASK_STATES
 from common.ports.store import Filter, Store
 
-_OPEN = [TaskStatus.PENDING.value, TaskStatus.RUNNING.value]
+_OPEN = sorted(s.value for s in OPEN_TASK_STATES)
 
 
 def count_tasks(store: Store, run: Run) -> RunCounters:
@@ -44,7 +44,7 @@ def with_live_counters(store: Store, run: Run) -> Run:
 
 
 def any_open(store: Store, run_id: str) -> bool:
-    """Whether a task of the run is still pending or running (one indexed lookup, not a count)."""
+    """Whether a task of the run is still pending, queued or running (one indexed lookup, not a count)."""
     page = store.query(
         ExtractionTask.collection,
         filters=[Filter("run_id", "==", run_id), Filter("status", "in", _OPEN)],

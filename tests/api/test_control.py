@@ -13,7 +13,7 @@ from common.config import Settings
 from common.core.errors import IllegalTransition, NotFound
 from common.core.models import ExtractionTask, Run
 from common.core.states import RunStatus, TaskStatus
-from common.service import control, repo
+from common.service import control, repo, tally
 from tests.support import Pipeline, ScriptedExtractor, make_pipeline
 
 
@@ -45,7 +45,7 @@ def _hold(p: Pipeline, task: ExtractionTask, minutes: float = 5) -> None:
     repo.cas(p.deps.store, held, version)
 
 
-def test_an_owner_at_the_cap_has_new_tasks_throttled_without_counting_attempts(tmp_path: Path) -> None:
+def test_an_owner_at_the_cap_has_new_tasks_queued_without_counting_attempts(tmp_path: Path) -> None:
     p = capped_pipeline(tmp_path, cap=1)
     job = p.job()
     p.upload(job, "ok-a.pdf")
@@ -57,7 +57,9 @@ def test_an_owner_at_the_cap_has_new_tasks_throttled_without_counting_attempts(t
     _hold(p, first)
     p.drain()  # no clock movement: the second task is throttled, its retry delayed
     second_now = repo.require(p.deps.store, ExtractionTask, second.id)[0]
-    assert second_now.status is TaskStatus.PENDING and second_now.attempts == 0
+    # Queued (waiting for capacity), told apart from pending (waiting for delivery).
+    assert second_now.status is TaskStatus.QUEUED and second_now.attempts == 0 and second_now.history == []
+    assert tally.any_open(p.deps.store, run.id), "a queued item keeps its run open"
     assert isinstance(p.extractor, ScriptedExtractor) and p.extractor.calls == {}
     assert p.bus.depth("extract--extract") == 1, "the throttled task's message waits, delayed"
     assert control.running_tasks(p.deps.store, "alice", p.clock.now()) == 1

@@ -7,7 +7,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
-from common.api.kind_union import ExtractSettings, kind_union, settings_models
+from common.api.kind_union import kind_union, settings_models
+from common.kinds.extract import ExtractSettings
 
 REF = "#/components/schemas/{model}"
 
@@ -76,7 +77,6 @@ def test_the_registered_kinds_include_extract() -> None:
 
 
 def test_the_document_describes_a_kind_bodys_variants_from_the_kinds_registry(monkeypatch: Any) -> None:
-    import sys
     import types
 
     from common.api import schemas as s
@@ -88,11 +88,11 @@ def test_the_document_describes_a_kind_bodys_variants_from_the_kinds_registry(mo
         kind: str = "extract"
         settings: dict[str, Any] | None = None
 
-    registry = types.ModuleType("common.kinds")
+    from common import kinds
+
     declared = {"extract": ExtractSettings, "echo": EchoSettings}
-    registry.names = lambda: sorted(declared)  # type: ignore[attr-defined]
-    registry.get = lambda name: types.SimpleNamespace(settings_model=declared[name])  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "common.kinds", registry)
+    monkeypatch.setattr(kinds, "names", lambda: sorted(declared))
+    monkeypatch.setattr(kinds, "get", lambda name: types.SimpleNamespace(settings_model=declared[name]))
 
     def create_job(call: Any) -> None:
         return None

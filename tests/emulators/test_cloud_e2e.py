@@ -39,15 +39,17 @@ from common.ports.store import Filter
 from common.service import jobs, repo
 from common.service.context import Deps, TopologySender
 from common.topology import Topology
-from common.topology import default as default_topology
+from common.topology import load as load_topology
 from tests.emulators import harness
 from tests.emulators.gcp_deps import build_gcp_deps
+from tests.kinds import wordcount
 
 pytestmark = [pytest.mark.emulator, pytest.mark.slow, pytest.mark.timeout(180)]
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "samples" / "invoices"
-FUNCTIONS = ("import_upload", "extract", "export")
+# wordcount: the job kind that lives only in the tests (tests/kinds/wordcount.py), as its own function.
+FUNCTIONS = ("import_upload", "extract", "export", "wordcount")
 PREFIX = "sluice-"
 T = TypeVar("T")
 
@@ -149,7 +151,8 @@ def _declare(
 @pytest.fixture(scope="module")
 def cloud(emulators: harness.Emulators, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
     tmp = tmp_path_factory.mktemp("cloud-e2e")
-    topo = default_topology()
+    topology_path = wordcount.topology_file(tmp)
+    topo = load_topology(topology_path)
     settings = Settings(
         backend="gcp",
         project=emulators.project,
@@ -177,6 +180,8 @@ def cloud(emulators: harness.Emulators, tmp_path_factory: pytest.TempPathFactory
         "SLUICE_EXPORTS_BUCKET": settings.exports_bucket,
         "SLUICE_LOG_FORMAT": "text",
         "SLUICE_E2E_SIGNING_KEY": str(key),
+        "SLUICE_TOPOLOGY": str(topology_path),
+        "SLUICE_KINDS": "tests.kinds.wordcount",
     }
     procs: dict[str, subprocess.Popen[bytes]] = {}
     fframework = Path(sys.executable).with_name("functions-framework")
@@ -262,6 +267,31 @@ def test_upload_to_export_with_a_signed_url(cloud: Cloud) -> None:
     with urllib.request.urlopen(export.url, timeout=10) as resp:
         csv_text = resp.read().decode("utf-8-sig")
     assert len(csv_text.strip().splitlines()) >= 1 + len(samples), csv_text
+
+
+def test_a_test_only_kind_runs_on_the_emulators(cloud: Cloud) -> None:
+    deps = cloud.deps
+    job = jobs.create_job(deps, owner="alice", name="words", fields=[], kind="wordcount", kind_settings={})
+    texts = {"a.txt": b"one two three", "b.txt": b"four five"}
+    for i, (name, data) in enumerate(texts.items()):
+        uri = deps.bucket_uri("uploads", f"jobs/{job.id}/files/w{i}/{name}")
+        deps.blobs.put_bytes(uri, data, content_type="text/plain", metadata={"name": name})
+
+    def uploaded() -> list[SourceFile] | None:
+        files = list(repo.scan(deps.store, SourceFile, filters=[Filter("job_id", "==", job.id)]))
+        done = [f for f in files if f.status is FileStatus.UPLOADED]
+        return done if len(done) == len(texts) else None
+
+    _wait("the finalize events to register both texts", uploaded, 30, cloud)
+    run = jobs.request_run(deps, cloud.sender, job)
+
+    def finished() -> Run | None:
+        current = repo.require(deps.store, Run, run.id)[0]
+        return current if current.status not in (RunStatus.PENDING, RunStatus.RUNNING) else None
+
+    done = _wait("the wordcount run to complete", finished, 90, cloud)
+    assert done.status is RunStatus.COMPLETED and done.kind == "wordcount"
+    assert done.outputs == {"total_words": 5, "files": 2}
 
 
 def test_a_message_about_a_missing_export_is_dead_lettered_on_its_first_delivery(cloud: Cloud) -> None:

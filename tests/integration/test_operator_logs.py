@@ -70,8 +70,8 @@ def test_a_failed_item_is_an_error_with_its_ids_and_point_of_failure(tmp_path: P
         "message_id": error["labels"]["message_id"],
     }
     assert error["code"] == (task.error or {}).get("code") and error["error"]
-    # The innermost frame of Sluice's own code: where the extractor was called.
-    assert error["point"].startswith("common/service/runs.py:") and error["point"].endswith(" in _call_extractor")
+    # The innermost frame of Sluice's own code: where the extract kind called the extractor.
+    assert error["point"].startswith("common/kinds/extract.py:") and error["point"].endswith(" in _call_extractor")
     assert "%PDF" not in json.dumps(error), "ids, never the document's contents"
 
 
@@ -87,6 +87,6 @@ def test_a_dead_lettered_message_is_an_error_with_its_ids_and_point(tmp_path: Pa
         "run_id": "r_1",
         "job_id": "j_1",
     }
-    assert error["point"].startswith("common/service/runs.py:") and error["point"].endswith("in extract_task")
+    assert error["point"].startswith("common/service/runs.py:") and error["point"].endswith("in run_item")
     (end,) = [e for e in entries if e["message"] == "stage finished"]
     assert (end["outcome"], end["error_class"]) == ("failed", "unknown_task")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from common import kinds
 from common.api import schemas as s
 from common.api.call import Call, Reply, Result, Route
 from common.api.errors import ApiError, not_found
@@ -23,8 +24,11 @@ SCAN_BUDGET = 2000
 
 def create_job(call: Call) -> Result:
     body = call.body_as(s.JobCreate)
+    kind_settings = kinds.get(body.kind).validate_settings(body.settings).model_dump(mode="json")
     if body.fields is not None:
         fields = body.fields
+    elif body.preset is None:
+        fields = []  # a kind other than extract
     else:
         try:
             fields = list(preset(body.preset or ""))
@@ -45,6 +49,8 @@ def create_job(call: Call) -> Result:
         extractor=body.extractor,
         concurrent_runs=bool(body.concurrent_runs),
         review_below=body.review_below,
+        kind=body.kind,
+        kind_settings=kind_settings,
         guard=call.guard(reply),
     )
     return reply(job)

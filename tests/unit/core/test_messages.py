@@ -22,9 +22,11 @@ from common.core.messages import (
     ImportDriveFile,
     ImportGmail,
     ImportGmailMessage,
+    ItemLeaseCheck,
     Message,
     Noop,
     RenewGmailWatches,
+    RunDeadline,
     StartRun,
     continuation,
     decode,
@@ -60,11 +62,15 @@ SAMPLES: dict[str, Message] = {
     "automation.imported": AutomationImported(automation_run_id="ar_1"),
     "gmail.renew_watches": RenewGmailWatches(),
     "bench.noop": Noop(chain="c-1", hops=3),
+    "run.deadline": RunDeadline(run_id="run-1", job_id="job-1"),
+    "item.lease_check": ItemLeaseCheck(task_id="t-1", run_id="run-1", job_id="job-1", attempt=2),
 }
 
 
 def test_there_is_a_sample_of_every_message_kind() -> None:
-    assert set(SAMPLES) == set(MESSAGE_TYPES)
+    # Job kinds' own start/item messages (made by common.kinds when a kind registers) are not Sluice's fixed set.
+    fixed = {kind for kind, cls in MESSAGE_TYPES.items() if cls.__module__ != "common.kinds"}
+    assert set(SAMPLES) == fixed
 
 
 @pytest.mark.parametrize("kind", SAMPLES)
