@@ -133,13 +133,20 @@ class Pipeline:
 
 
 def make_pipeline(
-    tmp: Path, *, extractor: Any = None, runtime_cls: type[LocalRuntime] = LocalRuntime, durable: bool = False
+    tmp: Path,
+    *,
+    extractor: Any = None,
+    runtime_cls: type[LocalRuntime] = LocalRuntime,
+    durable: bool = False,
+    settings: dict[str, Any] | None = None,
 ) -> Pipeline:
     """``durable``: fsync every commit, as ``sluice serve`` does (slower; widens race windows)."""
     clock = ManualClock()
-    settings = Settings(backend="local", data_dir=tmp / "data", durable=durable, progress_min_interval_s=1.0)
+    config = Settings(
+        backend="local", data_dir=tmp / "data", durable=durable, progress_min_interval_s=1.0, **(settings or {})
+    )
     ex = extractor if extractor is not None else ScriptedExtractor()
-    app = local_app(settings, clock=clock, extractor_factory=(lambda _name: ex), runtime_cls=runtime_cls)
+    app = local_app(config, clock=clock, extractor_factory=(lambda _name: ex), runtime_cls=runtime_cls)
     return Pipeline.of(app, tmp=tmp, extractor=ex)
 
 

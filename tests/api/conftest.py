@@ -118,8 +118,10 @@ class Env:
         return self.p.drain(**kw)
 
 
-def build_env(tmp: Path, keys: Keys, *, durable: bool = False, **settings: Any) -> Env:
-    p = make_pipeline(tmp, durable=durable)
+def build_env(
+    tmp: Path, keys: Keys, *, durable: bool = False, pipeline: Pipeline | None = None, **settings: Any
+) -> Env:
+    p = pipeline or make_pipeline(tmp, durable=durable)
     cfg = ApiSettings(**{"rate_limit_rpm": 0, **settings})
     verifier = OidcVerifier(
         [IssuerConfig(issuer=ISSUER, audience=AUDIENCE, jwks_url=JWKS_URL)], fetcher=keys.fetch, leeway_s=0
