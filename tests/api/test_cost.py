@@ -12,7 +12,7 @@ import pytest
 from common.api.auth import owner_id
 from common.core.cost import DEFAULT_PRICES
 from common.core.schema import DocumentExtraction, FieldSpec
-from common.ports.model import DocumentRef
+from common.ports.extractor import DocumentRef
 from tests.api.conftest import ISSUER, Env, Keys, build_env, mint, pdf
 from tests.support import ScriptedExtractor, make_pipeline
 
