@@ -34,9 +34,16 @@ STORE_INDEXES: dict[str, list[str]] = {
     "jobs": ["owner", "key", "owner,created_at", "owner,updated_at", "owner,name"],
     "files": ["job_id,status,file_type"],
     "integrations": ["owner", "account", "refresh_failures"],
-    "runs": ["job_id,run_number", "owner,created_at", "owner,status", "status"],
-    "tasks": ["run_id,status", "run_id,file_name", "status,lease_until", "owner,status,lease_until", "job_id"],
-    "exports": ["run_id", "job_id", "destination.kind,created_at"],
+    "runs": ["job_id,run_number", "owner,created_at", "owner,status", "status", "status,created_at"],
+    "tasks": [
+        "run_id,status",
+        "run_id,file_name",
+        "status,lease_until",
+        "owner,status,lease_until",
+        "job_id",
+        "status,created_at",
+    ],
+    "exports": ["run_id", "job_id", "destination.kind,created_at", "status,created_at"],
     "operations": ["owner", "owner,created_at", "job_id", "expire_at"],
     "automations": ["owner,created_at", "owner,account"],
     "automation_runs": ["status"],
@@ -72,6 +79,7 @@ def _gcp(
     from common.adapters.gcp.firestore_store import FirestoreStore
     from common.adapters.gcp.gcs_blobs import GcsBlobStore
     from common.adapters.gcp.pubsub_bus import PubSubPublisher
+    from common.adapters.gcp.pubsub_queues import PubSubQueues
     from common.adapters.gcp.tasks_scheduler import CloudTasksScheduler
     from common.adapters.local.clock import SystemClock
 
@@ -90,6 +98,7 @@ def _gcp(
         project, service_account_email=settings.signing_service_account, signing_credentials=signing_credentials
     )
     store = FirestoreStore(project)
+    publisher = PubSubPublisher(project, delayed=scheduler)
     google_auth = None
     if settings.google_client_id and settings.google_client_secret and settings.token_key:
         import base64
@@ -112,16 +121,28 @@ def _gcp(
         blobs=blobs,
         clock=clock or SystemClock(),
         # Delayed sends (retry backoff) go through Cloud Tasks: Pub/Sub cannot delay.
-        publisher=PubSubPublisher(project, delayed=scheduler),
+        publisher=publisher,
         scheduler=scheduler,
         extractor_factory=extractor_factory or (lambda name: _extractor(name, settings, built)),
         google_auth=google_auth,
         drive=_drive(),
         destinations=_destinations(),
+        queues=PubSubQueues(project, publisher, sources=_dead_letter_sources(settings, topo)),
     )
     if google_auth is not None:
         with_google_auth(built, google_auth)
     return built
+
+
+def _dead_letter_sources(settings: Settings, topo: Topology) -> dict[str, tuple[str, str | None]]:
+    """Each work subscription's deployed name -> (its topic, its dead-letter topic)."""
+    from common.topology import subscription_name
+
+    found: dict[str, tuple[str, str | None]] = {}
+    for topic, spec in topo.subscribed_topics().items():
+        dlq = None if spec.dead_letter_topic is None else settings.topic_name(spec.dead_letter_topic)
+        found[subscription_name(settings.topic_name(topic), spec.function)] = (settings.topic_name(topic), dlq)
+    return found
 
 
 def _local(
@@ -130,6 +151,7 @@ def _local(
     clock: Clock | None,
     extractor_factory: Callable[[str], Extractor] | None,
 ) -> Deps:
+    from common.adapters.local.bus_queues import BusQueues
     from common.adapters.local.clock import SystemClock
     from common.adapters.local.fs_blobs import FsBlobStore
     from common.adapters.local.scheduler import BusScheduler
@@ -165,6 +187,7 @@ def _local(
         clock=clk,
         publisher=bus,
         scheduler=BusScheduler(bus, topo, settings),
+        queues=BusQueues(bus),
         google_auth=google_auth,
         extractor_factory=extractor_factory or (lambda name: _extractor(name, settings, built)),
         drive=_drive(),

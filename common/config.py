@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from common.core.cost import DEFAULT_PRICES, ModelPrice
 from common.core.models import ExtractorName
 
 
@@ -55,6 +56,14 @@ class Settings(BaseSettings):
     google_redirect_uri: str | None = None
     drive_chunk_bytes: int = Field(default=8 * 1024 * 1024, ge=256 * 1024)
 
+    # Cost. Prices per model (USD per million input/output tokens, per page, and the
+    # estimate's tokens-per-page assumptions), as JSON, merged over the defaults
+    # (common/core/cost.py: Gemini list prices, 0 for the offline extractor), e.g.
+    # SLUICE_PRICES='{"gemini-2.5-flash": {"input_per_million": 0.3, "output_per_million": 2.5}}'.
+    prices: dict[str, ModelPrice] = Field(default_factory=dict)
+    # Each user's monthly budget in USD (0: no budget); a user's own Budget record overrides it.
+    monthly_budget: float = Field(default=100.0, ge=0)
+
     # Per-user fairness: at most this many extraction tasks running at once per user (0: no cap).
     max_running_tasks_per_user: int = Field(default=0, ge=0)
 
@@ -91,3 +100,7 @@ class Settings(BaseSettings):
     def topic_name(self, topic: str) -> str:
         """The deployed name of a topology topic (prefixed in the cloud)."""
         return topic if self.backend == "local" else f"{self.prefix}{topic}"
+
+    def price_table(self) -> dict[str, ModelPrice]:
+        """The prices in force: the defaults, with SLUICE_PRICES' entries over them."""
+        return {**DEFAULT_PRICES, **self.prices}

@@ -109,6 +109,19 @@ locals {
     }
   ]...)
 
+  # The HTTP functions (the API) list and replay dead letters (GET /v1/dead-letters,
+  # /v1/admin/...): they pull the hold subscriptions and publish a replayed message
+  # back to the topic it came from (grants they do not hold already).
+  dead_letter_readers = {
+    for pair in setproduct(tolist(local.http_functions), keys(local.dead_letter_topics)) :
+    "${pair[0]}/${pair[1]}" => { function = pair[0], topic = pair[1] }
+  }
+  replay_publishers = {
+    for pair in setproduct(tolist(local.http_functions), keys(local.subscriptions)) :
+    "${pair[0]}/${pair[1]}" => { function = pair[0], topic = pair[1] }
+    if local.subscriptions[pair[1]].dead_letter_topic != null && !contains(keys(local.topic_publishers), "${pair[0]}/${pair[1]}")
+  }
+
   bucket_grants = merge(flatten([
     for fn, a in local.function_access : [
       for bucket, roles in a.buckets : {

@@ -13,11 +13,14 @@ locals {
     "runs:job_id,run_number"              = { collection = "runs", fields = ["job_id", "run_number"] }
     "runs:owner,created_at"               = { collection = "runs", fields = ["owner", "created_at"] }
     "runs:owner,status"                   = { collection = "runs", fields = ["owner", "status"] }
+    "runs:status,created_at"              = { collection = "runs", fields = ["status", "created_at"] }
     "tasks:run_id,status"                 = { collection = "tasks", fields = ["run_id", "status"] }
     "tasks:run_id,file_name"              = { collection = "tasks", fields = ["run_id", "file_name"] }
     "tasks:status,lease_until"            = { collection = "tasks", fields = ["status", "lease_until"] }
     "tasks:owner,status,lease_until"      = { collection = "tasks", fields = ["owner", "status", "lease_until"] }
+    "tasks:status,created_at"             = { collection = "tasks", fields = ["status", "created_at"] }
     "exports:destination.kind,created_at" = { collection = "exports", fields = ["destination.kind", "created_at"] }
+    "exports:status,created_at"           = { collection = "exports", fields = ["status", "created_at"] }
     "operations:owner,created_at"         = { collection = "operations", fields = ["owner", "created_at"] }
     "automations:owner,created_at"        = { collection = "automations", fields = ["owner", "created_at"] }
     "automations:owner,account"           = { collection = "automations", fields = ["owner", "account"] }

@@ -69,6 +69,24 @@ resource "google_pubsub_subscription" "dead_letter" {
   }
 }
 
+# The API peeks (pull, then modifyAckDeadline 0) and acknowledges replayed
+# dead letters on the hold subscriptions, and publishes replays (access.tf).
+resource "google_pubsub_subscription_iam_member" "dead_letter_reader" {
+  for_each     = local.dead_letter_readers
+  project      = var.project
+  subscription = google_pubsub_subscription.dead_letter[each.value.topic].name
+  role         = "roles/pubsub.subscriber"
+  member       = "serviceAccount:${google_service_account.function[each.value.function].email}"
+}
+
+resource "google_pubsub_topic_iam_member" "replay_publisher" {
+  for_each = local.replay_publishers
+  project  = var.project
+  topic    = google_pubsub_topic.topic[each.value.topic].name
+  role     = "roles/pubsub.publisher"
+  member   = "serviceAccount:${google_service_account.function[each.value.function].email}"
+}
+
 # The identity Pub/Sub presents (OIDC) when it pushes to a function.
 resource "google_service_account" "pubsub_push" {
   project      = var.project

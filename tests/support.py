@@ -138,16 +138,21 @@ def make_pipeline(
     extractor: Any = None,
     runtime_cls: type[LocalRuntime] = LocalRuntime,
     durable: bool = False,
+    settings: dict[str, Any] | None = None,
     **settings_overrides: Any,
 ) -> Pipeline:
     """``durable``: fsync every commit, as ``sluice serve`` does (slower; widens race windows).
-    ``settings_overrides``: other Settings fields (e.g. a topology with a test kind's entry)."""
+    ``settings`` and ``settings_overrides``: other Settings fields (e.g. a topology with a test kind's entry)."""
     clock = ManualClock()
-    settings = Settings(
-        backend="local", data_dir=tmp / "data", durable=durable, progress_min_interval_s=1.0, **settings_overrides
+    config = Settings(
+        backend="local",
+        data_dir=tmp / "data",
+        durable=durable,
+        progress_min_interval_s=1.0,
+        **{**(settings or {}), **settings_overrides},
     )
     ex = extractor if extractor is not None else ScriptedExtractor()
-    app = local_app(settings, clock=clock, extractor_factory=(lambda _name: ex), runtime_cls=runtime_cls)
+    app = local_app(config, clock=clock, extractor_factory=(lambda _name: ex), runtime_cls=runtime_cls)
     return Pipeline.of(app, tmp=tmp, extractor=ex)
 
 

@@ -93,9 +93,11 @@ class Api:
             reservation: Reservation | None = None
             try:
                 owners: tuple[str, ...] = ("",)
+                operator = False
                 if route.auth:
                     ident = self._authenticate()
                     owners = ident.owners
+                    operator = ident.owner in self.settings.operators or self.settings.operator_role in ident.roles
                     self._rate_limit(owners[0])
                 query = self._query(route)
                 if route.method == "POST" and route.auth and (key := request.headers.get("Idempotency-Key")):
@@ -105,7 +107,7 @@ class Api:
                         return replay(begun)
                     reservation = begun
                 body = self._body(route)
-                call = Call(self, owners[0], dict(params), body, query, owners, route, reservation)
+                call = Call(self, owners[0], dict(params), body, query, owners, route, reservation, operator)
                 response = self.respond(route, route.handler(call))
             except ApiError as err:
                 response = error_response(err)

@@ -63,6 +63,8 @@ class Identity:
     # This user's issuer is the legacy issuer: records stored under the bare
     # ``sub`` (before owner ids were qualified) are this user's too.
     legacy: bool = False
+    # The token's ``roles`` claim (Entra ID app roles; a Firebase custom claim of that name).
+    roles: frozenset[str] = frozenset()
 
     @property
     def owner(self) -> str:
@@ -197,11 +199,13 @@ class OidcVerifier:
         if not isinstance(sub, str) or not sub:
             raise unauthorized("the token has no subject")
         email = claims.get("email")
+        roles = claims.get("roles")
         return Identity(
             sub=sub,
             issuer=cfg.issuer,
             email=email if isinstance(email, str) else None,
             legacy=cfg.issuer == self._legacy,
+            roles=frozenset(r for r in roles if isinstance(r, str)) if isinstance(roles, list) else frozenset(),
         )
 
 

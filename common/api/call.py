@@ -65,6 +65,8 @@ class Call:
     owners: tuple[str, ...] = ()
     route: Route | None = None
     reservation: Reservation | None = None
+    # The caller may read everyone's stats and dead letters (ApiSettings.operators / operator_role).
+    operator: bool = False
 
     def __post_init__(self) -> None:
         if not self.owners:

@@ -25,7 +25,8 @@ REF = "#/components/schemas/{model}"
 _REASONS = {
     400: "Bad request",
     401: "Missing or invalid bearer token",
-    403: "Invalid signature",
+    402: "Over the monthly budget (budget_exceeded: details say what is left)",
+    403: "Forbidden (an invalid signature, or operators only)",
     404: "Not found (or not yours)",
     409: "Conflict with the current state",
     411: "Length required",

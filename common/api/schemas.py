@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from common.core.cost import Estimate, Usage
 from common.core.models import (
     Automation,
     Destination,
@@ -273,6 +274,10 @@ class RunOut(Out):
     started_at: datetime | None
     finished_at: datetime | None
     error: dict[str, str] | None
+    estimate: Estimate | None = Field(default=None, description="What the run was expected to cost when it started")
+    usage: Usage | None = Field(
+        default=None, description="What its items used: tokens, pages and money (recorded when the run completes)"
+    )
     created_at: datetime
     updated_at: datetime
 
@@ -302,6 +307,8 @@ class RunOut(Out):
             started_at=run.started_at,
             finished_at=run.finished_at,
             error=run.error,
+            estimate=run.estimate,
+            usage=run.usage,
             created_at=run.created_at,
             updated_at=run.updated_at,
         )
@@ -603,9 +610,13 @@ class IntegrationList(Out):
 
 class QueueStats(Out):
     subscription: str
-    depth: int
-    oldest_age_s: float | None
-    dead_lettered: int
+    depth: int | None = Field(
+        description="Waiting and in-flight work: the bus's messages (source bus), or the open work items whose"
+        " messages this subscription carries (source store, on Pub/Sub); null when not counted"
+    )
+    oldest_age_s: float | None = Field(description="Age of the oldest of them, in seconds")
+    dead_lettered: int = Field(description="Dead letters from this subscription not yet replayed")
+    source: Literal["bus", "store", "none"]
 
 
 class CircuitStats(Out):
@@ -620,19 +631,87 @@ class CircuitStats(Out):
     last_error: str | None = Field(description="The code of the last failure counted")
 
 
+class MonthOut(Out):
+    """This calendar month (UTC): its runs' usage and, for one user, the budget."""
+
+    start: datetime
+    runs: int
+    input_tokens: int
+    output_tokens: int
+    pages: int
+    cost: float
+    currency: str
+    budget: float | None = Field(description="The monthly budget (null: none)")
+    remaining: float | None = Field(description="Budget left this month (null: no budget)")
+
+
 class StatsOut(Out):
+    """Your own records: counts, usage (all time and this month) and your budget."""
+
     jobs: int
     runs: dict[str, int]
     tasks: dict[str, int]
     pages: int
     input_tokens: int
     output_tokens: int
+    cost: float = Field(description="Money your runs used, all time")
+    currency: str
+    month: MonthOut
     queues: list[QueueStats]
     circuits: list[CircuitStats]
 
 
+class SpenderOut(Out):
+    owner: str
+    cost: float
+
+
+class GlobalStatsOut(Out):
+    """Everyone's records (operators only)."""
+
+    jobs: int
+    runs: dict[str, int]
+    tasks: dict[str, int]
+    pages: int
+    input_tokens: int
+    output_tokens: int
+    cost: float
+    currency: str
+    month: MonthOut
+    top_spenders: list[SpenderOut] = Field(description="This month's 20 biggest spenders")
+    queues: list[QueueStats]
+    circuits: list[CircuitStats]
+
+
+class BudgetCheckOut(Out):
+    limit: float | None = Field(description="The monthly budget (null: none)")
+    spent: float = Field(description="This month: finished runs' cost, open runs' estimates")
+    remaining: float | None
+    allowed: bool = Field(description="Whether a run started now would be accepted")
+    currency: str
+
+
+class EstimateOut(Estimate):
+    """A run's expected work and money, before it starts, and the budget it would draw on."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    budget: BudgetCheckOut
+
+
+class BudgetIn(Request):
+    monthly_limit: float | None = Field(ge=0, description="USD per calendar month; null: no budget for this user")
+
+
+class BudgetOut(Out):
+    owner: str
+    monthly_limit: float | None
+    updated_at: datetime
+
+
 class DeadLetterOut(Out):
-    seq: int
+    id: str = Field(description="Replay it by this id (the bus's sequence number; the message id on Pub/Sub)")
+    seq: int | None = Field(description="The embedded bus's sequence number (null on Pub/Sub)")
     subscription: str
     message_id: str
     kind: str | None
@@ -650,5 +729,6 @@ class DeadLetterList(Out):
 
 
 class ReplayOut(Out):
-    seq: int
+    id: str
+    seq: int | None
     message_id: str

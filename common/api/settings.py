@@ -78,6 +78,11 @@ class ApiSettings(BaseSettings):
     clock_skew_s: int = Field(default=30, ge=0, le=300)
     # Embedded backend only: every request without a token is this user.
     dev_identity: str | None = None
+    # Operators read everyone's stats and dead letters and set budgets: users whose
+    # owner id is listed here (GET /v1/stats shows yours; the dev identity's is its
+    # name), or whose token's ``roles`` claim holds operator_role.
+    operators: list[str] = Field(default_factory=list)
+    operator_role: str = "sluice.operator"
 
     # Limits.
     max_upload_bytes: int = Field(default=32 * 1024 * 1024, ge=1)

@@ -13,6 +13,7 @@ from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer, computed_field, field_serializer
 
+from common.core.cost import Estimate, Usage
 from common.core.schema import FieldSpec, FieldValue, Scalar
 from common.core.states import (
     ExportStatus,
@@ -164,6 +165,8 @@ class SourceFile(Record):
     duplicate_names: list[str] = Field(default_factory=list)
     status: FileStatus = FileStatus.PENDING
     error: dict[str, str] | None = None
+    # Page count, recorded the first time a run's cost is estimated (None: not counted yet).
+    pages: int | None = None
 
 
 class RunCounters(BaseModel):
@@ -208,6 +211,10 @@ class Run(Record):
     deadline_at: Timestamp | None = None
     # What the kind's fan-in made of the items, stored by the fan-in that completed the run.
     outputs: dict[str, Any] | None = None
+    # Cost: what was expected when the run was recorded, and what its items used
+    # (summed at the fan-in that completes it).
+    estimate: Estimate | None = None
+    usage: Usage | None = None
 
     def frozen(self, job: Job) -> Job:
         """``job`` with the fields, prompt and settings this run froze when it started."""
@@ -458,3 +465,14 @@ class AutomationRun(Record):
 def row_values(result: TaskResult) -> list[dict[str, Scalar]]:
     """A task result's rows as dicts keyed by column name."""
     return [dict(zip(result.columns, row, strict=False)) for row in result.results]
+
+
+class Budget(Record):
+    """A user's own monthly budget, overriding the deployment's (id: the owner id).
+
+    ``monthly_limit`` None: this user has no budget.
+    """
+
+    collection: ClassVar[str] = "budgets"
+
+    monthly_limit: float | None = Field(ge=0)

@@ -111,6 +111,18 @@ def _real_gap(textpage: Any, i: int, pdfium_c: Any) -> bool:
     return bool(left_next - right_prev > _SOFT_SPACE_EM * size)
 
 
+def page_count(data: bytes) -> int | None:
+    """How many pages a document has, cheaply (the PDF's page tree, no text):
+    1 for a single image, None for what cannot be counted (a corrupt PDF)."""
+    if b"%PDF-" not in data[:1024]:  # readers accept a PDF header anywhere in the first 1 KB
+        return 1
+    try:
+        with _open(data) as pdf:
+            return len(pdf)
+    except UnreadableDocument:
+        return None
+
+
 def read_pdf(data: bytes, *, max_pages: int) -> PdfContent:
     """Positioned words of every page plus XML attachments.
 

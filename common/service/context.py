@@ -19,6 +19,7 @@ from common.ports.bus import Publisher
 from common.ports.clock import Clock
 from common.ports.extractor import Extractor
 from common.ports.google import Drive, ExportDestinations, GoogleAuth
+from common.ports.queues import Queues
 from common.ports.scheduler import Scheduler
 from common.ports.store import Store
 from common.service import ids
@@ -64,6 +65,8 @@ class Deps:
     retry_policy: RetryPolicy = field(default_factory=RetryPolicy)
     # When this process last wrote each operation's progress (see common.service.progress).
     progress_gate: ProgressGate = field(default_factory=ProgressGate)
+    # Queue backlog and dead letters (the bus locally; the hold subscriptions on Pub/Sub).
+    queues: Queues | None = None
     _extractors: dict[str, Extractor] = field(default_factory=dict)
     _breakers: Breakers | None = None
 

@@ -29,7 +29,7 @@ from common.core.models import Export, Run, WorkItem
 from common.core.states import ExportStatus, OperationStatus, RunStatus
 from common.obs.logging import fields
 from common.ports.store import Filter, Transaction
-from common.service import ids, lifecycle_events, progress, repo, review, tally
+from common.service import cost, ids, lifecycle_events, progress, repo, review, tally
 from common.service.context import Context
 
 log = logging.getLogger(__name__)
@@ -84,6 +84,8 @@ def _complete(run: Run, version: str, ctx: Context) -> Run | None:
     # Values under the job's review threshold hold the run (and its exports) for a person.
     held = bool(review.pending(ctx.store, run))
     outputs = _outputs(run, ctx)
+    # Its actual cost, summed over its items once, under the same guarantee.
+    usage = cost.tasks_usage(ctx.deps, run.id)
     now = ctx.now()
 
     def tx(t: Transaction) -> tuple[Run, bool, int] | None:
@@ -94,6 +96,8 @@ def _complete(run: Run, version: str, ctx: Context) -> Run | None:
         existing = {eid for eid in _export_ids(current) if t.get(Export.collection, eid) is not None}
         done, finished = lifecycle.complete_run(current, counters, now=now, outputs=outputs)
         created = 0
+        if finished:
+            done = done.model_copy(update={"usage": usage})
         if finished and held:
             done = lifecycle.hold_for_review(done)
             repo.tx_put(t, done)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from common import kinds
+from common.core.cost import Estimate
 from common.core.errors import NotFound, PermanentError
 from common.core.models import (
     DEFAULT_KIND,
@@ -29,7 +30,7 @@ from common.core.models import (
 from common.core.schema import FieldSpec
 from common.core.states import FileStatus, RunStatus
 from common.ports.store import Filter, Order, Transaction
-from common.service import ids, lifecycle_events, repo
+from common.service import cost, ids, lifecycle_events, repo
 from common.service.context import Deps, Sender
 from common.service.effects import EffectGuard
 
@@ -228,6 +229,7 @@ def new_run_records(
     exports: Sequence[ExportSpec] | None = None,
     priority: Priority = Priority.NORMAL,
     schedule_time: datetime | None = None,
+    estimate: Estimate | None = None,
 ) -> tuple[Run, Operation, Job]:
     """A job's next run, its Operation, and the job with its run counter moved on.
 
@@ -250,6 +252,7 @@ def new_run_records(
         fields=list(job.fields),
         prompt=job.prompt,
         settings=job.settings.model_copy(deep=True),
+        estimate=estimate,
         created_at=now,
         updated_at=now,
     )
@@ -311,6 +314,9 @@ def request_run(
     ``guard``, the run is recorded only while the guard holds, and the guard
     records it in the same transaction.
     """
+    # Before the transaction: the estimate reads files and the month's runs. Two
+    # starts racing may both pass; each is then counted against the next one.
+    estimate = cost.require_budget(deps, job)
     now = deps.clock.now()
     run_id = ids.new_id("run")
 
@@ -320,7 +326,7 @@ def request_run(
             guard.check(t)
         tx_check_no_active_run(t, current)
         run, op, moved = new_run_records(
-            current, run_id=run_id, now=now, priority=priority, schedule_time=schedule_time
+            current, run_id=run_id, now=now, priority=priority, schedule_time=schedule_time, estimate=estimate
         )
         repo.tx_put(t, moved)
         t.create(Run.collection, run.id, run.to_doc())

@@ -119,9 +119,15 @@ class Env:
 
 
 def build_env(
-    tmp: Path, keys: Keys, *, durable: bool = False, pipeline: dict[str, Any] | None = None, **settings: Any
+    tmp: Path,
+    keys: Keys,
+    *,
+    durable: bool = False,
+    pipeline: Pipeline | dict[str, Any] | None = None,
+    **settings: Any,
 ) -> Env:
-    p = make_pipeline(tmp, durable=durable, **(pipeline or {}))
+    # A pipeline built by the caller, or make_pipeline's keyword arguments.
+    p = pipeline if isinstance(pipeline, Pipeline) else make_pipeline(tmp, durable=durable, **(pipeline or {}))
     cfg = ApiSettings(**{"rate_limit_rpm": 0, **settings})
     verifier = OidcVerifier(
         [IssuerConfig(issuer=ISSUER, audience=AUDIENCE, jwks_url=JWKS_URL)], fetcher=keys.fetch, leeway_s=0

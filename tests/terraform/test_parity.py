@@ -380,3 +380,25 @@ def test_a_new_subscription_gets_a_dashboard_row_and_alerts(tmp_path: Path, topo
     )
     # The global widgets come first, the workers spec's among them.
     assert {"P95 runtime per queue", "Failures per queue", "Tokens consumed per day"} <= set(got["titles"][:7])
+
+
+@needs_terraform
+def test_the_api_may_read_every_dead_letter_hold_and_replay_onto_every_dead_lettered_topic(tmp_path: Path) -> None:
+    got = _console(
+        tmp_path,
+        TOPOLOGY,
+        "jsonencode({readers = keys(local.dead_letter_readers), replays = keys(local.replay_publishers),"
+        " publishers = keys(local.topic_publishers), http = local.http_functions})",
+    )
+    topo = yaml.safe_load(TOPOLOGY.read_text())
+    (api,) = got["http"]
+    dead_letter_topics = {t for t, spec in topo["topics"].items() if spec.get("dead_letter")}
+    assert set(got["readers"]) == {f"{api}/{t}" for t in dead_letter_topics}
+    dead_lettered = {
+        t for t, spec in topo["topics"].items() if (spec.get("subscription") or {}).get("dead_letter_topic")
+    }
+    # Publishing to a dead-lettered topic: granted once, by whichever grant (its commands, or replays).
+    granted = set(got["replays"]) | {p for p in got["publishers"] if p.startswith(f"{api}/")}
+    assert {f"{api}/{t}" for t in dead_lettered} <= granted
+    assert not set(got["replays"]) & set(got["publishers"]), "one binding, one resource"
+    assert got["replays"], "the API replays onto at least one topic it does not otherwise publish to"

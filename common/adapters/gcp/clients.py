@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
 if TYPE_CHECKING:  # pragma: no cover
     from google.cloud import firestore, tasks_v2
-    from google.cloud.pubsub_v1 import PublisherClient
+    from google.cloud.pubsub_v1 import PublisherClient, SubscriberClient
     from google.cloud.storage import Client as StorageClient
 
 T = TypeVar("T")
@@ -88,6 +88,17 @@ def publisher_client(
 
     key = ("pubsub", max_messages, max_bytes, max_latency_s, ordering, os.environ.get("PUBSUB_EMULATOR_HOST"))
     return _cached(key, build)
+
+
+def subscriber_client() -> SubscriberClient:
+    """For pulling dead letters from their hold subscriptions (work subscriptions push)."""
+
+    def build() -> SubscriberClient:
+        from google.cloud.pubsub_v1 import SubscriberClient
+
+        return SubscriberClient()
+
+    return _cached(("pubsub-subscriber", os.environ.get("PUBSUB_EMULATOR_HOST")), build)
 
 
 def storage_client(project: str | None) -> StorageClient:

@@ -1,94 +1,57 @@
-"""Stats, dead letters and the API's own document."""
+"""Stats, cost, dead letters, operators' routes and the API's own document.
+
+``/v1/stats`` and ``/v1/dead-letters`` are the caller's own; ``/v1/admin/*``
+are for operators (``ApiSettings.operators`` / ``operator_role``), 403 for
+everyone else. The figures come from :mod:`common.service.stats` and
+:mod:`common.service.cost`; dead letters from the queue port (``Deps.queues``).
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Protocol, runtime_checkable
 
 from flask import Response
 
 from common.api import schemas as s
 from common.api.call import Call, Reply, Result, Route
 from common.api.errors import ApiError, not_found
-from common.api.routes._shared import mine, route
+from common.api.routes._shared import route
 from common.core.breaker import CircuitState
 from common.core.errors import NotFound
-from common.core.models import (
-    ExtractionTask,
-    Job,
-    Run,
-)
-from common.core.states import RunStatus, TaskStatus
-from common.ports.store import Filter
+from common.core.models import Job
+from common.ports.queues import Queues
+from common.service import cost as cost_service
 from common.service import repo
+from common.service import stats as stats_service
 
 
-@runtime_checkable
-class QueueInspector(Protocol):
-    def depth(self, subscription: str) -> int: ...
-
-    def oldest_age_s(self, subscription: str) -> float | None: ...
-
-    def dead_letters(self, subscription: str | None = None, *, limit: int = 100) -> list[Any]: ...
-
-    def replay_dead_letter(self, seq: int) -> str: ...
-
-
-def _bus(call: Call) -> QueueInspector:
-    bus = call.deps.publisher
-    if not isinstance(bus, QueueInspector):
-        raise ApiError(501, "not_implemented", "queue inspection needs the embedded backend's bus in this build")
-    return bus
+def _require_operator(call: Call) -> None:
+    if not call.operator:
+        raise ApiError(
+            403,
+            "operator_only",
+            "only operators may do this",
+            details={"hint": "Operators are listed in SLUICE_API_OPERATORS or carry SLUICE_API_OPERATOR_ROLE."},
+        )
 
 
-def _subscriptions(call: Call) -> list[str]:
-    from common.runtime.local import subscription_name
-
-    settings = call.deps.settings
-    return [
-        subscription_name(settings.topic_name(topic), spec.function)
-        for topic, spec in call.deps.topology.subscribed_topics().items()
-    ]
-
-
-def stats(call: Call) -> Result:
-    store = call.deps.store
-    by_owner = [mine(call)]
-    runs = {
-        st.value: store.count(Run.collection, filters=[*by_owner, Filter("status", "==", st.value)]) for st in RunStatus
-    }
-    tasks = {
-        st.value: store.count(ExtractionTask.collection, filters=[*by_owner, Filter("status", "==", st.value)])
-        for st in TaskStatus
-    }
-    pages = input_tokens = output_tokens = 0
-    done = [*by_owner, Filter("status", "==", TaskStatus.COMPLETED.value)]
-    for task in repo.scan(store, ExtractionTask, filters=done):
-        pages += task.result.pages if task.result is not None else 0
-        input_tokens += task.usage.input_tokens or 0
-        output_tokens += task.usage.output_tokens or 0
-    queues: list[s.QueueStats] = []
-    bus = call.deps.publisher
-    if isinstance(bus, QueueInspector):
-        for sub in _subscriptions(call):
-            queues.append(
-                s.QueueStats(
-                    subscription=sub,
-                    depth=bus.depth(sub),
-                    oldest_age_s=bus.oldest_age_s(sub),
-                    dead_lettered=sum(1 for d in bus.dead_letters(sub, limit=100_000) if d.replayed_at is None),
-                )
-            )
-    return s.StatsOut(
-        jobs=store.count(Job.collection, filters=by_owner),
-        runs=runs,
-        tasks=tasks,
-        pages=pages,
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-        queues=queues,
-        circuits=_circuits(call),
+def _month_out(month: stats_service.Spending) -> s.MonthOut:
+    u = month.usage
+    return s.MonthOut(
+        start=month.month_start,
+        runs=month.runs,
+        input_tokens=u.input_tokens,
+        output_tokens=u.output_tokens,
+        pages=u.pages,
+        cost=u.cost,
+        currency=u.currency,
+        budget=month.limit,
+        remaining=month.remaining,
     )
+
+
+def _queues(call: Call) -> list[s.QueueStats]:
+    return [s.QueueStats.model_validate(q, from_attributes=True) for q in stats_service.queues(call.deps)]
 
 
 def _circuits(call: Call) -> list[s.CircuitStats]:
@@ -111,8 +74,59 @@ def _circuits(call: Call) -> list[s.CircuitStats]:
     ]
 
 
-def _my_dead_letters(call: Call) -> list[s.DeadLetterOut]:
-    bus = _bus(call)
+def stats(call: Call) -> Result:
+    t = stats_service.totals(call.deps, call.owners)
+    return s.StatsOut(
+        jobs=t.jobs,
+        runs=t.runs,
+        tasks=t.tasks,
+        pages=t.usage.pages,
+        input_tokens=t.usage.input_tokens,
+        output_tokens=t.usage.output_tokens,
+        cost=t.usage.cost,
+        currency=t.usage.currency,
+        month=_month_out(t.month),
+        queues=_queues(call),
+        circuits=_circuits(call),
+    )
+
+
+def global_stats(call: Call) -> Result:
+    _require_operator(call)
+    t = stats_service.totals(call.deps, None)
+    return s.GlobalStatsOut(
+        jobs=t.jobs,
+        runs=t.runs,
+        tasks=t.tasks,
+        pages=t.usage.pages,
+        input_tokens=t.usage.input_tokens,
+        output_tokens=t.usage.output_tokens,
+        cost=t.usage.cost,
+        currency=t.usage.currency,
+        month=_month_out(t.month),
+        top_spenders=[s.SpenderOut(owner=o, cost=c) for o, c in t.top_spenders],
+        queues=_queues(call),
+        circuits=_circuits(call),
+    )
+
+
+def set_budget(call: Call) -> Result:
+    _require_operator(call)
+    body = call.body_as(s.BudgetIn)
+    budget = cost_service.set_budget(call.deps, call.params["owner"], body.monthly_limit)
+    return s.BudgetOut(owner=budget.owner, monthly_limit=budget.monthly_limit, updated_at=budget.updated_at)
+
+
+# -- dead letters -------------------------------------------------------------------------------------------
+
+
+def _inspector(call: Call) -> Queues:
+    if call.deps.queues is None:
+        raise ApiError(501, "not_implemented", "this backend has no queue inspection")
+    return call.deps.queues
+
+
+def _dead_letters(call: Call, *, everyone: bool) -> list[s.DeadLetterOut]:
     owners: dict[str, bool] = {}
 
     def is_mine(job_id: str | None) -> bool:
@@ -123,14 +137,16 @@ def _my_dead_letters(call: Call) -> list[s.DeadLetterOut]:
             owners[job_id] = found is not None and call.owns(found[0].owner)
         return owners[job_id]
 
+    local = call.deps.settings.backend == "local"
     out: list[s.DeadLetterOut] = []
-    for d in bus.dead_letters(limit=100_000):
-        attrs: dict[str, str] = d.attributes
-        if not is_mine(attrs.get("job_id")):
+    for d in _inspector(call).dead_letters(limit=100_000):
+        attrs = d.attributes
+        if not everyone and not is_mine(attrs.get("job_id")):
             continue
         out.append(
             s.DeadLetterOut(
-                seq=d.seq,
+                id=d.id,
+                seq=int(d.id) if local else None,
                 subscription=d.subscription,
                 message_id=d.message_id,
                 kind=attrs.get("kind"),
@@ -147,21 +163,33 @@ def _my_dead_letters(call: Call) -> list[s.DeadLetterOut]:
 
 
 def list_dead_letters(call: Call) -> Result:
-    return s.DeadLetterList(items=_my_dead_letters(call))
+    return s.DeadLetterList(items=_dead_letters(call, everyone=False))
+
+
+def list_all_dead_letters(call: Call) -> Result:
+    _require_operator(call)
+    return s.DeadLetterList(items=_dead_letters(call, everyone=True))
+
+
+def _replay(call: Call, *, everyone: bool) -> Result:
+    dead_letter_id = call.params["dead_letter_id"]
+    if not any(d.id == dead_letter_id for d in _dead_letters(call, everyone=everyone)):
+        raise not_found("dead letter", dead_letter_id)
+    try:
+        message_id = _inspector(call).replay(dead_letter_id)
+    except NotFound:
+        raise not_found("dead letter", dead_letter_id) from None
+    seq = int(dead_letter_id) if call.deps.settings.backend == "local" else None
+    return Reply(s.ReplayOut(id=dead_letter_id, seq=seq, message_id=message_id), status=202)
 
 
 def replay_dead_letter(call: Call) -> Result:
-    try:
-        seq = int(call.params["seq"])
-    except ValueError:
-        raise not_found("dead letter", call.params["seq"]) from None
-    if not any(d.seq == seq for d in _my_dead_letters(call)):
-        raise not_found("dead letter", str(seq))
-    try:
-        message_id = _bus(call).replay_dead_letter(seq)
-    except NotFound:
-        raise not_found("dead letter", str(seq)) from None
-    return Reply(s.ReplayOut(seq=seq, message_id=message_id), status=202)
+    return _replay(call, everyone=False)
+
+
+def replay_any_dead_letter(call: Call) -> Result:
+    _require_operator(call)
+    return _replay(call, everyone=True)
 
 
 def openapi_document(call: Call) -> Result:
@@ -171,7 +199,13 @@ def openapi_document(call: Call) -> Result:
 
 ROUTES: list[Route] = [
     route(
-        "GET", "/v1/stats", stats, "Counts, pages, tokens and queue health", "stats", response=s.StatsOut, errors=(401,)
+        "GET",
+        "/v1/stats",
+        stats,
+        "Your counts, usage, cost and budget; queue and dependency health",
+        "stats",
+        response=s.StatsOut,
+        errors=(401,),
     ),
     route(
         "GET",
@@ -184,13 +218,52 @@ ROUTES: list[Route] = [
     ),
     route(
         "POST",
-        "/v1/dead-letters/{seq}/replay",
+        "/v1/dead-letters/{dead_letter_id}/replay",
         replay_dead_letter,
         "Replay a dead-lettered message",
         "stats",
         response=s.ReplayOut,
         status=202,
         errors=(401, 404, 501),
+    ),
+    # operators
+    route(
+        "GET",
+        "/v1/admin/stats",
+        global_stats,
+        "Everyone's counts, usage and top spenders; queues (operators)",
+        "admin",
+        response=s.GlobalStatsOut,
+        errors=(401, 403),
+    ),
+    route(
+        "GET",
+        "/v1/admin/dead-letters",
+        list_all_dead_letters,
+        "List every dead-lettered message (operators)",
+        "admin",
+        response=s.DeadLetterList,
+        errors=(401, 403, 501),
+    ),
+    route(
+        "POST",
+        "/v1/admin/dead-letters/{dead_letter_id}/replay",
+        replay_any_dead_letter,
+        "Replay any dead-lettered message (operators)",
+        "admin",
+        response=s.ReplayOut,
+        status=202,
+        errors=(401, 403, 404, 501),
+    ),
+    route(
+        "PUT",
+        "/v1/admin/budgets/{owner}",
+        set_budget,
+        "Set a user's monthly budget (operators)",
+        "admin",
+        body=s.BudgetIn,
+        response=s.BudgetOut,
+        errors=(401, 403, 422),
     ),
     route("GET", "/v1/openapi.json", openapi_document, "This document", "meta", auth=False),
 ]

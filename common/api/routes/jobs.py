@@ -16,6 +16,7 @@ from common.core.models import (
 )
 from common.core.schema import preset
 from common.ports.store import Filter, Order
+from common.service import cost as cost_service
 from common.service import deletion, jobs
 
 # How many records a filtered job listing examines per request, at most.
@@ -126,6 +127,19 @@ def delete_job(call: Call) -> Result:
     return Reply(status=204)
 
 
+def estimate_run(call: Call) -> Result:
+    job = owned(call, Job, call.params["job_id"])
+    try:
+        estimate = cost_service.estimate_run(call.deps, job)
+    except cost_service.PriceMissing as err:
+        raise ApiError(422, err.code, err.message, details={"hint": err.hint}) from err
+    check = cost_service.budget_check(call.deps, [job.owner], estimate)
+    budget = s.BudgetCheckOut(
+        limit=check.limit, spent=check.spent, remaining=check.remaining, allowed=check.allowed, currency=check.currency
+    )
+    return s.EstimateOut(**estimate.model_dump(), budget=budget)
+
+
 ROUTES: list[Route] = [
     route(
         "POST",
@@ -142,6 +156,15 @@ ROUTES: list[Route] = [
         "GET", "/v1/jobs", list_jobs, "List jobs", "jobs", query=s.JobQuery, response=s.JobList, errors=(400, 401, 422)
     ),
     route("GET", "/v1/jobs/{job_id}", get_job, "Get a job", "jobs", response=s.JobOut, errors=E404),
+    route(
+        "POST",
+        "/v1/jobs/{job_id}/estimate",
+        estimate_run,
+        "Estimate a run's items, tokens and cost before starting it",
+        "jobs",
+        response=s.EstimateOut,
+        errors=(*E404, 422),
+    ),
     route(
         "PATCH",
         "/v1/jobs/{job_id}",

@@ -16,6 +16,7 @@ from common.core.models import (
 )
 from common.ports.store import Filter, Order
 from common.service import control, jobs, tally
+from common.service import cost as cost_service
 
 
 def start_run(call: Call) -> Result:
@@ -51,6 +52,23 @@ def start_run(call: Call) -> Result:
             schedule_time=body.schedule_time,
             guard=call.guard(reply),
         )
+    except cost_service.PriceMissing as err:
+        raise ApiError(422, err.code, err.message, details={"hint": err.hint}) from err
+    except cost_service.BudgetExceeded as err:
+        check = err.check
+        raise ApiError(
+            402,
+            "budget_exceeded",
+            err.message,
+            details={
+                "estimate": err.estimate.cost,
+                "limit": check.limit,
+                "spent": check.spent,
+                "remaining": max(check.remaining or 0.0, 0.0),
+                "currency": check.currency,
+                "hint": err.hint,
+            },
+        ) from err
     except jobs.RunActive as err:
         active = err.run
         raise ApiError(
@@ -155,7 +173,7 @@ ROUTES: list[Route] = [
         body=s.RunCreate,
         response=s.RunOut,
         status=202,
-        errors=E_BODY,
+        errors=(*E_BODY, 402),
     ),
     route(
         "GET",
