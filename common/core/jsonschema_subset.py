@@ -14,8 +14,11 @@ in a schema is ignored, never guessed at.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from common.core.errors import MalformedModelOutput
 
 _TYPES: Mapping[str, tuple[type, ...]] = {
     "string": (str,),
@@ -100,3 +103,18 @@ def _json_type(value: Any) -> str:
         if isinstance(value, types) and not (isinstance(value, bool) and name in ("number", "integer")):
             return name
     return type(value).__name__
+
+
+def parse_answer(raw: str, schema: Mapping[str, Any] | None) -> Any:
+    """The answer's JSON value; MalformedModelOutput when it is not JSON or (given a schema) breaks it."""
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        raise MalformedModelOutput(f"the model's answer is not JSON: {exc}", raw_output=raw[:2000]) from None
+    if schema is not None:
+        wrong = problems(value, schema)
+        if wrong:
+            raise MalformedModelOutput(
+                "the model's answer breaks the schema: " + "; ".join(wrong[:5]), raw_output=raw[:2000]
+            )
+    return value
