@@ -60,7 +60,7 @@ def gemini(fake: vertex.FakeVertex, limiter: Limiter | None = None) -> GeminiTex
         model="gemini-2.5-flash",
         clock=ManualClock(),
         limiter=limiter,
-        credentials=Credentials(token="test"),
+        credentials=Credentials(token="test"),  # type: ignore[no-untyped-call]
         http_base_url=fake.base_url,
     )
 
