@@ -13,6 +13,7 @@ with a responder that answers every row, by the enrich tests and bench.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections import deque
@@ -147,3 +148,38 @@ def error(status: int, message: str, *, retry_after: str | None = None) -> Reply
 
 def too_many_requests(*, retry_after: str | None = None) -> Reply:
     return error(429, "Rate limit reached", retry_after=retry_after)
+
+
+_ROW_BLOCK = re.compile(r"^### Row (\d+)\n(.*?)(?=^### Row |\Z)", re.S | re.M)
+
+
+def rows_in(prompt: str) -> list[tuple[int, str]]:
+    """The (row number, rendered prompt) pairs of an enrich batch prompt."""
+    return [(int(m.group(1)), m.group(2).strip()) for m in _ROW_BLOCK.finditer(prompt)]
+
+
+class RowModel:
+    """A responder that answers every row of an enrich batch with ``answer(number, text)``
+    (None leaves the row out) and counts how often each row was answered."""
+
+    def __init__(self, answer: Callable[[int, str], dict[str, Any] | None]) -> None:
+        self._answer = answer
+        self._lock = threading.Lock()
+        self.answered: dict[int, int] = {}
+        self.calls = 0
+
+    def __call__(self, req: ChatRequest) -> Reply:
+        entries = []
+        for number, text in rows_in(req.user_text):
+            got = self._answer(number, text)
+            if got is not None:
+                entries.append({"row": number, **got})
+        with self._lock:
+            self.calls += 1
+            for e in entries:
+                self.answered[e["row"]] = self.answered.get(e["row"], 0) + 1
+        return chat_answer({"rows": entries})
+
+    def twice(self) -> list[int]:
+        with self._lock:
+            return sorted(n for n, k in self.answered.items() if k > 1)
