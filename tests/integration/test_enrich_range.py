@@ -170,7 +170,7 @@ def test_answers_saved_before_a_crash_in_the_write_are_written_without_asking_th
             raise Crash  # the worker dies between saving the answers and writing them
         return real_write(writes)
 
-    table.write_rows = dying_write  # type: ignore[method-assign]
+    table.write_rows = dying_write  # type: ignore[method-assign,assignment]
     with pytest.raises(Crash):
         run(table, fake, settings(), cp)
     assert [p["row"] for p in cp.last["pending"]] == [7, 8, 9, 10, 11]  # type: ignore[index]
