@@ -275,3 +275,20 @@ class EnrichSettings(BaseModel):
 def row_batches(first: int, last: int, size: int) -> list[tuple[int, int]]:
     """Rows ``first..last`` (inclusive) in consecutive ranges of at most ``size`` rows."""
     return [(start, min(last, start + size - 1)) for start in range(first, last + 1, size)]
+
+
+def item_ranges(settings: EnrichSettings) -> list[tuple[int, int]]:
+    """The row ranges an enrich run fans out into (one work item each), from resolved settings.
+
+    ``row_count`` must be known by then: the CLI and the API resolve it from
+    the sheet (:func:`common.service.enrich.prepare`) before the job starts,
+    which is also when a wrong placeholder is reported.
+    """
+    if settings.row_count is None:
+        raise PermanentError(
+            "the enrich job's row_count is not resolved",
+            code="enrich_rows_unknown",
+            hint="Give row_count, or create the job with `sluice enrich`, which reads it from the sheet.",
+        )
+    first = settings.start_row
+    return row_batches(first, first + settings.row_count - 1, settings.rows_per_item)

@@ -7,6 +7,7 @@ stdlib HTTP client against tests/fakes/openai_chat.py.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,10 +16,11 @@ from google.oauth2.credentials import Credentials
 from common.adapters.gcp.gemini_text import GeminiTextModel
 from common.adapters.local.clock import ManualClock
 from common.adapters.openai_chat import OpenAIChatModel
-from common.core.errors import ErrorKind, MalformedModelOutput, PermanentError, RetryableError
+from common.core.errors import ConfigError, ErrorKind, MalformedModelOutput, PermanentError, RetryableError
 from common.ports.textmodel import TextModel
 from tests.fakes import openai_chat, vertex
 from tests.fakes.openai_chat import FakeOpenAI, chat_answer, too_many_requests
+from tests.support import make_pipeline
 
 SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -178,3 +180,32 @@ def test_openai_unreachable_server_is_a_retryable_network_error() -> None:
     with pytest.raises(RetryableError) as err:
         model.generate("x", SCHEMA)
     assert err.value.kind is ErrorKind.NETWORK
+
+
+# -- the composition root ------------------------------------------------------------------
+
+
+def test_with_no_text_model_configured_the_composition_root_says_how_to_set_one(tmp_path: Path) -> None:
+    from common.bootstrap import text_model
+
+    deps = make_pipeline(tmp_path).deps
+    with pytest.raises(ConfigError) as err:
+        text_model(deps.settings, deps)
+    assert err.value.message == "no text model is configured"
+    assert "SLUICE_TEXT_MODEL" in err.value.hint
+
+
+def test_the_configured_openai_endpoint_is_reached_through_the_shared_rate_limiter(
+    tmp_path: Path, fake_openai: FakeOpenAI
+) -> None:
+    from common.bootstrap import text_model
+
+    deps = make_pipeline(tmp_path).deps
+    settings = deps.settings.model_copy(
+        update={"text_model": "openai", "openai_base_url": fake_openai.base_url, "openai_model": "llama"}
+    )
+    fake_openai.push(chat_answer({"label": "ham", "score": 0}))
+    model = text_model(settings, deps, model="qwen")
+    assert model.generate("x", SCHEMA).value == {"label": "ham", "score": 0}
+    assert fake_openai.requests[0].body["model"] == "qwen"
+    assert type(model._limiter).__name__ == "LeasedRateLimiter"  # type: ignore[attr-defined]

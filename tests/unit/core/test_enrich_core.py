@@ -15,6 +15,7 @@ from common.core.enrich import (
     batch_schema,
     check_template,
     is_filled,
+    item_ranges,
     parse_batch,
     parse_output,
     placeholders,
@@ -131,3 +132,11 @@ def test_settings_refuse_duplicate_outputs_and_a_first_row_inside_the_header() -
     with pytest.raises(ValueError, match="after header_row"):
         EnrichSettings(source="s.csv", prompt="{a}", outputs=(SUMMARY,), header_row=3, first_row=3)
     assert EnrichSettings(source="s.csv", prompt="{a}", outputs=(SUMMARY,), header_row=3).start_row == 4
+
+
+def test_a_run_fans_out_into_row_ranges_once_its_row_count_is_known() -> None:
+    s = EnrichSettings(source="s.csv", prompt="{a}", outputs=(SUMMARY,), row_count=450, rows_per_item=200)
+    assert item_ranges(s) == [(2, 201), (202, 401), (402, 451)]
+    with pytest.raises(PermanentError) as err:
+        item_ranges(s.model_copy(update={"row_count": None}))
+    assert err.value.code == "enrich_rows_unknown"
