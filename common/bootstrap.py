@@ -21,6 +21,7 @@ from common.obs import logging as slog
 from common.ports.blobs import BlobInfo
 from common.ports.clock import Clock
 from common.ports.extractor import Extractor
+from common.ports.textmodel import TextModel
 from common.service.context import Deps, TopologySender
 from common.topology import Topology
 from common.topology import load as load_topology
@@ -283,6 +284,70 @@ def _extractor(name: str, settings: Settings, deps: Deps) -> Extractor:
             max_bytes=settings.max_document_bytes,
         )
     raise ConfigError(f"extractor {name!r} is not available", hint="Use SLUICE_EXTRACTOR=offline or gemini.")
+
+
+def text_model(settings: Settings, deps: Deps, *, model: str | None = None) -> TextModel:
+    """The configured text model (SLUICE_TEXT_MODEL), ``model`` overriding its default model name.
+
+    ConfigError when none is configured: callers check this before a job
+    starts, so the user hears it at once rather than from a failed run.
+    """
+    from common.core.leases import QuotaPlan
+    from common.service.leased_ratelimit import LeasedRateLimiter
+
+    pacing = "Sluice is pacing calls to stay within the model quota; the work resumes on its own."
+    if settings.text_model == "gemini":
+        from common.adapters.gcp.gemini_text import GeminiTextModel
+
+        if not settings.project:
+            raise ConfigError("the gemini text model needs SLUICE_PROJECT", hint="Set SLUICE_PROJECT.")
+        name = model or settings.gemini_model
+        # The extractor's key: extraction and enrichment share one quota per model.
+        limiter = LeasedRateLimiter(
+            deps.store,
+            deps.clock,
+            key=f"gemini:{settings.project}:{name}",
+            plan=QuotaPlan.per_minute(settings.model_rpm),
+            hint=pacing,
+        )
+        return GeminiTextModel(
+            project=settings.project,
+            location=settings.gemini_location,
+            model=name,
+            clock=deps.clock,
+            limiter=limiter,
+            breaker=deps.breaker("vertex"),
+        )
+    if settings.text_model == "openai":
+        from common.adapters.openai_chat import OpenAIChatModel
+
+        chosen = model or settings.openai_model
+        if not settings.openai_base_url or not chosen:
+            raise ConfigError(
+                "the openai text model needs SLUICE_OPENAI_BASE_URL and a model",
+                hint="Set SLUICE_OPENAI_BASE_URL (e.g. http://127.0.0.1:11434/v1) and SLUICE_OPENAI_MODEL or --model.",
+            )
+        limiter = LeasedRateLimiter(
+            deps.store,
+            deps.clock,
+            key=f"openai:{settings.openai_base_url}:{chosen}",
+            plan=QuotaPlan.per_minute(settings.openai_rpm),
+            hint=pacing,
+        )
+        key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
+        return OpenAIChatModel(
+            base_url=settings.openai_base_url,
+            model=chosen,
+            clock=deps.clock,
+            api_key=key,
+            limiter=limiter,
+            breaker=deps.breaker("openai"),
+        )
+    raise ConfigError(
+        "no text model is configured",
+        hint="Set SLUICE_TEXT_MODEL=gemini (with SLUICE_PROJECT) or SLUICE_TEXT_MODEL=openai "
+        "with SLUICE_OPENAI_BASE_URL and SLUICE_OPENAI_MODEL.",
+    )
 
 
 def local_bus(deps: Deps) -> SqliteBus:

@@ -47,6 +47,17 @@ class Settings(BaseSettings):
     max_document_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
     max_document_pages: int = Field(default=1000, ge=1)
 
+    # The text model of enrich jobs (common.ports.textmodel): none, Gemini on Vertex AI
+    # (SLUICE_PROJECT, SLUICE_GEMINI_MODEL, the model quota shared with extraction), or any
+    # OpenAI-compatible chat endpoint (a local server included).
+    text_model: Literal["none", "gemini", "openai"] = "none"
+    openai_base_url: str | None = None
+    openai_api_key: SecretStr | None = None
+    openai_model: str | None = None
+    openai_rpm: int = Field(default=600, ge=1)
+    # Enrich runs (sheets) running at once per user; more wait queued.
+    enrich_sheets_per_user: int = Field(default=3, ge=1)
+
     # Google OAuth (Drive and Gmail on the user's behalf). Unset: no Google access.
     google_client_id: str | None = None
     google_client_secret: SecretStr | None = None

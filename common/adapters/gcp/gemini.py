@@ -147,19 +147,12 @@ class GeminiExtractor:
         return self._client
 
     def _build_client(self) -> genai.Client:
-        from google import genai
-        from google.genai import types
-
-        return genai.Client(
-            vertexai=True,
+        return vertex_client(
             project=self.project,
             location=self.location,
             credentials=self._credentials,
-            http_options=types.HttpOptions(
-                base_url=self._base_url,
-                timeout=int(self._timeout_s * 1000),  # milliseconds
-                retry_options=types.HttpRetryOptions(attempts=1),  # Sluice's policy retries, not the client
-            ),
+            base_url=self._base_url,
+            timeout_s=self._timeout_s,
         )
 
     # -- the port ---------------------------------------------------------------
@@ -292,69 +285,8 @@ class GeminiExtractor:
     def _classify(self, exc: Exception) -> SluiceError | None:
         """The Sluice error for a failed call, or None for an unknown exception
         (a bug: the caller records it as an internal failure)."""
-        from google.auth import exceptions as auth_errors
-        from google.genai import errors as genai_errors
-
-        if isinstance(exc, genai_errors.APIError):
-            return self._api_error(exc)
-        if isinstance(exc, auth_errors.DefaultCredentialsError):
-            return PermanentError(
-                f"no Google credentials for Vertex AI: {exc}",
-                kind=ErrorKind.AUTH,
-                code="model_auth",
-                hint="Run with a service account (or `gcloud auth application-default login` locally).",
-            )
-        if isinstance(exc, auth_errors.RefreshError) and not getattr(exc, "retryable", False):
-            return PermanentError(
-                f"the Google credentials were refused: {exc}",
-                kind=ErrorKind.AUTH,
-                code="model_auth",
-                hint="Check the service account exists and is enabled.",
-            )
-        if isinstance(exc, (auth_errors.TransportError, auth_errors.RefreshError, *_transient_errors())):
-            return RetryableError(
-                f"could not reach Vertex AI: {type(exc).__name__}: {exc}", kind=ErrorKind.NETWORK, code="model_network"
-            )
-        return None
-
-    def _api_error(self, exc: Any) -> SluiceError:
-        code = int(exc.code or 0)
-        reason = exc.message or exc.status or str(exc)
-        what = f"Vertex AI answered {code} {exc.status or ''}".rstrip() + f": {reason}"
-        if code == 429:
-            delay = server_delay(exc, now=self._clock.now())
-            if self._limiter is not None:
-                # The shared quota is spent whatever our bucket thought: slow everyone down.
-                try:
-                    self._limiter.penalise(duration_s=delay)
-                except Exception:
-                    # A store hiccup must not hide the 429, which the retry policy needs.
-                    log.exception("could not penalise the shared rate limiter")
-            return RetryableError(what, kind=ErrorKind.RATE_LIMITED, retry_after=delay, code="model_rate_limited")
-        if code == 503:
-            delay = server_delay(exc, now=self._clock.now())
-            return RetryableError(what, kind=ErrorKind.UNAVAILABLE, retry_after=delay, code="model_unavailable")
-        if code >= 500:
-            return RetryableError(what, kind=ErrorKind.SERVER, code="model_server_error")
-        if code in (408, 499):  # request timeout, cancelled: the call was cut, not refused
-            return RetryableError(what, kind=ErrorKind.NETWORK, code="model_network")
-        if code in (401, 403):
-            return PermanentError(
-                what,
-                kind=ErrorKind.AUTH,
-                code="model_auth",
-                hint="Grant the function's service account roles/aiplatform.user and read access to the bucket.",
-            )
-        if code == 404:
-            return PermanentError(
-                what,
-                code="model_not_found",
-                hint=f"Check SLUICE_GEMINI_MODEL ({self.model}) and SLUICE_GEMINI_LOCATION ({self.location}).",
-            )
-        return PermanentError(
-            what,
-            code="model_rejected_input",
-            hint="Vertex AI refused the request; check the document's type and size, then retry the task.",
+        return classify_vertex_error(
+            exc, now=self._clock.now(), limiter=self._limiter, model=self.model, location=self.location
         )
 
     # -- documents beyond the model's limits ----------------------------------------
@@ -449,6 +381,101 @@ class GeminiExtractor:
 
 
 # -- helpers ------------------------------------------------------------------------------
+
+
+def vertex_client(
+    *, project: str, location: str, credentials: Any, base_url: str | None, timeout_s: float
+) -> genai.Client:
+    """A google-genai client for Vertex AI that never retries on its own (Sluice's policy does)."""
+    from google import genai
+    from google.genai import types
+
+    return genai.Client(
+        vertexai=True,
+        project=project,
+        location=location,
+        credentials=credentials,
+        http_options=types.HttpOptions(
+            base_url=base_url,
+            timeout=int(timeout_s * 1000),  # milliseconds
+            retry_options=types.HttpRetryOptions(attempts=1),  # Sluice's policy retries, not the client
+        ),
+    )
+
+
+def classify_vertex_error(
+    exc: Exception, *, now: datetime, limiter: RateLimiter | None, model: str, location: str
+) -> SluiceError | None:
+    """The Sluice error for a failed Vertex AI call (any google-genai client), or None for an
+    unknown exception (a bug: the caller records it as an internal failure). A 429 also
+    penalises the shared ``limiter``: the quota is spent whatever the bucket thought."""
+    from google.auth import exceptions as auth_errors
+    from google.genai import errors as genai_errors
+
+    if isinstance(exc, genai_errors.APIError):
+        return _vertex_api_error(exc, now=now, limiter=limiter, model=model, location=location)
+    if isinstance(exc, auth_errors.DefaultCredentialsError):
+        return PermanentError(
+            f"no Google credentials for Vertex AI: {exc}",
+            kind=ErrorKind.AUTH,
+            code="model_auth",
+            hint="Run with a service account (or `gcloud auth application-default login` locally).",
+        )
+    if isinstance(exc, auth_errors.RefreshError) and not getattr(exc, "retryable", False):
+        return PermanentError(
+            f"the Google credentials were refused: {exc}",
+            kind=ErrorKind.AUTH,
+            code="model_auth",
+            hint="Check the service account exists and is enabled.",
+        )
+    if isinstance(exc, (auth_errors.TransportError, auth_errors.RefreshError, *_transient_errors())):
+        return RetryableError(
+            f"could not reach Vertex AI: {type(exc).__name__}: {exc}", kind=ErrorKind.NETWORK, code="model_network"
+        )
+    return None
+
+
+def _vertex_api_error(
+    exc: Any, *, now: datetime, limiter: RateLimiter | None, model: str, location: str
+) -> SluiceError:
+    code = int(exc.code or 0)
+    reason = exc.message or exc.status or str(exc)
+    what = f"Vertex AI answered {code} {exc.status or ''}".rstrip() + f": {reason}"
+    if code == 429:
+        delay = server_delay(exc, now=now)
+        if limiter is not None:
+            # The shared quota is spent whatever our bucket thought: slow everyone down.
+            try:
+                limiter.penalise(duration_s=delay)
+            except Exception:
+                # A store hiccup must not hide the 429, which the retry policy needs.
+                log.exception("could not penalise the shared rate limiter")
+        return RetryableError(what, kind=ErrorKind.RATE_LIMITED, retry_after=delay, code="model_rate_limited")
+    if code == 503:
+        delay = server_delay(exc, now=now)
+        return RetryableError(what, kind=ErrorKind.UNAVAILABLE, retry_after=delay, code="model_unavailable")
+    if code >= 500:
+        return RetryableError(what, kind=ErrorKind.SERVER, code="model_server_error")
+    if code in (408, 499):  # request timeout, cancelled: the call was cut, not refused
+        return RetryableError(what, kind=ErrorKind.NETWORK, code="model_network")
+    if code in (401, 403):
+        return PermanentError(
+            what,
+            kind=ErrorKind.AUTH,
+            code="model_auth",
+            hint="Grant the function's service account roles/aiplatform.user and read access to the bucket.",
+        )
+    if code == 404:
+        return PermanentError(
+            what,
+            code="model_not_found",
+            hint=f"Check SLUICE_GEMINI_MODEL ({model}) and SLUICE_GEMINI_LOCATION ({location}).",
+        )
+    return PermanentError(
+        what,
+        code="model_rejected_input",
+        hint="Vertex AI refused the request; check the document's type and size, then retry the task.",
+    )
 
 
 def server_delay(exc: Any, *, now: datetime) -> float | None:

@@ -421,7 +421,7 @@ OAUTH_TOKEN = "oauth_token"
 
 
 def api_of(uri: str) -> str | None:
-    """Which guarded Google API a request goes to (``drive``, ``gmail``), by its path.
+    """Which guarded Google API a request goes to (``drive``, ``gmail``, ``sheets``), by its path or host.
 
     Covers the plain, upload (``/upload/drive/v3``) and batch (``/batch/gmail/v1``)
     endpoints on www.googleapis.com and the per-API hosts.
@@ -429,7 +429,7 @@ def api_of(uri: str) -> str | None:
     parts = urlsplit(uri)
     segments = parts.path.split("/")
     host = parts.hostname or ""
-    for api in ("drive", "gmail"):
+    for api in ("drive", "gmail", "sheets"):
         if api in segments[:3] or host.startswith(f"{api}."):
             return api
     return None

@@ -1,4 +1,4 @@
-"""Google API failures (Drive, Gmail, and the exports to them) in Sluice's taxonomy.
+"""Google API failures (Drive, Gmail, Sheets, and the exports to them) in Sluice's taxonomy.
 
 The one classifier for every googleapiclient-based call. What an answer means
 is the same for every Google API; only the words differ, so each API is a
@@ -77,6 +77,13 @@ GMAIL = GoogleApi(
     not_found_hint="The message or attachment no longer exists (deleted, or in another account).",
     forbidden_hint="Reconnect the Google account granting Gmail read access.",
     rate_limited_hint="Gmail's per-user quota is exhausted for now; the import resumes on its own.",
+)
+SHEETS = GoogleApi(
+    name="Sheets",
+    code="sheets",
+    not_found_hint="The spreadsheet was deleted, or is not shared with the connected Google account.",
+    forbidden_hint="Check that the connected Google account may edit this spreadsheet.",
+    rate_limited_hint="The Sheets API's per-minute quota is exhausted for now; the job resumes on its own.",
 )
 # Exports delivered to a user's Drive folder or by Gmail.
 DESTINATION = GoogleApi(

@@ -1,0 +1,186 @@
+"""Enrichment of a range of rows: read, ask the model a batch at a time, write back, checkpoint.
+
+The unit of work is a range of rows (a work item of an enrich run). Within
+it, rows go to the model ``rows_per_call`` at a time, and the checkpoint is
+the last written row. The order of effects is what makes a row answered at
+most once by the model, whatever stops the worker (crash, kill -9, pause,
+redeploy, quota):
+
+1. the model's answers for a batch are saved in the checkpoint (``pending``)
+   *before* they are written to the sheet;
+2. they are written (a rewrite of the same cells with the same values is
+   harmless);
+3. the checkpoint moves ``written_through`` to the batch's last row and drops
+   ``pending``.
+
+A resumed attempt first writes any ``pending`` answers without asking the
+model, then carries on at the row after ``written_through``. Only a call
+whose answer was never saved (the worker died while the model was answering)
+is asked again: that answer was never used.
+
+A row's entry that breaks the column types is asked again (alone with the
+other failed rows of its batch) twice more; then the row gets error cells
+and the run goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from common.core.enrich import (
+    SYSTEM_INSTRUCTION,
+    EnrichSettings,
+    OutputColumn,
+    RowAnswer,
+    RowProblem,
+    batch_prompt,
+    batch_schema,
+    check_template,
+    error_cell,
+    is_filled,
+    parse_batch,
+)
+from common.core.errors import MalformedModelOutput, PermanentError
+from common.ports.sheets import CellValue, RowWrite, Sheet, SheetRow
+from common.ports.textmodel import TextModel
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS_PER_ROW = 3  # the first answer and two retries of a malformed one
+
+
+@dataclass
+class RangeOutcome:
+    """What one attempt at a range did."""
+
+    written: int = 0  # rows written with the model's values
+    failed: int = 0  # rows written with error cells
+    skipped: int = 0  # rows already filled (not overwritten)
+    calls: int = 0
+    rows_asked: int = 0  # rows sent to the model, retries included
+    input_tokens: int = 0
+    output_tokens: int = 0
+    written_through: int = 0
+    stopped: bool = False  # stopped early (pause, cancel): the checkpoint says where
+    errors: list[str] = field(default_factory=list)  # a few failed rows' reasons, for the record
+
+
+def prepare(sheet: Sheet, settings: EnrichSettings) -> tuple[int, int]:
+    """Check the prompt against the headers, add the output columns, and return the rows to fill.
+
+    Run before a job's rows fan out (and by the CLI before creating it), so a
+    wrong placeholder is an error before the job starts.
+    """
+    headers = sheet.headers()
+    if not headers:
+        raise PermanentError(
+            f"{sheet.title} has no header row (row {settings.header_row} is empty)",
+            code="enrich_no_header",
+            hint="Put column names in the header row, or give --header-row.",
+        )
+    check_template(settings.prompt, headers)
+    sheet.add_columns([c.name for c in settings.outputs])
+    first = settings.start_row
+    last = sheet.last_row()
+    if settings.row_count is not None:
+        last = min(last, first + settings.row_count - 1)
+    return first, last
+
+
+def enrich_range(
+    sheet: Sheet,
+    model: TextModel,
+    settings: EnrichSettings,
+    *,
+    first: int,
+    last: int,
+    checkpoint: Mapping[str, Any] | None,
+    save_checkpoint: Callable[[dict[str, Any]], None],
+    should_stop: Callable[[], bool] = lambda: False,
+) -> RangeOutcome:
+    """Fill rows ``first..last`` from where ``checkpoint`` left off (see the module docstring)."""
+    cp = dict(checkpoint or {})
+    done = RangeOutcome(written_through=int(cp.get("written_through", first - 1)))
+    pending = _pending(cp)
+    if pending:
+        # Answers saved by an attempt that died before (or while) writing them: write, never re-ask.
+        sheet.write_rows(pending)
+        done.written_through = max(done.written_through, max(w.number for w in pending))
+        save_checkpoint({"written_through": done.written_through})
+    size = settings.rows_per_call
+    start = done.written_through + 1
+    while start <= last:
+        if should_stop():
+            done.stopped = True
+            break
+        end = min(last, start + size - 1)
+        rows = sheet.read_rows(start, end)
+        todo = [r for r in rows if settings.overwrite or not is_filled(r.cells, settings.outputs)]
+        done.skipped += len(rows) - len(todo)
+        writes = _answer(model, settings, todo, done) if todo else []
+        if writes:
+            save_checkpoint({"written_through": done.written_through, "pending": _encode(writes)})
+            sheet.write_rows(writes)
+        done.written_through = end
+        save_checkpoint({"written_through": end})
+        start = end + 1
+    return done
+
+
+def _answer(model: TextModel, settings: EnrichSettings, rows: Sequence[SheetRow], done: RangeOutcome) -> list[RowWrite]:
+    """Each row's values from the model (asking again for rows whose entry was malformed), or error cells."""
+    columns = settings.outputs
+    schema = batch_schema(columns)
+    by_number = {r.number: r for r in rows}
+    answers: dict[int, dict[str, CellValue]] = {}
+    reasons: dict[int, str] = {}
+    asking = list(by_number)
+    for _ in range(MAX_ATTEMPTS_PER_ROW):
+        if not asking:
+            break
+        prompt = batch_prompt(settings.prompt, [(n, by_number[n].cells) for n in asking], columns)
+        done.calls += 1
+        done.rows_asked += len(asking)
+        try:
+            gen = model.generate(prompt, schema, system=SYSTEM_INSTRUCTION, strict=False)
+        except MalformedModelOutput as exc:  # not JSON at all: every row of the call failed
+            reasons.update({n: str(exc) for n in asking})
+            continue
+        done.input_tokens += gen.usage.input_tokens or 0
+        done.output_tokens += gen.usage.output_tokens or 0
+        outcomes = parse_batch(gen.value, asking, columns)
+        for number, outcome in outcomes.items():
+            if isinstance(outcome, RowAnswer):
+                answers[number] = outcome.values
+                reasons.pop(number, None)
+            elif isinstance(outcome, RowProblem):
+                reasons[number] = outcome.reason
+        asking = [n for n in asking if n not in answers]
+    writes = [RowWrite(n, answers[n]) for n in sorted(answers)]
+    done.written += len(writes)
+    for number in asking:
+        reason = reasons.get(number, "no valid answer")
+        done.failed += 1
+        if len(done.errors) < 20:
+            done.errors.append(f"row {number}: {reason}")
+        writes.append(RowWrite(number, _error_values(columns, reason)))
+    if asking:
+        log.info("rows failed after %d attempts", MAX_ATTEMPTS_PER_ROW, extra={"fields": {"rows": asking}})
+    return sorted(writes, key=lambda w: w.number)
+
+
+def _error_values(columns: Sequence[OutputColumn], reason: str) -> dict[str, CellValue]:
+    cell = error_cell(reason)
+    return {c.name: cell for c in columns}
+
+
+def _encode(writes: Sequence[RowWrite]) -> list[dict[str, Any]]:
+    return [{"row": w.number, "values": dict(w.values)} for w in writes]
+
+
+def _pending(cp: Mapping[str, Any]) -> list[RowWrite]:
+    raw = cp.get("pending") or []
+    return [RowWrite(int(p["row"]), dict(p["values"])) for p in raw if isinstance(p, dict)]

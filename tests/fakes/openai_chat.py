@@ -1,0 +1,185 @@
+"""A fake OpenAI-compatible ``/v1/chat/completions`` endpoint for tests of the real HTTP client code.
+
+A threaded :mod:`http.server` on 127.0.0.1 (free port) answering from a queue
+of scripted replies (or a ``default`` responder that builds one from the
+request), recording every request. Used by the text-model adapter tests and,
+with a responder that answers every row, by the enrich tests and bench.
+
+    with FakeOpenAI() as fake:
+        fake.push(chat_answer({"rows": [...]}), too_many_requests(retry_after="3"))
+        OpenAIChatModel(base_url=fake.base_url, model="m", clock=...)
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Self
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    body: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    path: str
+    headers: Mapping[str, str]
+    body: dict[str, Any]
+
+    @property
+    def user_text(self) -> str:
+        return "\n".join(str(m.get("content", "")) for m in self.body.get("messages", []) if m.get("role") == "user")
+
+    @property
+    def system_text(self) -> str:
+        return "\n".join(str(m.get("content", "")) for m in self.body.get("messages", []) if m.get("role") == "system")
+
+    @property
+    def schema(self) -> dict[str, Any]:
+        return dict(self.body["response_format"]["json_schema"]["schema"])
+
+
+Responder = Callable[[ChatRequest], Reply]
+
+
+class FakeOpenAI:
+    def __init__(self, *, latency_s: float = 0.0) -> None:
+        self.latency_s = latency_s  # simulated model time, per request (the bench's 50 ms)
+        self._queue: deque[Reply | Responder] = deque()
+        self._lock = threading.Lock()
+        self.requests: list[ChatRequest] = []
+        self.default: Reply | Responder | None = None
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        assert self._server is not None, "start the fake first"
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}/v1"
+
+    def push(self, *replies: Reply | Responder) -> None:
+        with self._lock:
+            self._queue.extend(replies)
+
+    def _reply(self, req: ChatRequest) -> Reply:
+        with self._lock:
+            self.requests.append(req)
+            nxt = self._queue.popleft() if self._queue else self.default
+        if req.path != "/v1/chat/completions":
+            return error(404, f"unknown path {req.path}")
+        if nxt is None:
+            return error(500, "fake openai: no scripted reply")
+        return nxt(req) if callable(nxt) else nxt
+
+    def start(self) -> Self:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                raw = self.rfile.read(int(self.headers.get("content-length") or 0))
+                req = ChatRequest(self.path, {k.lower(): v for k, v in self.headers.items()}, json.loads(raw or b"{}"))
+                if fake.latency_s:
+                    time.sleep(fake.latency_s)
+                reply = fake._reply(req)
+                self.send_response(reply.status)
+                for k, v in {"content-type": "application/json", **reply.headers}.items():
+                    self.send_header(k, v)
+                self.send_header("content-length", str(len(reply.body)))
+                self.end_headers()
+                self.wfile.write(reply.body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def chat_answer(payload: Any, *, prompt_tokens: int = 300, completion_tokens: int = 40, finish: str = "stop") -> Reply:
+    """A chat completion whose message content is ``payload`` (JSON-encoded unless already a string)."""
+    text = payload if isinstance(payload, str) else json.dumps(payload)
+    body = {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "model": "fake-model-001",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    }
+    return Reply(200, json.dumps(body).encode())
+
+
+def error(status: int, message: str, *, retry_after: str | None = None) -> Reply:
+    headers = {"retry-after": retry_after} if retry_after is not None else {}
+    body = {"error": {"message": message, "type": "fake_error", "code": None}}
+    return Reply(status, json.dumps(body).encode(), headers)
+
+
+def too_many_requests(*, retry_after: str | None = None) -> Reply:
+    return error(429, "Rate limit reached", retry_after=retry_after)
+
+
+_ROW_BLOCK = re.compile(r"^### Row (\d+)\n(.*?)(?=^### Row |\Z)", re.S | re.M)
+
+
+def rows_in(prompt: str) -> list[tuple[int, str]]:
+    """The (row number, rendered prompt) pairs of an enrich batch prompt."""
+    return [(int(m.group(1)), m.group(2).strip()) for m in _ROW_BLOCK.finditer(prompt)]
+
+
+class RowModel:
+    """A responder that answers every row of an enrich batch with ``answer(number, text)``
+    (None leaves the row out) and counts how often each row was answered."""
+
+    def __init__(self, answer: Callable[[int, str], dict[str, Any] | None]) -> None:
+        self._answer = answer
+        self._lock = threading.Lock()
+        self.answered: dict[int, int] = {}
+        self.calls = 0
+
+    def __call__(self, req: ChatRequest) -> Reply:
+        entries = []
+        for number, text in rows_in(req.user_text):
+            got = self._answer(number, text)
+            if got is not None:
+                entries.append({"row": number, **got})
+        with self._lock:
+            self.calls += 1
+            for e in entries:
+                self.answered[e["row"]] = self.answered.get(e["row"], 0) + 1
+        return chat_answer({"rows": entries})
+
+    def twice(self) -> list[int]:
+        with self._lock:
+            return sorted(n for n, k in self.answered.items() if k > 1)
