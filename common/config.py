@@ -46,6 +46,19 @@ class Settings(BaseSettings):
     max_document_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
     max_document_pages: int = Field(default=1000, ge=1)
 
+    # Search collections. Embedding models a collection may name: "none" (lexical only),
+    # "hashing-N" (offline, not semantic), "vertex:MODEL", "openai:MODEL" (SLUICE_EMBED_URL).
+    embed_location: str = "europe-west1"
+    embed_rpm: int = Field(default=600, ge=1)
+    embed_batch_size: int = Field(default=100, ge=1, le=250)
+    embed_url: str | None = None
+    embed_api_key: SecretStr | None = None
+    # The embedded backend's vector search: "brute-force" (numpy) or "sqlite-vec" (needs a sqlite3
+    # that loads extensions). Chosen here, never by a silent fallback.
+    vector_search: Literal["brute-force", "sqlite-vec"] = "brute-force"
+    # Firestore's vector index is declared for this many dimensions (terraform/search.tf).
+    vector_dimensions: int = Field(default=768, ge=1, le=2048)
+
     # Google OAuth (Drive and Gmail on the user's behalf). Unset: no Google access.
     google_client_id: str | None = None
     google_client_secret: SecretStr | None = None

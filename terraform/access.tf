@@ -57,6 +57,16 @@ locals {
       enqueues_tasks = false
       signs_urls     = false
     }
+    ingest = {
+      # Fans a collection's run out into one message per document; reads the stored documents;
+      # Vertex AI text embeddings.
+      publishes      = ["ingest.document"]
+      buckets        = { uploads = ["roles/storage.objectViewer"] }
+      secrets        = []
+      project_roles  = ["roles/aiplatform.user"]
+      enqueues_tasks = false
+      signs_urls     = false
+    }
     export = {
       publishes = []
       # Writes the tables; Drive and Gmail destinations act with the user's OAuth tokens.

@@ -47,6 +47,21 @@ class ExtractTask(Message):
     job_id: str
 
 
+class StartIngest(Message):
+    """An ingest (or re-index) run of a search collection: fan out one item per document."""
+
+    kind: ClassVar[str] = "ingest.start"
+    run_id: str
+
+
+class IngestDocument(Message):
+    """One document of an ingest run: text, chunk, embed, index."""
+
+    kind: ClassVar[str] = "ingest.document"
+    item_id: str
+    run_id: str
+
+
 class ExportRun(Message):
     kind: ClassVar[str] = "export.run"
     export_id: str
@@ -173,6 +188,8 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
     for cls in (
         StartRun,
         ExtractTask,
+        StartIngest,
+        IngestDocument,
         ExportRun,
         BlobFinalized,
         ImportDrive,

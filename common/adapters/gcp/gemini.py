@@ -58,7 +58,15 @@ if TYPE_CHECKING:  # pragma: no cover
     from google import genai
     from pypdf import PdfReader
 
-__all__ = ["MAX_SERVER_DELAY_S", "PROMPT_VERSION", "GeminiExtractor", "RateLimiter", "server_delay"]
+__all__ = [
+    "MAX_SERVER_DELAY_S",
+    "PROMPT_VERSION",
+    "GeminiExtractor",
+    "RateLimiter",
+    "build_vertex_client",
+    "classify_vertex_error",
+    "server_delay",
+]
 
 log = logging.getLogger(__name__)
 MODEL_CONFIDENCE = 0.9  # the model gives no calibrated confidence; a fixed, honest "probably right"
@@ -147,19 +155,12 @@ class GeminiExtractor:
         return self._client
 
     def _build_client(self) -> genai.Client:
-        from google import genai
-        from google.genai import types
-
-        return genai.Client(
-            vertexai=True,
+        return build_vertex_client(
             project=self.project,
             location=self.location,
             credentials=self._credentials,
-            http_options=types.HttpOptions(
-                base_url=self._base_url,
-                timeout=int(self._timeout_s * 1000),  # milliseconds
-                retry_options=types.HttpRetryOptions(attempts=1),  # Sluice's policy retries, not the client
-            ),
+            base_url=self._base_url,
+            timeout_s=self._timeout_s,
         )
 
     # -- the port ---------------------------------------------------------------
@@ -290,71 +291,11 @@ class GeminiExtractor:
     # -- errors -----------------------------------------------------------------
 
     def _classify(self, exc: Exception) -> SluiceError | None:
-        """The Sluice error for a failed call, or None for an unknown exception
-        (a bug: the caller records it as an internal failure)."""
-        from google.auth import exceptions as auth_errors
-        from google.genai import errors as genai_errors
-
-        if isinstance(exc, genai_errors.APIError):
-            return self._api_error(exc)
-        if isinstance(exc, auth_errors.DefaultCredentialsError):
-            return PermanentError(
-                f"no Google credentials for Vertex AI: {exc}",
-                kind=ErrorKind.AUTH,
-                code="model_auth",
-                hint="Run with a service account (or `gcloud auth application-default login` locally).",
-            )
-        if isinstance(exc, auth_errors.RefreshError) and not getattr(exc, "retryable", False):
-            return PermanentError(
-                f"the Google credentials were refused: {exc}",
-                kind=ErrorKind.AUTH,
-                code="model_auth",
-                hint="Check the service account exists and is enabled.",
-            )
-        if isinstance(exc, (auth_errors.TransportError, auth_errors.RefreshError, *_transient_errors())):
-            return RetryableError(
-                f"could not reach Vertex AI: {type(exc).__name__}: {exc}", kind=ErrorKind.NETWORK, code="model_network"
-            )
-        return None
-
-    def _api_error(self, exc: Any) -> SluiceError:
-        code = int(exc.code or 0)
-        reason = exc.message or exc.status or str(exc)
-        what = f"Vertex AI answered {code} {exc.status or ''}".rstrip() + f": {reason}"
-        if code == 429:
-            delay = server_delay(exc, now=self._clock.now())
-            if self._limiter is not None:
-                # The shared quota is spent whatever our bucket thought: slow everyone down.
-                try:
-                    self._limiter.penalise(duration_s=delay)
-                except Exception:
-                    # A store hiccup must not hide the 429, which the retry policy needs.
-                    log.exception("could not penalise the shared rate limiter")
-            return RetryableError(what, kind=ErrorKind.RATE_LIMITED, retry_after=delay, code="model_rate_limited")
-        if code == 503:
-            delay = server_delay(exc, now=self._clock.now())
-            return RetryableError(what, kind=ErrorKind.UNAVAILABLE, retry_after=delay, code="model_unavailable")
-        if code >= 500:
-            return RetryableError(what, kind=ErrorKind.SERVER, code="model_server_error")
-        if code in (408, 499):  # request timeout, cancelled: the call was cut, not refused
-            return RetryableError(what, kind=ErrorKind.NETWORK, code="model_network")
-        if code in (401, 403):
-            return PermanentError(
-                what,
-                kind=ErrorKind.AUTH,
-                code="model_auth",
-                hint="Grant the function's service account roles/aiplatform.user and read access to the bucket.",
-            )
-        if code == 404:
-            return PermanentError(
-                what,
-                code="model_not_found",
-                hint=f"Check SLUICE_GEMINI_MODEL ({self.model}) and SLUICE_GEMINI_LOCATION ({self.location}).",
-            )
-        return PermanentError(
-            what,
-            code="model_rejected_input",
-            hint="Vertex AI refused the request; check the document's type and size, then retry the task.",
+        return classify_vertex_error(
+            exc,
+            clock=self._clock,
+            limiter=self._limiter,
+            not_found_hint=f"Check SLUICE_GEMINI_MODEL ({self.model}) and SLUICE_GEMINI_LOCATION ({self.location}).",
         )
 
     # -- documents beyond the model's limits ----------------------------------------
@@ -446,6 +387,103 @@ class GeminiExtractor:
                 metadata={"source": doc.uri, "source_generation": source, "pages": f"{first}-{last}"},
             )
         return [_Part(uri, first, pages)]
+
+
+# -- the Vertex AI client and its errors, shared by every Vertex adapter -----------------
+
+
+def build_vertex_client(
+    *, project: str, location: str, credentials: Any, base_url: str | None, timeout_s: float
+) -> genai.Client:
+    """A google-genai client for Vertex AI that never retries on its own:
+    Sluice's retry policy alone decides, or attempts would multiply."""
+    from google import genai
+    from google.genai import types
+
+    return genai.Client(
+        vertexai=True,
+        project=project,
+        location=location,
+        credentials=credentials,
+        http_options=types.HttpOptions(
+            base_url=base_url,
+            timeout=int(timeout_s * 1000),  # milliseconds
+            retry_options=types.HttpRetryOptions(attempts=1),
+        ),
+    )
+
+
+def classify_vertex_error(
+    exc: Exception, *, clock: Clock, limiter: RateLimiter | None, not_found_hint: str
+) -> SluiceError | None:
+    """The Sluice error for a failed Vertex AI call (any google-genai method),
+    or None for an unknown exception (a bug: the caller records it as an
+    internal failure). A 429 also penalises the shared ``limiter``."""
+    from google.auth import exceptions as auth_errors
+    from google.genai import errors as genai_errors
+
+    if isinstance(exc, genai_errors.APIError):
+        return _api_error(exc, clock=clock, limiter=limiter, not_found_hint=not_found_hint)
+    if isinstance(exc, auth_errors.DefaultCredentialsError):
+        return PermanentError(
+            f"no Google credentials for Vertex AI: {exc}",
+            kind=ErrorKind.AUTH,
+            code="model_auth",
+            hint="Run with a service account (or `gcloud auth application-default login` locally).",
+        )
+    if isinstance(exc, auth_errors.RefreshError) and not getattr(exc, "retryable", False):
+        return PermanentError(
+            f"the Google credentials were refused: {exc}",
+            kind=ErrorKind.AUTH,
+            code="model_auth",
+            hint="Check the service account exists and is enabled.",
+        )
+    if isinstance(exc, (auth_errors.TransportError, auth_errors.RefreshError, *_transient_errors())):
+        return RetryableError(
+            f"could not reach Vertex AI: {type(exc).__name__}: {exc}", kind=ErrorKind.NETWORK, code="model_network"
+        )
+    return None
+
+
+def _api_error(exc: Any, *, clock: Clock, limiter: RateLimiter | None, not_found_hint: str) -> SluiceError:
+    code = int(exc.code or 0)
+    reason = exc.message or exc.status or str(exc)
+    what = f"Vertex AI answered {code} {exc.status or ''}".rstrip() + f": {reason}"
+    if code == 429:
+        delay = server_delay(exc, now=clock.now())
+        if limiter is not None:
+            # The shared quota is spent whatever our bucket thought: slow everyone down.
+            try:
+                limiter.penalise(duration_s=delay)
+            except Exception:
+                # A store hiccup must not hide the 429, which the retry policy needs.
+                log.exception("could not penalise the shared rate limiter")
+        return RetryableError(what, kind=ErrorKind.RATE_LIMITED, retry_after=delay, code="model_rate_limited")
+    if code == 503:
+        delay = server_delay(exc, now=clock.now())
+        return RetryableError(what, kind=ErrorKind.UNAVAILABLE, retry_after=delay, code="model_unavailable")
+    if code >= 500:
+        return RetryableError(what, kind=ErrorKind.SERVER, code="model_server_error")
+    if code in (408, 499):  # request timeout, cancelled: the call was cut, not refused
+        return RetryableError(what, kind=ErrorKind.NETWORK, code="model_network")
+    if code in (401, 403):
+        return PermanentError(
+            what,
+            kind=ErrorKind.AUTH,
+            code="model_auth",
+            hint="Grant the function's service account roles/aiplatform.user and read access to the bucket.",
+        )
+    if code == 404:
+        return PermanentError(
+            what,
+            code="model_not_found",
+            hint=not_found_hint,
+        )
+    return PermanentError(
+        what,
+        code="model_rejected_input",
+        hint="Vertex AI refused the request; check the document's type and size, then retry the task.",
+    )
 
 
 # -- helpers ------------------------------------------------------------------------------
