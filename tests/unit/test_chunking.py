@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from common.core.chunking import ChunkSettings, PageText, chunk_document, document_text, estimate_tokens
@@ -47,7 +49,7 @@ def test_chunks_keep_the_page_they_start_and_end_on() -> None:
 
 def test_consecutive_chunks_of_a_section_overlap_by_at_most_the_overlap_budget() -> None:
     chunks = chunk_document("h" * 64, _pages(_prose(30)), SETTINGS)
-    pairs = list(zip(chunks, chunks[1:], strict=False))
+    pairs = list(itertools.pairwise(chunks))
     assert pairs
     for a, b in pairs:
         assert b.start < a.end  # they share text
