@@ -16,7 +16,7 @@
 locals {
   function_access = {
     api = {
-      publishes      = ["run.start", "drive.import", "gmail.import"]
+      publishes      = ["run.start", "ingest.start", "drive.import", "gmail.import"]
       buckets        = { uploads = ["roles/storage.objectCreator", "roles/storage.objectViewer"], exports = ["roles/storage.objectViewer"] }
       secrets        = ["oauth-client-secret", "token-key"]
       project_roles  = []

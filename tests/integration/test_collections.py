@@ -10,6 +10,7 @@ import pytest
 
 from common.core.chunking import ChunkSettings
 from common.core.errors import ErrorKind, NotFound, RetryableError
+from common.core.messages import IngestDocument
 from common.service import collections as cols
 from common.service import ingest
 from tests.support import Pipeline, make_pipeline
@@ -69,7 +70,7 @@ def test_a_redelivered_document_writes_no_chunk_twice(p: Pipeline) -> None:
     snap = p.deps.store.get(ingest.ITEMS, item)
     assert snap is not None
     p.deps.store.set(ingest.ITEMS, item, {**snap.data, "status": "pending"})  # as if the ack was lost
-    p.sender.send(ingest.IngestDocument(item_id=item, run_id=run.id))
+    p.sender.send(IngestDocument(item_id=item, run_id=run.id))
     p.drain()
     assert p.deps.search_index.count(coll.active_index) == before
 
