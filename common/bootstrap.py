@@ -20,7 +20,9 @@ from common.core.messages import BlobFinalized
 from common.obs import logging as slog
 from common.ports.blobs import BlobInfo
 from common.ports.clock import Clock
+from common.ports.embedder import Embedder
 from common.ports.extractor import Extractor
+from common.ports.search_index import SearchIndex
 from common.ports.textmodel import TextModel
 from common.service.context import Deps, TopologySender
 from common.topology import Topology
@@ -50,6 +52,10 @@ STORE_INDEXES: dict[str, list[str]] = {
     "automation_runs": ["status"],
     "gmail_import_items": ["operation_id"],
     "processed_messages": ["expire_at"],
+    "collections": ["owner", "owner,name"],
+    "collection_docs": ["collection_id", "collection_id,created_at"],
+    "ingest_runs": ["collection_id", "collection_id,created_at"],
+    "ingest_items": ["run_id,status", "run_id"],
 }
 
 
@@ -126,6 +132,8 @@ def _gcp(
         scheduler=scheduler,
         extractor_factory=extractor_factory or (lambda name: _extractor(name, settings, built)),
         google_auth=google_auth,
+        search_index_factory=lambda: _firestore_index(settings),
+        embedder_factory=lambda model: embedder_for(model, settings, built),
         drive=_drive(),
         destinations=_destinations(),
         queues=PubSubQueues(project, publisher, sources=_dead_letter_sources(settings, topo)),
@@ -191,6 +199,8 @@ def _local(
         queues=BusQueues(bus),
         google_auth=google_auth,
         extractor_factory=extractor_factory or (lambda name: _extractor(name, settings, built)),
+        search_index_factory=lambda: _sqlite_index(settings),
+        embedder_factory=lambda model: embedder_for(model, settings, built),
         drive=_drive(),
         destinations=_destinations(),
     )
@@ -347,6 +357,72 @@ def text_model(settings: Settings, deps: Deps, *, model: str | None = None) -> T
         "no text model is configured",
         hint="Set SLUICE_TEXT_MODEL=gemini (with SLUICE_PROJECT) or SLUICE_TEXT_MODEL=openai "
         "with SLUICE_OPENAI_BASE_URL and SLUICE_OPENAI_MODEL.",
+    )
+
+
+def _sqlite_index(settings: Settings) -> SearchIndex:
+    from common.adapters.local.sqlite_index import SqliteSearchIndex
+
+    return SqliteSearchIndex(settings.data_dir / "search.db", vector_search=settings.vector_search)
+
+
+def _firestore_index(settings: Settings) -> SearchIndex:
+    # The Firestore vector-search adapter (find_nearest) is not built yet (issue #17): say so at first use.
+    raise ConfigError(
+        "search collections are not available on the gcp backend yet",
+        hint="Use the embedded backend (SLUICE_BACKEND=local) for search collections.",
+    )
+
+
+def embedder_for(model: str, settings: Settings, deps: Deps) -> Embedder | None:
+    """The embedder a collection's model name stands for; None for "none" (lexical only)."""
+    kind, _, name = model.partition(":")
+    if model == "none":
+        return None
+    if model.startswith("hashing-") and model.removeprefix("hashing-").isdigit():
+        from common.adapters.embedders.hashing import HashingEmbedder
+
+        return HashingEmbedder(dimensions=int(model.removeprefix("hashing-")))
+    if kind == "vertex" and name:
+        from common.adapters.embedders.vertex import VertexEmbedder
+        from common.core.leases import QuotaPlan
+        from common.service.leased_ratelimit import LeasedRateLimiter
+
+        if not settings.project:
+            raise ConfigError("Vertex AI embeddings need SLUICE_PROJECT", hint="Set SLUICE_PROJECT.")
+        limiter = LeasedRateLimiter(
+            deps.store,
+            deps.clock,
+            key=f"embed:{settings.project}:{name}",
+            plan=QuotaPlan.per_minute(settings.embed_rpm),
+            hint="Sluice is pacing embedding calls to stay within the quota (SLUICE_EMBED_RPM).",
+        )
+        return VertexEmbedder(
+            project=settings.project,
+            location=settings.embed_location,
+            model=name,
+            clock=deps.clock,
+            batch_size=settings.embed_batch_size,
+            limiter=limiter,
+            breaker=deps.breaker("vertex"),
+        )
+    if kind == "openai" and name:
+        from common.adapters.embedders.openai_compat import OpenAICompatibleEmbedder
+
+        if not settings.embed_url:
+            raise ConfigError("openai embeddings need SLUICE_EMBED_URL", hint="Set SLUICE_EMBED_URL to the API's /v1.")
+        key = settings.embed_api_key.get_secret_value() if settings.embed_api_key else None
+        return OpenAICompatibleEmbedder(
+            base_url=settings.embed_url,
+            model=name,
+            clock=deps.clock,
+            api_key=key,
+            batch_size=min(settings.embed_batch_size, 64),
+            breaker=deps.breaker("embeddings"),
+        )
+    raise ConfigError(
+        f"unknown embedding model {model!r}",
+        hint='Use "none", "hashing-256" (offline, not semantic), "vertex:text-embedding-005" or "openai:MODEL".',
     )
 
 

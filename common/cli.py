@@ -59,6 +59,7 @@ def _version() -> str:
 def _parser() -> argparse.ArgumentParser:
     from common.cli_admin import add_admin_commands
     from common.cli_run import add_run_command
+    from common.cli_search import add_search_commands
 
     p = argparse.ArgumentParser(
         prog="sluice",
@@ -70,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     add_run_command(sub, _schema_args)
+    add_search_commands(sub)
 
     exp = sub.add_parser("export", help="export a completed run again, in a format, to a destination")
     exp.add_argument(

@@ -57,6 +57,18 @@ class Settings(BaseSettings):
     openai_rpm: int = Field(default=600, ge=1)
     # Enrich runs (sheets) running at once per user; more wait queued.
     enrich_sheets_per_user: int = Field(default=3, ge=1)
+    # Search collections. Embedding models a collection may name: "none" (lexical only),
+    # "hashing-N" (offline, not semantic), "vertex:MODEL", "openai:MODEL" (SLUICE_EMBED_URL).
+    embed_location: str = "europe-west1"
+    embed_rpm: int = Field(default=600, ge=1)
+    embed_batch_size: int = Field(default=100, ge=1, le=250)
+    embed_url: str | None = None
+    embed_api_key: SecretStr | None = None
+    # The embedded backend's vector search: "brute-force" (numpy) or "sqlite-vec" (needs a sqlite3
+    # that loads extensions). Chosen here, never by a silent fallback.
+    vector_search: Literal["brute-force", "sqlite-vec"] = "brute-force"
+    # Firestore's vector index is declared for this many dimensions (terraform/search.tf).
+    vector_dimensions: int = Field(default=768, ge=1, le=2048)
 
     # Google OAuth (Drive and Gmail on the user's behalf). Unset: no Google access.
     google_client_id: str | None = None

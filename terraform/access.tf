@@ -16,7 +16,7 @@
 locals {
   function_access = {
     api = {
-      publishes      = ["run.start", "drive.import", "gmail.import"]
+      publishes      = ["run.start", "ingest.start", "drive.import", "gmail.import"]
       buckets        = { uploads = ["roles/storage.objectCreator", "roles/storage.objectViewer"], exports = ["roles/storage.objectViewer"] }
       secrets        = ["oauth-client-secret", "token-key"]
       project_roles  = []
@@ -52,6 +52,16 @@ locals {
       publishes = ["task.extract", "export.run", "run.deadline", "item.lease_check"]
       # Reads uploads; writes the page-range parts of oversized documents beside them.
       buckets        = { uploads = ["roles/storage.objectCreator", "roles/storage.objectViewer"] }
+      secrets        = []
+      project_roles  = ["roles/aiplatform.user"]
+      enqueues_tasks = false
+      signs_urls     = false
+    }
+    ingest = {
+      # Fans a collection's run out into one message per document; reads the stored documents;
+      # Vertex AI text embeddings.
+      publishes      = ["ingest.document"]
+      buckets        = { uploads = ["roles/storage.objectViewer"] }
       secrets        = []
       project_roles  = ["roles/aiplatform.user"]
       enqueues_tasks = false

@@ -6,24 +6,28 @@ locals {
   # written out; single-field entries are served by Firestore's automatic
   # indexes. tests/terraform/test_parity.py checks this map against STORE_INDEXES.
   firestore_composite_indexes = {
-    "jobs:owner,created_at"               = { collection = "jobs", fields = ["owner", "created_at"] }
-    "jobs:owner,updated_at"               = { collection = "jobs", fields = ["owner", "updated_at"] }
-    "jobs:owner,name"                     = { collection = "jobs", fields = ["owner", "name"] }
-    "files:job_id,status,file_type"       = { collection = "files", fields = ["job_id", "status", "file_type"] }
-    "runs:job_id,run_number"              = { collection = "runs", fields = ["job_id", "run_number"] }
-    "runs:owner,created_at"               = { collection = "runs", fields = ["owner", "created_at"] }
-    "runs:owner,status"                   = { collection = "runs", fields = ["owner", "status"] }
-    "runs:status,created_at"              = { collection = "runs", fields = ["status", "created_at"] }
-    "tasks:run_id,status"                 = { collection = "tasks", fields = ["run_id", "status"] }
-    "tasks:run_id,file_name"              = { collection = "tasks", fields = ["run_id", "file_name"] }
-    "tasks:status,lease_until"            = { collection = "tasks", fields = ["status", "lease_until"] }
-    "tasks:owner,status,lease_until"      = { collection = "tasks", fields = ["owner", "status", "lease_until"] }
-    "tasks:status,created_at"             = { collection = "tasks", fields = ["status", "created_at"] }
-    "exports:destination.kind,created_at" = { collection = "exports", fields = ["destination.kind", "created_at"] }
-    "exports:status,created_at"           = { collection = "exports", fields = ["status", "created_at"] }
-    "operations:owner,created_at"         = { collection = "operations", fields = ["owner", "created_at"] }
-    "automations:owner,created_at"        = { collection = "automations", fields = ["owner", "created_at"] }
-    "automations:owner,account"           = { collection = "automations", fields = ["owner", "account"] }
+    "jobs:owner,created_at"                    = { collection = "jobs", fields = ["owner", "created_at"] }
+    "jobs:owner,updated_at"                    = { collection = "jobs", fields = ["owner", "updated_at"] }
+    "jobs:owner,name"                          = { collection = "jobs", fields = ["owner", "name"] }
+    "files:job_id,status,file_type"            = { collection = "files", fields = ["job_id", "status", "file_type"] }
+    "runs:job_id,run_number"                   = { collection = "runs", fields = ["job_id", "run_number"] }
+    "runs:owner,created_at"                    = { collection = "runs", fields = ["owner", "created_at"] }
+    "runs:owner,status"                        = { collection = "runs", fields = ["owner", "status"] }
+    "runs:status,created_at"                   = { collection = "runs", fields = ["status", "created_at"] }
+    "tasks:run_id,status"                      = { collection = "tasks", fields = ["run_id", "status"] }
+    "tasks:run_id,file_name"                   = { collection = "tasks", fields = ["run_id", "file_name"] }
+    "tasks:status,lease_until"                 = { collection = "tasks", fields = ["status", "lease_until"] }
+    "tasks:owner,status,lease_until"           = { collection = "tasks", fields = ["owner", "status", "lease_until"] }
+    "tasks:status,created_at"                  = { collection = "tasks", fields = ["status", "created_at"] }
+    "exports:destination.kind,created_at"      = { collection = "exports", fields = ["destination.kind", "created_at"] }
+    "exports:status,created_at"                = { collection = "exports", fields = ["status", "created_at"] }
+    "operations:owner,created_at"              = { collection = "operations", fields = ["owner", "created_at"] }
+    "automations:owner,created_at"             = { collection = "automations", fields = ["owner", "created_at"] }
+    "automations:owner,account"                = { collection = "automations", fields = ["owner", "account"] }
+    "collections:owner,name"                   = { collection = "collections", fields = ["owner", "name"] }
+    "collection_docs:collection_id,created_at" = { collection = "collection_docs", fields = ["collection_id", "created_at"] }
+    "ingest_runs:collection_id,created_at"     = { collection = "ingest_runs", fields = ["collection_id", "created_at"] }
+    "ingest_items:run_id,status"               = { collection = "ingest_items", fields = ["run_id", "status"] }
   }
 
   # Each in both directions of its last field: the store orders by it either

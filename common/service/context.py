@@ -9,6 +9,7 @@ from typing import Any, Protocol
 
 from common.config import Settings
 from common.core.breaker import BreakerConfig
+from common.core.errors import ConfigError
 from common.core.messages import Message
 from common.core.models import Priority
 from common.core.retry import RetryPolicy
@@ -17,10 +18,12 @@ from common.obs.logging import current_context
 from common.ports.blobs import BlobStore
 from common.ports.bus import Publisher
 from common.ports.clock import Clock
+from common.ports.embedder import Embedder
 from common.ports.extractor import Extractor
 from common.ports.google import Drive, ExportDestinations, GoogleAuth
 from common.ports.queues import Queues
 from common.ports.scheduler import Scheduler
+from common.ports.search_index import SearchIndex
 from common.ports.store import Store
 from common.service import ids
 from common.service.breaker import Breakers, StoreCircuitBreaker
@@ -67,7 +70,12 @@ class Deps:
     progress_gate: ProgressGate = field(default_factory=ProgressGate)
     # Queue backlog and dead letters (the bus locally; the hold subscriptions on Pub/Sub).
     queues: Queues | None = None
+    # Search collections: the index (built on first use) and an embedder per model name (None: lexical only).
+    search_index_factory: Callable[[], SearchIndex] | None = None
+    embedder_factory: Callable[[str], Embedder | None] | None = None
     _extractors: dict[str, Extractor] = field(default_factory=dict)
+    _search_index: SearchIndex | None = None
+    _embedders: dict[str, Embedder | None] = field(default_factory=dict)
     _breakers: Breakers | None = None
 
     def extractor(self, name: str) -> Extractor:
@@ -75,6 +83,21 @@ class Deps:
         if name not in self._extractors:
             self._extractors[name] = self.extractor_factory(name)
         return self._extractors[name]
+
+    @property
+    def search_index(self) -> SearchIndex:
+        if self._search_index is None:
+            if self.search_index_factory is None:
+                raise ConfigError("no search index is configured for this backend")
+            self._search_index = self.search_index_factory()
+        return self._search_index
+
+    def embedder(self, model: str) -> Embedder | None:
+        if model not in self._embedders:
+            if self.embedder_factory is None:
+                raise ConfigError("no embedders are configured")
+            self._embedders[model] = self.embedder_factory(model)
+        return self._embedders[model]
 
     @property
     def breakers(self) -> Breakers:

@@ -19,6 +19,10 @@ HANDLERS: dict[str, dict[str, str]] = {
         "task.extract": "common.service.runs:extract_task",
     },
     "export": {"export.run": "common.service.exports:export_run"},
+    "ingest": {
+        "ingest.start": "common.service.ingest:start_ingest",
+        "ingest.document": "common.service.ingest:ingest_document",
+    },
     "import_upload": {"blob.finalized": "common.service.uploads:register_upload"},
     "cleanup": {
         "cleanup.sweep": "common.service.cleanup:sweep",
@@ -43,6 +47,7 @@ HANDLERS: dict[str, dict[str, str]] = {
 PUBLISHES: dict[str, frozenset[str]] = {
     "extract": frozenset({"task.extract", "export.run", "run.deadline", "item.lease_check"}),
     "export": frozenset(),
+    "ingest": frozenset({"ingest.document"}),
     "import_upload": frozenset(),
     # task.extract (and other kinds' item messages): stuck or stalled items dispatched again.
     "cleanup": frozenset({"task.extract"}),
@@ -52,7 +57,7 @@ PUBLISHES: dict[str, frozenset[str]] = {
     # gmail.notification: itself again, when one history listing stopped at its page bound.
     "automation": frozenset({"gmail.import", "run.start", "gmail.notification"}),
     # Commands (CLI, API) that start work.
-    "commands": frozenset({"run.start"}),
+    "commands": frozenset({"run.start", "ingest.start"}),
 }
 
 Handler = Callable[[Any, Any], object]

@@ -29,7 +29,10 @@ log = logging.getLogger(__name__)
 
 
 def _is_derived(name: str) -> bool:
-    """Objects Sluice writes beside an upload (``NAME.parts/...``) are not uploads."""
+    """Objects Sluice writes beside an upload (``NAME.parts/...``) are not uploads, nor are
+    documents stored for search collections (``collections/...``)."""
+    if name.startswith("collections/"):
+        return True
     parts = name.split("/")
     return len(parts) > 5 and parts[0] == "jobs" and parts[2] == "files" and parts[4].endswith(".parts")
 

@@ -58,7 +58,15 @@ if TYPE_CHECKING:  # pragma: no cover
     from google import genai
     from pypdf import PdfReader
 
-__all__ = ["MAX_SERVER_DELAY_S", "PROMPT_VERSION", "GeminiExtractor", "RateLimiter", "server_delay"]
+__all__ = [
+    "MAX_SERVER_DELAY_S",
+    "PROMPT_VERSION",
+    "GeminiExtractor",
+    "RateLimiter",
+    "build_vertex_client",
+    "classify_vertex_error",
+    "server_delay",
+]
 
 log = logging.getLogger(__name__)
 MODEL_CONFIDENCE = 0.9  # the model gives no calibrated confidence; a fixed, honest "probably right"
@@ -147,7 +155,7 @@ class GeminiExtractor:
         return self._client
 
     def _build_client(self) -> genai.Client:
-        return vertex_client(
+        return build_vertex_client(
             project=self.project,
             location=self.location,
             credentials=self._credentials,
@@ -283,10 +291,11 @@ class GeminiExtractor:
     # -- errors -----------------------------------------------------------------
 
     def _classify(self, exc: Exception) -> SluiceError | None:
-        """The Sluice error for a failed call, or None for an unknown exception
-        (a bug: the caller records it as an internal failure)."""
         return classify_vertex_error(
-            exc, now=self._clock.now(), limiter=self._limiter, model=self.model, location=self.location
+            exc,
+            clock=self._clock,
+            limiter=self._limiter,
+            not_found_hint=f"Check SLUICE_GEMINI_MODEL ({self.model}) and SLUICE_GEMINI_LOCATION ({self.location}).",
         )
 
     # -- documents beyond the model's limits ----------------------------------------
@@ -380,13 +389,14 @@ class GeminiExtractor:
         return [_Part(uri, first, pages)]
 
 
-# -- helpers ------------------------------------------------------------------------------
+# -- the Vertex AI client and its errors, shared by every Vertex adapter -----------------
 
 
-def vertex_client(
+def build_vertex_client(
     *, project: str, location: str, credentials: Any, base_url: str | None, timeout_s: float
 ) -> genai.Client:
-    """A google-genai client for Vertex AI that never retries on its own (Sluice's policy does)."""
+    """A google-genai client for Vertex AI that never retries on its own:
+    Sluice's retry policy alone decides, or attempts would multiply."""
     from google import genai
     from google.genai import types
 
@@ -398,22 +408,22 @@ def vertex_client(
         http_options=types.HttpOptions(
             base_url=base_url,
             timeout=int(timeout_s * 1000),  # milliseconds
-            retry_options=types.HttpRetryOptions(attempts=1),  # Sluice's policy retries, not the client
+            retry_options=types.HttpRetryOptions(attempts=1),
         ),
     )
 
 
 def classify_vertex_error(
-    exc: Exception, *, now: datetime, limiter: RateLimiter | None, model: str, location: str
+    exc: Exception, *, clock: Clock, limiter: RateLimiter | None, not_found_hint: str
 ) -> SluiceError | None:
-    """The Sluice error for a failed Vertex AI call (any google-genai client), or None for an
-    unknown exception (a bug: the caller records it as an internal failure). A 429 also
-    penalises the shared ``limiter``: the quota is spent whatever the bucket thought."""
+    """The Sluice error for a failed Vertex AI call (any google-genai method),
+    or None for an unknown exception (a bug: the caller records it as an
+    internal failure). A 429 also penalises the shared ``limiter``."""
     from google.auth import exceptions as auth_errors
     from google.genai import errors as genai_errors
 
     if isinstance(exc, genai_errors.APIError):
-        return _vertex_api_error(exc, now=now, limiter=limiter, model=model, location=location)
+        return _api_error(exc, clock=clock, limiter=limiter, not_found_hint=not_found_hint)
     if isinstance(exc, auth_errors.DefaultCredentialsError):
         return PermanentError(
             f"no Google credentials for Vertex AI: {exc}",
@@ -435,14 +445,12 @@ def classify_vertex_error(
     return None
 
 
-def _vertex_api_error(
-    exc: Any, *, now: datetime, limiter: RateLimiter | None, model: str, location: str
-) -> SluiceError:
+def _api_error(exc: Any, *, clock: Clock, limiter: RateLimiter | None, not_found_hint: str) -> SluiceError:
     code = int(exc.code or 0)
     reason = exc.message or exc.status or str(exc)
     what = f"Vertex AI answered {code} {exc.status or ''}".rstrip() + f": {reason}"
     if code == 429:
-        delay = server_delay(exc, now=now)
+        delay = server_delay(exc, now=clock.now())
         if limiter is not None:
             # The shared quota is spent whatever our bucket thought: slow everyone down.
             try:
@@ -452,7 +460,7 @@ def _vertex_api_error(
                 log.exception("could not penalise the shared rate limiter")
         return RetryableError(what, kind=ErrorKind.RATE_LIMITED, retry_after=delay, code="model_rate_limited")
     if code == 503:
-        delay = server_delay(exc, now=now)
+        delay = server_delay(exc, now=clock.now())
         return RetryableError(what, kind=ErrorKind.UNAVAILABLE, retry_after=delay, code="model_unavailable")
     if code >= 500:
         return RetryableError(what, kind=ErrorKind.SERVER, code="model_server_error")
@@ -469,13 +477,16 @@ def _vertex_api_error(
         return PermanentError(
             what,
             code="model_not_found",
-            hint=f"Check SLUICE_GEMINI_MODEL ({model}) and SLUICE_GEMINI_LOCATION ({location}).",
+            hint=not_found_hint,
         )
     return PermanentError(
         what,
         code="model_rejected_input",
         hint="Vertex AI refused the request; check the document's type and size, then retry the task.",
     )
+
+
+# -- helpers ------------------------------------------------------------------------------
 
 
 def server_delay(exc: Any, *, now: datetime) -> float | None:

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from common.adapters.gcp.gemini import RateLimiter, _answer_text, classify_vertex_error, vertex_client
+from common.adapters.gcp.gemini import RateLimiter, _answer_text, build_vertex_client, classify_vertex_error
 from common.core import jsonschema_subset
 from common.ports.breaker import CircuitBreaker
 from common.ports.clock import Clock
@@ -63,7 +63,7 @@ class GeminiTextModel:
         return self._client
 
     def _build_client(self) -> genai.Client:
-        return vertex_client(
+        return build_vertex_client(
             project=self.project,
             location=self.location,
             credentials=self._credentials,
@@ -99,7 +99,10 @@ class GeminiTextModel:
             response = self._get_client().models.generate_content(model=self.model, contents=prompt, config=config)
         except Exception as exc:
             err = classify_vertex_error(
-                exc, now=self._clock.now(), limiter=self._limiter, model=self.model, location=self.location
+                exc,
+                clock=self._clock,
+                limiter=self._limiter,
+                not_found_hint=f"Check SLUICE_TEXT_MODEL's model ({self.model}) and its location ({self.location}).",
             )
             if err is None:
                 raise

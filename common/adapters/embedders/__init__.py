@@ -1,0 +1,1 @@
+"""Embedder adapters (common.ports.embedder): Vertex AI, OpenAI-compatible, hashing (offline)."""

@@ -1,0 +1,284 @@
+"""The search index on the embedded backend: SQLite FTS5 (BM25) and vectors.
+
+One file (``search.db`` in the data directory). ``chunks`` holds each chunk's
+text, place and vector (float32 little-endian BLOB); an external-content FTS5
+table over it (``unicode61``, diacritics folded) answers BM25 queries, kept in
+step by triggers.
+
+**Vectors.** The plan was sqlite-vec, but Python 3.11's ``sqlite3`` module as
+built here has no ``enable_load_extension`` (CPython built without
+``--enable-loadable-sqlite-extensions``), so no extension can be loaded. The
+vector search is therefore chosen by configuration
+(``SLUICE_VECTOR_SEARCH``): ``brute-force`` computes cosine similarity against
+all of an index's vectors with numpy (a matrix cached per index and rebuilt
+when the index changes); ``sqlite-vec`` is refused with that explanation
+rather than falling back silently.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from common.core.errors import ConfigError, ErrorKind, RetryableError
+from common.core.retrieval import query_terms
+from common.ports.search_index import IndexedChunk, Scored
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS chunks (
+    rowid INTEGER PRIMARY KEY,
+    index_id TEXT NOT NULL,
+    chunk_id TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    collection_id TEXT NOT NULL,
+    document_id TEXT NOT NULL,
+    document TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    page INTEGER NOT NULL,
+    page_end INTEGER NOT NULL,
+    start INTEGER NOT NULL,
+    "end" INTEGER NOT NULL,
+    heading TEXT,
+    text TEXT NOT NULL,
+    vector BLOB,
+    UNIQUE (index_id, chunk_id)
+);
+CREATE INDEX IF NOT EXISTS chunks_by_document ON chunks (index_id, document_id);
+CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
+    text, heading, document, content='chunks', content_rowid='rowid', tokenize='unicode61 remove_diacritics 2'
+);
+CREATE TRIGGER IF NOT EXISTS chunks_ai AFTER INSERT ON chunks BEGIN
+    INSERT INTO chunks_fts(rowid, text, heading, document) VALUES (new.rowid, new.text, new.heading, new.document);
+END;
+CREATE TRIGGER IF NOT EXISTS chunks_ad AFTER DELETE ON chunks BEGIN
+    INSERT INTO chunks_fts(chunks_fts, rowid, text, heading, document)
+        VALUES ('delete', old.rowid, old.text, old.heading, old.document);
+END;
+CREATE VIRTUAL TABLE IF NOT EXISTS chunks_vocab USING fts5vocab(chunks_fts, 'row');
+CREATE TABLE IF NOT EXISTS generations (index_id TEXT PRIMARY KEY, changes INTEGER NOT NULL);
+"""
+_COLUMNS = (
+    'chunk_id, owner, collection_id, document_id, document, position, page, page_end, start, "end", heading, text'
+)
+VECTOR_SEARCHES = ("brute-force", "sqlite-vec")
+
+
+def sqlite_can_load_extensions() -> bool:
+    return hasattr(sqlite3.connect(":memory:"), "enable_load_extension")
+
+
+class SqliteSearchIndex:
+    def __init__(self, path: Path | str, *, vector_search: str = "brute-force", timeout_s: float = 30.0) -> None:
+        if vector_search not in VECTOR_SEARCHES:
+            raise ConfigError(f"unknown vector search {vector_search!r}", hint="Use brute-force or sqlite-vec.")
+        if vector_search == "sqlite-vec":
+            raise ConfigError(
+                "SLUICE_VECTOR_SEARCH=sqlite-vec needs a sqlite3 module that can load extensions; "
+                + ("this one can, but the sqlite-vec adapter is not built yet" if sqlite_can_load_extensions() else
+                   "this Python's sqlite3 has no enable_load_extension"),
+                hint="Set SLUICE_VECTOR_SEARCH=brute-force (numpy cosine over each index's vectors).",
+            )  # fmt: skip
+        self._path = str(path)
+        self._timeout_s = timeout_s
+        self._local = threading.local()
+        self._matrices: dict[str, tuple[int, Any, list[int]]] = {}
+        self._lock = threading.Lock()
+        with self._conn() as conn:
+            conn.executescript(_SCHEMA)
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self._path, timeout=self._timeout_s, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self._local.conn = conn
+        return conn
+
+    # -- writes -------------------------------------------------------------------
+
+    def upsert(self, index_id: str, chunks: Sequence[IndexedChunk]) -> None:
+        rows = [
+            (index_id, c.chunk_id, c.owner, c.collection_id, c.document_id, c.document, c.position, c.page,
+             c.page_end, c.start, c.end, c.heading, c.text, _pack(c.vector))
+            for c in chunks
+        ]  # fmt: skip
+        self._write(
+            lambda conn: (
+                # Delete-then-insert keeps the FTS table in step (an UPSERT would not fire the delete trigger).
+                conn.executemany(
+                    "DELETE FROM chunks WHERE index_id = ? AND chunk_id = ?", [(r[0], r[1]) for r in rows]
+                ),
+                conn.executemany(
+                    f"INSERT INTO chunks (index_id, {_COLUMNS}, vector) VALUES ({','.join('?' * 14)})", rows
+                ),
+            ),
+            index_id,
+        )
+
+    def delete_document(self, index_id: str, document_id: str) -> int:
+        out: list[int] = []
+        self._write(
+            lambda conn: out.append(
+                conn.execute(
+                    "DELETE FROM chunks WHERE index_id = ? AND document_id = ?", (index_id, document_id)
+                ).rowcount
+            ),
+            index_id,
+        )
+        return out[0]
+
+    def drop(self, index_id: str) -> None:
+        self._write(lambda conn: conn.execute("DELETE FROM chunks WHERE index_id = ?", (index_id,)), index_id)
+
+    def _write(self, fn: Any, index_id: str) -> None:
+        conn = self._conn()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                fn(conn)
+                conn.execute(
+                    "INSERT INTO generations (index_id, changes) VALUES (?, 1) "
+                    "ON CONFLICT(index_id) DO UPDATE SET changes = changes + 1",
+                    (index_id,),
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise RetryableError(
+                    f"the search index write timed out: {exc}", kind=ErrorKind.NETWORK, code="index_timeout"
+                ) from exc
+            raise
+
+    # -- reads --------------------------------------------------------------------
+
+    def existing(self, index_id: str, chunk_ids: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        for i in range(0, len(chunk_ids), 500):
+            part = chunk_ids[i : i + 500]
+            rows = self._conn().execute(
+                f"SELECT chunk_id FROM chunks WHERE index_id = ? AND chunk_id IN ({','.join('?' * len(part))})",
+                (index_id, *part),
+            )
+            found.update(r[0] for r in rows)
+        return found
+
+    def count(self, index_id: str) -> int:
+        return int(self._conn().execute("SELECT count(*) FROM chunks WHERE index_id = ?", (index_id,)).fetchone()[0])
+
+    def lexical(self, owner: str, index_ids: Sequence[str], query: str, k: int) -> list[Scored]:
+        terms = self._selective(query_terms(query))
+        if not terms or not index_ids:
+            return []
+        match = " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
+        marks = ",".join("?" * len(index_ids))
+        # bm25() is lower-is-better in FTS5; negate it so every adapter's scores rise with relevance.
+        rows = (
+            self._conn()
+            .execute(
+                f"SELECT {', '.join('c.' + c for c in _COLUMNS.split(', '))}, -bm25(chunks_fts, 1.0, 0.5, 0.5) AS s "
+                f"FROM chunks_fts JOIN chunks c ON c.rowid = chunks_fts.rowid "
+                f"WHERE chunks_fts MATCH ? AND c.owner = ? AND c.index_id IN ({marks}) ORDER BY s DESC LIMIT ?",
+                (match, owner, *index_ids, k),
+            )
+            .fetchall()
+        )
+        return [Scored(_chunk(r), float(r[-1])) for r in rows]
+
+    def _selective(self, terms: list[str]) -> list[str]:
+        """The query's terms less those in over 5 % of all chunks, when rarer ones remain.
+
+        A term that common adds almost nothing to BM25 (its IDF is near zero),
+        but ORed in it makes FTS5 rank nearly every row: at 100,000 chunks that
+        is the difference between a few milliseconds and a few hundred."""
+        if len(terms) < 2:
+            return terms
+        conn = self._conn()
+        total = conn.execute("SELECT max(rowid) FROM chunks").fetchone()[0] or 0
+        marks = ",".join("?" * len(terms))
+        df = dict(conn.execute(f"SELECT term, doc FROM chunks_vocab WHERE term IN ({marks})", terms).fetchall())
+        rare = [t for t in terms if df.get(t, 0) <= max(50, total * 0.05)]
+        return rare or terms
+
+    def nearest(self, owner: str, index_ids: Sequence[str], vector: Sequence[float], k: int) -> list[Scored]:
+        import numpy as np
+
+        q = np.asarray(vector, dtype=np.float32)
+        norm = float(np.linalg.norm(q))
+        if norm == 0 or not index_ids:
+            return []
+        q /= norm
+        best: list[tuple[float, int]] = []
+        for index_id in index_ids:
+            matrix, rowids = self._matrix(owner, index_id)
+            if not rowids or matrix.shape[1] != q.shape[0]:
+                continue
+            sims = matrix @ q
+            top = np.argpartition(-sims, min(k, len(rowids) - 1))[:k] if len(rowids) > k else np.arange(len(rowids))
+            best += [(float(sims[i]), rowids[i]) for i in top]
+        best.sort(key=lambda t: -t[0])
+        best = best[:k]
+        if not best:
+            return []
+        marks = ",".join("?" * len(best))
+        rows = {
+            r[0]: r[1:]
+            for r in self._conn().execute(
+                f"SELECT rowid, {_COLUMNS} FROM chunks WHERE rowid IN ({marks})", [b[1] for b in best]
+            )
+        }
+        return [Scored(_chunk(rows[rid]), score) for score, rid in best if rid in rows]
+
+    def _matrix(self, owner: str, index_id: str) -> tuple[Any, list[int]]:
+        """The index's normalised vectors (one row per chunk of ``owner``), cached until the index changes."""
+        import numpy as np
+
+        conn = self._conn()
+        row = conn.execute("SELECT changes FROM generations WHERE index_id = ?", (index_id,)).fetchone()
+        changes = int(row[0]) if row else 0
+        key = f"{owner}\x00{index_id}"
+        with self._lock:
+            cached = self._matrices.get(key)
+            if cached is not None and cached[0] == changes:
+                return cached[1], cached[2]
+        rows = conn.execute(
+            "SELECT rowid, vector FROM chunks WHERE index_id = ? AND owner = ? AND vector IS NOT NULL",
+            (index_id, owner),
+        ).fetchall()
+        rowids = [int(r[0]) for r in rows]
+        if rows:
+            matrix = np.vstack([np.frombuffer(r[1], dtype="<f4") for r in rows])
+            norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+            matrix = matrix / np.where(norms == 0, 1, norms)
+        else:
+            matrix = np.zeros((0, 0), dtype=np.float32)
+        with self._lock:
+            self._matrices[key] = (changes, matrix, rowids)
+        return matrix, rowids
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+
+def _pack(vector: Sequence[float] | None) -> bytes | None:
+    if vector is None:
+        return None
+    import numpy as np
+
+    return np.asarray(vector, dtype="<f4").tobytes()
+
+
+def _chunk(r: Sequence[Any]) -> IndexedChunk:
+    return IndexedChunk(
+        chunk_id=r[0], owner=r[1], collection_id=r[2], document_id=r[3], document=r[4], position=r[5],
+        page=r[6], page_end=r[7], start=r[8], end=r[9], heading=r[10], text=r[11],
+    )  # fmt: skip

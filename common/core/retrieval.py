@@ -1,0 +1,132 @@
+"""Search over collections, the pure parts: records, rank fusion, snippets, query terms."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from common.core.chunking import ChunkSettings
+
+__all__ = [
+    "RRF_K",
+    "Collection",
+    "CollectionDocument",
+    "Hit",
+    "IngestCounts",
+    "fuse",
+    "query_terms",
+    "snippet",
+]
+
+RRF_K = 60  # the constant of Cormack et al. (2009); ranks matter, raw scores of BM25 and cosine never mix
+_TERM = re.compile(r"\w+", re.UNICODE)
+NO_EMBEDDINGS = "none"
+
+
+class IngestCounts(BaseModel):
+    """A document's (or a collection's) progress through the stages."""
+
+    pages: int = 0  # pages read
+    chunks: int = 0  # chunks made
+    embedded: int = 0  # chunks embedded (new ones; those already indexed are not embedded again)
+    indexed: int = 0  # chunks in the index
+
+    def __add__(self, other: IngestCounts) -> IngestCounts:
+        return IngestCounts(
+            pages=self.pages + other.pages,
+            chunks=self.chunks + other.chunks,
+            embedded=self.embedded + other.embedded,
+            indexed=self.indexed + other.indexed,
+        )
+
+
+class Collection(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    id: str
+    owner: str
+    name: str = Field(min_length=1, max_length=200)
+    chunking: ChunkSettings = Field(default_factory=ChunkSettings)
+    embedding_model: str = NO_EMBEDDINGS
+    # The index searches read; a re-index builds ``building_index`` beside it and switches when complete.
+    active_index: str
+    building_index: str | None = None
+    building_model: str | None = None
+    generation: int = 1
+    created_at: datetime
+    updated_at: datetime
+
+
+class CollectionDocument(BaseModel):
+    """One document in a collection, identified by its content: the same bytes twice are one document."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str
+    owner: str
+    collection_id: str
+    content_hash: str
+    name: str
+    uri: str
+    mime: str | None = None
+    status: str = "pending"  # pending, done, failed
+    error: str | None = None
+    # Which index generation holds its chunks, with the counts of that indexing.
+    index_id: str | None = None
+    counts: IngestCounts = Field(default_factory=IngestCounts)
+    created_at: datetime
+    updated_at: datetime
+
+
+class Hit(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    chunk_id: str
+    collection_id: str
+    document_id: str
+    document: str  # the document's name
+    page: int
+    page_end: int
+    start: int
+    end: int
+    score: float
+    snippet: str
+    text: str
+
+
+def query_terms(query: str, *, limit: int = 32) -> list[str]:
+    """Distinct lower-cased word terms of a query, in order."""
+    seen: dict[str, None] = {}
+    for t in _TERM.findall(query.lower()):
+        seen.setdefault(t, None)
+    return list(seen)[:limit]
+
+
+def fuse(rankings: Sequence[Sequence[str]], *, k: int = RRF_K) -> list[tuple[str, float]]:
+    """Reciprocal rank fusion: each id scores sum(1 / (k + rank)) over the rankings it is in."""
+    scores: dict[str, float] = {}
+    for ranking in rankings:
+        for rank, item in enumerate(ranking, start=1):
+            scores[item] = scores.get(item, 0.0) + 1.0 / (k + rank)
+    return sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+def snippet(text: str, query: str, *, width: int = 200) -> str:
+    """About ``width`` characters of ``text`` around the first query term found, on word boundaries."""
+    flat = " ".join(text.split())
+    if len(flat) <= width:
+        return flat
+    lower = flat.lower()
+    hits = [i for t in query_terms(query) if (i := lower.find(t)) >= 0]
+    centre = min(hits) if hits else 0
+    start = max(0, centre - width // 3)
+    end = min(len(flat), start + width)
+    start = max(0, end - width)
+    if start > 0:
+        start = flat.find(" ", start) + 1 or start
+    if end < len(flat):
+        end = flat.rfind(" ", start, end) if flat.rfind(" ", start, end) > start else end
+    return ("…" if start > 0 else "") + flat[start:end] + ("…" if end < len(flat) else "")

@@ -1,0 +1,148 @@
+"""Search collections on the embedded backend, through the real runtime: ingest, re-ingest,
+deletion, per-user isolation, re-index switch-over, a timed-out index write."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from common.core.chunking import ChunkSettings
+from common.core.errors import ErrorKind, NotFound, RetryableError
+from common.core.messages import IngestDocument
+from common.service import collections as cols
+from common.service import ingest
+from tests.support import Pipeline, make_pipeline
+
+
+@pytest.fixture
+def p(tmp_path: Path) -> Pipeline:
+    return make_pipeline(tmp_path)
+
+
+def _doc(n: int) -> cols.NewDocument:
+    text = (
+        f"# Invoice {n}\n\nInvoice number INV-{n:05d} from Seller {n % 7} GmbH dated 2024-01-{n % 28 + 1:02d}.\n\n"
+        + " ".join(f"Line {i}: {n * 3 + i} units of widget model W{i} for the project." for i in range(30))
+    )
+    return cols.NewDocument(name=f"inv{n}.md", data=text.encode(), mime=None)
+
+
+def _ingest(p: Pipeline, owner: str, coll_id: str, docs: list[cols.NewDocument]) -> ingest.IngestRun | None:
+    run, _ = cols.add_documents(p.deps, p.sender, owner, coll_id, docs)
+    p.drain()
+    return run
+
+
+def test_a_document_is_read_chunked_and_indexed_with_each_stages_count(p: Pipeline) -> None:
+    coll = cols.create_collection(p.deps, "alice", "invoices", chunking=ChunkSettings(max_tokens=64, overlap_tokens=8))
+    run = _ingest(p, "alice", coll.id, [_doc(1)])
+    assert run is not None
+    done, counts, statuses = ingest.progress(p.deps, run.id)
+    assert done.status == "completed"
+    assert statuses == {"pending": 0, "done": 1, "failed": 0}
+    assert counts.pages == 1
+    assert counts.chunks > 3
+    assert counts.indexed == counts.chunks == p.deps.search_index.count(coll.active_index)
+    assert counts.embedded == 0  # no embedding model: lexical only
+    hits = cols.search(p.deps, "alice", [coll.id], "INV-00001", k=3)
+    assert hits[0].document == "inv1.md"
+    assert hits[0].page == 1
+    assert "INV-00001" in hits[0].snippet
+
+
+def test_re_ingesting_an_unchanged_document_creates_nothing(p: Pipeline) -> None:
+    coll = cols.create_collection(p.deps, "alice", "c")
+    _ingest(p, "alice", coll.id, [_doc(1), _doc(2)])
+    before = p.deps.search_index.count(coll.active_index)
+    run = _ingest(p, "alice", coll.id, [_doc(1), _doc(2)])
+    assert run is None
+    assert p.deps.search_index.count(coll.active_index) == before
+
+
+def test_a_redelivered_document_writes_no_chunk_twice(p: Pipeline) -> None:
+    coll = cols.create_collection(p.deps, "alice", "c")
+    run = _ingest(p, "alice", coll.id, [_doc(3)])
+    assert run is not None
+    before = p.deps.search_index.count(coll.active_index)
+    item = ingest.item_id(run.id, f"{coll.id}-{__import__('hashlib').sha256(_doc(3).data).hexdigest()[:32]}")
+    snap = p.deps.store.get(ingest.ITEMS, item)
+    assert snap is not None
+    p.deps.store.set(ingest.ITEMS, item, {**snap.data, "status": "pending"})  # as if the ack was lost
+    p.sender.send(IngestDocument(item_id=item, run_id=run.id))
+    p.drain()
+    assert p.deps.search_index.count(coll.active_index) == before
+
+
+def test_deleting_a_document_removes_its_chunks(p: Pipeline) -> None:
+    coll = cols.create_collection(p.deps, "alice", "c")
+    _, records = cols.add_documents(p.deps, p.sender, "alice", coll.id, [_doc(1), _doc(2)])
+    p.drain()
+    removed = cols.delete_document(p.deps, "alice", coll.id, records[0].id)
+    assert removed > 0
+    assert all(h.document == "inv2.md" for h in cols.search(p.deps, "alice", [coll.id], "invoice widget", k=50))
+
+
+def test_searches_see_only_the_owners_collections(p: Pipeline) -> None:
+    alice = cols.create_collection(p.deps, "alice", "mine")
+    bob = cols.create_collection(p.deps, "bob", "mine")
+    _ingest(p, "alice", alice.id, [_doc(1)])
+    _ingest(p, "bob", bob.id, [_doc(2)])
+    with pytest.raises(NotFound):
+        cols.search(p.deps, "alice", [bob.id], "invoice", k=5)
+    assert {h.document for h in cols.search(p.deps, "alice", [alice.id], "invoice", k=50)} == {"inv1.md"}
+    # The index itself filters by owner too, whatever index ids it is handed.
+    assert p.deps.search_index.lexical("alice", [bob.active_index], "invoice", 5) == []
+
+
+def test_a_changed_embedding_model_builds_a_new_index_and_switches_only_when_complete(
+    p: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    coll = cols.create_collection(p.deps, "alice", "c")
+    _ingest(p, "alice", coll.id, [_doc(n) for n in range(5)])
+    run = cols.change_embedding_model(p.deps, p.sender, "alice", coll.id, "hashing-64")
+    assert run is not None
+    building = cols.get_collection(p.deps, "alice", coll.id)[0]
+    assert building.active_index == coll.active_index
+    assert building.building_index == run.index_id
+    seen: list[tuple[str, str]] = []
+    real = ingest.index_document
+
+    def observed(deps: Any, item: Any) -> Any:
+        # Before every document of the re-index: searches still read the old, complete index.
+        mid = cols.get_collection(p.deps, "alice", coll.id)[0]
+        seen.append((mid.active_index, cols.search(p.deps, "alice", [coll.id], "INV-00003", k=1)[0].document))
+        return real(deps, item)
+
+    monkeypatch.setattr(ingest, "index_document", observed)
+    p.drain()
+    assert seen == [(coll.active_index, "inv3.md")] * 5
+    after = cols.get_collection(p.deps, "alice", coll.id)[0]
+    assert after.active_index == run.index_id
+    assert after.embedding_model == "hashing-64"
+    assert after.building_index is None
+    assert p.deps.search_index.count(coll.active_index) == 0  # the old index is dropped
+    _, counts, _ = ingest.progress(p.deps, run.id)
+    assert counts.embedded == counts.chunks > 0
+    assert cols.search(p.deps, "alice", [coll.id], "INV-00003", k=1)[0].document == "inv3.md"
+
+
+def test_a_timed_out_index_write_is_tried_again(p: Pipeline, monkeypatch: pytest.MonkeyPatch) -> None:
+    coll = cols.create_collection(p.deps, "alice", "c")
+    index = p.deps.search_index
+    real = index.upsert
+    calls: list[int] = []
+
+    def flaky(index_id: str, rows: Any) -> None:
+        calls.append(len(rows))
+        if len(calls) == 1:
+            raise RetryableError("the search index write timed out", kind=ErrorKind.NETWORK, code="index_timeout")
+        real(index_id, rows)
+
+    monkeypatch.setattr(index, "upsert", flaky)
+    run = _ingest(p, "alice", coll.id, [_doc(1)])
+    assert run is not None
+    assert len(calls) == 2
+    assert ingest.progress(p.deps, run.id)[0].status == "completed"
+    assert index.count(coll.active_index) > 0
