@@ -16,7 +16,8 @@ instrumented. Printed:
   largest and p99 count over 10-second windows (per document and window);
 * transaction retries (aborted attempts) per model call;
 * limiter overhead per call, p50/p99: time inside ``acquire`` not spent
-  sleeping for a token (the store round trips and bookkeeping);
+  sleeping for the quota (a token not yet due, a shard with none to give):
+  waiting for the keeper's store round trip, locking and bookkeeping;
 * calls per minute against the quota;
 * after the 429 burst: seconds until every instance knew of the slowdown,
   and how many calls instances made meanwhile before they knew.
@@ -219,8 +220,10 @@ def instance(
     slept: list[float] = []
 
     def sleep(s: float) -> None:
-        slept.append(s)
+        # What the limiter asked to wait for the quota, as long as it really took.
+        t = time.perf_counter()
         time.sleep(s)
+        slept.append(time.perf_counter() - t)
 
     store: Any = CountingStore(OwnClientFirestore(project), ledger)
     plan = QuotaPlan.per_minute(args.rpm)
@@ -252,7 +255,14 @@ def instance(
                 time.sleep(min(err.retry_after, 0.5))  # a real instance would take other work meanwhile
         if knew_at is None and server.first_429 is not None and limiter.slow_until > time.time():
             knew_at = time.monotonic()
-    results[i] = {"calls": calls, "knew_at": knew_at, "overheads": timed.overheads, "renewals": limiter.renewals}
+    limiter.close()
+    results[i] = {
+        "calls": calls,
+        "knew_at": knew_at,
+        "overheads": timed.overheads,
+        "renewals": limiter.renewals,
+        "store_waits": limiter.store_waits,
+    }
 
 
 def main() -> int:
@@ -365,6 +375,7 @@ def report(
         "burst_429s": len(server.refused) - refused_quota,
         "burst_calls_by_instance": burst_by_instance,
         "lease_renewals": sum(r["renewals"] for r in results.values()),
+        "calls_that_waited_for_the_store": sum(r["store_waits"] for r in results.values()),
     }
     print(json.dumps(figures))
     return 0

@@ -68,15 +68,32 @@ class QuotaPlan:
     # another shard: one shard's rate does not cap a busy instance, and
     # shards nobody else is draining are used instead of wasted.
     renew_ahead_s: float = 0.0
+    # A keeper leases ahead of need: when the tokens it holds that come due
+    # within this are fewer than its recent pace spends in it, so a call
+    # normally finds a token already leased (:func:`should_renew`).
+    lookahead_s: float = 1.0
     renew_gap_s: float = 0.2  # an instance asks a shard at most this often
+    # An instance with no call for this long stops renewing and polling; what
+    # it holds expires within ``horizon_s + grace_s``.
+    idle_s: float = 5.0
+    # Tokens of the whole quota a shard may hold at once, summed over the
+    # shards (0: one per shard). A burst is taken from the refill, so no
+    # 60-second window exceeds ``rpm`` (an API's per-user limit); with 0 the
+    # refill is the whole quota and a window may see ``rpm + shards``.
+    burst: int = 0
+    min_lease: int = 1  # tokens asked for, at least (a shard grants fewer only if it has no more)
 
     def __post_init__(self) -> None:
-        if min(self.rpm, self.shards, self.max_lease, self.min_grant) < 1:
-            raise ValueError("rpm, shards, max_lease and min_grant must be at least 1")
-        if self.horizon_s <= 0 or self.grace_s < 0 or self.poll_s <= 0:
-            raise ValueError("horizon_s and poll_s must be positive, grace_s not negative")
+        if min(self.rpm, self.shards, self.max_lease, self.min_grant, self.min_lease) < 1:
+            raise ValueError("rpm, shards, max_lease, min_grant and min_lease must be at least 1")
+        if min(self.horizon_s, self.poll_s, self.idle_s) <= 0 or min(self.grace_s, self.lookahead_s) < 0:
+            raise ValueError("horizon_s, poll_s and idle_s must be positive, grace_s and lookahead_s not negative")
         if self.shards > self.rpm:
             raise ValueError("more shards than calls a minute: each shard needs room for one token")
+        if self.burst and not self.shards <= self.burst < self.rpm:
+            raise ValueError("a burst needs a token per shard and must leave some of the quota to the refill")
+        if self.min_lease > self.max_lease:
+            raise ValueError("min_lease must not exceed max_lease")
 
     @classmethod
     def per_minute(cls, rpm: int, *, per_shard_per_s: float = 1.0, **kw: Any) -> QuotaPlan:
@@ -91,7 +108,14 @@ class QuotaPlan:
         and each holds at most one token (the burst). A 60-second window sees
         at most ``rpm + shards`` calls (about 1.7 % over, after an idle spell;
         :meth:`per_minute` keeps ``shards`` near ``rpm / 60``), and a busy
-        fleet's steady pace is the quota itself."""
+        fleet's steady pace is the quota itself.
+
+        With a ``burst``, the shards hold it between them and refill the rest
+        of the quota, so a window sees at most ``rpm``."""
+        if self.burst:
+            return BucketConfig(
+                capacity=self.burst / self.shards, refill_per_s=(self.rpm - self.burst) / 60.0 / self.shards
+            )
         return BucketConfig(capacity=1.0, refill_per_s=self.rpm / 60.0 / self.shards)
 
     def shard_id(self, index: int) -> str:
@@ -105,6 +129,9 @@ class Grant:
     times: tuple[float, ...]  # when each leased token may be spent; empty: nothing granted
     wait_s: float  # when nothing was granted: how long until the shard has a token to lease
     state: BucketState  # the shard's state to store (changed only when something was granted)
+    # How long until a token of this shard beyond those granted could be spent
+    # (later than ``wait_s``: a lease reserves ahead of the refill).
+    ready_s: float = 0.0
 
 
 def take_lease(
@@ -131,10 +158,15 @@ def take_lease(
     n = min(want, math.floor(current.tokens - floor + 1e-9))
     least = min(want, min_grant)
     if n < least:
-        return Grant(times=(), wait_s=(base - now) + time_until(config, current, floor + least), state=current)
+        return Grant(
+            times=(),
+            wait_s=(base - now) + time_until(config, current, floor + least),
+            state=current,
+            ready_s=(base - now) + time_until(config, current, 1.0),
+        )
     times = tuple(base + time_until(config, current, k) for k in range(1, n + 1))
     taken = BucketState(tokens=current.tokens - n, updated_at=current.updated_at, slow_until=current.slow_until)
-    return Grant(times=times, wait_s=0.0, state=taken)
+    return Grant(times=times, wait_s=0.0, state=taken, ready_s=(base - now) + time_until(config, current, n + 1))
 
 
 def apply_slowdown(config: BucketConfig, state: BucketState | None, now: float, slow_until: float) -> BucketState:
@@ -196,17 +228,74 @@ class Lease:
         return len(self.times)
 
 
-def should_renew(plan: QuotaPlan, lease: Lease, now: float, last_try: float) -> bool:
-    """Whether to lease more now: when nothing held can be spent within
-    ``renew_ahead_s``, and the last try is ``renew_gap_s`` ago."""
+def should_renew(plan: QuotaPlan, lease: Lease, now: float, last_try: float, demand_per_s: float | None = None) -> bool:
+    """Whether to lease more now (at most every ``renew_gap_s``).
+
+    On demand (``demand_per_s`` None): when nothing held can be spent within
+    ``renew_ahead_s``. Ahead of need (a keeper, knowing the instance's recent
+    pace): when the calls that pace makes within ``lookahead_s`` would not
+    each find a token come due, unless the instance already holds what it
+    spends over the horizon (a busy instance does not hoard the quota's future).
+    """
     if now < last_try + plan.renew_gap_s:
         return False
     wait = lease.next_wait(now)
-    return wait is None or wait > plan.renew_ahead_s
+    if wait is None:
+        return True
+    if demand_per_s is None:
+        return wait > plan.renew_ahead_s
+    if len(lease) >= max(plan.min_lease, math.ceil(demand_per_s * plan.horizon_s)):
+        return False
+    return _short(lease.times, now, demand_per_s, plan.lookahead_s)
+
+
+def _short(times: list[float], now: float, demand_per_s: float, lookahead_s: float) -> bool:
+    """Whether calls at ``demand_per_s`` from ``now`` for ``lookahead_s`` would
+    find a token not yet due (or none): the ``k``-th call comes at ``now + k / pace``."""
+    calls = max(1, math.ceil(demand_per_s * lookahead_s))
+    if len(times) < calls:
+        return True
+    gap = 1.0 / demand_per_s if demand_per_s > 0 else 0.0
+    return any(times[k] > now + k * gap for k in range(calls))
 
 
 def lease_size(plan: QuotaPlan, recent_calls_per_s: float) -> int:
     """How many tokens to ask for: what this instance spends over the horizon
-    at its recent pace, at least one and at most ``max_lease``. A slow instance
-    leases little, so an instance that goes idle strands little."""
-    return max(1, min(plan.max_lease, math.ceil(recent_calls_per_s * plan.horizon_s)))
+    at its recent pace, within ``min_lease`` and ``max_lease``. A slow
+    instance leases little, so an instance that goes idle strands little."""
+    return max(plan.min_lease, min(plan.max_lease, math.ceil(recent_calls_per_s * plan.horizon_s)))
+
+
+@dataclass(frozen=True)
+class Chores:
+    """What an instance's keeper (the background renewal) does now."""
+
+    poll: bool  # read the slowdown stamp
+    renew: bool  # lease more tokens
+    idle: bool  # no call for ``idle_s``: stop; what is held expires on its own
+    next_s: float  # seconds until the next chore may be due (when nothing changes meanwhile)
+
+
+def chores(
+    plan: QuotaPlan,
+    lease: Lease,
+    *,
+    now: float,
+    last_call: float,
+    next_poll: float,
+    last_try: float,
+    demand_per_s: float,
+) -> Chores:
+    """The keeper's decision at ``now``. It polls and renews only for an
+    instance that made a call within ``idle_s``, so an idle instance writes
+    nothing, reads nothing, and gives its capacity back."""
+    quiet_for = now - last_call
+    if quiet_for > plan.idle_s:
+        return Chores(poll=False, renew=False, idle=True, next_s=math.inf)
+    poll = now >= next_poll
+    renew = should_renew(plan, lease, now, last_try, demand_per_s)
+    until_poll = plan.poll_s if poll else next_poll - now
+    # Renewal may become due whenever a held token is spent or comes due
+    # (the instance wakes its keeper on a spend): look again within the gap.
+    until_idle = plan.idle_s - quiet_for + 1e-3
+    return Chores(poll=poll, renew=renew, idle=False, next_s=max(0.0, min(until_poll, plan.renew_gap_s, until_idle)))

@@ -8,17 +8,29 @@ documents (collection ``ratelimits``):
 * ``{key}:slowdown`` -- ``slow_until``, written once per penalty.
 
 An instance keeps one :class:`LeasedRateLimiter` per key for its lifetime
-(:func:`shared`), so its lease outlives a single message. ``acquire`` spends
-a leased token (no I/O), renews the lease from a random shard when it is
-spent (one transaction), and reads the slowdown stamp at most every
-``poll_s``; it waits at most ``max_wait_s`` for a token and otherwise raises
-a ``THROTTLED`` :class:`RetryableError` carrying the wait, so the message is
-retried later instead of holding the instance idle.
+(:func:`shared`), so its lease outlives a single message.
+
+The store is kept off the call path: a *keeper* thread per limiter (started
+by the first call, a daemon, stopped by :meth:`LeasedRateLimiter.close`)
+renews the lease ahead of need and reads the slowdown stamp every
+``poll_s`` (:func:`common.core.leases.chores` decides what is due). So
+``acquire`` normally only spends a token it already holds, locally; it waits
+for the keeper's store round trip only when it holds nothing and no shard
+has said when it will have a token (a cold start, or a demand spike). An
+instance with no call for ``idle_s`` stops its keeper: it neither writes nor
+reads, and what it holds expires. ``background=False`` does the keeper's
+chores inline, on the calling thread (tests that step a manual clock).
+
+``acquire`` waits at most ``max_wait_s`` for the quota and otherwise raises a
+``THROTTLED`` :class:`RetryableError` carrying the wait, so the message is
+retried later instead of holding the instance idle; :meth:`try_acquire`
+never waits for the quota and returns the wait (an API's ``Retry-After``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import random
 import re
@@ -34,10 +46,14 @@ from common.core.ratelimit import BucketState
 from common.ports.clock import Clock
 from common.ports.store import Store, Transaction
 
+log = logging.getLogger(__name__)
+
 COLLECTION = "ratelimits"
 _UNSAFE_ID = re.compile(r"[/\s]")  # Firestore document ids may not contain "/"
 _SHARD_TRIES = 2  # shards asked per renewal before waiting
 _MAX_HOLD_S = 0.5  # after refusals, ask again within this, whatever the shards said
+_MAX_NAP_S = 0.25  # the keeper looks again at least this often (real seconds)
+_KEEPER_BACKOFF_S = 1.0  # after a store error, the keeper tries again after this
 
 
 @dataclass(frozen=True)
@@ -58,6 +74,8 @@ class LeasedRateLimiter:
         rng: random.Random | None = None,
         collection: str = COLLECTION,
         hint: str = "Sluice is pacing calls to stay within the quota; the work is retried on its own.",
+        background: bool = True,
+        io_wait_s: float = 5.0,
     ) -> None:
         self._store = store
         self._clock = clock
@@ -69,13 +87,28 @@ class LeasedRateLimiter:
         self._rng = rng or random.Random()
         self._collection = collection
         self._hint = hint
-        self._lock = threading.Lock()
+        self._background = background
+        self._io_wait_s = io_wait_s  # how long a call waits for the keeper's store round trip
+        self._cond = threading.Condition(threading.Lock())
         self._lease = leases.Lease(grace_s=plan.grace_s)
         self._last_try = -math.inf
         self._asked: deque[float] = deque()  # recent acquire times (the demand), for the lease size
+        self._last_call = -math.inf
         self._next_poll = -math.inf
+        # When a shard said a token beyond what is held could be spent.
+        self._ready_at = -math.inf
+        # Bumped when a slowdown drops the lease: a renewal begun before it is discarded.
+        self._epoch = 0
+        self._order = self._rng.sample(range(plan.shards), plan.shards)
+        self._cursor = 0
+        self._keeper: threading.Thread | None = None
+        self._keeper_on = False
+        self._closed = False
         self.slow_until = 0.0  # the latest slowdown this instance knows of
         self.renewals = 0  # lease transactions made (for benchmarks and tests)
+        self.keeper_errors = 0
+        self.ticks = 0  # keeper rounds done
+        self.store_waits = 0  # calls that waited for the keeper's store round trip
 
     @property
     def stamp_id(self) -> str:
@@ -89,47 +122,88 @@ class LeasedRateLimiter:
 
     def held(self) -> int:
         """Tokens this instance holds now (leased, not yet spent or expired)."""
-        with self._lock:
+        with self._cond:
             self._lease.expire(self._now())
             return len(self._lease)
+
+    @property
+    def keeper_running(self) -> bool:
+        with self._cond:
+            return self._keeper_on
 
     # -- taking tokens ------------------------------------------------------------
 
     def acquire(self, cost: float = 1.0) -> Acquired:
-        """Take ``cost`` tokens (rounded up), sleeping up to ``max_wait_s`` in all."""
+        """Take ``cost`` tokens (rounded up), sleeping up to ``max_wait_s`` in all for the quota."""
         waited = 0.0
         tokens = max(1, math.ceil(cost))
-        with self._lock:
-            self._asked.extend([self._now()] * tokens)
+        deadline = self._demand(tokens)
         for _ in range(tokens):
             while True:
-                wait = self._try_one()
+                wait = self._try_one(deadline)
                 if wait == 0.0:
                     break
+                # Come back when a held token is due, a shard said it would have
+                # one, or another shard may be asked, whichever is first.
+                wait = max(1e-3, min(wait, self.plan.renew_gap_s))
                 if waited + wait > self._max_wait_s:
                     raise self._throttled(wait)
                 self._sleep(wait)
                 waited += wait
         return Acquired(waited_s=waited)
 
-    def _try_one(self) -> float:
-        """Spend one token now (0.0), or say how long until one may be spent."""
-        with self._lock:
+    def try_acquire(self) -> float:
+        """Take one token if one may be spent now (0.0); otherwise take nothing
+        and return the seconds until one may be. Waits for the quota never, for
+        the keeper's store round trip at most ``io_wait_s``."""
+        return self._try_one(self._demand(1))
+
+    def _demand(self, tokens: int) -> float:
+        """Record a call; return the deadline (monotonic) for waiting on the store."""
+        with self._cond:
             now = self._now()
-            self._poll(now)
-            shard_wait = math.inf
-            if leases.should_renew(self.plan, self._lease, now, self._last_try):
-                shard_wait = self._renew(now)
-                # Refusals say when those shards will have a batch; the others
-                # are drained alike, so wait a little before asking again.
-                hold = min(shard_wait, _MAX_HOLD_S) if shard_wait < math.inf else 0.0
-                self._last_try = now + max(0.0, hold - self.plan.renew_gap_s)
-            if self._lease.spend(now):
-                return 0.0
-            held = self._lease.next_wait(now)
-            # Come back when a held token is due, a shard said it would have
-            # a batch, or another shard may be asked, whichever is first.
-            return max(1e-3, min(held if held is not None else math.inf, shard_wait, self.plan.renew_gap_s))
+            self._asked.extend([now] * tokens)
+            self._last_call = now
+            self._start_keeper()
+        return time.monotonic() + self._io_wait_s
+
+    def _try_one(self, deadline: float) -> float:
+        """Spend one token now (0.0), or say how long until one may be spent."""
+        if not self._background:
+            self.tick()
+        waiting = False
+        with self._cond:
+            while True:
+                now = self._now()
+                if self._lease.spend(now):
+                    self._cond.notify_all()  # the keeper may want to lease ahead
+                    return 0.0
+                held = self._lease.next_wait(now)
+                if held is not None:
+                    return held
+                if self._ready_at > now:
+                    return self._ready_at - now
+                if self._last_try + self.plan.renew_gap_s > now:
+                    return self._last_try + self.plan.renew_gap_s - now
+                # A renewal is due: the keeper is at it (or, inline, just tried).
+                left = deadline - time.monotonic()
+                if not self._background or left <= 0:
+                    return self.plan.renew_gap_s if not self._background else self._store_too_slow()
+                if not waiting:
+                    waiting = True
+                    self.store_waits += 1
+                self._start_keeper()
+                self._cond.notify_all()
+                self._cond.wait(timeout=min(left, _MAX_NAP_S))
+
+    def _store_too_slow(self) -> float:
+        raise RetryableError(
+            f"rate limit {self.key}: no lease within {self._io_wait_s:.0f} s",
+            kind=ErrorKind.THROTTLED,
+            retry_after=_KEEPER_BACKOFF_S + random.uniform(0.0, 2.0),
+            code="rate_limit_store_slow",
+            hint="The limiter's store is slow or unreachable; the work is retried on its own.",
+        )
 
     def _recent_rate(self, now: float) -> float:
         window = 2 * self.plan.horizon_s
@@ -137,24 +211,124 @@ class LeasedRateLimiter:
             self._asked.popleft()
         return len(self._asked) / window
 
-    def _renew(self, now: float) -> float:
-        """Lease from a random shard (trying another if it has no batch to
-        give): the shortest wait a shard announced, or inf when a lease was
-        taken (its tokens' times then say when to come back)."""
-        want = leases.lease_size(self.plan, self._recent_rate(now))
-        tries = self._rng.sample(range(self.plan.shards), min(_SHARD_TRIES, self.plan.shards))
-        best = math.inf
-        for index in tries:
-            grant = self._take(index, now, want)
-            if grant.times:
-                self._lease.add(grant.times)
-                return math.inf
-            best = min(best, grant.wait_s)
-        return best
+    # -- the keeper ---------------------------------------------------------------
 
-    def _take(self, index: int, now: float, want: int) -> leases.Grant:
+    def tick(self) -> float | None:
+        """Do the chores due now (read the stamp, lease ahead); return the
+        seconds until the next may be due, or None once the instance is idle.
+        The store is called without holding the lock, so calls spend tokens meanwhile."""
+        try:
+            return self._chores()
+        finally:
+            with self._cond:
+                self.ticks += 1
+                self._cond.notify_all()
+
+    def wake(self) -> None:
+        """Have the keeper look now (its clock may have moved on)."""
+        with self._cond:
+            self._cond.notify_all()
+
+    def _chores(self) -> float | None:
+        with self._cond:
+            now = self._now()
+            todo = leases.chores(
+                self.plan,
+                self._lease,
+                now=now,
+                last_call=self._last_call,
+                next_poll=self._next_poll,
+                last_try=self._last_try,
+                demand_per_s=self._recent_rate(now),
+            )
+            if todo.idle:
+                return None
+            if todo.poll:
+                self._next_poll = now + self.plan.poll_s
+        if todo.poll:
+            self._poll(now)
+        with self._cond:
+            now = self._now()
+            rate = self._recent_rate(now)
+            if not leases.should_renew(self.plan, self._lease, now, self._last_try, rate):
+                return todo.next_s
+            self._last_try = now
+            want = leases.lease_size(self.plan, rate)
+            epoch, slow_until = self._epoch, self.slow_until
+        self._renew(now, want, epoch, slow_until)
+        return todo.next_s
+
+    def _start_keeper(self) -> None:
+        """Start the keeper thread if it is not running (the caller holds the lock)."""
+        if not self._background or self._keeper_on or self._closed:
+            return
+        self._keeper_on = True
+        self._keeper = threading.Thread(target=self._keep, name=f"sluice-lease-{self.key}", daemon=True)
+        self._keeper.start()
+
+    def _keep(self) -> None:
+        while True:
+            try:
+                nxt = self.tick()
+            except Exception:  # the store failed: calls wait (bounded), the keeper tries again
+                log.warning("rate limiter %s: lease renewal failed", self.key, exc_info=True)
+                self.keeper_errors += 1
+                nxt = _KEEPER_BACKOFF_S
+            with self._cond:
+                idle = self._now() - self._last_call > self.plan.idle_s
+                if self._closed or (nxt is None and idle):
+                    self._keeper_on = False
+                    self._cond.notify_all()
+                    return
+                self._cond.wait(timeout=min(nxt or 0.0, _MAX_NAP_S))
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Stop the keeper (what is held expires on its own)."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+            keeper = self._keeper
+        if keeper is not None and keeper is not threading.current_thread():
+            keeper.join(timeout_s)
+
+    def _renew(self, now: float, want: int, epoch: int, slow_until: float) -> None:
+        """Lease from the next shards in this instance's order: another is
+        asked if one has no batch to give, or if what it gave still leaves the
+        instance short (its tokens come due later than the calls)."""
+        wait = ready = math.inf
+        granted = False
+        for index in self._next_shards():
+            grant = self._take(index, now, want, slow_until)
+            with self._cond:
+                if epoch != self._epoch:
+                    return  # a slowdown came meanwhile: this lease belongs to a spent quota
+                ready = min(ready, grant.ready_s)
+                if not grant.times:
+                    wait = min(wait, grant.wait_s)
+                    continue
+                granted = True
+                self._lease.add(grant.times)
+                if not leases.should_renew(self.plan, self._lease, now, -math.inf, self._recent_rate(now)):
+                    break
+        with self._cond:
+            self._ready_at = now + ready
+            if not granted:
+                # Refusals say when those shards will have a batch; the others
+                # are drained alike, so wait a little before asking again.
+                hold = min(wait, _MAX_HOLD_S)
+                self._last_try = now + max(0.0, hold - self.plan.renew_gap_s)
+            self._cond.notify_all()
+
+    def _next_shards(self) -> list[int]:
+        """The shards to ask next: this instance goes round them in its own
+        random order, so it spreads its leases and rarely meets its own reservations."""
+        tries = min(_SHARD_TRIES, self.plan.shards)
+        picked = [self._order[(self._cursor + k) % self.plan.shards] for k in range(tries)]
+        self._cursor = (self._cursor + tries) % self.plan.shards
+        return picked
+
+    def _take(self, index: int, now: float, want: int, slow_until: float) -> leases.Grant:
         doc_id = self.shard_doc(index)
-        slow_until = self.slow_until
 
         def tx(t: Transaction) -> leases.Grant:
             snap = t.get(self._collection, doc_id)
@@ -171,7 +345,8 @@ class LeasedRateLimiter:
             return self._store.transaction(tx, max_attempts=3)
         except PreconditionFailed:
             # Others are renewing from this shard right now: try another.
-            return leases.Grant(times=(), wait_s=1.0 / self.bucket.refill_per_s, state=BucketState(0.0, now))
+            wait = 1.0 / self.bucket.refill_per_s
+            return leases.Grant(times=(), wait_s=wait, state=BucketState(0.0, now), ready_s=wait)
 
     def _throttled(self, wait: float) -> RetryableError:
         # Spread the retries of callers turned away together.
@@ -186,26 +361,29 @@ class LeasedRateLimiter:
     # -- the slowdown stamp -------------------------------------------------------
 
     def _poll(self, now: float) -> None:
-        """Read the slowdown stamp if it is time to; a new one drops the lease."""
-        if now < self._next_poll:
-            return
-        self._next_poll = now + self.plan.poll_s
+        """Read the slowdown stamp; a new one drops the lease."""
         snap = self._store.get(self._collection, self.stamp_id)
         if snap is not None:
-            self._learn(float(snap.data.get("slow_until", 0.0)), now)
+            with self._cond:
+                self._learn(float(snap.data.get("slow_until", 0.0)), now)
 
     def _learn(self, until: float, now: float) -> None:
+        """A slowdown until ``until`` (the caller holds the lock)."""
         if until > self.slow_until:
             self.slow_until = until
             if until > now:
-                # Tokens leased before the 429 belong to a quota that is spent.
+                # Tokens leased before the 429 belong to a quota that is spent,
+                # and so do those of a renewal under way.
                 self._lease.times.clear()
+                self._ready_at = -math.inf
+                self._epoch += 1
+                self._cond.notify_all()
 
     def penalise(self, *, duration_s: float | None = None) -> None:
         """The server said 429: stamp the slowdown for every instance (unless a
         stamp already covers it) and drop this instance's lease at once."""
         now = self._now()
-        with self._lock:
+        with self._cond:
             local = leases.stamp_needed(self.slow_until, now, duration_s)
             if local is None:
                 self._lease.times.clear()
@@ -225,12 +403,14 @@ class LeasedRateLimiter:
         # Losing the race to another instance's stamp is fine: it said the same.
         with contextlib.suppress(PreconditionFailed):
             stamped = self._store.transaction(tx, max_attempts=3)
-            with self._lock:
+            with self._cond:
                 self._learn(stamped, now)
 
 
 _shared: dict[tuple[int, str], LeasedRateLimiter] = {}
 _shared_lock = threading.Lock()
+# Limiters kept per process before idle ones are dropped (an API keeps one per user).
+_SHARED_MAX = 1000
 
 
 def shared(store: Store, clock: Clock, *, key: str, plan: leases.QuotaPlan, **kw: object) -> LeasedRateLimiter:
@@ -240,5 +420,10 @@ def shared(store: Store, clock: Clock, *, key: str, plan: leases.QuotaPlan, **kw
     with _shared_lock:
         limiter = _shared.get(cache_key)
         if limiter is None or limiter.plan != plan:
+            if limiter is not None:
+                limiter.close(timeout_s=0)
+            if len(_shared) >= _SHARED_MAX:
+                for k in [k for k, lim in _shared.items() if not lim.keeper_running]:
+                    del _shared[k]
             limiter = _shared[cache_key] = LeasedRateLimiter(store, clock, key=key, plan=plan, **kw)  # type: ignore[arg-type]
         return limiter

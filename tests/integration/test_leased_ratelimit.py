@@ -53,7 +53,9 @@ class CountingStore:
 
 
 def limiter(store: Any, clock: ManualClock, plan: QuotaPlan, **kw: Any) -> LeasedRateLimiter:
-    return LeasedRateLimiter(store, clock, key="gemini:p:m", plan=plan, max_wait_s=0, **kw)
+    # The keeper's chores inline, so that the test steps them with its clock
+    # (tests/integration/test_lease_keeper.py runs the keeper thread).
+    return LeasedRateLimiter(store, clock, key="gemini:p:m", plan=plan, max_wait_s=0, background=False, **kw)
 
 
 def try_acquire(lim: LeasedRateLimiter) -> bool:

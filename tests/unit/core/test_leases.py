@@ -8,9 +8,11 @@ import pytest
 
 from common.core.leases import (
     STAMP_MARGIN_S,
+    Chores,
     Lease,
     QuotaPlan,
     apply_slowdown,
+    chores,
     lease_size,
     should_renew,
     stamp_needed,
@@ -205,3 +207,100 @@ def test_one_busy_instance_is_not_capped_at_one_shards_rate() -> None:
     fleet.run(T0, 30, [0])
     shard_rate = plan.shard_bucket().refill_per_s
     assert len(fleet.calls) >= 5 * shard_rate * 30, "it leases from several shards at once"
+
+
+# -- the keeper: leasing ahead of need, polling, stopping when idle ----------------------
+
+
+def keeper_chores(plan: QuotaPlan, lease: Lease, now: float, **kw: float) -> Chores:
+    args = {"last_call": now, "next_poll": now + 1, "last_try": now - 1, "demand_per_s": 2.0, **kw}
+    return chores(plan, lease, now=now, **args)
+
+
+def test_an_idle_instance_neither_polls_nor_renews() -> None:
+    plan = QuotaPlan.per_minute(600)
+    todo = keeper_chores(plan, Lease(), T0, last_call=T0 - plan.idle_s - 0.1, next_poll=T0 - 5, last_try=0)
+    assert todo.idle and not todo.poll and not todo.renew
+
+
+def test_an_active_instance_polls_the_stamp_every_poll_interval() -> None:
+    plan = QuotaPlan.per_minute(600)
+    assert keeper_chores(plan, Lease(), T0, next_poll=T0).poll
+    later = keeper_chores(plan, Lease(times=[T0] * 6), T0, next_poll=T0 + 0.4)
+    assert not later.poll and later.next_s <= 0.4
+
+
+def test_the_keeper_leases_before_the_tokens_held_run_out() -> None:
+    plan = QuotaPlan.per_minute(600)
+    # Two calls a second: a token due now and one a second later do not cover the next second.
+    assert keeper_chores(plan, Lease(times=[T0, T0 + 1.0]), T0).renew
+    assert not keeper_chores(plan, Lease(times=[T0, T0 + 0.5, T0 + 1.0]), T0).renew
+
+
+def test_the_keeper_does_not_hoard_beyond_what_the_instance_spends_over_the_horizon() -> None:
+    plan = QuotaPlan.per_minute(600)
+    held = Lease(times=[T0 + 2.0 + k for k in range(6)])  # none due soon, but 3 s of two calls a second held
+    assert not keeper_chores(plan, held, T0).renew
+
+
+def test_the_keeper_asks_the_shards_at_most_every_renew_gap() -> None:
+    plan = QuotaPlan.per_minute(600)
+    assert not keeper_chores(plan, Lease(), T0, last_try=T0 - plan.renew_gap_s / 2).renew
+
+
+class KeeperFleet(Fleet):
+    """Instances whose keepers lease ahead every renew gap; calls only spend."""
+
+    def tick(self, i: int, now: float, demand: float) -> None:
+        lease = self.leases[i]
+        for _ in range(2):  # the shards asked per renewal
+            if not should_renew(self.plan, lease, now, self.last_try[i], demand):
+                return
+            index = self.rng.randrange(self.plan.shards)
+            grant = take_lease(
+                self.cfg,
+                self.shards[index],
+                now,
+                lease_size(self.plan, demand),
+                self.plan.horizon_s,
+                self.plan.min_grant,
+            )
+            if grant.times:
+                self.shards[index] = grant.state
+                lease.add(grant.times)
+                self.leases_taken += 1
+        self.last_try[i] = now
+
+
+def test_calls_below_the_quota_find_a_token_leased_ahead() -> None:
+    plan = QuotaPlan.per_minute(2000)
+    fleet = KeeperFleet(plan, instances=20)
+    pace = 1.0  # calls a second per instance: 1,200 a minute in all, 60 % of the quota
+    empty = made = 0
+    step = 0.05
+    for k in range(int(60 / step)):
+        now = T0 + k * step
+        for i in range(20):
+            if k % round(plan.renew_gap_s / step) == 0:
+                fleet.tick(i, now, pace)
+            phase = i / 20  # the instances' calls are spread over the second
+            for _ in range(int((k + 1) * step * pace + phase) - int(k * step * pace + phase)):
+                made += 1
+                lease = fleet.leases[i]
+                if lease.next_wait(now) is None:
+                    empty += 1  # this call would wait for a store round trip
+                lease.spend(now)
+    assert made >= 1190
+    assert empty / made < 0.02, "nearly every call finds a token leased before it comes"
+    assert fleet.leases_taken / 60 / plan.shards <= 0.5, "no shard is written more than once every two seconds"
+
+
+def test_a_burst_plan_never_exceeds_the_quota_in_a_minute() -> None:
+    plan = QuotaPlan.per_minute(600, burst=60)
+    cfg = plan.shard_bucket()
+    assert cfg.capacity * plan.shards == pytest.approx(60)
+    assert cfg.refill_per_s * plan.shards * 60 + 60 == pytest.approx(600)
+    fleet = Fleet(plan, instances=5)
+    fleet.run(T0, 60, range(5))
+    times = [t for _, t in fleet.calls]
+    assert max(per_window(times, T0, T0 + 60, 60)) <= 600
