@@ -158,14 +158,19 @@ class TimedLimiter:
         self.inner = inner
         self._slept = slept
         self.overheads: list[float] = []
+        self.slow: list[float] = []  # when (monotonic) a call's overhead exceeded 20 ms
 
     def acquire(self, cost: float = 1.0) -> Acquired:
         t0 = time.perf_counter()
+        m0 = time.monotonic()
         self._slept.clear()
         try:
             return self.inner.acquire(cost)
         finally:
-            self.overheads.append(time.perf_counter() - t0 - sum(self._slept))
+            overhead = time.perf_counter() - t0 - sum(self._slept)
+            self.overheads.append(overhead)
+            if overhead > 0.020:
+                self.slow.append(m0)
 
     def penalise(self, *, duration_s: float | None = None) -> None:
         self.inner.penalise(duration_s=duration_s)
@@ -260,6 +265,7 @@ def instance(
         "calls": calls,
         "knew_at": knew_at,
         "overheads": timed.overheads,
+        "slow": timed.slow,
         "renewals": limiter.renewals,
         "store_waits": limiter.store_waits,
     }
@@ -350,6 +356,13 @@ def report(
     p50, p99 = pct(overheads, 0.5) * 1000, pct(overheads, 0.99) * 1000
     print(f"429s answered in the burst: {len(server.refused) - refused_quota} {burst_by_instance}")
     print(f"limiter overhead per call: p50 {p50:.2f} ms, p99 {p99:.2f} ms")
+    slow = [t - t0 for r in results.values() for t in r["slow"]]
+    mid = server.burst[0] - t0
+    print(
+        f"  calls over 20 ms: {len(slow)} ({len(slow) / max(1, n_calls):.2%}): "
+        f"{sum(1 for t in slow if t < 5)} in the first 5 s, "
+        f"{sum(1 for t in slow if mid - 1 <= t < mid + 10)} within 10 s of the 429 burst"
+    )
     print(f"calls accepted per minute: {minutes} (quota {args.rpm}); refused over quota: {refused_quota}")
     print(
         f"429 burst: every instance knew within {reach if reach is None else round(reach, 2)} s; "

@@ -34,10 +34,10 @@ from common.api.idempotency import Idempotency, Reservation, StoredResponse, fin
 from common.api.routes import ROUTES
 from common.api.settings import ApiSettings
 from common.core.errors import ConfigError, SluiceError
-from common.core.ratelimit import BucketConfig
+from common.core.leases import QuotaPlan
 from common.obs import metrics
+from common.service import leased_ratelimit
 from common.service.context import Deps, Sender, TopologySender
-from common.service.ratelimit import StoreRateLimiter
 
 log = logging.getLogger("sluice.api")
 
@@ -84,7 +84,11 @@ class Api:
         self.sender = sender or TopologySender(deps.topology, deps.settings, deps.publisher, deps.clock)
         self.idempotency = Idempotency(deps.store, deps.clock, ttl_s=settings.idempotency_ttl_s)
         self.sleep = sleep  # SSE polling; None: time.sleep
-        self._limit = BucketConfig.per_minute(settings.rate_limit_rpm) if settings.rate_limit_rpm > 0 else None
+        # Per user, leased from shards of about a request a second each: single-token
+        # leases still write a shard at most about once a second, and a request
+        # is never refused while a shard holds a token.
+        rpm = settings.rate_limit_rpm
+        self._limit = QuotaPlan.with_burst(rpm, min_grant=1) if rpm > 0 else None
 
     # -- the request pipeline ---------------------------------------------------
 
@@ -141,10 +145,12 @@ class Api:
     def _rate_limit(self, owner: str) -> None:
         if self._limit is None:
             return
-        limiter = StoreRateLimiter(self.deps.store, self.deps.clock, key=f"api:{owner}", config=self._limit)
-        decision = limiter.try_take()
-        if not decision.allowed:
-            wait = max(1, math.ceil(decision.wait_s))
+        # Leased from sharded buckets (common.service.leased_ratelimit): a busy
+        # user's requests do not write one document each.
+        limiter = leased_ratelimit.shared(self.deps.store, self.deps.clock, key=f"api:{owner}", plan=self._limit)
+        wait_s = limiter.try_acquire()
+        if wait_s > 0:
+            wait = max(1, math.ceil(wait_s))
             raise ApiError(
                 429,
                 "rate_limited",

@@ -40,7 +40,7 @@ Pure: times are seconds since the epoch; storing and locking is
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from common.core.ratelimit import PENALTY_S, BucketConfig, BucketState, refill, time_until
@@ -102,6 +102,17 @@ class QuotaPlan:
             raise ValueError("rpm must be at least 1")
         shards = max(1, min(rpm, math.ceil(rpm / 60.0 / per_shard_per_s)))
         return cls(rpm=rpm, shards=shards, **kw)
+
+    @classmethod
+    def with_burst(cls, rpm: int, *, burst_fraction: float = 0.1, **kw: Any) -> QuotaPlan:
+        """A plan whose shards hold ``burst_fraction`` of the quota as a burst
+        and refill the rest: no 60-second window exceeds ``rpm``, and a caller
+        may spend a little at once (like :meth:`BucketConfig.per_minute`)."""
+        plan = cls.per_minute(rpm, **kw)
+        burst = max(plan.shards, math.floor(rpm * burst_fraction))
+        if burst >= rpm:
+            return plan  # too small a quota to set a burst aside
+        return replace(plan, burst=burst)
 
     def shard_bucket(self) -> BucketConfig:
         """One shard's bucket: the shards' refill rates add up to the quota,

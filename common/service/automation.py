@@ -80,9 +80,8 @@ from common.obs.logging import fields
 from common.ports.store import Filter, Transaction
 from common.service import ids, jobs, lifecycle_events, repo, tally
 from common.service.context import Context, Deps, Sender
-from common.service.gmail_import import GMAIL_USER_QUOTA, gmail_connector, import_attachments, start_gmail_import
+from common.service.gmail_import import gmail_connector, gmail_limiter, import_attachments, start_gmail_import
 from common.service.integrations import normalize_account
-from common.service.ratelimit import StoreRateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +89,7 @@ log = logging.getLogger(__name__)
 # automation and batch of MATCH_BATCH (searches) quota units, well under the
 # per-user bucket's 250, so a pass paced by the shared limiter always completes.
 HISTORY_PAGE = 25
-PACING_DELAY_S = 1.0  # the Gmail bucket refills completely in a second
+PACING_DELAY_S = 1.0  # the Gmail quota (250 units) renews every second
 FULL_SYNC_QUERY = "newer_than:2d"
 FULL_SYNC_MAX = 100
 MATCH_BATCH = 10  # Message-IDs per search query
@@ -173,7 +172,7 @@ def _process(integration: Integration, notified: str, ctx: Context) -> None:
     if int(notified) <= int(stored):
         log.info("push not newer than the history processed; nothing new", extra=fields(history_id=notified))
         return
-    limiter = StoreRateLimiter(ctx.store, ctx.clock, key=f"gmail:{integration.account}", config=GMAIL_USER_QUOTA)
+    limiter = gmail_limiter(ctx, integration.account)
     try:
         client = cast(
             GmailAutomationApi,

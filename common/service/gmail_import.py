@@ -17,17 +17,23 @@ Idempotency under redelivery:
   the files it made; a file already ``uploaded`` is skipped without being
   downloaded again. Object names derive from the same ids (same bytes, same
   name), and ``pending -> uploaded`` is compare-and-set.
-* Each message item settles once: a marker document (``gmail_import_items``) is
-  created in the same transaction that adds the item's counts to the import's
-  summary (``gmail_imports``), so a redelivery counts nothing twice. The
-  Operation shows the summary, written at most about once a second and always
-  in its final state.
+* Each message item settles once: a marker document (``gmail_import_items``)
+  with the item's counts is created if absent, so a redelivery counts nothing
+  twice. No document takes every item's write (Firestore sustains about one
+  write a second per document): the import's counts are derived from the
+  markers. After its marker commits, an item counts the markers (one count
+  query); the Operation shows the progress, written at most about once a
+  second, and the item that finds every marker there sums them and finishes
+  the Operation with one compare-and-set, writing the final summary
+  (``gmail_imports``) in the same transaction. A crash between the marker and
+  that check is mended by the redelivery, which finds its marker and checks again.
 
 Errors: the Gmail adapter classifies them; here the retry policy decides with
 the delivery's attempt number -- retry (nack with the delay, Retry-After
 honoured) or record the item as failed and acknowledge, so one missing message
-does not hold up the rest. A 429 also empties the account's shared token
-bucket (:mod:`common.service.ratelimit`) so every instance slows down.
+does not hold up the rest. Gmail calls are paced by the account's leased,
+sharded limiter (:mod:`common.service.leased_ratelimit`: no document written
+per call); a 429 stamps its slowdown so every instance slows down.
 """
 
 from __future__ import annotations
@@ -35,14 +41,14 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from pathlib import PurePosixPath
 from typing import Any, BinaryIO, Protocol, cast
 
 from pydantic import BaseModel
 
-from common.core import ratelimit as bucket
+from common.core import leases
 from common.core.archives import ArchiveLimits, MemberEntry, Reason, Verdict
 from common.core.errors import (
     ConfigError,
@@ -61,11 +67,10 @@ from common.imports import Attachment, ImportOutcome
 from common.imports.archives import CorruptMember, MemberTooLarge, OpenedArchive, open_archive
 from common.imports.sniff import HEAD_BYTES, is_archive, sniff
 from common.obs.logging import fields
-from common.ports.store import Transaction
-from common.service import ids, repo
+from common.ports.store import Filter, Transaction
+from common.service import ids, leased_ratelimit, repo
 from common.service.context import Context, Deps, Sender
 from common.service.jobs import safe_name
-from common.service.ratelimit import StoreRateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +78,23 @@ ITEMS = "gmail_import_items"  # one marker per (operation, message item): counte
 SUMMARIES = "gmail_imports"  # per import operation: the exact counts
 TOPIC = "import-gmail"
 
-# Gmail allows 250 quota units per user per second (messages.get and
-# attachments.get cost 5 each); one bucket per account, shared by every instance.
-GMAIL_USER_QUOTA = bucket.BucketConfig(capacity=250.0, refill_per_s=250.0)
+# Gmail allows 250 quota units per user per second (a moving average, so short
+# bursts pass; messages.get and attachments.get cost 5 each), shared by every
+# instance: 10 shards of 25 units a second (a second's worth held as a burst),
+# leased 25 to 75 units at a time, so a shard is written at most about once a
+# second whatever the number of instances.
+GMAIL_USER_QUOTA = leases.QuotaPlan.per_minute(
+    250 * 60, per_shard_per_s=25.0, burst=250, min_lease=25, min_grant=25, max_lease=75
+)
+_GMAIL_HINT = "Sluice is pacing Gmail calls to stay within the account's quota; the work is retried on its own."
+
+
+def gmail_limiter(ctx: Context, account: str) -> leased_ratelimit.LeasedRateLimiter:
+    """This process's limiter for ``account``'s Gmail quota (one per account: leases outlive a message)."""
+    return leased_ratelimit.shared(
+        ctx.store, ctx.clock, key=f"gmail:{account}", plan=GMAIL_USER_QUOTA, hint=_GMAIL_HINT
+    )
+
 
 _ARCHIVE_HINT = "The archive is kept as a file but was not expanded; split it or extract it yourself and upload it."
 _REJECTED_HINT = "The archive member was refused for safety; if you trust it, extract it yourself and upload it."
@@ -400,20 +419,29 @@ class ImportSummary(BaseModel):
     def finished(self) -> bool:
         return self.done + self.failed >= self.total
 
-    def add(self, outcomes: Sequence[ImportOutcome], error: dict[str, str] | None) -> ImportSummary:
-        count = {s: sum(1 for o in outcomes if o.status == s) for s in ("imported", "skipped", "rejected", "failed")}
-        return self.model_copy(
-            update={
-                "done": self.done + int(error is None),
-                "failed": self.failed + int(error is not None),
-                "imported": self.imported + count["imported"],
-                "members": self.members + sum(1 for o in outcomes if o.status == "imported" and o.member is not None),
-                "skipped": self.skipped + count["skipped"],
-                "rejected": self.rejected + count["rejected"],
-                "failed_files": self.failed_files + count["failed"],
-                "first_error": self.first_error or error,
-            }
-        )
+    @classmethod
+    def of_items(cls, total: int, items: Iterable[dict[str, Any]]) -> ImportSummary:
+        """The import's counts, summed from its items' markers."""
+        summary = cls(total=total)
+        for item in items:
+            counts = item.get("outcomes") or {}
+            error = item.get("error")
+            summary = summary.model_copy(
+                update={
+                    "done": summary.done + int(error is None),
+                    "failed": summary.failed + int(error is not None),
+                    "imported": summary.imported + int(counts.get("imported", 0)),
+                    "members": summary.members + int(counts.get("members", 0)),
+                    "skipped": summary.skipped + int(counts.get("skipped", 0)),
+                    "rejected": summary.rejected + int(counts.get("rejected", 0)),
+                    "failed_files": summary.failed_files + int(counts.get("failed", 0)),
+                    "first_error": summary.first_error or error,
+                }
+            )
+        return summary
+
+    def progress_text(self) -> str:
+        return f"{self.done + self.failed}/{self.total} messages; {self.failed} failed"
 
     def text(self) -> str:
         return (
@@ -423,6 +451,12 @@ class ImportSummary(BaseModel):
         )
 
 
+def _item_counts(outcomes: Sequence[ImportOutcome]) -> dict[str, int]:
+    counts = {s: sum(1 for o in outcomes if o.status == s) for s in ("imported", "skipped", "rejected", "failed")}
+    counts["members"] = sum(1 for o in outcomes if o.status == "imported" and o.member is not None)
+    return counts
+
+
 def _settle_item(
     ctx: Context,
     msg: ImportGmailMessage,
@@ -430,21 +464,14 @@ def _settle_item(
     outcomes: Sequence[ImportOutcome] = (),
     error: SluiceError | None = None,
 ) -> None:
-    """Count one message item into its import, exactly once, and show it on the Operation."""
+    """Record one message item's outcome on its own marker, exactly once; then
+    show the import's progress, or finish it if this was the last item."""
     marker_id = _item_id(msg.operation_id, msg.message_id, msg.attachment_id)
-    now = ctx.now()
     err = error.to_record() if error is not None else None
 
-    def tx(t: Transaction) -> ImportSummary | None:
+    def tx(t: Transaction) -> bool:
         if t.get(ITEMS, marker_id) is not None:
-            return None
-        snap = t.get(SUMMARIES, msg.operation_id)
-        op = repo.tx_get(t, Operation, msg.operation_id)
-        if snap is not None:
-            summary = ImportSummary.model_validate(snap.data)
-        else:
-            summary = ImportSummary(total=op.total if op is not None else 1)
-        summary = summary.add(outcomes, err)
+            return False
         t.create(
             ITEMS,
             marker_id,
@@ -455,20 +482,74 @@ def _settle_item(
                 "attachment_id": msg.attachment_id,
                 "status": "failed" if err else "done",
                 "error": err,
-                "outcomes": {s: sum(1 for o in outcomes if o.status == s) for s in ("imported", "skipped", "rejected")},
+                "outcomes": _item_counts(outcomes),
+                "settled_at": ctx.now().isoformat(),
             },
         )
-        t.set(SUMMARIES, msg.operation_id, summary.model_dump(mode="json"))
-        if op is not None:
-            _show(t, op, summary, now=now, min_interval_s=ctx.settings.progress_min_interval_s)
-        return summary
+        return True
 
-    summary = ctx.store.transaction(tx)
-    if summary is None:
+    if not ctx.store.transaction(tx):
         log.info("message already counted in its import; nothing to do")
-    elif summary.finished:
-        log.info("gmail import finished", extra=fields(operation_id=msg.operation_id, summary=summary.text()))
-        _send_continuation(ctx, msg.operation_id)
+    fan_in(ctx, msg.operation_id)
+
+
+# A round reads the Operation; another is needed only if the Operation changed
+# between that read and the finishing compare-and-set (another item's progress).
+_ROUNDS = 5
+
+
+def fan_in(ctx: Context, operation_id: str) -> None:
+    """After an item settled: finish the import if every item has, else show
+    its progress (at most about every ``progress_min_interval_s``)."""
+    for _ in range(_ROUNDS):
+        found = repo.get(ctx.store, Operation, operation_id)
+        if found is None:
+            return
+        op, version = found
+        if op.status is not OperationStatus.RUNNING:
+            _send_continuation(ctx, operation_id)  # the finisher may have died before sending it
+            return
+        settled = ctx.store.count(ITEMS, filters=[Filter("operation_id", "==", op.id)])
+        final = settled >= op.total
+        now = ctx.now()
+        if not should_write(op.updated_at, now, final=final, min_interval_s=ctx.settings.progress_min_interval_s):
+            return
+        summary = _tally(ctx, op) if final else _progress(ctx, op, settled)
+        if _show(ctx, op, version, summary, now=now):
+            if final:
+                log.info("gmail import finished", extra=fields(operation_id=op.id, summary=summary.text()))
+                _send_continuation(ctx, operation_id)
+            return
+        if not final:
+            return  # another item showed the progress meanwhile
+    raise RetryableError(
+        f"import {operation_id} kept changing while its last item finished it",
+        kind=ErrorKind.CONFLICT,
+        hint="The message is redelivered and finishes the import then.",
+    )
+
+
+def _progress(ctx: Context, op: Operation, settled: int) -> ImportSummary:
+    """Counts for a progress line: items settled and failed (file counts come at the end)."""
+    failed = ctx.store.count(ITEMS, filters=[Filter("operation_id", "==", op.id), Filter("status", "==", "failed")])
+    return ImportSummary(total=op.total, done=settled - failed, failed=failed)
+
+
+def _tally(ctx: Context, op: Operation) -> ImportSummary:
+    """The exact counts, summed over every item's marker (once, at the end)."""
+    return ImportSummary.of_items(op.total, _markers(ctx, op.id))
+
+
+def _markers(ctx: Context, operation_id: str) -> Iterator[dict[str, Any]]:
+    cursor: str | None = None
+    while True:
+        page = ctx.store.query(
+            ITEMS, filters=[Filter("operation_id", "==", operation_id)], limit=500, start_after=cursor
+        )
+        yield from (snap.data for snap in page.items)
+        if page.next_cursor is None:
+            return
+        cursor = page.next_cursor
 
 
 def _send_continuation(ctx: Context, operation_id: str) -> None:
@@ -480,12 +561,11 @@ def _send_continuation(ctx: Context, operation_id: str) -> None:
     ctx.send(from_continuation(found[0].then))
 
 
-def _show(t: Transaction, op: Operation, summary: ImportSummary, *, now: datetime, min_interval_s: float) -> None:
-    if op.status is not OperationStatus.RUNNING:
-        return
+def _show(ctx: Context, op: Operation, version: str, summary: ImportSummary, *, now: datetime) -> bool:
+    """Write the progress (or the end) on the Operation if it is still at
+    ``version``, with the final summary in the same transaction; False if it
+    changed meanwhile."""
     final = summary.finished
-    if not should_write(op.updated_at, now, final=final, min_interval_s=min_interval_s):
-        return
     status = OperationStatus.RUNNING
     if final:
         everything_failed = summary.failed >= summary.total and summary.total > 0
@@ -498,11 +578,21 @@ def _show(t: Transaction, op: Operation, summary: ImportSummary, *, now: datetim
         progress=progress,
         stage="done" if final else "importing",
         now=now,
-        message=summary.text(),
+        message=summary.text() if final else summary.progress_text(),
         status=status,
         error=summary.first_error if status is OperationStatus.FAILED else None,
     )
-    repo.tx_put(t, updated)
+
+    def tx(t: Transaction) -> bool:
+        snap = t.get(Operation.collection, op.id)
+        if snap is None or snap.version != version:
+            return False
+        repo.tx_put(t, updated)
+        if final:
+            t.set(SUMMARIES, op.id, summary.model_dump(mode="json"))
+        return True
+
+    return ctx.store.transaction(tx)
 
 
 # -- commands ---------------------------------------------------------------------
@@ -619,15 +709,15 @@ def start_import(msg: ImportGmail, ctx: Context) -> None:
 def import_message(msg: ImportGmailMessage, ctx: Context) -> None:
     """Import one message's attachments (or the one selected) into the job."""
     if ctx.store.get(ITEMS, _item_id(msg.operation_id, msg.message_id, msg.attachment_id)) is not None:
-        log.info("message already imported for this operation; nothing to do")
-        _send_continuation(ctx, msg.operation_id)
+        log.info("message already imported for this operation; checking the import is finished")
+        fan_in(ctx, msg.operation_id)  # the first delivery may have died before it looked
         return
     found = repo.get(ctx.store, Job, msg.job_id)
     if found is None:
         _settle_item(ctx, msg, error=PermanentError(f"job {msg.job_id} does not exist", code="unknown_job"))
         return
     job = found[0]
-    limiter = StoreRateLimiter(ctx.store, ctx.clock, key=f"gmail:{msg.account}", config=GMAIL_USER_QUOTA)
+    limiter = gmail_limiter(ctx, msg.account)
     try:
         client = gmail_connector(ctx.deps).connect(
             msg.owner, msg.account, throttle=lambda units: limiter.acquire(units)
@@ -644,7 +734,9 @@ def import_message(msg: ImportGmailMessage, ctx: Context) -> None:
     _settle_item(ctx, msg, outcomes=outcomes)
 
 
-def _retry_or_fail(msg: ImportGmailMessage, ctx: Context, err: RetryableError, limiter: StoreRateLimiter) -> None:
+def _retry_or_fail(
+    msg: ImportGmailMessage, ctx: Context, err: RetryableError, limiter: leased_ratelimit.LeasedRateLimiter
+) -> None:
     if err.kind is ErrorKind.THROTTLED:
         # Sluice's own pacing (or an open circuit) is not a failure: come back later
         # as a fresh message, so waiting does not use up delivery attempts.

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 
 from common.core import leases
 from common.core.errors import ErrorKind, PreconditionFailed, RetryableError
-from common.core.ratelimit import BucketState
+from common.core.ratelimit import PENALTY_FACTOR, BucketState
 from common.ports.clock import Clock
 from common.ports.store import Store, Transaction
 
@@ -54,6 +54,9 @@ _SHARD_TRIES = 2  # shards asked per renewal before waiting
 _MAX_HOLD_S = 0.5  # after refusals, ask again within this, whatever the shards said
 _MAX_NAP_S = 0.25  # the keeper looks again at least this often (real seconds)
 _KEEPER_BACKOFF_S = 1.0  # after a store error, the keeper tries again after this
+# A keeper whose instance made no call for this long (real time) stops, whatever
+# the injected clock says (a test's manual clock that no longer moves).
+_REAL_IDLE_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -91,11 +94,15 @@ class LeasedRateLimiter:
         self._io_wait_s = io_wait_s  # how long a call waits for the keeper's store round trip
         self._cond = threading.Condition(threading.Lock())
         self._lease = leases.Lease(grace_s=plan.grace_s)
+        # The last refused renewal: the shards are asked again ``renew_gap_s``
+        # after it (a granted renewal may be followed at once, if still short).
         self._last_try = -math.inf
+        self._renewing = False
         self._asked: deque[float] = deque()  # recent acquire times (the demand), for the lease size
         self._last_call = -math.inf
+        self._last_call_real = -math.inf
         self._next_poll = -math.inf
-        # When a shard said a token beyond what is held could be spent.
+        # When the shards last asked said a token could be spent (all refused, or a slowdown).
         self._ready_at = -math.inf
         # Bumped when a slowdown drops the lease: a renewal begun before it is discarded.
         self._epoch = 0
@@ -164,6 +171,7 @@ class LeasedRateLimiter:
             now = self._now()
             self._asked.extend([now] * tokens)
             self._last_call = now
+            self._last_call_real = time.monotonic()
             self._start_keeper()
         return time.monotonic() + self._io_wait_s
 
@@ -250,12 +258,16 @@ class LeasedRateLimiter:
         with self._cond:
             now = self._now()
             rate = self._recent_rate(now)
-            if not leases.should_renew(self.plan, self._lease, now, self._last_try, rate):
+            if self._renewing or not leases.should_renew(self.plan, self._lease, now, self._last_try, rate):
                 return todo.next_s
-            self._last_try = now
+            self._renewing = True
             want = leases.lease_size(self.plan, rate)
             epoch, slow_until = self._epoch, self.slow_until
-        self._renew(now, want, epoch, slow_until)
+        try:
+            self._renew(now, want, epoch, slow_until)
+        finally:
+            with self._cond:
+                self._renewing = False
         return todo.next_s
 
     def _start_keeper(self) -> None:
@@ -276,7 +288,8 @@ class LeasedRateLimiter:
                 nxt = _KEEPER_BACKOFF_S
             with self._cond:
                 idle = self._now() - self._last_call > self.plan.idle_s
-                if self._closed or (nxt is None and idle):
+                forgotten = time.monotonic() - self._last_call_real > max(_REAL_IDLE_S, self.plan.idle_s)
+                if self._closed or forgotten or (nxt is None and idle):
                     self._keeper_on = False
                     self._cond.notify_all()
                     return
@@ -311,7 +324,9 @@ class LeasedRateLimiter:
                 if not leases.should_renew(self.plan, self._lease, now, -math.inf, self._recent_rate(now)):
                     break
         with self._cond:
-            self._ready_at = now + ready
+            # Only refusals from every shard asked say when a token may come;
+            # after a grant, another shard may have one at once.
+            self._ready_at = -math.inf if granted else now + ready
             if not granted:
                 # Refusals say when those shards will have a batch; the others
                 # are drained alike, so wait a little before asking again.
@@ -375,7 +390,10 @@ class LeasedRateLimiter:
                 # Tokens leased before the 429 belong to a quota that is spent,
                 # and so do those of a renewal under way.
                 self._lease.times.clear()
-                self._ready_at = -math.inf
+                # Each shard is emptied for the slowdown and refills at half
+                # speed: no token comes sooner, so calls wait for the quota, not
+                # for the keeper's first renewal under it.
+                self._ready_at = now + 1.0 / (self.bucket.refill_per_s * PENALTY_FACTOR)
                 self._epoch += 1
                 self._cond.notify_all()
 

@@ -320,9 +320,9 @@ def test_a_429_is_retried_after_the_servers_delay_then_imports(pipeline: Pipelin
     (f,) = gmail_files(pipeline, job).values()
     assert f.status is FileStatus.UPLOADED
     assert operation(pipeline, op).status is OperationStatus.DONE
-    # The 429 slowed the account's shared bucket for every instance.
-    bucket = pipeline.deps.store.get("ratelimits", f"gmail:{ACCOUNT}")
-    assert bucket is not None and bucket.data["slow_until"] > t0.timestamp()
+    # The 429 stamped the account's slowdown for every instance.
+    stamp = pipeline.deps.store.get("ratelimits", f"gmail:{ACCOUNT}:slowdown")
+    assert stamp is not None and stamp.data["slow_until"] > t0.timestamp()
 
 
 @pytest.mark.parametrize("fault", ["503", "reset"])
