@@ -11,10 +11,13 @@ a tiny test implementation handing out that http. Nothing inside Sluice is mocke
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import json
 import logging
+import threading
 import zipfile
+from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
@@ -25,12 +28,16 @@ from googleapiclient.http import HttpMockSequence
 
 from common.adapters.gcp.gcs_blobs import GcsBlobStore
 from common.adapters.google.gmail import GmailConnector
+from common.adapters.local.sqlite_store import SqliteStore
+from common.bootstrap import STORE_INDEXES
 from common.core.errors import ReconnectRequired
-from common.core.messages import GmailItem
+from common.core.messages import GmailItem, ImportGmailMessage
 from common.core.models import FileType, Job, Operation, SourceFile, SourceType
 from common.core.states import FileStatus, OperationStatus
+from common.imports import ImportOutcome
 from common.ports.google import GMAIL_READONLY
-from common.service import jobs, repo
+from common.service import gmail_import, jobs, repo
+from common.service.context import Context
 from common.service.gmail_import import ITEMS, file_id_for, start_gmail_import
 from tests.fakes.gcs_faults import FaultyStorage
 from tests.support import DuplicatingRuntime, Pipeline, make_pipeline
@@ -447,3 +454,139 @@ def test_imported_gmail_files_run_through_extraction(pipeline: Pipeline) -> None
     pipeline.drain(advance_clock=True)
     done = pipeline.run(run.id)
     assert (done.status.value, done.counters.completed, done.counters.total) == ("completed", 1, 1)
+
+
+# -- no hot document: the limiter and the import's counts -----------------------------
+
+
+class WriteCounter:
+    """The pipeline's store, counting writes per document (transactions' writes included)."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.writes: Counter[str] = Counter()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def set(self, c: str, d: str, data: Any, **kw: Any) -> Any:
+        self.writes[f"{c}/{d}"] += 1
+        return self._inner.set(c, d, data, **kw)
+
+    def create(self, c: str, d: str, data: Any) -> Any:
+        self.writes[f"{c}/{d}"] += 1
+        return self._inner.create(c, d, data)
+
+    def update(self, c: str, d: str, changes: Any, **kw: Any) -> Any:
+        self.writes[f"{c}/{d}"] += 1
+        return self._inner.update(c, d, changes, **kw)
+
+    def transaction(self, fn: Any, **kw: Any) -> Any:
+        written: list[str] = []
+
+        def counted(t: Any) -> Any:
+            written.clear()
+            outer = written
+
+            class Tx:
+                def get(self, c: str, d: str) -> Any:
+                    return t.get(c, d)
+
+                def set(self, c: str, d: str, data: Any) -> None:
+                    outer.append(f"{c}/{d}")
+                    t.set(c, d, data)
+
+                def create(self, c: str, d: str, data: Any) -> None:
+                    outer.append(f"{c}/{d}")
+                    t.create(c, d, data)
+
+                def delete(self, c: str, d: str) -> None:
+                    outer.append(f"{c}/{d}")
+                    t.delete(c, d)
+
+            return fn(Tx())
+
+        result = self._inner.transaction(counted, **kw)
+        self.writes.update(written)
+        return result
+
+
+def test_a_large_import_writes_no_document_once_per_message(pipeline: Pipeline) -> None:
+    n = 40  # 400 quota units: more than a second of the account's quota
+    routes: dict[str, list[Answer] | Callable[[], Answer]] = {}
+    for i in range(n):
+        routes[f"{MESSAGES}/m{i}"] = [
+            message(f"m{i}", part("1", f"i{i}.pdf", "application/pdf", attachment_id=f"A{i}"))
+        ]
+        routes[f"{MESSAGES}/m{i}/attachments/A{i}"] = [attachment(PDF)]
+    http = RoutedHttp(routes)
+    with_gmail(pipeline, TinyAuth(http))
+    counter = WriteCounter(pipeline.deps.store)
+    pipeline.deps.store = counter  # type: ignore[assignment]
+    job = pipeline.job()
+    op = start(pipeline, job, *(f"m{i}" for i in range(n)))
+    t0 = pipeline.clock.now()
+    # Time moves (four times faster than real time), as the limiter's leased
+    # tokens come due over a second; calls it turns away come back later.
+    stop = threading.Event()
+
+    def move() -> None:
+        while not stop.wait(0.005):
+            pipeline.clock.advance(0.02)
+
+    mover = threading.Thread(target=move)
+    mover.start()
+    try:
+        pipeline.drain(advance_clock=True)
+    finally:
+        stop.set()
+        mover.join()
+
+    done = operation(pipeline, op)
+    assert done.status is OperationStatus.DONE
+    assert done.message.startswith(f"{n}/{n} messages: {n} files imported")
+    seconds = (pipeline.clock.now() - t0).total_seconds()
+    writes = counter.writes
+    assert writes[f"gmail_imports/{op.id}"] <= 2, "the summary is written when the import starts and ends"
+    assert writes[f"operations/{op.id}"] <= 3 + seconds, "created, started, progress once a second, finished"
+    limiter = {d: k for d, k in writes.items() if d.startswith("ratelimits/")}
+    assert max(limiter.values()) <= 2 + seconds, "no limiter document takes every call"
+    assert sum(limiter.values()) <= n / 2, "the account's quota is leased in batches, not taken per call"
+
+
+def test_twenty_items_settling_at_once_finish_the_import_once(
+    pipeline: Pipeline, caplog: pytest.LogCaptureFixture
+) -> None:
+    n = 20
+    job = pipeline.job()
+    op = start(pipeline, job, *(f"m{i}" for i in range(n)))
+    path = pipeline.deps.settings.data_dir / "state.db"
+    barrier = threading.Barrier(n)
+    errors: list[BaseException] = []
+
+    def settle(i: int) -> None:
+        # Each thread stands for an instance: its own store connection.
+        deps = dataclasses.replace(pipeline.deps, store=SqliteStore(path, durable=False, indexes=STORE_INDEXES))
+        ctx = Context(deps=deps, sender=pipeline.sender, message_id=f"msg-{i}")
+        msg = ImportGmailMessage(job_id=job.id, operation_id=op.id, owner="alice", account=ACCOUNT, message_id=f"m{i}")
+        barrier.wait()
+        try:
+            gmail_import._settle_item(
+                ctx, msg, outcomes=[ImportOutcome(attachment=f"i{i}.pdf", member=None, status="imported")]
+            )
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    with caplog.at_level(logging.INFO, logger="common.service.gmail_import"):
+        threads = [threading.Thread(target=settle, args=(i,)) for i in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+    assert errors == []
+    finished = [r for r in caplog.records if r.getMessage() == "gmail import finished"]
+    assert len(finished) == 1, "exactly one item finished the import"
+    done = operation(pipeline, op)
+    assert done.status is OperationStatus.DONE and done.done == n
+    summary = pipeline.deps.store.get(gmail_import.SUMMARIES, op.id)
+    assert summary is not None and summary.data["done"] == n and summary.data["imported"] == n
