@@ -46,7 +46,7 @@ class LimiterWrites:
 def test_a_busy_users_requests_write_no_limiter_document_each(tmp_path: Path, keys: Keys) -> None:
     env = build_env(tmp_path, keys, rate_limit_rpm=600)  # a burst of 60, then 540 a minute
     counter = LimiterWrites(env.p.deps.store)
-    env.p.deps.store = counter  # type: ignore[assignment]
+    env.p.deps.store = counter
     served = 0
     for _ in range(60):  # two requests a second for 30 s
         env.p.clock.advance(0.5)
