@@ -38,7 +38,7 @@ import tempfile
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,14 +51,19 @@ from common.adapters.gcp.firestore_store import FirestoreStore
 from common.adapters.gcp.gemini import GeminiExtractor
 from common.adapters.local.clock import SystemClock
 from common.adapters.local.fs_blobs import FsBlobStore
+from common.bootstrap import bootstrap, local_app
+from common.config import Settings
 from common.core.errors import ErrorKind, RetryableError
 from common.core.leases import QuotaPlan
-from common.core.schema import INVOICE_PRESET
+from common.core.models import Run
+from common.core.schema import INVOICE_PRESET, DocumentExtraction, FieldSpec
+from common.core.states import ExportStatus
 from common.ports.extractor import DocumentRef
 from common.ports.store import Transaction
 from common.service.leased_ratelimit import Acquired, LeasedRateLimiter
 from tests.emulators import harness
 from tests.fakes.vertex import FakeVertex, RecordedRequest, Reply, answer, rate_limited
+from tests.support import Pipeline, ScriptedExtractor
 
 MODEL = "gemini-2.5-flash"
 WINDOW_S = 10.0
@@ -102,6 +107,22 @@ class CountingStore:
         snap = self._inner.set(collection, doc_id, data, **kw)
         self._count(f"{collection}/{doc_id}")
         return snap
+
+    def create(self, collection: str, doc_id: str, data: Any) -> Any:
+        snap = self._inner.create(collection, doc_id, data)
+        self._count(f"{collection}/{doc_id}")
+        return snap
+
+    def update(self, collection: str, doc_id: str, changes: Any, **kw: Any) -> Any:
+        snap = self._inner.update(collection, doc_id, changes, **kw)
+        self._count(f"{collection}/{doc_id}")
+        return snap
+
+    def delete(self, collection: str, doc_id: str, **kw: Any) -> Any:
+        deleted = self._inner.delete(collection, doc_id, **kw)
+        if deleted:
+            self._count(f"{collection}/{doc_id}")
+        return deleted
 
     def transaction(self, fn: Callable[[Transaction], Any], *, max_attempts: int = 10) -> Any:
         written: list[str] = []
@@ -273,11 +294,15 @@ def instance(
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--duration", type=float, default=180.0)
+    ap.add_argument("--duration", type=float, default=180.0, help="limiter phase, seconds (0: skip it)")
     ap.add_argument("--instances", type=int, default=20)
     ap.add_argument("--rpm", type=int, default=2000)
     ap.add_argument("--burst-s", type=float, default=3.0)
     ap.add_argument("--retry-delay", type=int, default=10)
+    ap.add_argument("--tasks", type=int, default=1000, help="pipeline phase: documents in the run (0: skip it)")
+    ap.add_argument("--workers", type=int, default=32, help="pipeline phase: runtime worker threads")
+    ap.add_argument("--model-call-s", type=float, default=0.1, help="pipeline phase: seconds per model call")
+    ap.add_argument("--pipeline-timeout", type=float, default=600.0)
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="sluice-bench-scale-") as tmp:
@@ -286,12 +311,18 @@ def main() -> int:
             import os
 
             os.environ.update(emu.env())
-            return run(args, emu.project, Path(tmp))
+            figures: dict[str, Any] = {"bench": "cloud_scale"}
+            if args.duration > 0:
+                figures |= run(args, emu.project, Path(tmp))
+            if args.tasks > 0:
+                figures |= pipeline_phase(args, emu.project, Path(tmp))
+            print(json.dumps(figures))
+            return 0
         finally:
             emu.stop()
 
 
-def run(args: argparse.Namespace, project: str, tmp: Path) -> int:
+def run(args: argparse.Namespace, project: str, tmp: Path) -> dict[str, Any]:
     blobs = FsBlobStore(tmp / "blobs", clock=SystemClock())
     blobs.put_bytes("local://uploads/inv.pdf", one_page_pdf(), content_type="application/pdf")
     ledger = Ledger()
@@ -318,7 +349,7 @@ def run(args: argparse.Namespace, project: str, tmp: Path) -> int:
 
 def report(
     args: argparse.Namespace, ledger: Ledger, server: QuotaServer, results: dict[int, dict[str, Any]], t0: float
-) -> int:
+) -> dict[str, Any]:
     calls = sorted(c for r in results.values() for c in r["calls"])
     n_calls = len(calls)
     per_doc = Counter(d for _, d in ledger.writes)
@@ -369,7 +400,6 @@ def report(
         f"calls made meanwhile by instances not yet aware: {unaware_calls}"
     )
     figures = {
-        "bench": "cloud_scale",
         "instances": args.instances,
         "rpm": args.rpm,
         "duration_s": args.duration,
@@ -390,8 +420,91 @@ def report(
         "lease_renewals": sum(r["renewals"] for r in results.values()),
         "calls_that_waited_for_the_store": sum(r["store_waits"] for r in results.values()),
     }
-    print(json.dumps(figures))
-    return 0
+    return figures
+
+
+# -- the pipeline: a run's documents under load -------------------------------------------
+
+
+class PacedModel(ScriptedExtractor):
+    """The scripted extractor's answer after ``call_s`` seconds, like a fast remote model."""
+
+    def __init__(self, call_s: float) -> None:
+        super().__init__()
+        self.call_s = call_s
+
+    def extract(self, doc: DocumentRef, fields: Sequence[FieldSpec], *, prompt: str = "") -> DocumentExtraction:
+        time.sleep(self.call_s)
+        return super().extract(doc, fields, prompt=prompt)
+
+
+def pipeline_phase(args: argparse.Namespace, project: str, tmp: Path) -> dict[str, Any]:
+    """A run of ``--tasks`` documents through the real handlers on the local runtime
+    (``--workers`` threads), every record in the Firestore emulator: writes per document."""
+    ledger = Ledger()
+    model = PacedModel(args.model_call_s)
+    settings = Settings(backend="local", data_dir=tmp / "pipeline", durable=False, progress_min_interval_s=1.0)
+    deps = bootstrap(settings, clock=SystemClock(), extractor_factory=lambda _name: model)
+    deps.store = CountingStore(OwnClientFirestore(project), ledger)
+    app = local_app(deps=deps, max_workers=args.workers)
+    p = Pipeline.of(app, tmp=tmp / "pipeline", extractor=model)
+    job = p.job(formats=("csv",))
+    u0 = time.monotonic()
+    for i in range(args.tasks):
+        p.upload(job, f"ok-{i:05d}.pdf")
+    uploads = Counter(d for t, d in ledger.writes if t >= u0)
+    top_upload = max((d for d in uploads if not d.startswith("files/")), key=lambda d: uploads[d], default="-")
+    print(f"uploads: {args.tasks} files; most written document besides the files: {top_upload} {uploads[top_upload]}")
+    t0 = time.monotonic()
+    app.runtime.start()
+    try:
+        run = p.start(job)
+        while time.monotonic() < t0 + args.pipeline_timeout:
+            exports = p.exports(run.id)
+            if exports and all(e.status is ExportStatus.COMPLETED for e in exports):
+                break
+            time.sleep(0.2)
+    finally:
+        app.runtime.stop()
+    elapsed = time.monotonic() - t0
+    done = p.run(run.id)
+    return pipeline_report(args, ledger, t0, elapsed, done)
+
+
+def pipeline_report(args: argparse.Namespace, ledger: Ledger, t0: float, elapsed: float, done: Run) -> dict[str, Any]:
+    writes = [(t, d) for t, d in ledger.writes if t >= t0]
+    windows: dict[tuple[str, int], int] = defaultdict(int)
+    for t, d in writes:
+        windows[(d, math.floor((t - t0) / WINDOW_S))] += 1
+    per_doc = Counter(d for _, d in writes)
+    print(
+        f"pipeline: {args.tasks} tasks on {args.workers} workers, model call {args.model_call_s * 1000:.0f} ms: "
+        f"run {done.status.value} in {elapsed:.1f} s ({args.tasks / elapsed:.1f} tasks/s), "
+        f"{done.counters.completed} completed"
+    )
+    figures: dict[str, Any] = {
+        "pipeline_tasks": args.tasks,
+        "pipeline_s": round(elapsed, 2),
+        "pipeline_run_status": done.status.value,
+        "pipeline_tx_retries_per_task": round((ledger.tx_attempts - ledger.tx_commits) / max(1, args.tasks), 5),
+    }
+    for kind in ("runs", "tasks", "operations", "jobs", "files", "exports"):
+        docs = {d: n for d, n in per_doc.items() if d.startswith(kind + "/")}
+        if not docs:
+            continue
+        top = max(docs, key=lambda d: docs[d])
+        window = max(n for (d, _), n in windows.items() if d.startswith(kind + "/"))
+        print(
+            f"  {kind}: {len(docs)} documents, most written {top} {docs[top]} times; "
+            f"most in a 10 s window {window} ({window / WINDOW_S:.1f}/s)"
+        )
+        figures[f"pipeline_{kind}_max_writes"] = docs[top]
+        figures[f"pipeline_{kind}_max_writes_per_10s"] = window
+    worst = max(windows.items(), key=lambda kv: kv[1]) if windows else (("-", 0), 0)
+    print(f"  any document: most in a 10 s window {worst[1]} ({worst[0][0]})")
+    figures["pipeline_max_writes_per_doc_per_10s"] = worst[1]
+    figures["pipeline_max_doc"] = worst[0][0]
+    return figures
 
 
 if __name__ == "__main__":
