@@ -98,7 +98,9 @@ class LeasedRateLimiter:
         # after it (a granted renewal may be followed at once, if still short).
         self._last_try = -math.inf
         self._renewing = False
-        self._asked: deque[float] = deque()  # recent acquire times (the demand), for the lease size
+        self._asked: deque[float] = deque()  # when recent tokens were spent (the demand), for the lease size
+        self._active_since = -math.inf
+        self._waiting = 0  # tokens callers inside acquire wait for
         self._last_call = -math.inf
         self._last_call_real = -math.inf
         self._next_poll = -math.inf
@@ -145,11 +147,13 @@ class LeasedRateLimiter:
         waited = 0.0
         tokens = max(1, math.ceil(cost))
         deadline = self._demand(tokens)
-        for _ in range(tokens):
-            while True:
+        spent = 0
+        try:
+            while spent < tokens:
                 wait = self._try_one(deadline)
                 if wait == 0.0:
-                    break
+                    spent += 1
+                    continue
                 # Come back when a held token is due, a shard said it would have
                 # one, or another shard may be asked, whichever is first.
                 wait = max(1e-3, min(wait, self.plan.renew_gap_s))
@@ -157,23 +161,39 @@ class LeasedRateLimiter:
                     raise self._throttled(wait)
                 self._sleep(wait)
                 waited += wait
+        finally:
+            self._settle_demand(tokens - spent)
         return Acquired(waited_s=waited)
 
     def try_acquire(self) -> float:
         """Take one token if one may be spent now (0.0); otherwise take nothing
         and return the seconds until one may be. Waits for the quota never, for
         the keeper's store round trip at most ``io_wait_s``."""
-        return self._try_one(self._demand(1))
+        wait = math.inf
+        try:
+            wait = self._try_one(self._demand(1))
+        finally:
+            self._settle_demand(0 if wait == 0.0 else 1)
+        return wait
 
     def _demand(self, tokens: int) -> float:
-        """Record a call; return the deadline (monotonic) for waiting on the store."""
+        """Record a caller wanting ``tokens``; return the deadline (monotonic)
+        for waiting on the store. The demand that sizes leases is what callers
+        spend plus what callers inside wait for, so a caller turned away and
+        asking again does not count twice."""
         with self._cond:
             now = self._now()
-            self._asked.extend([now] * tokens)
+            if not self._asked or self._asked[-1] < now - 2 * self.plan.horizon_s:
+                self._active_since = now  # calling again after a quiet spell
+            self._waiting += tokens
             self._last_call = now
             self._last_call_real = time.monotonic()
             self._start_keeper()
         return time.monotonic() + self._io_wait_s
+
+    def _settle_demand(self, unspent: int) -> None:
+        with self._cond:
+            self._waiting -= unspent
 
     def _try_one(self, deadline: float) -> float:
         """Spend one token now (0.0), or say how long until one may be spent."""
@@ -184,6 +204,8 @@ class LeasedRateLimiter:
             while True:
                 now = self._now()
                 if self._lease.spend(now):
+                    self._asked.append(now)
+                    self._waiting -= 1
                     self._cond.notify_all()  # the keeper may want to lease ahead
                     return 0.0
                 held = self._lease.next_wait(now)
@@ -214,10 +236,15 @@ class LeasedRateLimiter:
         )
 
     def _recent_rate(self, now: float) -> float:
+        """Tokens asked per second over the last ``2 * horizon_s``, or over the
+        time this instance has been calling if shorter (at least a second): a
+        fresh instance's first lease is sized by its first calls, not diluted."""
         window = 2 * self.plan.horizon_s
         while self._asked and self._asked[0] < now - window:
             self._asked.popleft()
-        return len(self._asked) / window
+        if not self._asked and not self._waiting:
+            return 0.0
+        return (len(self._asked) + self._waiting) / min(window, max(1.0, now - self._active_since))
 
     # -- the keeper ---------------------------------------------------------------
 
