@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from common.core import cost
 from common.core.errors import PermanentError
 from common.core.models import Budget, ExtractionTask, FileType, Job, Run, SourceFile, format_timestamp
 from common.core.states import FileStatus, RunStatus, TaskStatus
-from common.ports.store import Filter
+from common.ports.store import Filter, Transaction
 from common.service import repo
 from common.service.context import Deps
 
@@ -161,18 +162,49 @@ def budget_check(deps: Deps, owners: Sequence[str], estimate: cost.Estimate) -> 
     )
 
 
-def require_budget(deps: Deps, job: Job) -> cost.Estimate:
-    """The run's estimate, if the job owner's budget allows the run; else BudgetExceeded."""
+# One document per owner that every budgeted run start reads and writes in its
+# transaction: two starts racing at the edge of the budget conflict there, and
+# the one that retries counts the other's committed run before deciding.
+BUDGET_GATES = "budget_gates"
+
+
+@dataclass(frozen=True)
+class BudgetedEstimate:
+    """A run's estimate and the limit it must fit (None: nothing to refuse)."""
+
+    estimate: cost.Estimate
+    limit: float | None
+
+    @property
+    def checked(self) -> bool:
+        return self.limit is not None and self.estimate.cost > 0
+
+
+def budget_estimate(deps: Deps, job: Job) -> BudgetedEstimate:
+    """The run's estimate (counting pages only for a priced model) and the owner's limit; no decision yet."""
     price = cost.price_of(deps.settings.price_table(), model_for(deps, job))
     # A free model (the offline extractor) needs no page count: nothing to refuse.
     estimate = estimate_run(deps, job, count_pages=price is not None and not cost.is_free(price))
-    limit = budget_limit(deps, job.owner)
-    if estimate.cost <= 0 or limit is None:
-        return estimate
-    check = cost.check_budget(limit=limit, spent=month_spending(deps, [job.owner]), estimate=estimate.cost)
+    return BudgetedEstimate(estimate, budget_limit(deps, job.owner))
+
+
+def tx_require_budget(t: Transaction, deps: Deps, owner: str, budgeted: BudgetedEstimate) -> None:
+    """Inside the run-start transaction: BudgetExceeded unless the run fits what is left.
+
+    It reads the owner's gate before summing the month's spending and writes it
+    after, so of two starts racing past the budget one commits first and the
+    other's transaction conflicts, runs again and sees that run. Call it before
+    the transaction's first write (Firestore reads everything before writing).
+    """
+    if not budgeted.checked:
+        return
+    t.get(BUDGET_GATES, owner)
+    check = cost.check_budget(
+        limit=budgeted.limit, spent=month_spending(deps, [owner]), estimate=budgeted.estimate.cost
+    )
     if not check.allowed:
-        raise BudgetExceeded(check, estimate)
-    return estimate
+        raise BudgetExceeded(check, budgeted.estimate)
+    t.set(BUDGET_GATES, owner, {"owner": owner, "at": format_timestamp(deps.clock.now())})
 
 
 def set_budget(deps: Deps, owner: str, monthly_limit: float | None) -> Budget:

@@ -314,9 +314,10 @@ def request_run(
     ``guard``, the run is recorded only while the guard holds, and the guard
     records it in the same transaction.
     """
-    # Before the transaction: the estimate reads files and the month's runs. Two
-    # starts racing may both pass; each is then counted against the next one.
-    estimate = cost.require_budget(deps, job)
+    # The estimate (page counts) is made once; the budget is decided inside the
+    # transaction, serialised per owner, so racing starts cannot both pass it.
+    budgeted = cost.budget_estimate(deps, job)
+    estimate = budgeted.estimate
     now = deps.clock.now()
     run_id = ids.new_id("run")
 
@@ -325,6 +326,7 @@ def request_run(
         if guard is not None:
             guard.check(t)
         tx_check_no_active_run(t, current)
+        cost.tx_require_budget(t, deps, current.owner, budgeted)
         run, op, moved = new_run_records(
             current, run_id=run_id, now=now, priority=priority, schedule_time=schedule_time, estimate=estimate
         )

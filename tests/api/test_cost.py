@@ -193,3 +193,31 @@ def test_global_stats_are_for_operators_only_and_count_everyone(tmp_path: Path, 
     assert spenders == {owner_id(ISSUER, "alice"), owner_id(ISSUER, "bob")}
     assert {q["source"] for q in stats["queues"]} == {"bus"}
     assert carol.get("/v1/stats").get_json()["jobs"] == 0, "an operator's own stats stay their own"
+
+
+def test_twenty_starts_racing_at_the_edge_of_the_budget_never_spend_past_it(tmp_path: Path, keys: Keys) -> None:
+    from tests.api.served import at_once, serve
+
+    settings = {"extractor": "gemini", "monthly_budget": 100.0}
+    pipeline = make_pipeline(tmp_path, extractor=MeteredGemini(), settings=settings, durable=True)
+    env = build_env(tmp_path, keys, pipeline=pipeline)
+    jobs = [env.alice.job(f"job-{i}") for i in range(20)]
+    for job in jobs:
+        env.alice.upload(job["id"], pdf(f"ok-{job['name']}.pdf"))
+    env.drain()
+    each = env.alice.post(f"/v1/jobs/{jobs[0]['id']}/estimate").get_json()["cost"]
+    assert each > 0
+    # Room for exactly five runs' estimates, not six (alice's own budget, as an operator sets it).
+    from common.service import cost
+
+    cost.set_budget(env.p.deps, owner_id(ISSUER, "alice"), each * 5.5)
+    with serve(env.app) as server:
+        answers = at_once(
+            20,
+            lambda i: server.request("POST", f"/v1/jobs/{jobs[i]['id']}/runs", token=env.alice.token, json_body={}),
+        )
+    statuses = sorted(a.status for a in answers)
+    assert env.p.deps.store.count("runs") == 5, statuses
+    assert statuses == [202] * 5 + [402] * 15, [(a.status, a.body) for a in answers if a.status not in (202, 402)]
+    for refused in (a for a in answers if a.status == 402):
+        assert refused.body["error"]["code"] == "budget_exceeded"
