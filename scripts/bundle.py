@@ -52,6 +52,8 @@ FUNCTION_REQUIREMENTS: Final[dict[str, tuple[str, ...]]] = {
     "import_drive": GOOGLE_APIS,
     "import_gmail": GOOGLE_APIS,
     "import_upload": (),
+    # The text layer (pypdfium2), Vertex embeddings (google-genai), vector search (numpy).
+    "ingest": ("pypdfium2", "pypdf", "google-genai", "numpy"),
 }
 
 
