@@ -48,16 +48,17 @@ PUBLISHES: dict[str, frozenset[str]] = {
     "extract": frozenset({"task.extract", "export.run", "run.deadline", "item.lease_check"}),
     "export": frozenset(),
     "ingest": frozenset({"ingest.document"}),
+    "audit": frozenset({"audit.item", "export.run", "run.deadline", "item.lease_check"}),
     "import_upload": frozenset(),
     # task.extract (and other kinds' item messages): stuck or stalled items dispatched again.
-    "cleanup": frozenset({"task.extract"}),
+    "cleanup": frozenset({"task.extract", "audit.item"}),
     "import_drive": frozenset({"drive.import", "drive.file"}),
     # automation.imported: an import's continuation (Operation.then) set by an automation.
     "import_gmail": frozenset({"gmail.message", "automation.imported"}),
     # gmail.notification: itself again, when one history listing stopped at its page bound.
     "automation": frozenset({"gmail.import", "run.start", "gmail.notification"}),
     # Commands (CLI, API) that start work.
-    "commands": frozenset({"run.start", "ingest.start"}),
+    "commands": frozenset({"run.start", "ingest.start", "audit.start"}),
 }
 
 Handler = Callable[[Any, Any], object]
