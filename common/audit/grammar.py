@@ -25,7 +25,7 @@ from common.audit.settings import AuditSettings
 from common.core.errors import MalformedModelOutput
 
 NAME = "grammar"
-NEEDS_A_MODEL = "needs a model (set SLUICE_TEXT_MODEL: gemini or openai)"
+NEEDS_A_MODEL = "needs a model (no text model is configured)"
 _MAX_PAGE_CHARS = 12_000
 _FENCE = re.compile(r"^```(?:json)?\s*|\s*```$", re.MULTILINE)
 
