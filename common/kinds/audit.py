@@ -86,9 +86,9 @@ def _blob(call: ItemCall, file_id: str) -> bytes:
 
 
 def _text_model(call: ItemCall) -> Any:
-    # The text-model port (Gemini / OpenAI-compatible) is wired into Deps as ``text_model`` when
-    # one is configured; until then grammar is skipped with "needs a model".
-    return getattr(call.ctx.deps, "text_model", None)
+    # The text-model port (Gemini / OpenAI-compatible) is Deps.text_model when one is configured;
+    # without one grammar is skipped with "needs a model".
+    return call.ctx.deps.text_model
 
 
 def handle(call: ItemCall) -> ItemDone | SluiceError:

@@ -64,6 +64,8 @@ class Deps:
     drive: Drive | None = None
     # Export delivery to Drive folders and Gmail (common.adapters.google.destinations), over google_auth.
     destinations: ExportDestinations | None = None
+    # The text model kinds call (grammar audits): common.audit.grammar.TextModel; None: none configured.
+    text_model: Any | None = None
     # What every stage does with a failed attempt: retry after a delay, or give up.
     retry_policy: RetryPolicy = field(default_factory=RetryPolicy)
     # When this process last wrote each operation's progress (see common.service.progress).
