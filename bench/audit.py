@@ -79,7 +79,7 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def main() -> int:  # noqa: C901 (a script: setup, run, figures)
+def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--audits", type=int, default=100)
     ap.add_argument("--model-ms", type=float, default=200.0)
