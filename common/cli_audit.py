@@ -42,24 +42,39 @@ def add_audit_command(sub: Any) -> None:
     )
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="PDF files, or folders searched for *.pdf")
     p.add_argument(
-        "--disclaimer", action="append", default=[], metavar="TEXT", help="a text that must be printed; repeatable"
+        "--disclaimer",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="a text that must be printed; repeatable (default: none)",
     )
     p.add_argument(
         "--disclaimer-pages",
         default="any",
-        help="where each disclaimer must be: any (default), all, first, last, or page numbers like 1,3",
+        help="where each disclaimer must be (default: any), or all, first, last, page numbers like 1,3",
     )
     p.add_argument("--logo", type=Path, metavar="IMAGE", help="the reference logo (PNG/JPEG) to find on the pages")
-    p.add_argument("--logo-pages", default="first", help="pages the logo must be on: first (default), all, last, 1,3")
+    p.add_argument(
+        "--logo-pages", default="first", help="pages the logo must be on (default: first), or all, last, 1,3"
+    )
     p.add_argument(
         "--logo-region",
         choices=["top-left", "top", "top-right", "left", "center", "right", "bottom-left", "bottom", "bottom-right"],
         help="where on the page the logo belongs (default: anywhere)",
     )
-    p.add_argument("--page-size", default="A4", help="required paper size: A4 (default), A3, A5, Letter, Legal, any")
-    p.add_argument("--orientation", choices=["portrait", "landscape", "any"], default="portrait")
-    p.add_argument("--min-margin", type=float, default=10.0, metavar="MM", help="minimum margin on every side (10)")
-    p.add_argument("--min-dpi", type=float, default=150.0, help="minimum image resolution (150; 0: not checked)")
+    p.add_argument("--page-size", default="A4", help="required paper size (default: A4), or A3, A5, Letter, Legal, any")
+    p.add_argument(
+        "--orientation",
+        choices=["portrait", "landscape", "any"],
+        default="portrait",
+        help="page orientation (default: portrait)",
+    )
+    p.add_argument(
+        "--min-margin", type=float, default=10.0, metavar="MM", help="minimum margin on every side (default: 10)"
+    )
+    p.add_argument(
+        "--min-dpi", type=float, default=150.0, help="minimum image resolution (default: 150; 0: not checked)"
+    )
     p.add_argument("--allow-unembedded-fonts", action="store_true", help="do not require embedded fonts")
     p.add_argument(
         "--auditors", default=",".join(AUDITORS), help=f"comma-separated, from {', '.join(AUDITORS)} (default: all)"

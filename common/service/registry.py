@@ -23,6 +23,11 @@ HANDLERS: dict[str, dict[str, str]] = {
         "ingest.start": "common.service.ingest:start_ingest",
         "ingest.document": "common.service.ingest:ingest_document",
     },
+    # The built-in audit kind (common/kinds/audit.py) on its own function.
+    "audit": {
+        "audit.start": "common.service.runs:fan_out_run",
+        "audit.item": "common.service.runs:run_item",
+    },
     "import_upload": {"blob.finalized": "common.service.uploads:register_upload"},
     "cleanup": {
         "cleanup.sweep": "common.service.cleanup:sweep",
