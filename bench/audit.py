@@ -5,9 +5,11 @@ logo moved, a quarter without the disclaimer, a quarter on A5), starts every
 run at once, and runs them on the real local runtime (SQLite store and bus,
 the audit function's worker pool from topology.yaml, logo matching bounded by
 SLUICE_LOGO_CONCURRENCY). Four auditors per audit: disclaimer, format, logo
-(OpenCV template matching) and grammar, which calls a stand-in text model
-that answers after ``--model-ms`` (no network), so the grammar figures are
-the platform's overhead plus that latency, not a real model's.
+(OpenCV template matching) and grammar, which calls the OpenAI-compatible
+text-model adapter (SLUICE_TEXT_MODEL=openai, the real HTTP client code)
+against a local fake server answering after ``--model-ms``, so the grammar
+figures are the platform's and the client's overhead plus that latency, not
+a real model's.
 
 Prints the makespan (first start requested to last run completed), per
 auditor p50/p99 of the handler's time and of the item's time from creation
@@ -39,6 +41,7 @@ from common.kinds.audit import from_item
 from common.ports.store import Filter
 from common.service import jobs, repo
 from tests.audit.generate import A5, DISCLAIMER, Spec, build, logo_png
+from tests.fakes.openai_chat import FakeOpenAI, chat_answer
 
 VARIANTS = ("clean", "logo_moved", "no_disclaimer", "a5")
 EXPECTED_FAILED = {
@@ -47,19 +50,6 @@ EXPECTED_FAILED = {
     "no_disclaimer": {"disclaimer"},
     "a5": {"format"},
 }
-
-
-class StandInModel:
-    """Answers every page with no finding after a fixed latency (the time a model call takes)."""
-
-    name = "stand-in"
-
-    def __init__(self, latency_s: float) -> None:
-        self.latency_s = latency_s
-
-    def complete(self, prompt: str, *, system: str = "") -> str:
-        time.sleep(self.latency_s)
-        return "[]"
 
 
 def _spec(variant: str, logo: bytes) -> Spec:
@@ -98,9 +88,18 @@ def main() -> int:
         (root / "logo.png").write_bytes(logo)
         for v, data in documents.items():
             (root / f"{v}.pdf").write_bytes(data)
-        config = Settings(backend="local", data_dir=root / "data", logo_concurrency=args.logo_concurrency)
+        fake = FakeOpenAI(latency_s=args.model_ms / 1000).__enter__()
+        fake.default = chat_answer({"findings": []})
+        config = Settings(
+            backend="local",
+            data_dir=root / "data",
+            logo_concurrency=args.logo_concurrency,
+            text_model="openai",
+            openai_base_url=fake.base_url,
+            openai_model="bench-model",
+            openai_rpm=100_000,
+        )
         app = local_app(config)
-        app.deps.text_model = StandInModel(args.model_ms / 1000)
         variant_of: dict[str, str] = {}
         job_list = []
         for i in range(args.audits):
@@ -126,6 +125,7 @@ def main() -> int:
             makespan = time.perf_counter() - started
         finally:
             app.runtime.stop()
+            fake.__exit__(None, None, None)
 
         handler: dict[str, list[float]] = {}
         end_to_end: dict[str, list[float]] = {}
@@ -148,7 +148,7 @@ def main() -> int:
                 wrong.append(f"{run.id} ({variant_of[run.job_id]}): failed auditors {sorted(failed)}")
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
-    print(f"audits: {args.audits} x 4 auditors, runs {statuses}, grammar model latency {args.model_ms:g} ms")
+    print(f"audits: {args.audits} x 4 auditors, runs {statuses}, fake model server latency {args.model_ms:g} ms")
     print(f"makespan: {makespan:.1f} s   peak RSS: {peak_mb:.0f} MB   verdicts wrong: {len(wrong)}")
     print(f"{'auditor':<11} {'handler p50':>12} {'p99':>8} {'item p50':>10} {'p99':>8}   (seconds)")
     figures: dict[str, Any] = {}

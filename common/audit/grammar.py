@@ -1,48 +1,59 @@
 """The grammar and style auditor: a text model reads each page and quotes what it would change.
 
-The model is reached through a small text-model interface (:class:`TextModel`:
-one prompt in, text out), so Gemini on Vertex AI or any OpenAI-compatible
-server can stand behind it. Without a model the auditor is ``skipped`` with
-the reason "needs a model": the other auditors' verdicts stand.
+The model is the text-model port (:mod:`common.ports.textmodel`: Gemini on
+Vertex AI or any OpenAI-compatible server), asked for structured output
+(:data:`SCHEMA`): ``{"findings": [{"quote", "suggestion", "severity",
+"explanation"}]}``. Without a model the auditor is ``skipped`` with the reason
+"needs a model": the other auditors' verdicts stand.
 
-The model answers a JSON array of ``{"quote", "suggestion", "severity",
-"explanation"}``; a quote that is not on the page is dropped (the model made
-it up), an answer that is not such an array is ``MalformedModelOutput``
-(retried by policy). Pages already read are passed back in (``done``), so a
-retried attempt does not ask again about them.
+A quote that is not on the page is dropped (the model made it up); an answer
+that breaks the schema is ``MalformedModelOutput`` from the adapter (retried
+by policy). Pages already read are passed back in (``done``), so a retried
+attempt does not ask again about them.
 """
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 from common.audit.document import AuditDocument
 from common.audit.report import AuditorResult, Finding, Severity
 from common.audit.settings import AuditSettings
 from common.core.errors import MalformedModelOutput
+from common.ports.textmodel import TextModel
 
 NAME = "grammar"
-NEEDS_A_MODEL = "needs a model (no text model is configured)"
+NEEDS_A_MODEL = "needs a model (SLUICE_TEXT_MODEL is none)"
 _MAX_PAGE_CHARS = 12_000
-_FENCE = re.compile(r"^```(?:json)?\s*|\s*```$", re.MULTILINE)
 
-
-class TextModel(Protocol):
-    name: str
-
-    def complete(self, prompt: str, *, system: str = "") -> str:
-        """The model's answer (RetryableError / PermanentError as the extractor port's)."""
-        ...
-
+SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "findings": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "quote": {"type": "string"},
+                    "suggestion": {"type": "string"},
+                    "severity": {"type": "string", "enum": ["error", "warning"]},
+                    "explanation": {"type": "string"},
+                },
+                "required": ["quote", "suggestion", "severity", "explanation"],
+                "additionalProperties": False,
+            },
+        }
+    },
+    "required": ["findings"],
+    "additionalProperties": False,
+}
 
 SYSTEM = (
-    "You are a careful copy editor. You report grammar, spelling and style problems in the page you are given. "
-    "Answer only a JSON array; each element is an object with: quote (the exact text as printed, a few words), "
-    'suggestion (the corrected text), severity ("error" for grammar or spelling, "warning" for style), '
-    "explanation (one short sentence). Answer [] when the page has no problem."
+    "You are a careful copy editor. Report grammar, spelling and style problems in the page you are given. "
+    "For each: quote (the exact text as printed, a few words), suggestion (the corrected text), severity "
+    '("error" for grammar or spelling, "warning" for style), explanation (one short sentence). '
+    "Report no findings when the page has no problem."
 )
 
 
@@ -55,14 +66,11 @@ def _squash(text: str) -> str:
     return " ".join(text.split()).lower()
 
 
-def parse(answer: str, page_text: str, page: int) -> list[Finding]:
-    """Findings from the model's answer for one page (quotes not on the page are dropped)."""
-    try:
-        items: Any = json.loads(_FENCE.sub("", answer.strip()))
-    except ValueError as exc:
-        raise MalformedModelOutput(f"grammar answer for page {page} is not JSON: {exc}", raw_output=answer) from exc
+def parse(value: Any, page_text: str, page: int) -> list[Finding]:
+    """Findings from the model's structured answer for one page (quotes not on the page are dropped)."""
+    items = value.get("findings") if isinstance(value, dict) else None
     if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
-        raise MalformedModelOutput(f"grammar answer for page {page} is not a JSON array of objects", raw_output=answer)
+        raise MalformedModelOutput(f"grammar answer for page {page} has no list of findings", raw_output=str(value))
     on_page = _squash(page_text)
     out: list[Finding] = []
     for item in items:
@@ -100,8 +108,8 @@ def audit(
     for page in pages:
         if page.number in found:
             continue
-        answer = model.complete(prompt(page.text, rules.language, rules.style), system=SYSTEM)
-        found[page.number] = parse(answer, page.text, page.number)
+        answer = model.generate(prompt(page.text, rules.language, rules.style), SCHEMA, system=SYSTEM)
+        found[page.number] = parse(answer.value, page.text, page.number)
         if on_page is not None:
             on_page(page.number, found[page.number])
     findings = [f for number in sorted(found) for f in found[number]]

@@ -11,6 +11,7 @@ from common.audit.document import read_document
 from common.audit.report import AuditorResult, Finding
 from common.audit.settings import AuditSettings
 from common.core.errors import PermanentError
+from common.ports.textmodel import TextModel
 
 
 @dataclass
@@ -18,7 +19,7 @@ class Inputs:
     """What an auditor may need beyond the document: the reference logo, a text model, limits."""
 
     logo: bytes | None = None
-    model: grammar.TextModel | None = None
+    model: TextModel | None = None
     logo_concurrency: int = 2
     grammar_done: dict[int, list[Finding]] = field(default_factory=dict)
     on_grammar_page: Callable[[int, list[Finding]], None] | None = None

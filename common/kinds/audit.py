@@ -28,6 +28,7 @@ from common.core.errors import PermanentError, SluiceError
 from common.core.models import Job, Run, SourceFile, TaskResult, WorkItem
 from common.core.states import TaskStatus
 from common.kinds import Estimate, ItemCall, ItemDone, ItemSpec, Kind, register
+from common.ports.textmodel import TextModel
 from common.service import repo
 
 COLUMNS = [
@@ -85,10 +86,10 @@ def _blob(call: ItemCall, file_id: str) -> bytes:
     return call.ctx.blobs.get_bytes(found[0].blob_uri)
 
 
-def _text_model(call: ItemCall) -> Any:
-    # The text-model port (Gemini / OpenAI-compatible) is Deps.text_model when one is configured;
+def _text_model(call: ItemCall) -> TextModel | None:
+    # The text-model port (Gemini / OpenAI-compatible) when SLUICE_TEXT_MODEL names one;
     # without one grammar is skipped with "needs a model".
-    return call.ctx.deps.text_model
+    return call.ctx.deps.text_model()
 
 
 def handle(call: ItemCall) -> ItemDone | SluiceError:

@@ -9,11 +9,13 @@ import pytest
 
 from common.audit.document import read_document
 from common.audit.grammar import NEEDS_A_MODEL
+from common.audit.grammar import SCHEMA as GRAMMAR_SCHEMA
 from common.audit.logo import LogoUnreadable
 from common.audit.report import AuditorResult, Finding, Severity, Status, merge
 from common.audit.run import Inputs, run_auditor
 from common.audit.settings import AuditSettings
 from common.core.errors import MalformedModelOutput
+from common.ports.textmodel import Generation
 from tests.audit.generate import A4, A5, DISCLAIMER, Spec, build, landscape, logo_png
 
 LOGO = logo_png()
@@ -184,17 +186,22 @@ def test_without_a_reference_logo_the_logo_auditor_is_skipped_and_an_unreadable_
 
 
 class Model:
-    name = "fake"
+    """A text model answering each page from a script (page number -> findings), in call order."""
 
-    def __init__(self, answers: dict[int, str]) -> None:
+    name = "fake"
+    model = "fake-1"
+    dependency = "fake"
+
+    def __init__(self, answers: dict[int, Any]) -> None:
         self.answers = answers
         self.asked: list[int] = []
 
-    def complete(self, prompt: str, *, system: str = "") -> str:
-        page = 1 + sum(1 for _ in self.asked)
+    def generate(self, prompt: str, schema: Any, *, system: str | None = None, **_: Any) -> Generation:
+        page = 1 + len(self.asked)
         self.asked.append(page)
-        assert "JSON array" in system and "Page text" in prompt
-        return self.answers.get(page, "[]")
+        assert schema == GRAMMAR_SCHEMA and system and "Page text" in prompt
+        value = self.answers.get(page, {"findings": []})
+        return Generation(value=value, raw=json.dumps(value), model=self.model)
 
 
 def test_grammar_without_a_model_is_skipped_and_does_not_fail_the_report():
@@ -204,17 +211,15 @@ def test_grammar_without_a_model_is_skipped_and_does_not_fail_the_report():
 
 
 def test_grammar_findings_quote_the_page_and_made_up_quotes_are_dropped():
-    answer = json.dumps(
-        [
-            {
-                "quote": "Revenue grew in every region",
-                "suggestion": "Revenue grew in all regions",
-                "severity": "warning",
-            },
-            {"quote": "This sentence is not on the page", "suggestion": "x", "severity": "error"},
-        ]
-    )
-    model = Model({2: "```json\n" + answer + "\n```"})
+    answer = [
+        {
+            "quote": "Revenue grew in every region",
+            "suggestion": "Revenue grew in all regions",
+            "severity": "warning",
+        },
+        {"quote": "This sentence is not on the page", "suggestion": "x", "severity": "error"},
+    ]
+    model = Model({2: {"findings": answer}})
     result = audit("grammar", Spec(pages=2), model=model)
     assert model.asked == [1, 2]
     assert [(f.code, f.page, f.quote, f.suggestion) for f in result.findings] == [
@@ -223,9 +228,9 @@ def test_grammar_findings_quote_the_page_and_made_up_quotes_are_dropped():
     assert result.status is Status.PASSED  # style warnings only
 
 
-def test_a_grammar_answer_that_is_not_a_json_array_is_malformed_output():
+def test_a_grammar_answer_without_a_list_of_findings_is_malformed_output():
     with pytest.raises(MalformedModelOutput):
-        audit("grammar", Spec(pages=1), model=Model({1: "The page looks fine to me."}))
+        audit("grammar", Spec(pages=1), model=Model({1: ["not", "an", "object"]}))
 
 
 def test_pages_already_read_are_not_sent_again():
@@ -275,3 +280,22 @@ def test_the_merged_report_counts_findings_per_auditor_page_and_severity():
     assert {f["code"] for f in doc["by_page"]["2"]} >= {"disclaimer_missing", "page_size"}
     assert doc["auditors"]["logo"]["status"] == "passed"
     assert merge(list(reversed(results))) == report
+
+
+def test_grammar_through_the_openai_compatible_adapter_against_a_fake_server():
+    from common.adapters.local.clock import ManualClock
+    from common.adapters.openai_chat import OpenAIChatModel
+    from tests.fakes.openai_chat import FakeOpenAI, chat_answer
+
+    finding = {"quote": "Costs rose less", "suggestion": "Costs rose by less", "severity": "error", "explanation": "x"}
+    with FakeOpenAI() as fake:
+        fake.push(chat_answer({"findings": [finding]}), chat_answer({"findings": []}))
+        model = OpenAIChatModel(base_url=fake.base_url, model="local-model", clock=ManualClock(), limiter=None)
+        result = audit("grammar", Spec(pages=2), model=model)
+        [first, second] = fake.requests
+    assert first.schema == GRAMMAR_SCHEMA and "copy editor" in first.system_text
+    assert "Costs rose less than planned" in first.user_text and "Language: en." in second.user_text
+    assert result.status is Status.FAILED
+    assert [(f.code, f.page, f.quote, f.suggestion) for f in result.findings] == [
+        ("grammar", 1, "Costs rose less", "Costs rose by less")
+    ]

@@ -10,6 +10,7 @@ from typing import Any
 from common import kinds
 from common.core.errors import ErrorKind, RetryableError
 from common.core.models import Job
+from common.ports.textmodel import Generation
 from common.service import jobs
 from tests.audit.generate import DISCLAIMER, Spec, build, logo_png
 from tests.support import Pipeline, make_pipeline
@@ -76,22 +77,25 @@ class FlakyModel:
     """The second call fails (a 503); every other call answers one finding, in call order."""
 
     name = "flaky"
+    model = "flaky-1"
+    dependency = "flaky"
 
     def __init__(self) -> None:
         self.calls = 0
 
-    def complete(self, prompt: str, *, system: str = "") -> str:
+    def generate(self, prompt: str, schema: Any, *, system: str | None = None, **_: Any) -> Generation:
         self.calls += 1
         if self.calls == 2:
             raise RetryableError("model unavailable", kind=ErrorKind.UNAVAILABLE)
         quote = "The board recommends" if self.calls == 1 else "Costs rose less"
-        return json.dumps([{"quote": quote, "suggestion": "x", "severity": "warning"}])
+        value = {"findings": [{"quote": quote, "suggestion": "x", "severity": "warning", "explanation": "y"}]}
+        return Generation(value=value, raw=json.dumps(value), model=self.model)
 
 
 def test_a_grammar_attempt_that_fails_half_way_resumes_after_the_pages_it_read(tmp_path: Path) -> None:
     p = make_pipeline(tmp_path)
     model = FlakyModel()
-    p.deps.text_model = model
+    p.deps.text_model_factory = lambda: model
     job = _job(p, {"a.pdf": build(Spec(pages=2))}, {"auditors": ["grammar"]})
     run = p.start(job)
     p.drain(advance_clock=True)  # the retry waits the policy's delay
