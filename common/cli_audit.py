@@ -138,6 +138,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     with data_dir_lock(args.data_dir):
         app = local_app(config)
         deps = app.deps
+        if "grammar" in settings["auditors"]:
+            deps.text_model()  # a text model configured wrongly is one error line now, not failed items later
         job = _job(deps, inputs, settings, args)
         run = _run(deps, app.sender, job, args.rerun)
         app.runtime.start()

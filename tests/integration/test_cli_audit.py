@@ -69,3 +69,12 @@ def test_a_passing_audit_exits_0_and_without_a_logo_the_logo_auditor_is_not_run(
 
 def test_asking_for_the_logo_auditor_without_a_logo_is_a_usage_error(tmp_path: Path, files: dict[str, Path]) -> None:
     assert main(_audit(tmp_path, files["good"], extra=("--auditors", "logo"))) == 2
+
+
+def test_a_text_model_configured_without_its_server_is_one_error_line_before_any_work(
+    tmp_path: Path, files: dict[str, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SLUICE_TEXT_MODEL", "openai")
+    monkeypatch.delenv("SLUICE_OPENAI_BASE_URL", raising=False)
+    assert main(_audit(tmp_path, files["good"])) == 2
+    assert "SLUICE_OPENAI_BASE_URL" in capsys.readouterr().err
