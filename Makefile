@@ -18,7 +18,7 @@ require-test:
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,gcp]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,gcp,audit]'
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 

@@ -131,6 +131,7 @@ def _gcp(
         publisher=publisher,
         scheduler=scheduler,
         extractor_factory=extractor_factory or (lambda name: _extractor(name, settings, built)),
+        text_model_factory=None if settings.text_model == "none" else (lambda: text_model(settings, built)),
         google_auth=google_auth,
         search_index_factory=lambda: _firestore_index(settings),
         embedder_factory=lambda model: embedder_for(model, settings, built),
@@ -201,6 +202,7 @@ def _local(
         extractor_factory=extractor_factory or (lambda name: _extractor(name, settings, built)),
         search_index_factory=lambda: _sqlite_index(settings),
         embedder_factory=lambda model: embedder_for(model, settings, built),
+        text_model_factory=None if settings.text_model == "none" else (lambda: text_model(settings, built)),
         drive=_drive(),
         destinations=_destinations(),
     )

@@ -97,6 +97,10 @@ def _parser() -> argparse.ArgumentParser:
 
     add_admin_commands(sub)
 
+    from common.cli_audit import add_audit_command
+
+    add_audit_command(sub)
+
     srv = sub.add_parser("serve", help="run the job API and every stage offline, on localhost")
     _add_serve_arguments(srv)
     srv.set_defaults(func=_cmd_serve)

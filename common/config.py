@@ -90,6 +90,10 @@ class Settings(BaseSettings):
     # Per-user fairness: at most this many extraction tasks running at once per user (0: no cap).
     max_running_tasks_per_user: int = Field(default=0, ge=0)
 
+    # Document audits: at most this many pages matched against a reference logo at once per
+    # process (OpenCV template matching is CPU-bound; the worker pool is larger than the cores).
+    logo_concurrency: int = Field(default=2, ge=1)
+
     # Circuit breakers (Vertex AI, Drive, Gmail, Google's token endpoint): this many
     # consecutive failures open one for the cool-down (doubling while it keeps failing).
     circuit_failure_threshold: int = Field(default=5, ge=1)

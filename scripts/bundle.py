@@ -49,6 +49,8 @@ FUNCTION_REQUIREMENTS: Final[dict[str, tuple[str, ...]]] = {
     "cleanup": GOOGLE_APIS,
     "export": ("xlsxwriter", *GOOGLE_APIS),
     "extract": ("pypdfium2", "pypdf", "google-genai"),
+    # Audits render pages (pypdfium2) and match logos (OpenCV); grammar calls Gemini.
+    "audit": ("pypdfium2", "opencv-python-headless", "numpy", "google-genai"),
     "import_drive": GOOGLE_APIS,
     "import_gmail": GOOGLE_APIS,
     "import_upload": (),
@@ -62,6 +64,12 @@ def functions() -> list[str]:
     return sorted(p.parent.name for p in (REPO / "functions").glob("*/main.py"))
 
 
+def _extras(project: dict[str, object], *names: str) -> list[str]:
+    extras = project.get("optional-dependencies") or {}
+    assert isinstance(extras, dict)
+    return [r for name in names for r in extras.get(name, [])]
+
+
 def _roots(pyproject: Path, function: str) -> list[Requirement]:
     """The function's requirements, with the version constraints pyproject gives them."""
     if function not in FUNCTION_REQUIREMENTS:
@@ -69,7 +77,7 @@ def _roots(pyproject: Path, function: str) -> list[Requirement]:
     project = tomllib.loads(pyproject.read_text())["project"]
     declared = {
         canonicalize_name(r.name): r
-        for r in map(Requirement, [*project["dependencies"], *project.get("optional-dependencies", {}).get("gcp", [])])
+        for r in map(Requirement, [*project["dependencies"], *_extras(project, "gcp", "audit")])
     }
     wanted = [canonicalize_name(n) for n in (*BASE, *FUNCTION_REQUIREMENTS[function])]
     missing = [n for n in wanted if n not in declared]

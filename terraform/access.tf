@@ -16,7 +16,7 @@
 locals {
   function_access = {
     api = {
-      publishes      = ["run.start", "ingest.start", "drive.import", "gmail.import"]
+      publishes      = ["run.start", "ingest.start", "audit.start", "drive.import", "gmail.import"]
       buckets        = { uploads = ["roles/storage.objectCreator", "roles/storage.objectViewer"], exports = ["roles/storage.objectViewer"] }
       secrets        = ["oauth-client-secret", "token-key"]
       project_roles  = []
@@ -85,9 +85,19 @@ locals {
       enqueues_tasks = false
       signs_urls     = false
     }
+    audit = {
+      # Document audits: one auditor per item; the fan-in may start the run's exports.
+      # run.deadline / item.lease_check: its runs' timeout and its stalled items (the run machinery of every kind).
+      publishes      = ["audit.item", "export.run", "run.deadline", "item.lease_check"]
+      buckets        = { uploads = ["roles/storage.objectViewer"] }
+      secrets        = []
+      project_roles  = ["roles/aiplatform.user"]
+      enqueues_tasks = false
+      signs_urls     = false
+    }
     cleanup = {
       # Re-sends stuck tasks; renews users' Gmail watches (their OAuth tokens).
-      publishes      = ["task.extract"]
+      publishes      = ["task.extract", "audit.item"]
       buckets        = {}
       secrets        = ["oauth-client-secret", "token-key"]
       project_roles  = []

@@ -34,7 +34,7 @@ from common.core.models import Job, Run, SourceFile, TaskResult, TaskUsage, Work
 if TYPE_CHECKING:
     from common.service.context import Context
 
-BUILTIN = {"extract": "common.kinds.extract"}
+BUILTIN = {"extract": "common.kinds.extract", "audit": "common.kinds.audit"}
 ENV = "SLUICE_KINDS"
 
 

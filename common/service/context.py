@@ -25,6 +25,7 @@ from common.ports.queues import Queues
 from common.ports.scheduler import Scheduler
 from common.ports.search_index import SearchIndex
 from common.ports.store import Store
+from common.ports.textmodel import TextModel
 from common.service import ids
 from common.service.breaker import Breakers, StoreCircuitBreaker
 from common.service.coalesce import ProgressGate
@@ -64,6 +65,8 @@ class Deps:
     drive: Drive | None = None
     # Export delivery to Drive folders and Gmail (common.adapters.google.destinations), over google_auth.
     destinations: ExportDestinations | None = None
+    # The text model kinds call (grammar audits), built on first use (SLUICE_TEXT_MODEL); None: none configured.
+    text_model_factory: Callable[[], TextModel] | None = None
     # What every stage does with a failed attempt: retry after a delay, or give up.
     retry_policy: RetryPolicy = field(default_factory=RetryPolicy)
     # When this process last wrote each operation's progress (see common.service.progress).
@@ -76,7 +79,14 @@ class Deps:
     _extractors: dict[str, Extractor] = field(default_factory=dict)
     _search_index: SearchIndex | None = None
     _embedders: dict[str, Embedder | None] = field(default_factory=dict)
+    _text_model: TextModel | None = None
     _breakers: Breakers | None = None
+
+    def text_model(self) -> TextModel | None:
+        """The configured text model, built once (None: SLUICE_TEXT_MODEL is none)."""
+        if self._text_model is None and self.text_model_factory is not None:
+            self._text_model = self.text_model_factory()
+        return self._text_model
 
     def extractor(self, name: str) -> Extractor:
         """Extractors are built on first use: the Gemini client costs import time."""
