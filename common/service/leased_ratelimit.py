@@ -209,14 +209,19 @@ class LeasedRateLimiter:
                     self._cond.notify_all()  # the keeper may want to lease ahead
                     return 0.0
                 held = self._lease.next_wait(now)
-                if held is not None:
+                # Tokens held but not yet due: a renewal the keeper is about to
+                # make (from another shard) may serve this call now, so wait for
+                # it rather than turn away a caller that is within the quota.
+                if held is not None and not self._renewal_due(now):
                     return held
                 if self._ready_at > now:
                     return self._ready_at - now
                 if self._last_try + self.plan.renew_gap_s > now:
-                    return self._last_try + self.plan.renew_gap_s - now
+                    return held if held is not None else self._last_try + self.plan.renew_gap_s - now
                 # A renewal is due: the keeper is at it (or, inline, just tried).
                 left = deadline - time.monotonic()
+                if held is not None and left <= 0:
+                    return held
                 if not self._background or left <= 0:
                     return self.plan.renew_gap_s if not self._background else self._store_too_slow()
                 if not waiting:
@@ -225,6 +230,12 @@ class LeasedRateLimiter:
                 self._start_keeper()
                 self._cond.notify_all()
                 self._cond.wait(timeout=min(left, _MAX_NAP_S))
+
+    def _renewal_due(self, now: float) -> bool:
+        """Whether the keeper would lease more now (called with the lock held)."""
+        return self._background and leases.should_renew(
+            self.plan, self._lease, now, self._last_try, self._recent_rate(now)
+        )
 
     def _store_too_slow(self) -> float:
         raise RetryableError(
