@@ -38,6 +38,13 @@ def _drop_files(page: Any, selector: str, files: list[Path]) -> None:
 
 def _job_with_run(console: Console, files: list[Path], **settings: Any) -> tuple[str, dict[str, Any]]:
     """Set-up through the public API: a job, its files, a started run."""
+    job_id = _job_with_files(console, files, **settings)
+    run = console.call("POST", f"/v1/jobs/{job_id}/runs", {})
+    return job_id, run
+
+
+def _job_with_files(console: Console, files: list[Path], **settings: Any) -> str:
+    """Set-up through the public API: a job and its files."""
     import urllib.request
     import uuid
 
@@ -56,8 +63,8 @@ def _job_with_run(console: Console, files: list[Path], **settings: Any) -> tuple
     req = urllib.request.Request(f"{console.url}/v1/jobs/{job['id']}/files", data=body, method="POST")
     req.add_header("Content-Type", f"multipart/form-data; boundary={boundary}")
     urllib.request.urlopen(req, timeout=30).read()
-    run = console.call("POST", f"/v1/jobs/{job['id']}/runs", {})
-    return job["id"], run
+    job_id: str = job["id"]
+    return job_id
 
 
 def _run_status(console: Console, run_id: str) -> str:
@@ -216,3 +223,47 @@ def test_the_api_reference_lists_every_route(page: Any, console: Console) -> Non
     shown = set(page.locator("code.route").all_inner_texts())
     assert {r.path for r in ROUTES} <= shown
     expect(page.get_by_role("heading", name="review")).to_be_visible()
+
+
+def _money(v: float) -> str:
+    return f"{v:.4f} USD" if 0 < v < 0.01 else f"{v:.2f} USD"
+
+
+def test_the_estimate_shows_before_a_run_and_the_actual_cost_after(page: Any, console: Console) -> None:
+    job_id = _job_with_files(console, sample_pdfs(2))
+    estimate = console.call("POST", f"/v1/jobs/{job_id}/estimate", {})
+    _open(page, console, f"#/jobs/{job_id}")
+    card = page.locator("#estimate-card")
+    expect(card).to_contain_text("Estimate before the run")
+    expect(card.locator("[data-cost=items]")).to_have_text(str(estimate["items"]))
+    expect(card.locator("[data-cost=pages]")).to_have_text(f"{estimate['pages']:,}")
+    tokens = estimate["input_tokens"] + estimate["output_tokens"]
+    expect(card.locator("[data-cost=tokens]")).to_have_text(f"{tokens:,}")
+    expect(card.locator("[data-cost=cost]")).to_have_text(_money(estimate["cost"]))
+    budget = estimate["budget"]
+    left = "no budget set" if budget["limit"] is None else _money(budget["remaining"])
+    expect(card.locator("[data-cost=remaining]")).to_have_text(left)
+
+    page.get_by_role("button", name="Start run").click()
+    page.wait_for_function("document.body.dataset.ready.startsWith('#/runs/')")
+    run_id = page.evaluate("location.hash.split('/')[2]")
+    console.wait_for("the run to complete", lambda: _run_status(console, run_id) == "completed")
+    run = console.call("GET", f"/v1/runs/{run_id}")
+    assert run["usage"] is not None and run["estimate"] is not None
+    _open(page, console, f"#/runs/{run_id}")
+    cost = page.locator("#cost")
+    expect(cost.locator("[data-cost=input_tokens]")).to_have_text(f"{run['usage']['input_tokens']:,}")
+    expect(cost.locator("[data-cost=output_tokens]")).to_have_text(f"{run['usage']['output_tokens']:,}")
+    expect(cost.locator("[data-cost=cost]")).to_have_text(_money(run["usage"]["cost"]))
+    expect(cost.locator("[data-cost=estimate]")).to_have_text(_money(run["estimate"]["cost"]))
+    page.screenshot(path=str(console.tmp / "cost.png"), full_page=True)
+
+    stats = console.call("GET", "/v1/stats")
+    _open(page, console, "#/stats")
+    usage = page.locator("#usage")
+    expect(usage.locator("[data-cost=month_cost]")).to_have_text(_money(stats["month"]["cost"]))
+    month = stats["month"]
+    expect(usage.locator("[data-cost=remaining]")).to_have_text(
+        "no limit" if month["remaining"] is None else _money(month["remaining"])
+    )
+    expect(usage.locator("[data-cost=total_cost]")).to_have_text(_money(stats["cost"]))

@@ -236,7 +236,7 @@ async function jobPage(id) {
     for (const f of list) form.append("file", f, f.name);
     say(`Uploading ${list.length} file(s)…`);
     const body = await guarded(() => api("POST", `/v1/jobs/${id}/files`, { form }));
-    if (body) { say(`Uploaded ${body.items.length} file(s)`); await loadFiles(); }
+    if (body) { say(`Uploaded ${body.items.length} file(s)`); await Promise.all([loadFiles(), loadEstimate()]); }
   };
   const input = h("input", { type: "file", id: "file-input", multiple: true, accept: ".pdf,.png,.jpg,.jpeg,.tif,.tiff,.xml,.zip", onchange: (e) => upload([...e.target.files]) });
   const drop = h("div", { class: "drop", id: "drop" }, h("p", {}, "Drop documents here, or "), h("label", { for: "file-input", class: "button" }, "Choose files", input));
@@ -250,15 +250,15 @@ async function jobPage(id) {
     if (run) { say(schedule ? `Run ${run.run_number} scheduled` : `Run ${run.run_number} started`); location.hash = `#/runs/${run.id}`; }
   };
   const when = h("input", { type: "datetime-local", id: "schedule-at" });
-  const estimate = h("div", { id: "estimate" }, h("button", { type: "button", onclick: async () => {
+  // The estimate is shown before any run starts, and again after each upload.
+  const estimate = h("div", { id: "estimate", "aria-live": "polite" });
+  const loadEstimate = async () => {
     try {
-      const e = await api("POST", `/v1/jobs/${id}/estimate`, { json: {} });
-      estimate.replaceChildren(costView(e, "Estimate"));
+      estimate.replaceChildren(estimateView(await api("POST", `/v1/jobs/${id}/estimate`, { json: {} })));
     } catch (err) {
-      estimate.replaceChildren(h("p", { class: "placeholder" }, err.status === 404 || err.status === 405
-        ? "Cost estimate: this API has no estimate yet (POST /v1/jobs/{id}/estimate)." : `${err.message} ${err.hint || ""}`));
+      estimate.replaceChildren(h("p", { class: "err" }, h("strong", {}, err.message), err.hint ? h("span", { class: "muted" }, ` ${err.hint}`) : null));
     }
-  } }, "Estimate cost"));
+  };
   show(job.name,
     h("p", { class: "muted" }, `Kind ${job.kind || "extract"} · ${job.fields.length} fields · review below ${job.review_below ?? "—"} · created ${fmtTime(job.created_at)}`),
     h("section", { "aria-labelledby": "h-files" }, h("h2", { id: "h-files" }, "Files"), drop, files),
@@ -268,13 +268,35 @@ async function jobPage(id) {
       estimate),
     h("section", { "aria-labelledby": "h-runs" }, h("h2", { id: "h-runs" }, "Runs"),
       h("div", { class: "scroll" }, h("table", { "aria-label": "Runs" }, h("thead", {}, h("tr", {}, ["Run", "Status", "Done", "Created"].map((t) => h("th", { scope: "col" }, t)))), runs))));
-  await Promise.all([loadFiles(), loadRuns()]);
+  await Promise.all([loadFiles(), loadRuns(), loadEstimate()]);
 }
 
-function costView(c, title) {
-  const rows = [];
-  for (const [k, v] of Object.entries(c || {})) if (v !== null && typeof v !== "object") rows.push(h("div", {}, h("b", {}, String(v)), k.replace(/_/g, " ")));
-  return h("div", { class: "card" }, h("h3", {}, title), h("div", { class: "stats" }, rows));
+// -- cost: figures from the API's estimate, a run's usage and /v1/stats ---------------------------------
+const num = (v) => (v === null || v === undefined ? "—" : Number(v).toLocaleString("en-US"));
+function money(v, cur) {
+  if (v === null || v === undefined) return "—";
+  const n = Number(v);
+  return `${n < 0.01 && n > 0 ? n.toFixed(4) : n.toFixed(2)} ${cur || "USD"}`;
+}
+const figure = (id, value, label) => h("div", {}, h("b", { "data-cost": id }, value), label);
+function estimateView(e) {
+  const b = e.budget || {};
+  const left = b.limit === null || b.limit === undefined ? "no budget set" : money(b.remaining, b.currency);
+  return h("div", { class: "card", id: "estimate-card" }, h("h3", {}, "Estimate before the run"),
+    h("div", { class: "stats" }, figure("items", num(e.items), "items"), figure("pages", num(e.pages), "pages"),
+      figure("tokens", num(e.input_tokens + e.output_tokens), `tokens (${num(e.input_tokens)} in, ${num(e.output_tokens)} out)`),
+      figure("cost", money(e.cost, e.currency), `expected with ${e.model}`), figure("remaining", left, "budget left this month")),
+    b.allowed === false ? h("p", { class: "err" }, "A run started now would go over the monthly budget.") : null,
+    e.assumptions && e.assumptions.length ? h("details", {}, h("summary", {}, "What the estimate assumes"), h("ul", {}, e.assumptions.map((a) => h("li", {}, a)))) : null);
+}
+function runCostView(run) {
+  const u = run.usage, e = run.estimate;
+  const actual = u ? [figure("input_tokens", num(u.input_tokens), "input tokens"), figure("output_tokens", num(u.output_tokens), "output tokens"),
+    figure("pages", num(u.pages), "pages"), figure("cost", money(u.cost, u.currency), "actual cost")]
+    : [h("p", { class: "muted" }, ["completed", "failed", "cancelled", "needs_review"].includes(run.status) ? "No usage was recorded for this run." : "The actual cost is summed when the run finishes.")];
+  return h("section", { class: "card", "aria-labelledby": "h-cost" }, h("h2", { id: "h-cost" }, "Cost"),
+    h("div", { class: "stats" }, ...actual,
+      e ? figure("estimate", money(e.cost, e.currency), `estimated at start (${num(e.input_tokens + e.output_tokens)} tokens)`) : null));
 }
 
 // -- a run -------------------------------------------------------------------------------------
@@ -330,10 +352,7 @@ async function runPage(id) {
       h("a", { class: "button", href: `#/runs/${id}/review`, id: "open-review" }, st === "needs_review" ? "Review values (required)" : "Review values"),
     ].filter(Boolean));
   };
-  const renderCost = () => {
-    const c = run.cost || run.usage;
-    cost.replaceChildren(c ? costView(c, "Cost") : h("p", { class: "placeholder" }, "Cost: this API reports no cost for runs yet (tokens and money appear here when it does)."));
-  };
+  const renderCost = () => cost.replaceChildren(runCostView(run));
   const onOp = (op) => {
     const p = Math.round(op.pct || 0);
     bar.style.width = `${p}%`; progress.setAttribute("aria-valuenow", p); pct.textContent = `${p}%`;
@@ -499,6 +518,13 @@ async function statsPage() {
     nodes.push(h("div", { class: "stats" }, h("div", {}, h("b", {}, st.jobs), "jobs"), h("div", {}, h("b", {}, st.pages), "pages read"),
       h("div", {}, h("b", {}, st.input_tokens + st.output_tokens), "tokens"),
       Object.entries(st.tasks || {}).map(([k, v]) => h("div", {}, h("b", {}, v), `items ${k}`))));
+    const m = st.month || {};
+    nodes.push(h("section", { class: "card", id: "usage", "aria-labelledby": "h-usage" }, h("h2", { id: "h-usage" }, "Your usage and budget"),
+      h("div", { class: "stats" }, figure("month_tokens", num((m.input_tokens || 0) + (m.output_tokens || 0)), `tokens this month (${num(m.runs)} runs)`),
+        figure("month_cost", money(m.cost, m.currency), "spent this month"),
+        figure("budget", m.budget === null || m.budget === undefined ? "none" : money(m.budget, m.currency), "monthly budget"),
+        figure("remaining", m.remaining === null || m.remaining === undefined ? "no limit" : money(m.remaining, m.currency), "budget left"),
+        figure("total_cost", money(st.cost, st.currency), "spent all time"))));
   }
   // Over time, per stage: the API's series when it has them (stats.series), else derived from runs' finish times.
   const series = st && Array.isArray(st.series) ? st.series : null;
