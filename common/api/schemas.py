@@ -732,3 +732,16 @@ class ReplayOut(Out):
     id: str
     seq: int | None
     message_id: str
+
+
+class KindOut(Out):
+    """A job kind: what its settings are and what its progress counts."""
+
+    name: str
+    summary: str = Field(description="The kind's settings model's first line")
+    unit: str = Field(description="What a run's progress counts: documents, rows, chunks, sections...")
+    settings_schema: dict[str, Any] = Field(description="JSON Schema of the job's settings for this kind")
+
+
+class KindList(Out):
+    items: list[KindOut]

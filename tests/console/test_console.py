@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from tests.console.conftest import Console, sample_pdfs
+from tests.kinds import wordcount
 
 pytestmark = pytest.mark.slow
 
@@ -251,6 +252,8 @@ def test_the_estimate_shows_before_a_run_and_the_actual_cost_after(page: Any, co
     run = console.call("GET", f"/v1/runs/{run_id}")
     assert run["usage"] is not None and run["estimate"] is not None
     _open(page, console, f"#/runs/{run_id}")
+    # Progress is counted in the kind's unit (extract: documents, from GET /v1/kinds).
+    expect(page.locator("#unit")).to_have_text(re.compile(r"^2 done .* 2 total\s*documents$"))
     cost = page.locator("#cost")
     expect(cost.locator("[data-cost=input_tokens]")).to_have_text(f"{run['usage']['input_tokens']:,}")
     expect(cost.locator("[data-cost=output_tokens]")).to_have_text(f"{run['usage']['output_tokens']:,}")
@@ -267,3 +270,20 @@ def test_the_estimate_shows_before_a_run_and_the_actual_cost_after(page: Any, co
         "no limit" if month["remaining"] is None else _money(month["remaining"])
     )
     expect(usage.locator("[data-cost=total_cost]")).to_have_text(_money(stats["cost"]))
+
+
+def test_the_create_job_form_builds_each_kinds_settings_from_its_schema(page: Any, console: Console) -> None:
+    assert wordcount.KIND.name == "wordcount"  # imported: registered in this process, listed by GET /v1/kinds
+    _open(page, console)
+    expect(page.get_by_label("Fields preset")).to_be_visible()
+    page.get_by_label("Kind").select_option("wordcount")
+    expect(page.get_by_label("Fields preset")).to_be_hidden()
+    field = page.locator("#setting-min_length")
+    expect(field).to_have_attribute("min", "1")
+    expect(field).to_have_attribute("max", "100")
+    page.get_by_label("Name").fill("Word counts")
+    field.fill("3")
+    page.get_by_role("button", name="Create job").click()
+    expect(page.get_by_role("heading", name="Word counts")).to_be_visible()
+    (job,) = [j for j in console.call("GET", "/v1/jobs")["items"] if j["name"] == "Word counts"]
+    assert (job["kind"], job["settings"]) == ("wordcount", {"min_length": 3})

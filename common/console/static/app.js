@@ -167,6 +167,48 @@ async function kinds() {
   return S.kinds;
 }
 
+// One input per property of a kind's settings schema; read() gives the settings object (only what was set).
+function settingsForm(schema) {
+  const props = schema.properties || {};
+  const inputs = [], readers = [];
+  for (const [key, raw] of Object.entries(props)) {
+    const p = (raw.anyOf || []).find((x) => x.type && x.type !== "null") || raw;
+    const id = `setting-${key}`, label = raw.title || key.replace(/_/g, " ");
+    const hint = raw.description ? ` (${raw.description})` : "";
+    let el, read;
+    if (p.enum) {
+      el = h("select", { id }, h("option", { value: "" }, "default"), p.enum.map((v) => h("option", { value: String(v) }, String(v))));
+      read = () => (el.value === "" ? undefined : p.enum.find((v) => String(v) === el.value));
+    } else if (p.type === "boolean") {
+      el = h("input", { id, type: "checkbox" });
+      if (raw.default === true) el.checked = true;
+      read = () => (el.checked === Boolean(raw.default) ? undefined : el.checked);
+    } else if (p.type === "integer" || p.type === "number") {
+      el = h("input", { id, type: "number", step: p.type === "integer" ? 1 : "any", placeholder: raw.default ?? "" });
+      if (p.minimum !== undefined) el.min = p.minimum;
+      if (p.maximum !== undefined) el.max = p.maximum;
+      read = () => (el.value === "" ? undefined : Number(el.value));
+    } else if (p.type === "string") {
+      el = h("input", { id, placeholder: raw.default ?? "" });
+      read = () => (el.value === "" ? undefined : el.value);
+    } else {
+      el = h("textarea", { id, rows: 2, placeholder: "JSON" });
+      read = () => {
+        if (el.value.trim() === "") return undefined;
+        try { return JSON.parse(el.value); } catch (e) { throw Object.assign(new Error(`${label}: not valid JSON`), { hint: "Write the value as JSON." }); }
+      };
+    }
+    inputs.push(h("label", { for: id, title: raw.description || "" }, `${label}${hint}`, el));
+    readers.push([key, read]);
+  }
+  return { inputs, read: () => Object.fromEntries(readers.map(([k, r]) => [k, r()]).filter(([, v]) => v !== undefined)) };
+}
+
+async function unitOf(kind) {
+  const k = (await kinds()).find((x) => x.name === (kind || "extract"));
+  return (k && k.unit) || "items";
+}
+
 async function jobsPage() {
   const list = h("tbody");
   const more = h("button", { type: "button", hidden: true }, "Show more");
@@ -193,19 +235,36 @@ async function jobsPage() {
   const kind = h("select", { id: "job-kind", name: "kind" }, ks.map((k) => h("option", { value: k.name }, k.name)));
   const preset = h("input", { id: "job-preset", name: "preset", value: "invoice" });
   const review = h("input", { id: "job-review", name: "review_below", type: "number", min: 0, max: 1, step: 0.05, placeholder: "none" });
+  // Extraction's own inputs; every kind's settings come from its JSON Schema (GET /v1/kinds).
+  const extractOnly = [h("label", { for: "job-preset" }, "Fields preset", preset), h("label", { for: "job-review" }, "Review below confidence", review)];
+  const settingsBox = h("fieldset", { id: "kind-settings", class: "inline" });
+  let readSettings = () => ({});
+  const renderSettings = () => {
+    const k = ks.find((x) => x.name === kind.value) || {};
+    for (const el of extractOnly) el.hidden = kind.value !== "extract";
+    const built = settingsForm(k.settings_schema || {});
+    readSettings = built.read;
+    settingsBox.replaceChildren(h("legend", {}, `${kind.value} settings`), k.summary ? h("p", { class: "muted", style: "width:100%;margin:0" }, k.summary) : null, ...built.inputs);
+    settingsBox.hidden = !built.inputs.length;
+  };
+  kind.addEventListener("change", renderSettings);
   const form = h("form", { class: "inline card", "aria-labelledby": "new-job", onsubmit: async (e) => {
     e.preventDefault();
-    const body = { name: name.value.trim(), preset: preset.value.trim() || "invoice" };
+    const body = { name: name.value.trim() };
     if (kind.value && kind.value !== "extract") body.kind = kind.value;
-    if (review.value !== "") body.review_below = Number(review.value);
+    if (kind.value === "extract") body.preset = preset.value.trim() || "invoice";
+    if (kind.value === "extract" && review.value !== "") body.review_below = Number(review.value);
+    let settings;
+    try { settings = readSettings(); } catch (err) { showError(err); return; }
+    if (Object.keys(settings).length) body.settings = settings;
     const job = await guarded(() => api("POST", "/v1/jobs", { json: body }));
     if (job) { say(`Job ${job.name} created`); location.hash = `#/jobs/${job.id}`; }
   } },
   h("h2", { id: "new-job", style: "width:100%;margin:0" }, "New job"),
   h("label", { for: "job-name" }, "Name", name), h("label", { for: "job-kind" }, "Kind", kind),
-  h("label", { for: "job-preset" }, "Fields preset", preset),
-  h("label", { for: "job-review" }, "Review below confidence", review),
+  ...extractOnly, settingsBox,
   h("button", { class: "primary", type: "submit" }, "Create job"));
+  renderSettings();
   show("Jobs", form, h("div", { class: "scroll" }, h("table", { "aria-label": "Jobs" },
     h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Name"), h("th", { scope: "col" }, "Kind"), h("th", { scope: "col" }, "Latest run"), h("th", { scope: "col", class: "hide-sm" }, "Created"))),
     list)), more);
@@ -254,7 +313,7 @@ async function jobPage(id) {
   const estimate = h("div", { id: "estimate", "aria-live": "polite" });
   const loadEstimate = async () => {
     try {
-      estimate.replaceChildren(estimateView(await api("POST", `/v1/jobs/${id}/estimate`, { json: {} })));
+      estimate.replaceChildren(estimateView(await api("POST", `/v1/jobs/${id}/estimate`, { json: {} }), await unitOf(job.kind)));
     } catch (err) {
       estimate.replaceChildren(h("p", { class: "err" }, h("strong", {}, err.message), err.hint ? h("span", { class: "muted" }, ` ${err.hint}`) : null));
     }
@@ -279,11 +338,11 @@ function money(v, cur) {
   return `${n < 0.01 && n > 0 ? n.toFixed(4) : n.toFixed(2)} ${cur || "USD"}`;
 }
 const figure = (id, value, label) => h("div", {}, h("b", { "data-cost": id }, value), label);
-function estimateView(e) {
+function estimateView(e, unit) {
   const b = e.budget || {};
   const left = b.limit === null || b.limit === undefined ? "no budget set" : money(b.remaining, b.currency);
   return h("div", { class: "card", id: "estimate-card" }, h("h3", {}, "Estimate before the run"),
-    h("div", { class: "stats" }, figure("items", num(e.items), "items"), figure("pages", num(e.pages), "pages"),
+    h("div", { class: "stats" }, figure("items", num(e.items), unit || "items"), figure("pages", num(e.pages), "pages"),
       figure("tokens", num(e.input_tokens + e.output_tokens), `tokens (${num(e.input_tokens)} in, ${num(e.output_tokens)} out)`),
       figure("cost", money(e.cost, e.currency), `expected with ${e.model}`), figure("remaining", left, "budget left this month")),
     b.allowed === false ? h("p", { class: "err" }, "A run started now would go over the monthly budget.") : null,
@@ -303,6 +362,7 @@ function runCostView(run) {
 async function runPage(id) {
   let run = await guarded(() => api("GET", `/v1/runs/${id}`));
   if (!run) return show("Run not found");
+  const unit = await unitOf(run.kind);
   const bar = h("span", { style: "width:0%" });
   const progress = h("div", { class: "bar", role: "progressbar", "aria-label": "Run progress", "aria-valuemin": 0, "aria-valuemax": 100, "aria-valuenow": 0, id: "progress" }, bar);
   const pct = h("b", { id: "pct" }, "0%"), counts = h("b", { id: "counts" }, "—"), eta = h("b", { id: "eta" }, "—"), stage = h("b", { id: "stage" }, run.status);
@@ -369,7 +429,7 @@ async function runPage(id) {
   show(`Run ${run.run_number}`,
     h("p", {}, h("a", { href: `#/jobs/${run.job_id}` }, "← the job"), " · status ", statusEl),
     h("section", { "aria-labelledby": "h-progress", class: "card" }, h("h2", { id: "h-progress" }, "Progress"), progress,
-      h("div", { class: "stats", "aria-live": "polite" }, h("div", {}, pct, "complete"), h("div", {}, counts, "items"), h("div", {}, eta, "ETA"), h("div", {}, stage, "stage"))),
+      h("div", { class: "stats", "aria-live": "polite" }, h("div", {}, pct, "complete"), h("div", { id: "unit" }, counts, unit), h("div", {}, eta, "ETA"), h("div", {}, stage, "stage"))),
     controls, cost,
     h("section", { "aria-labelledby": "h-exports" }, h("h2", { id: "h-exports" }, "Exports"), exportsEl, newExport),
     h("section", { "aria-labelledby": "h-tasks" }, h("h2", { id: "h-tasks" }, "Items"),
