@@ -191,10 +191,26 @@ def test_pause_and_resume_a_run(page: Any, console: Console) -> None:
     expect(page.locator("#tasks")).not_to_contain_text("null")
 
     # The finished run shows on the stats page as a picture (SVG drawn by the page).
+    # Per stage, from /v1/stats' series: the run's 3 documents and its export, in the bucket holding now.
     _open(page, console, "#/stats")
-    chart = page.locator("figure.chart svg")
-    expect(chart.first).to_be_visible()
-    assert "completed total 3" in (chart.first.get_attribute("aria-label") or "")
+    series = console.call("GET", "/v1/stats")["series"]
+    for stage in series["stages"]:
+        done = sum(b["completed"] for b in stage["buckets"])
+        failed = sum(b["failed"] for b in stage["buckets"])
+        chart = page.locator(f"#chart-{stage['stage']} svg")
+        expect(chart).to_be_visible()
+        label = chart.get_attribute("aria-label") or ""
+        assert f"completed total {done}" in label and f"failed total {failed}" in label
+        assert len(stage["buckets"]) == 24
+    extract = page.locator("#chart-extract")
+    expect(extract).to_contain_text("extract: documents per 1 h")
+    assert "completed total 3" in (extract.locator("svg").get_attribute("aria-label") or "")
+    assert sum(b["completed"] for b in series["stages"][-1]["buckets"]) >= 1, "the export counts too"
+    # The last hour, in 5-minute buckets: the same run, in the picture of that window.
+    page.get_by_role("link", name="Last hour (5 min)").click()
+    page.locator("body[data-ready='#/stats/1h']").wait_for(state="attached")
+    expect(page.locator("#chart-extract")).to_contain_text("documents per 5 min")
+    assert "completed total 3" in (page.locator("#chart-extract svg").get_attribute("aria-label") or "")
 
 
 def test_replay_a_dead_letter(page: Any, console: Console) -> None:

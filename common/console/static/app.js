@@ -563,16 +563,12 @@ function lineChart(title, series, opts) {
     svg.append(s("polyline", { fill: "none", stroke: se.color, "stroke-width": 2, points: se.points.map((p) => `${X(p[0]).toFixed(1)},${Y(p[1]).toFixed(1)}`).join(" ") }));
     for (const p of se.points) svg.append(s("circle", { cx: X(p[0]), cy: Y(p[1]), r: 2.5, fill: se.color }));
   }
-  return h("figure", { class: "chart card" }, h("figcaption", {}, h("strong", {}, title), opts && opts.note ? h("span", { class: "muted" }, ` — ${opts.note}`) : null),
+  return h("figure", { class: "chart card", id: opts && opts.id }, h("figcaption", {}, h("strong", {}, title), opts && opts.note ? h("span", { class: "muted" }, ` — ${opts.note}`) : null),
     svg, h("div", { class: "legend" }, series.map((se) => h("span", {}, h("i", { style: `background:${se.color}` }), se.name))));
 }
-function bucketize(events, bucketMs) {
-  const m = new Map();
-  for (const [t, n] of events) { const k = Math.floor(t / bucketMs) * bucketMs; m.set(k, (m.get(k) || 0) + n); }
-  return [...m.entries()].sort((a, b) => a[0] - b[0]);
-}
-async function statsPage() {
-  const [st, runs] = await Promise.all([guarded(() => api("GET", "/v1/stats")), guarded(() => api("GET", "/v1/runs?limit=100"))]);
+async function statsPage(span) {
+  span = span === "1h" ? "1h" : "24h";
+  const st = await guarded(() => api("GET", `/v1/stats?window=${span}`));
   const nodes = [];
   if (st) {
     nodes.push(h("div", { class: "stats" }, h("div", {}, h("b", {}, st.jobs), "jobs"), h("div", {}, h("b", {}, st.pages), "pages read"),
@@ -586,28 +582,22 @@ async function statsPage() {
         figure("remaining", m.remaining === null || m.remaining === undefined ? "no limit" : money(m.remaining, m.currency), "budget left"),
         figure("total_cost", money(st.cost, st.currency), "spent all time"))));
   }
-  // Over time, per stage: the API's series when it has them (stats.series), else derived from runs' finish times.
-  const series = st && Array.isArray(st.series) ? st.series : null;
-  if (series && series.length) {
-    const palette = ["#0b5cad", "#b42318", "#1a7f37", "#9a6700", "#6e40c9"];
-    const byStage = {};
-    for (const p of series) {
-      const key = p.stage || "all";
-      (byStage[key] = byStage[key] || { done: [], failed: [] });
-      byStage[key].done.push([Date.parse(p.at || p.t), p.completed ?? p.done ?? 0]);
-      byStage[key].failed.push([Date.parse(p.at || p.t), p.failed ?? 0]);
+  // Over time, per stage: completed and failed per interval, from the API's series (by items' finish times).
+  const se = st && st.series;
+  if (se) {
+    const pick = (w, label) => h("a", { class: "button", href: `#/stats/${w}`, "aria-current": w === span ? "true" : null }, label);
+    nodes.push(h("h2", {}, "Over time"), h("div", { class: "row", role: "group", "aria-label": "Time window" }, pick("1h", "Last hour (5 min)"), pick("24h", "Last 24 hours (1 h)")));
+    const charts = h("div", { id: "charts" });
+    for (const stage of se.stages) {
+      const at = (b) => Date.parse(b.start);
+      const done = stage.buckets.reduce((a, b) => a + b.completed, 0), failed = stage.buckets.reduce((a, b) => a + b.failed, 0);
+      const every = se.interval_s >= 3600 ? `${se.interval_s / 3600} h` : `${se.interval_s / 60} min`;
+      charts.append(lineChart(`${stage.stage}: ${stage.unit} per ${every}`, [
+        { name: "completed", color: "#0b5cad", points: stage.buckets.map((b) => [at(b), b.completed]) },
+        { name: "failed", color: "#b42318", points: stage.buckets.map((b) => [at(b), b.failed]) },
+      ], { note: `${done} completed, ${failed} failed`, id: `chart-${stage.stage}` }));
     }
-    const stages = Object.keys(byStage);
-    nodes.push(lineChart("Throughput per stage", stages.map((k, i) => ({ name: k, color: palette[i % 5], points: byStage[k].done }))));
-    nodes.push(lineChart("Failures per stage", stages.map((k, i) => ({ name: k, color: palette[i % 5], points: byStage[k].failed }))));
-  } else if (runs) {
-    const fin = runs.items.filter((r) => r.finished_at);
-    const span = fin.length ? Date.now() - Math.min(...fin.map((r) => Date.parse(r.finished_at))) : 0;
-    const bucket = span > 2 * 86400e3 ? 3600e3 : span > 3 * 3600e3 ? 600e3 : 60e3;
-    const done = bucketize(fin.map((r) => [Date.parse(r.finished_at), r.counters.completed]), bucket);
-    const failed = bucketize(fin.map((r) => [Date.parse(r.finished_at), r.counters.failed]), bucket);
-    nodes.push(fin.length ? lineChart("Extract stage: items per interval", [{ name: "completed", color: "#0b5cad", points: done }, { name: "failed", color: "#b42318", points: failed }], { note: "from the last 100 runs" })
-      : h("p", { class: "muted" }, "No finished runs yet: charts appear after the first one."));
+    nodes.push(charts);
   }
   if (st && st.queues && st.queues.length) {
     nodes.push(h("h2", {}, "Queues"), h("div", { class: "scroll" }, h("table", { "aria-label": "Queues" },
@@ -675,7 +665,7 @@ async function route() {
     else if (a === "runs" && b) await runPage(b);
     else if (a === "automations") await automationsPage();
     else if (a === "dead-letters") await deadLettersPage();
-    else if (a === "stats") await statsPage();
+    else if (a === "stats") await statsPage(b);
     else if (a === "api") await apiPage();
     else await jobsPage();
   } catch (err) { showError(err); }
