@@ -230,6 +230,8 @@ async function jobsPage() {
     cursor = body.next_cursor; more.hidden = !cursor;
   };
   more.addEventListener("click", load);
+  // The list and the kinds load together: the form needs the kinds, the table the list.
+  const loading = load();
   const ks = await kinds();
   const name = h("input", { id: "job-name", name: "name", required: true, maxlength: 200, placeholder: "Invoices March" });
   const kind = h("select", { id: "job-kind", name: "kind" }, ks.map((k) => h("option", { value: k.name }, k.name)));
@@ -268,7 +270,7 @@ async function jobsPage() {
   show("Jobs", form, h("div", { class: "scroll" }, h("table", { "aria-label": "Jobs" },
     h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Name"), h("th", { scope: "col" }, "Kind"), h("th", { scope: "col" }, "Latest run"), h("th", { scope: "col", class: "hide-sm" }, "Created"))),
     list)), more);
-  await load();
+  await loading;
 }
 
 async function jobPage(id) {
