@@ -552,14 +552,15 @@ function lineChart(title, series, opts) {
   const W = 720, H = 240, L = 44, B = 28, T = 12, R = 12;
   const xs = series.flatMap((se) => se.points.map((p) => p[0]));
   const ys = series.flatMap((se) => se.points.map((p) => p[1]));
-  const x0 = Math.min(...xs), x1 = Math.max(...xs, x0 + 1), y1 = Math.max(1, ...ys);
+  // Whole-number gridlines: the top is a multiple of the 4 intervals drawn.
+  const x0 = Math.min(...xs), x1 = Math.max(...xs, x0 + 1), y1 = Math.max(4, Math.ceil(Math.max(...ys) / 4) * 4);
   const X = (x) => L + ((x - x0) / (x1 - x0)) * (W - L - R), Y = (y) => H - B - (y / y1) * (H - B - T);
   const svg = s("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": `${title}: ${series.map((se) => `${se.name} total ${se.points.reduce((a, p) => a + p[1], 0)}`).join(", ")}` });
   for (let i = 0; i <= 4; i++) {
     const v = (y1 * i) / 4;
     svg.append(s("line", { x1: L, x2: W - R, y1: Y(v), y2: Y(v), stroke: "#e3e7ec" }), s("text", { x: L - 6, y: Y(v) + 4, "text-anchor": "end", "font-size": 11, fill: "#5b6470" }, Math.round(v)));
   }
-  for (const t of [x0, (x0 + x1) / 2, x1]) svg.append(s("text", { x: X(t), y: H - 8, "text-anchor": "middle", "font-size": 11, fill: "#5b6470" }, new Date(t).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })));
+  for (const [t, anchor] of [[x0, "start"], [(x0 + x1) / 2, "middle"], [x1, "end"]]) svg.append(s("text", { x: X(t), y: H - 8, "text-anchor": anchor, "font-size": 11, fill: "#5b6470" }, new Date(t).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })));
   for (const se of series) {
     if (!se.points.length) continue;
     svg.append(s("polyline", { fill: "none", stroke: se.color, "stroke-width": 2, points: se.points.map((p) => `${X(p[0]).toFixed(1)},${Y(p[1]).toFixed(1)}`).join(" ") }));
