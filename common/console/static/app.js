@@ -234,7 +234,8 @@ async function jobsPage() {
   const loading = load();
   const ks = await kinds();
   const name = h("input", { id: "job-name", name: "name", required: true, maxlength: 200, placeholder: "Invoices March" });
-  const kind = h("select", { id: "job-kind", name: "kind" }, ks.map((k) => h("option", { value: k.name }, k.name)));
+  // Extraction is the default kind (the list is alphabetical).
+  const kind = h("select", { id: "job-kind", name: "kind" }, ks.map((k) => h("option", { value: k.name, selected: k.name === "extract" }, k.name)));
   const preset = h("input", { id: "job-preset", name: "preset", value: "invoice" });
   const review = h("input", { id: "job-review", name: "review_below", type: "number", min: 0, max: 1, step: 0.05, placeholder: "none" });
   // Extraction's own inputs; every kind's settings come from its JSON Schema (GET /v1/kinds).
