@@ -19,8 +19,10 @@ locals {
     "tasks:status,lease_until"                 = { collection = "tasks", fields = ["status", "lease_until"] }
     "tasks:owner,status,lease_until"           = { collection = "tasks", fields = ["owner", "status", "lease_until"] }
     "tasks:status,created_at"                  = { collection = "tasks", fields = ["status", "created_at"] }
+    "tasks:owner,kind,status,finished_at"      = { collection = "tasks", fields = ["owner", "kind", "status", "finished_at"] }
     "exports:destination.kind,created_at"      = { collection = "exports", fields = ["destination.kind", "created_at"] }
     "exports:status,created_at"                = { collection = "exports", fields = ["status", "created_at"] }
+    "exports:owner,status,finished_at"         = { collection = "exports", fields = ["owner", "status", "finished_at"] }
     "operations:owner,created_at"              = { collection = "operations", fields = ["owner", "created_at"] }
     "automations:owner,created_at"             = { collection = "automations", fields = ["owner", "created_at"] }
     "automations:owner,account"                = { collection = "automations", fields = ["owner", "account"] }

@@ -645,6 +645,34 @@ class MonthOut(Out):
     remaining: float | None = Field(description="Budget left this month (null: no budget)")
 
 
+class StatsQuery(Request):
+    window: Literal["1h", "24h"] = Field(
+        default="24h", description="The series' span: the last hour in 5-minute buckets, or 24 hours in 1-hour buckets"
+    )
+
+
+class BucketOut(Out):
+    start: datetime = Field(description="The bucket covers [start, start + interval_s)")
+    completed: int
+    failed: int
+
+
+class StageSeriesOut(Out):
+    stage: str = Field(description="A job kind's items (by kind name), or export")
+    unit: str = Field(description="What the stage counts (the kind's unit; exports)")
+    buckets: list[BucketOut]
+
+
+class SeriesOut(Out):
+    """Completed and failed items per interval, per stage, by when they finished."""
+
+    window: Literal["1h", "24h"]
+    interval_s: int
+    start: datetime
+    end: datetime
+    stages: list[StageSeriesOut]
+
+
 class StatsOut(Out):
     """Your own records: counts, usage (all time and this month) and your budget."""
 
@@ -659,6 +687,7 @@ class StatsOut(Out):
     month: MonthOut
     queues: list[QueueStats]
     circuits: list[CircuitStats]
+    series: SeriesOut
 
 
 class SpenderOut(Out):
@@ -732,3 +761,16 @@ class ReplayOut(Out):
     id: str
     seq: int | None
     message_id: str
+
+
+class KindOut(Out):
+    """A job kind: what its settings are and what its progress counts."""
+
+    name: str
+    summary: str = Field(description="The kind's settings model's first line")
+    unit: str = Field(description="What a run's progress counts: documents, rows, chunks, sections...")
+    settings_schema: dict[str, Any] = Field(description="JSON Schema of the job's settings for this kind")
+
+
+class KindList(Out):
+    items: list[KindOut]

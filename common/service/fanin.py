@@ -112,6 +112,10 @@ def _complete(run: Run, version: str, ctx: Context) -> Run | None:
     done, finished, created = outcome
     if finished and done.status is RunStatus.NEEDS_REVIEW:
         progress.report_run(ctx, done, stage="needs_review", message="values under the review threshold wait")
+        # A reviewer may have decided the last waiting value after ``held`` was read but before
+        # the hold committed; that reviewer saw the run running and released nothing. Looking
+        # again now (after the hold) closes the gap: whichever looks last releases the run.
+        return review.release_if_reviewed(ctx.deps, ctx.sender, run.id)
     elif finished:
         lifecycle_events.exports_created(created)
         after_run_finished(done, ctx)

@@ -32,6 +32,8 @@ from common.ports.store import Filter, Store, Transaction
 from common.service import repo
 from common.service.context import Context, Deps, Sender
 
+_REVIEW_ATTEMPTS = 40
+
 
 @dataclass(frozen=True)
 class Pending:
@@ -124,7 +126,9 @@ def review_field(
         repo.tx_put(t, review)
         return review
 
-    review = deps.store.transaction(tx)
+    # Reviewers deciding the same field at once each append to its history: every round of
+    # conflicts commits one of them, so allow a round per plausible concurrent reviewer.
+    review = deps.store.transaction(tx, max_attempts=_REVIEW_ATTEMPTS)
     release_if_reviewed(deps, sender, task.run_id)
     return review
 

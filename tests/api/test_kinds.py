@@ -83,3 +83,15 @@ def test_an_unknown_kind_is_refused(kenv: Env) -> None:
 def test_an_extract_job_still_needs_fields_or_a_preset(kenv: Env) -> None:
     r = kenv.alice.post("/v1/jobs", {"name": "w"})
     assert r.status_code == 422
+
+
+def test_the_kinds_route_lists_each_kind_with_its_unit_and_settings_schema(kenv: Env) -> None:
+    r = kenv.alice.get("/v1/kinds")
+    assert r.status_code == 200, r.get_json()
+    by_name = {k["name"]: k for k in r.get_json()["items"]}
+    assert {"extract", "wordcount"} <= set(by_name)
+    assert by_name["extract"]["unit"] == "documents"
+    assert by_name["wordcount"]["unit"] == "files"
+    assert by_name["wordcount"]["settings_schema"] == wordcount.WordcountSettings.model_json_schema()
+    assert by_name["wordcount"]["settings_schema"]["properties"]["min_length"]["minimum"] == 1
+    assert kenv.app.test_client().get("/v1/kinds").status_code == 401

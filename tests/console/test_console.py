@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from tests.console.conftest import Console, sample_pdfs
+from tests.kinds import wordcount
 
 pytestmark = pytest.mark.slow
 
@@ -38,6 +39,13 @@ def _drop_files(page: Any, selector: str, files: list[Path]) -> None:
 
 def _job_with_run(console: Console, files: list[Path], **settings: Any) -> tuple[str, dict[str, Any]]:
     """Set-up through the public API: a job, its files, a started run."""
+    job_id = _job_with_files(console, files, **settings)
+    run = console.call("POST", f"/v1/jobs/{job_id}/runs", {})
+    return job_id, run
+
+
+def _job_with_files(console: Console, files: list[Path], **settings: Any) -> str:
+    """Set-up through the public API: a job and its files."""
     import urllib.request
     import uuid
 
@@ -56,8 +64,8 @@ def _job_with_run(console: Console, files: list[Path], **settings: Any) -> tuple
     req = urllib.request.Request(f"{console.url}/v1/jobs/{job['id']}/files", data=body, method="POST")
     req.add_header("Content-Type", f"multipart/form-data; boundary={boundary}")
     urllib.request.urlopen(req, timeout=30).read()
-    run = console.call("POST", f"/v1/jobs/{job['id']}/runs", {})
-    return job["id"], run
+    job_id: str = job["id"]
+    return job_id
 
 
 def _run_status(console: Console, run_id: str) -> str:
@@ -183,10 +191,26 @@ def test_pause_and_resume_a_run(page: Any, console: Console) -> None:
     expect(page.locator("#tasks")).not_to_contain_text("null")
 
     # The finished run shows on the stats page as a picture (SVG drawn by the page).
+    # Per stage, from /v1/stats' series: the run's 3 documents and its export, in the bucket holding now.
     _open(page, console, "#/stats")
-    chart = page.locator("figure.chart svg")
-    expect(chart.first).to_be_visible()
-    assert "completed total 3" in (chart.first.get_attribute("aria-label") or "")
+    series = console.call("GET", "/v1/stats")["series"]
+    for stage in series["stages"]:
+        done = sum(b["completed"] for b in stage["buckets"])
+        failed = sum(b["failed"] for b in stage["buckets"])
+        chart = page.locator(f"#chart-{stage['stage']} svg")
+        expect(chart).to_be_visible()
+        label = chart.get_attribute("aria-label") or ""
+        assert f"completed total {done}" in label and f"failed total {failed}" in label
+        assert len(stage["buckets"]) == 24
+    extract = page.locator("#chart-extract")
+    expect(extract).to_contain_text("extract: documents per 1 h")
+    assert "completed total 3" in (extract.locator("svg").get_attribute("aria-label") or "")
+    assert sum(b["completed"] for b in series["stages"][-1]["buckets"]) >= 1, "the export counts too"
+    # The last hour, in 5-minute buckets: the same run, in the picture of that window.
+    page.get_by_role("link", name="Last hour (5 min)").click()
+    page.locator("body[data-ready='#/stats/1h']").wait_for(state="attached")
+    expect(page.locator("#chart-extract")).to_contain_text("documents per 5 min")
+    assert "completed total 3" in (page.locator("#chart-extract svg").get_attribute("aria-label") or "")
 
 
 def test_replay_a_dead_letter(page: Any, console: Console) -> None:
@@ -216,3 +240,66 @@ def test_the_api_reference_lists_every_route(page: Any, console: Console) -> Non
     shown = set(page.locator("code.route").all_inner_texts())
     assert {r.path for r in ROUTES} <= shown
     expect(page.get_by_role("heading", name="review")).to_be_visible()
+
+
+def _money(v: float) -> str:
+    return f"{v:.4f} USD" if 0 < v < 0.01 else f"{v:.2f} USD"
+
+
+def test_the_estimate_shows_before_a_run_and_the_actual_cost_after(page: Any, console: Console) -> None:
+    job_id = _job_with_files(console, sample_pdfs(2))
+    estimate = console.call("POST", f"/v1/jobs/{job_id}/estimate", {})
+    _open(page, console, f"#/jobs/{job_id}")
+    card = page.locator("#estimate-card")
+    expect(card).to_contain_text("Estimate before the run")
+    expect(card.locator("[data-cost=items]")).to_have_text(str(estimate["items"]))
+    expect(card.locator("[data-cost=pages]")).to_have_text(f"{estimate['pages']:,}")
+    tokens = estimate["input_tokens"] + estimate["output_tokens"]
+    expect(card.locator("[data-cost=tokens]")).to_have_text(f"{tokens:,}")
+    expect(card.locator("[data-cost=cost]")).to_have_text(_money(estimate["cost"]))
+    budget = estimate["budget"]
+    left = "no budget set" if budget["limit"] is None else _money(budget["remaining"])
+    expect(card.locator("[data-cost=remaining]")).to_have_text(left)
+
+    page.get_by_role("button", name="Start run").click()
+    page.wait_for_function("document.body.dataset.ready.startsWith('#/runs/')")
+    run_id = page.evaluate("location.hash.split('/')[2]")
+    console.wait_for("the run to complete", lambda: _run_status(console, run_id) == "completed")
+    run = console.call("GET", f"/v1/runs/{run_id}")
+    assert run["usage"] is not None and run["estimate"] is not None
+    _open(page, console, f"#/runs/{run_id}")
+    # Progress is counted in the kind's unit (extract: documents, from GET /v1/kinds).
+    expect(page.locator("#unit")).to_have_text(re.compile(r"^2 done .* 2 total\s*documents$"))
+    cost = page.locator("#cost")
+    expect(cost.locator("[data-cost=input_tokens]")).to_have_text(f"{run['usage']['input_tokens']:,}")
+    expect(cost.locator("[data-cost=output_tokens]")).to_have_text(f"{run['usage']['output_tokens']:,}")
+    expect(cost.locator("[data-cost=cost]")).to_have_text(_money(run["usage"]["cost"]))
+    expect(cost.locator("[data-cost=estimate]")).to_have_text(_money(run["estimate"]["cost"]))
+    page.screenshot(path=str(console.tmp / "cost.png"), full_page=True)
+
+    stats = console.call("GET", "/v1/stats")
+    _open(page, console, "#/stats")
+    usage = page.locator("#usage")
+    expect(usage.locator("[data-cost=month_cost]")).to_have_text(_money(stats["month"]["cost"]))
+    month = stats["month"]
+    expect(usage.locator("[data-cost=remaining]")).to_have_text(
+        "no limit" if month["remaining"] is None else _money(month["remaining"])
+    )
+    expect(usage.locator("[data-cost=total_cost]")).to_have_text(_money(stats["cost"]))
+
+
+def test_the_create_job_form_builds_each_kinds_settings_from_its_schema(page: Any, console: Console) -> None:
+    assert wordcount.KIND.name == "wordcount"  # imported: registered in this process, listed by GET /v1/kinds
+    _open(page, console)
+    expect(page.get_by_label("Fields preset")).to_be_visible()
+    page.get_by_label("Kind").select_option("wordcount")
+    expect(page.get_by_label("Fields preset")).to_be_hidden()
+    field = page.locator("#setting-min_length")
+    expect(field).to_have_attribute("min", "1")
+    expect(field).to_have_attribute("max", "100")
+    page.get_by_label("Name").fill("Word counts")
+    field.fill("3")
+    page.get_by_role("button", name="Create job").click()
+    expect(page.get_by_role("heading", name="Word counts")).to_be_visible()
+    (job,) = [j for j in console.call("GET", "/v1/jobs")["items"] if j["name"] == "Word counts"]
+    assert (job["kind"], job["settings"]) == ("wordcount", {"min_length": 3})

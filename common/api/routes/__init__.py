@@ -19,6 +19,7 @@ from common.api.routes import (
     imports,
     integrations,
     jobs,
+    kinds,
     operations,
     review,
     runs,
@@ -26,6 +27,7 @@ from common.api.routes import (
 
 ROUTES: list[Route] = [
     *jobs.ROUTES,
+    *kinds.ROUTES,
     *files.ROUTES,
     *runs.ROUTES,
     *review.ROUTES,

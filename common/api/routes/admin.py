@@ -21,7 +21,7 @@ from common.core.errors import NotFound
 from common.core.models import Job
 from common.ports.queues import Queues
 from common.service import cost as cost_service
-from common.service import repo
+from common.service import repo, stats_series
 from common.service import stats as stats_service
 
 
@@ -74,7 +74,13 @@ def _circuits(call: Call) -> list[s.CircuitStats]:
     ]
 
 
+def _series(call: Call, window: str) -> s.SeriesOut:
+    found = stats_series.series(call.deps, call.owners, window)
+    return s.SeriesOut.model_validate(found, from_attributes=True)
+
+
 def stats(call: Call) -> Result:
+    q = call.query_as(s.StatsQuery)
     t = stats_service.totals(call.deps, call.owners)
     return s.StatsOut(
         jobs=t.jobs,
@@ -88,6 +94,7 @@ def stats(call: Call) -> Result:
         month=_month_out(t.month),
         queues=_queues(call),
         circuits=_circuits(call),
+        series=_series(call, q.window),
     )
 
 
@@ -204,8 +211,9 @@ ROUTES: list[Route] = [
         stats,
         "Your counts, usage, cost and budget; queue and dependency health",
         "stats",
+        query=s.StatsQuery,
         response=s.StatsOut,
-        errors=(401,),
+        errors=(401, 422),
     ),
     route(
         "GET",

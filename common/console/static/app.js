@@ -167,6 +167,48 @@ async function kinds() {
   return S.kinds;
 }
 
+// One input per property of a kind's settings schema; read() gives the settings object (only what was set).
+function settingsForm(schema) {
+  const props = schema.properties || {};
+  const inputs = [], readers = [];
+  for (const [key, raw] of Object.entries(props)) {
+    const p = (raw.anyOf || []).find((x) => x.type && x.type !== "null") || raw;
+    const id = `setting-${key}`, label = raw.title || key.replace(/_/g, " ");
+    const hint = raw.description ? ` (${raw.description})` : "";
+    let el, read;
+    if (p.enum) {
+      el = h("select", { id }, h("option", { value: "" }, "default"), p.enum.map((v) => h("option", { value: String(v) }, String(v))));
+      read = () => (el.value === "" ? undefined : p.enum.find((v) => String(v) === el.value));
+    } else if (p.type === "boolean") {
+      el = h("input", { id, type: "checkbox" });
+      if (raw.default === true) el.checked = true;
+      read = () => (el.checked === Boolean(raw.default) ? undefined : el.checked);
+    } else if (p.type === "integer" || p.type === "number") {
+      el = h("input", { id, type: "number", step: p.type === "integer" ? 1 : "any", placeholder: raw.default ?? "" });
+      if (p.minimum !== undefined) el.min = p.minimum;
+      if (p.maximum !== undefined) el.max = p.maximum;
+      read = () => (el.value === "" ? undefined : Number(el.value));
+    } else if (p.type === "string") {
+      el = h("input", { id, placeholder: raw.default ?? "" });
+      read = () => (el.value === "" ? undefined : el.value);
+    } else {
+      el = h("textarea", { id, rows: 2, placeholder: "JSON" });
+      read = () => {
+        if (el.value.trim() === "") return undefined;
+        try { return JSON.parse(el.value); } catch (e) { throw Object.assign(new Error(`${label}: not valid JSON`), { hint: "Write the value as JSON." }); }
+      };
+    }
+    inputs.push(h("label", { for: id, title: raw.description || "" }, `${label}${hint}`, el));
+    readers.push([key, read]);
+  }
+  return { inputs, read: () => Object.fromEntries(readers.map(([k, r]) => [k, r()]).filter(([, v]) => v !== undefined)) };
+}
+
+async function unitOf(kind) {
+  const k = (await kinds()).find((x) => x.name === (kind || "extract"));
+  return (k && k.unit) || "items";
+}
+
 async function jobsPage() {
   const list = h("tbody");
   const more = h("button", { type: "button", hidden: true }, "Show more");
@@ -188,28 +230,48 @@ async function jobsPage() {
     cursor = body.next_cursor; more.hidden = !cursor;
   };
   more.addEventListener("click", load);
+  // The list and the kinds load together: the form needs the kinds, the table the list.
+  const loading = load();
   const ks = await kinds();
   const name = h("input", { id: "job-name", name: "name", required: true, maxlength: 200, placeholder: "Invoices March" });
-  const kind = h("select", { id: "job-kind", name: "kind" }, ks.map((k) => h("option", { value: k.name }, k.name)));
+  // Extraction is the default kind (the list is alphabetical).
+  const kind = h("select", { id: "job-kind", name: "kind" }, ks.map((k) => h("option", { value: k.name, selected: k.name === "extract" }, k.name)));
   const preset = h("input", { id: "job-preset", name: "preset", value: "invoice" });
   const review = h("input", { id: "job-review", name: "review_below", type: "number", min: 0, max: 1, step: 0.05, placeholder: "none" });
+  // Extraction's own inputs; every kind's settings come from its JSON Schema (GET /v1/kinds).
+  const extractOnly = [h("label", { for: "job-preset" }, "Fields preset", preset), h("label", { for: "job-review" }, "Review below confidence", review)];
+  const settingsBox = h("fieldset", { id: "kind-settings", class: "inline" });
+  let readSettings = () => ({});
+  const renderSettings = () => {
+    const k = ks.find((x) => x.name === kind.value) || {};
+    for (const el of extractOnly) el.hidden = kind.value !== "extract";
+    const built = settingsForm(k.settings_schema || {});
+    readSettings = built.read;
+    settingsBox.replaceChildren(h("legend", {}, `${kind.value} settings`), k.summary ? h("p", { class: "muted", style: "width:100%;margin:0" }, k.summary) : null, ...built.inputs);
+    settingsBox.hidden = !built.inputs.length;
+  };
+  kind.addEventListener("change", renderSettings);
   const form = h("form", { class: "inline card", "aria-labelledby": "new-job", onsubmit: async (e) => {
     e.preventDefault();
-    const body = { name: name.value.trim(), preset: preset.value.trim() || "invoice" };
+    const body = { name: name.value.trim() };
     if (kind.value && kind.value !== "extract") body.kind = kind.value;
-    if (review.value !== "") body.review_below = Number(review.value);
+    if (kind.value === "extract") body.preset = preset.value.trim() || "invoice";
+    if (kind.value === "extract" && review.value !== "") body.review_below = Number(review.value);
+    let settings;
+    try { settings = readSettings(); } catch (err) { showError(err); return; }
+    if (Object.keys(settings).length) body.settings = settings;
     const job = await guarded(() => api("POST", "/v1/jobs", { json: body }));
     if (job) { say(`Job ${job.name} created`); location.hash = `#/jobs/${job.id}`; }
   } },
   h("h2", { id: "new-job", style: "width:100%;margin:0" }, "New job"),
   h("label", { for: "job-name" }, "Name", name), h("label", { for: "job-kind" }, "Kind", kind),
-  h("label", { for: "job-preset" }, "Fields preset", preset),
-  h("label", { for: "job-review" }, "Review below confidence", review),
+  ...extractOnly, settingsBox,
   h("button", { class: "primary", type: "submit" }, "Create job"));
+  renderSettings();
   show("Jobs", form, h("div", { class: "scroll" }, h("table", { "aria-label": "Jobs" },
     h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Name"), h("th", { scope: "col" }, "Kind"), h("th", { scope: "col" }, "Latest run"), h("th", { scope: "col", class: "hide-sm" }, "Created"))),
     list)), more);
-  await load();
+  await loading;
 }
 
 async function jobPage(id) {
@@ -236,7 +298,7 @@ async function jobPage(id) {
     for (const f of list) form.append("file", f, f.name);
     say(`Uploading ${list.length} file(s)…`);
     const body = await guarded(() => api("POST", `/v1/jobs/${id}/files`, { form }));
-    if (body) { say(`Uploaded ${body.items.length} file(s)`); await loadFiles(); }
+    if (body) { say(`Uploaded ${body.items.length} file(s)`); await Promise.all([loadFiles(), loadEstimate()]); }
   };
   const input = h("input", { type: "file", id: "file-input", multiple: true, accept: ".pdf,.png,.jpg,.jpeg,.tif,.tiff,.xml,.zip", onchange: (e) => upload([...e.target.files]) });
   const drop = h("div", { class: "drop", id: "drop" }, h("p", {}, "Drop documents here, or "), h("label", { for: "file-input", class: "button" }, "Choose files", input));
@@ -250,15 +312,15 @@ async function jobPage(id) {
     if (run) { say(schedule ? `Run ${run.run_number} scheduled` : `Run ${run.run_number} started`); location.hash = `#/runs/${run.id}`; }
   };
   const when = h("input", { type: "datetime-local", id: "schedule-at" });
-  const estimate = h("div", { id: "estimate" }, h("button", { type: "button", onclick: async () => {
+  // The estimate is shown before any run starts, and again after each upload.
+  const estimate = h("div", { id: "estimate", "aria-live": "polite" });
+  const loadEstimate = async () => {
     try {
-      const e = await api("POST", `/v1/jobs/${id}/estimate`, { json: {} });
-      estimate.replaceChildren(costView(e, "Estimate"));
+      estimate.replaceChildren(estimateView(await api("POST", `/v1/jobs/${id}/estimate`, { json: {} }), await unitOf(job.kind)));
     } catch (err) {
-      estimate.replaceChildren(h("p", { class: "placeholder" }, err.status === 404 || err.status === 405
-        ? "Cost estimate: this API has no estimate yet (POST /v1/jobs/{id}/estimate)." : `${err.message} ${err.hint || ""}`));
+      estimate.replaceChildren(h("p", { class: "err" }, h("strong", {}, err.message), err.hint ? h("span", { class: "muted" }, ` ${err.hint}`) : null));
     }
-  } }, "Estimate cost"));
+  };
   show(job.name,
     h("p", { class: "muted" }, `Kind ${job.kind || "extract"} · ${job.fields.length} fields · review below ${job.review_below ?? "—"} · created ${fmtTime(job.created_at)}`),
     h("section", { "aria-labelledby": "h-files" }, h("h2", { id: "h-files" }, "Files"), drop, files),
@@ -268,19 +330,42 @@ async function jobPage(id) {
       estimate),
     h("section", { "aria-labelledby": "h-runs" }, h("h2", { id: "h-runs" }, "Runs"),
       h("div", { class: "scroll" }, h("table", { "aria-label": "Runs" }, h("thead", {}, h("tr", {}, ["Run", "Status", "Done", "Created"].map((t) => h("th", { scope: "col" }, t)))), runs))));
-  await Promise.all([loadFiles(), loadRuns()]);
+  await Promise.all([loadFiles(), loadRuns(), loadEstimate()]);
 }
 
-function costView(c, title) {
-  const rows = [];
-  for (const [k, v] of Object.entries(c || {})) if (v !== null && typeof v !== "object") rows.push(h("div", {}, h("b", {}, String(v)), k.replace(/_/g, " ")));
-  return h("div", { class: "card" }, h("h3", {}, title), h("div", { class: "stats" }, rows));
+// -- cost: figures from the API's estimate, a run's usage and /v1/stats ---------------------------------
+const num = (v) => (v === null || v === undefined ? "—" : Number(v).toLocaleString("en-US"));
+function money(v, cur) {
+  if (v === null || v === undefined) return "—";
+  const n = Number(v);
+  return `${n < 0.01 && n > 0 ? n.toFixed(4) : n.toFixed(2)} ${cur || "USD"}`;
+}
+const figure = (id, value, label) => h("div", {}, h("b", { "data-cost": id }, value), label);
+function estimateView(e, unit) {
+  const b = e.budget || {};
+  const left = b.limit === null || b.limit === undefined ? "no budget set" : money(b.remaining, b.currency);
+  return h("div", { class: "card", id: "estimate-card" }, h("h3", {}, "Estimate before the run"),
+    h("div", { class: "stats" }, figure("items", num(e.items), unit || "items"), figure("pages", num(e.pages), "pages"),
+      figure("tokens", num(e.input_tokens + e.output_tokens), `tokens (${num(e.input_tokens)} in, ${num(e.output_tokens)} out)`),
+      figure("cost", money(e.cost, e.currency), `expected with ${e.model}`), figure("remaining", left, "budget left this month")),
+    b.allowed === false ? h("p", { class: "err" }, "A run started now would go over the monthly budget.") : null,
+    e.assumptions && e.assumptions.length ? h("details", {}, h("summary", {}, "What the estimate assumes"), h("ul", {}, e.assumptions.map((a) => h("li", {}, a)))) : null);
+}
+function runCostView(run) {
+  const u = run.usage, e = run.estimate;
+  const actual = u ? [figure("input_tokens", num(u.input_tokens), "input tokens"), figure("output_tokens", num(u.output_tokens), "output tokens"),
+    figure("pages", num(u.pages), "pages"), figure("cost", money(u.cost, u.currency), "actual cost")]
+    : [h("p", { class: "muted" }, ["completed", "failed", "cancelled", "needs_review"].includes(run.status) ? "No usage was recorded for this run." : "The actual cost is summed when the run finishes.")];
+  return h("section", { class: "card", "aria-labelledby": "h-cost" }, h("h2", { id: "h-cost" }, "Cost"),
+    h("div", { class: "stats" }, ...actual,
+      e ? figure("estimate", money(e.cost, e.currency), `estimated at start (${num(e.input_tokens + e.output_tokens)} tokens)`) : null));
 }
 
 // -- a run -------------------------------------------------------------------------------------
 async function runPage(id) {
   let run = await guarded(() => api("GET", `/v1/runs/${id}`));
   if (!run) return show("Run not found");
+  const unit = await unitOf(run.kind);
   const bar = h("span", { style: "width:0%" });
   const progress = h("div", { class: "bar", role: "progressbar", "aria-label": "Run progress", "aria-valuemin": 0, "aria-valuemax": 100, "aria-valuenow": 0, id: "progress" }, bar);
   const pct = h("b", { id: "pct" }, "0%"), counts = h("b", { id: "counts" }, "—"), eta = h("b", { id: "eta" }, "—"), stage = h("b", { id: "stage" }, run.status);
@@ -330,10 +415,7 @@ async function runPage(id) {
       h("a", { class: "button", href: `#/runs/${id}/review`, id: "open-review" }, st === "needs_review" ? "Review values (required)" : "Review values"),
     ].filter(Boolean));
   };
-  const renderCost = () => {
-    const c = run.cost || run.usage;
-    cost.replaceChildren(c ? costView(c, "Cost") : h("p", { class: "placeholder" }, "Cost: this API reports no cost for runs yet (tokens and money appear here when it does)."));
-  };
+  const renderCost = () => cost.replaceChildren(runCostView(run));
   const onOp = (op) => {
     const p = Math.round(op.pct || 0);
     bar.style.width = `${p}%`; progress.setAttribute("aria-valuenow", p); pct.textContent = `${p}%`;
@@ -350,7 +432,7 @@ async function runPage(id) {
   show(`Run ${run.run_number}`,
     h("p", {}, h("a", { href: `#/jobs/${run.job_id}` }, "← the job"), " · status ", statusEl),
     h("section", { "aria-labelledby": "h-progress", class: "card" }, h("h2", { id: "h-progress" }, "Progress"), progress,
-      h("div", { class: "stats", "aria-live": "polite" }, h("div", {}, pct, "complete"), h("div", {}, counts, "items"), h("div", {}, eta, "ETA"), h("div", {}, stage, "stage"))),
+      h("div", { class: "stats", "aria-live": "polite" }, h("div", {}, pct, "complete"), h("div", { id: "unit" }, counts, unit), h("div", {}, eta, "ETA"), h("div", {}, stage, "stage"))),
     controls, cost,
     h("section", { "aria-labelledby": "h-exports" }, h("h2", { id: "h-exports" }, "Exports"), exportsEl, newExport),
     h("section", { "aria-labelledby": "h-tasks" }, h("h2", { id: "h-tasks" }, "Items"),
@@ -471,57 +553,55 @@ function lineChart(title, series, opts) {
   const W = 720, H = 240, L = 44, B = 28, T = 12, R = 12;
   const xs = series.flatMap((se) => se.points.map((p) => p[0]));
   const ys = series.flatMap((se) => se.points.map((p) => p[1]));
-  const x0 = Math.min(...xs), x1 = Math.max(...xs, x0 + 1), y1 = Math.max(1, ...ys);
+  // Whole-number gridlines: the top is a multiple of the 4 intervals drawn.
+  const x0 = Math.min(...xs), x1 = Math.max(...xs, x0 + 1), y1 = Math.max(4, Math.ceil(Math.max(...ys) / 4) * 4);
   const X = (x) => L + ((x - x0) / (x1 - x0)) * (W - L - R), Y = (y) => H - B - (y / y1) * (H - B - T);
   const svg = s("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": `${title}: ${series.map((se) => `${se.name} total ${se.points.reduce((a, p) => a + p[1], 0)}`).join(", ")}` });
   for (let i = 0; i <= 4; i++) {
     const v = (y1 * i) / 4;
     svg.append(s("line", { x1: L, x2: W - R, y1: Y(v), y2: Y(v), stroke: "#e3e7ec" }), s("text", { x: L - 6, y: Y(v) + 4, "text-anchor": "end", "font-size": 11, fill: "#5b6470" }, Math.round(v)));
   }
-  for (const t of [x0, (x0 + x1) / 2, x1]) svg.append(s("text", { x: X(t), y: H - 8, "text-anchor": "middle", "font-size": 11, fill: "#5b6470" }, new Date(t).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })));
+  for (const [t, anchor] of [[x0, "start"], [(x0 + x1) / 2, "middle"], [x1, "end"]]) svg.append(s("text", { x: X(t), y: H - 8, "text-anchor": anchor, "font-size": 11, fill: "#5b6470" }, new Date(t).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })));
   for (const se of series) {
     if (!se.points.length) continue;
     svg.append(s("polyline", { fill: "none", stroke: se.color, "stroke-width": 2, points: se.points.map((p) => `${X(p[0]).toFixed(1)},${Y(p[1]).toFixed(1)}`).join(" ") }));
     for (const p of se.points) svg.append(s("circle", { cx: X(p[0]), cy: Y(p[1]), r: 2.5, fill: se.color }));
   }
-  return h("figure", { class: "chart card" }, h("figcaption", {}, h("strong", {}, title), opts && opts.note ? h("span", { class: "muted" }, ` — ${opts.note}`) : null),
+  return h("figure", { class: "chart card", id: opts && opts.id }, h("figcaption", {}, h("strong", {}, title), opts && opts.note ? h("span", { class: "muted" }, ` — ${opts.note}`) : null),
     svg, h("div", { class: "legend" }, series.map((se) => h("span", {}, h("i", { style: `background:${se.color}` }), se.name))));
 }
-function bucketize(events, bucketMs) {
-  const m = new Map();
-  for (const [t, n] of events) { const k = Math.floor(t / bucketMs) * bucketMs; m.set(k, (m.get(k) || 0) + n); }
-  return [...m.entries()].sort((a, b) => a[0] - b[0]);
-}
-async function statsPage() {
-  const [st, runs] = await Promise.all([guarded(() => api("GET", "/v1/stats")), guarded(() => api("GET", "/v1/runs?limit=100"))]);
+async function statsPage(span) {
+  span = span === "1h" ? "1h" : "24h";
+  const st = await guarded(() => api("GET", `/v1/stats?window=${span}`));
   const nodes = [];
   if (st) {
     nodes.push(h("div", { class: "stats" }, h("div", {}, h("b", {}, st.jobs), "jobs"), h("div", {}, h("b", {}, st.pages), "pages read"),
       h("div", {}, h("b", {}, st.input_tokens + st.output_tokens), "tokens"),
       Object.entries(st.tasks || {}).map(([k, v]) => h("div", {}, h("b", {}, v), `items ${k}`))));
+    const m = st.month || {};
+    nodes.push(h("section", { class: "card", id: "usage", "aria-labelledby": "h-usage" }, h("h2", { id: "h-usage" }, "Your usage and budget"),
+      h("div", { class: "stats" }, figure("month_tokens", num((m.input_tokens || 0) + (m.output_tokens || 0)), `tokens this month (${num(m.runs)} runs)`),
+        figure("month_cost", money(m.cost, m.currency), "spent this month"),
+        figure("budget", m.budget === null || m.budget === undefined ? "none" : money(m.budget, m.currency), "monthly budget"),
+        figure("remaining", m.remaining === null || m.remaining === undefined ? "no limit" : money(m.remaining, m.currency), "budget left"),
+        figure("total_cost", money(st.cost, st.currency), "spent all time"))));
   }
-  // Over time, per stage: the API's series when it has them (stats.series), else derived from runs' finish times.
-  const series = st && Array.isArray(st.series) ? st.series : null;
-  if (series && series.length) {
-    const palette = ["#0b5cad", "#b42318", "#1a7f37", "#9a6700", "#6e40c9"];
-    const byStage = {};
-    for (const p of series) {
-      const key = p.stage || "all";
-      (byStage[key] = byStage[key] || { done: [], failed: [] });
-      byStage[key].done.push([Date.parse(p.at || p.t), p.completed ?? p.done ?? 0]);
-      byStage[key].failed.push([Date.parse(p.at || p.t), p.failed ?? 0]);
+  // Over time, per stage: completed and failed per interval, from the API's series (by items' finish times).
+  const se = st && st.series;
+  if (se) {
+    const pick = (w, label) => h("a", { class: "button", href: `#/stats/${w}`, "aria-current": w === span ? "true" : null }, label);
+    nodes.push(h("h2", {}, "Over time"), h("div", { class: "row", role: "group", "aria-label": "Time window" }, pick("1h", "Last hour (5 min)"), pick("24h", "Last 24 hours (1 h)")));
+    const charts = h("div", { id: "charts" });
+    for (const stage of se.stages) {
+      const at = (b) => Date.parse(b.start);
+      const done = stage.buckets.reduce((a, b) => a + b.completed, 0), failed = stage.buckets.reduce((a, b) => a + b.failed, 0);
+      const every = se.interval_s >= 3600 ? `${se.interval_s / 3600} h` : `${se.interval_s / 60} min`;
+      charts.append(lineChart(`${stage.stage}: ${stage.unit} per ${every}`, [
+        { name: "completed", color: "#0b5cad", points: stage.buckets.map((b) => [at(b), b.completed]) },
+        { name: "failed", color: "#b42318", points: stage.buckets.map((b) => [at(b), b.failed]) },
+      ], { note: `${done} completed, ${failed} failed`, id: `chart-${stage.stage}` }));
     }
-    const stages = Object.keys(byStage);
-    nodes.push(lineChart("Throughput per stage", stages.map((k, i) => ({ name: k, color: palette[i % 5], points: byStage[k].done }))));
-    nodes.push(lineChart("Failures per stage", stages.map((k, i) => ({ name: k, color: palette[i % 5], points: byStage[k].failed }))));
-  } else if (runs) {
-    const fin = runs.items.filter((r) => r.finished_at);
-    const span = fin.length ? Date.now() - Math.min(...fin.map((r) => Date.parse(r.finished_at))) : 0;
-    const bucket = span > 2 * 86400e3 ? 3600e3 : span > 3 * 3600e3 ? 600e3 : 60e3;
-    const done = bucketize(fin.map((r) => [Date.parse(r.finished_at), r.counters.completed]), bucket);
-    const failed = bucketize(fin.map((r) => [Date.parse(r.finished_at), r.counters.failed]), bucket);
-    nodes.push(fin.length ? lineChart("Extract stage: items per interval", [{ name: "completed", color: "#0b5cad", points: done }, { name: "failed", color: "#b42318", points: failed }], { note: "from the last 100 runs" })
-      : h("p", { class: "muted" }, "No finished runs yet: charts appear after the first one."));
+    nodes.push(charts);
   }
   if (st && st.queues && st.queues.length) {
     nodes.push(h("h2", {}, "Queues"), h("div", { class: "scroll" }, h("table", { "aria-label": "Queues" },
@@ -589,7 +669,7 @@ async function route() {
     else if (a === "runs" && b) await runPage(b);
     else if (a === "automations") await automationsPage();
     else if (a === "dead-letters") await deadLettersPage();
-    else if (a === "stats") await statsPage();
+    else if (a === "stats") await statsPage(b);
     else if (a === "api") await apiPage();
     else await jobsPage();
   } catch (err) { showError(err); }
