@@ -22,6 +22,19 @@ from common.api.schemas import ErrorOut
 
 _PARAM = re.compile(r"{([^}]+)}")
 REF = "#/components/schemas/{model}"
+SSE_EVENT: dict[str, object] = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {
+        "event": {"type": "string", "enum": ["progress", "done", "error"]},
+        "id": {"type": "string"},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "contentSchema": {"$ref": "#/components/schemas/OperationOut"},
+        },
+    },
+}
 _REASONS = {
     400: "Bad request",
     401: "Missing or invalid bearer token",
@@ -124,7 +137,9 @@ def build(routes: Sequence[Route]) -> dict[str, Any]:  # noqa: C901 (split pendi
         if r.reply == "sse":
             responses["200"] = {
                 "description": "Server-Sent Events: 'progress' events, then one 'done' event",
-                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                # One parsed event (OpenAPI 3.1 reads ``schema`` per event, as 3.2's itemSchema):
+                # its data is an OperationOut as JSON ('error': the operation is gone).
+                "content": {"text/event-stream": {"schema": SSE_EVENT}},
             }
         elif r.reply == "file":
             responses["200"] = {
