@@ -23,6 +23,7 @@ from common.ports.clock import Clock
 from common.ports.embedder import Embedder
 from common.ports.extractor import Extractor
 from common.ports.search_index import SearchIndex
+from common.ports.sheets import Sheets
 from common.ports.textmodel import TextModel
 from common.service.context import Deps, TopologySender
 from common.topology import Topology
@@ -136,6 +137,8 @@ def _gcp(
         google_auth=google_auth,
         search_index_factory=lambda: _firestore_index(settings),
         embedder_factory=lambda model: embedder_for(model, settings, built),
+        named_text_model_factory=lambda model: text_model(settings, built, model=model),
+        sheets_factory=lambda source: sheets_for(source, settings, built),
         drive=_drive(),
         destinations=_destinations(),
         queues=PubSubQueues(project, publisher, sources=_dead_letter_sources(settings, topo)),
@@ -204,6 +207,8 @@ def _local(
         search_index_factory=lambda: _sqlite_index(settings),
         embedder_factory=lambda model: embedder_for(model, settings, built),
         text_model_factory=None if settings.text_model == "none" else (lambda: text_model(settings, built)),
+        named_text_model_factory=lambda model: text_model(settings, built, model=model),
+        sheets_factory=lambda source: sheets_for(source, settings, built),
         drive=_drive(),
         destinations=_destinations(),
     )
@@ -361,6 +366,29 @@ def text_model(settings: Settings, deps: Deps, *, model: str | None = None) -> T
         hint="Set SLUICE_TEXT_MODEL=gemini (with SLUICE_PROJECT) or SLUICE_TEXT_MODEL=openai "
         "with SLUICE_OPENAI_BASE_URL and SLUICE_OPENAI_MODEL.",
     )
+
+
+def sheets_for(source: str, settings: Settings, deps: Deps) -> Sheets:
+    """Local CSV/XLSX files on the embedded backend; otherwise Google Sheets with the owner's OAuth grant."""
+    from common.core.enrich import is_local_table
+
+    if is_local_table(source):
+        if settings.backend != "local":
+            raise ConfigError(
+                f"{source} is a local file; the {settings.backend} backend reads Google Sheets only",
+                hint="Give a Google Sheet's URL or id, or use the embedded backend (SLUICE_BACKEND=local).",
+            )
+        from common.adapters.local.table_files import LocalTables
+
+        return LocalTables()
+    if deps.google_auth is None:
+        raise ConfigError(
+            "Google Sheets need an OAuth client",
+            hint="Set SLUICE_GOOGLE_CLIENT_ID and SLUICE_GOOGLE_CLIENT_SECRET, then connect Google (sluice connect).",
+        )
+    from common.adapters.google.sheets import GoogleSheets
+
+    return GoogleSheets(deps.google_auth, deps.clock)
 
 
 def _sqlite_index(settings: Settings) -> SearchIndex:

@@ -16,7 +16,7 @@
 locals {
   function_access = {
     api = {
-      publishes      = ["run.start", "ingest.start", "audit.start", "drive.import", "gmail.import"]
+      publishes      = ["run.start", "ingest.start", "audit.start", "enrich.start", "drive.import", "gmail.import"]
       buckets        = { uploads = ["roles/storage.objectCreator", "roles/storage.objectViewer"], exports = ["roles/storage.objectViewer"] }
       secrets        = ["oauth-client-secret", "token-key"]
       project_roles  = []
@@ -67,6 +67,16 @@ locals {
       enqueues_tasks = false
       signs_urls     = false
     }
+    enrich = {
+      # Fans a run out into row ranges; reads and writes the user's sheet with their OAuth grant;
+      # Gemini on Vertex AI (or an OpenAI-compatible endpoint) answers the rows.
+      publishes      = ["enrich.item", "run.deadline", "item.lease_check"]
+      buckets        = {}
+      secrets        = ["oauth-client-secret", "token-key"]
+      project_roles  = ["roles/aiplatform.user"]
+      enqueues_tasks = false
+      signs_urls     = false
+    }
     export = {
       publishes = []
       # Writes the tables; Drive and Gmail destinations act with the user's OAuth tokens.
@@ -97,7 +107,7 @@ locals {
     }
     cleanup = {
       # Re-sends stuck tasks; renews users' Gmail watches (their OAuth tokens).
-      publishes      = ["task.extract", "audit.item"]
+      publishes      = ["task.extract", "audit.item", "enrich.item"]
       buckets        = {}
       secrets        = ["oauth-client-secret", "token-key"]
       project_roles  = []

@@ -272,6 +272,11 @@ class EnrichSettings(BaseModel):
         return self.first_row if self.first_row is not None else self.header_row + 1
 
 
+def is_local_table(source: str) -> bool:
+    """Whether ``source`` names a local CSV/XLSX file rather than a Google Sheet (URL or id)."""
+    return not source.startswith(("http://", "https://")) and source.lower().endswith((".csv", ".xlsx"))
+
+
 def row_batches(first: int, last: int, size: int) -> list[tuple[int, int]]:
     """Rows ``first..last`` (inclusive) in consecutive ranges of at most ``size`` rows."""
     return [(start, min(last, start + size - 1)) for start in range(first, last + 1, size)]

@@ -32,9 +32,10 @@ from common.core.messages import ExtractTask, Message, StartRun
 from common.core.models import Job, Run, SourceFile, TaskResult, TaskUsage, WorkItem
 
 if TYPE_CHECKING:
-    from common.service.context import Context
+    from common.config import Settings
+    from common.service.context import Context, Deps
 
-BUILTIN = {"extract": "common.kinds.extract", "audit": "common.kinds.audit"}
+BUILTIN = {"extract": "common.kinds.extract", "audit": "common.kinds.audit", "enrich": "common.kinds.enrich"}
 ENV = "SLUICE_KINDS"
 
 
@@ -91,6 +92,8 @@ FanOut = Callable[[Job, Sequence[SourceFile], Any], list[ItemSpec]]
 Handle = Callable[[ItemCall], "ItemDone | SluiceError"]
 FanIn = Callable[[Run, Iterable[WorkItem]], dict[str, Any]]
 EstimateFn = Callable[[Job, Sequence[SourceFile], Any], Estimate]
+# Before a job is created: check what it needs (its model, its source) and return its settings resolved.
+Prepare = Callable[["Deps", str, Any], BaseModel]
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,13 @@ class Kind:
     run_timeout_s: float | None = None
     # How long one attempt holds an item (None: SLUICE_TASK_LEASE_S). Past it the item is dispatched again.
     item_lease_s: float | None = None
+    # Whether runs fan out over the job's uploaded documents (False: the settings say what to work on).
+    uses_uploads: bool = True
+    # Run when a job of this kind is created (API, CLI): a SluiceError here means the job is not created.
+    prepare: Prepare | None = None
+    # How many runs of this kind one owner may have working at once (None: no limit of its own);
+    # items of further runs wait ``queued`` (as under SLUICE_MAX_RUNNING_TASKS_PER_USER).
+    runs_per_user: Callable[[Settings], int] | None = None
     # Message kinds of its run start and its items; extract keeps run.start / task.extract.
     start_message: str = ""
     item_message: str = ""

@@ -24,6 +24,7 @@ from common.ports.google import Drive, ExportDestinations, GoogleAuth
 from common.ports.queues import Queues
 from common.ports.scheduler import Scheduler
 from common.ports.search_index import SearchIndex
+from common.ports.sheets import Sheets
 from common.ports.store import Store
 from common.ports.textmodel import TextModel
 from common.service import ids
@@ -76,7 +77,12 @@ class Deps:
     # Search collections: the index (built on first use) and an embedder per model name (None: lexical only).
     search_index_factory: Callable[[], SearchIndex] | None = None
     embedder_factory: Callable[[str], Embedder | None] | None = None
+    # Enrich jobs: the text model by name (None: the deployment's; ConfigError when none is configured)
+    # and the tables adapter for a source.
+    named_text_model_factory: Callable[[str | None], TextModel] | None = None
+    sheets_factory: Callable[[str], Sheets] | None = None
     _extractors: dict[str, Extractor] = field(default_factory=dict)
+    _text_models: dict[str | None, TextModel] = field(default_factory=dict)
     _search_index: SearchIndex | None = None
     _embedders: dict[str, Embedder | None] = field(default_factory=dict)
     _text_model: TextModel | None = None
@@ -93,6 +99,20 @@ class Deps:
         if name not in self._extractors:
             self._extractors[name] = self.extractor_factory(name)
         return self._extractors[name]
+
+    def named_text_model(self, model: str | None = None) -> TextModel:
+        """The text model calling ``model`` (built on first use); ConfigError when none is configured."""
+        if model not in self._text_models:
+            if self.named_text_model_factory is None:
+                raise ConfigError("no text model is configured", hint="Set SLUICE_TEXT_MODEL (gemini or openai).")
+            self._text_models[model] = self.named_text_model_factory(model)
+        return self._text_models[model]
+
+    def sheets(self, source: str) -> Sheets:
+        """The tables adapter that reaches ``source`` (a Google Sheet, or a local file on the embedded backend)."""
+        if self.sheets_factory is None:
+            raise ConfigError("no sheets adapter is configured for this backend")
+        return self.sheets_factory(source)
 
     @property
     def search_index(self) -> SearchIndex:

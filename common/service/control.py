@@ -400,3 +400,27 @@ def throttle_delay(ctx: Context, task: ExtractionTask) -> float | None:
     if running_tasks(ctx.store, task.owner, ctx.now()) < cap:
         return None
     return THROTTLE_DELAY_S + random.uniform(0.0, THROTTLE_DELAY_S / 2)
+
+
+def runs_cap_delay(ctx: Context, task: ExtractionTask, cap: int) -> float | None:
+    """Seconds ``task`` should wait because its owner already has ``cap`` other runs of its kind working.
+
+    A run is working while one of its items is held by a live attempt; the
+    task's own run never waits on itself. Like :func:`throttle_delay`, a
+    fairness bound checked before the claim, not a transaction.
+    """
+    if cap <= 0:
+        return None
+    page = ctx.store.query(
+        ExtractionTask.collection,
+        filters=[
+            Filter("owner", "==", task.owner),
+            Filter("status", "==", TaskStatus.RUNNING.value),
+            Filter("lease_until", ">", format_timestamp(ctx.now())),
+        ],
+        limit=500,
+    )
+    working = {str(s.data.get("run_id")) for s in page.items if s.data.get("kind") == task.kind}
+    if task.run_id in working or len(working) < cap:
+        return None
+    return THROTTLE_DELAY_S + random.uniform(0.0, THROTTLE_DELAY_S / 2)

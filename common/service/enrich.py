@@ -104,12 +104,13 @@ def enrich_range(
     """Fill rows ``first..last`` from where ``checkpoint`` left off (see the module docstring)."""
     cp = dict(checkpoint or {})
     done = RangeOutcome(written_through=int(cp.get("written_through", first - 1)))
+    _restore_counts(done, cp)
     pending = _pending(cp)
     if pending:
         # Answers saved by an attempt that died before (or while) writing them: write, never re-ask.
         sheet.write_rows(pending)
         done.written_through = max(done.written_through, max(w.number for w in pending))
-        save_checkpoint({"written_through": done.written_through})
+        save_checkpoint({"written_through": done.written_through, "counts": _counts(done)})
     size = settings.rows_per_call
     start = done.written_through + 1
     while start <= last:
@@ -122,10 +123,11 @@ def enrich_range(
         done.skipped += len(rows) - len(todo)
         writes = _answer(model, settings, todo, done) if todo else []
         if writes:
-            save_checkpoint({"written_through": done.written_through, "pending": _encode(writes)})
+            saved = {"written_through": done.written_through, "pending": _encode(writes), "counts": _counts(done)}
+            save_checkpoint(saved)
             sheet.write_rows(writes)
         done.written_through = end
-        save_checkpoint({"written_through": end})
+        save_checkpoint({"written_through": end, "counts": _counts(done)})
         start = end + 1
     return done
 
@@ -170,6 +172,20 @@ def _answer(model: TextModel, settings: EnrichSettings, rows: Sequence[SheetRow]
     if asking:
         log.info("rows failed after %d attempts", MAX_ATTEMPTS_PER_ROW, extra={"fields": {"rows": asking}})
     return sorted(writes, key=lambda w: w.number)
+
+
+_COUNTS = ("written", "failed", "skipped", "calls", "rows_asked", "input_tokens", "output_tokens")
+
+
+def _counts(done: RangeOutcome) -> dict[str, int]:
+    """The range's totals so far, kept in the checkpoint so an attempt that resumes reports the whole range."""
+    return {name: int(getattr(done, name)) for name in _COUNTS}
+
+
+def _restore_counts(done: RangeOutcome, cp: Mapping[str, Any]) -> None:
+    counts = cp.get("counts") or {}
+    for name in _COUNTS:
+        setattr(done, name, int(counts.get(name, 0)))
 
 
 def _error_values(columns: Sequence[OutputColumn], reason: str) -> dict[str, CellValue]:

@@ -28,6 +28,10 @@ HANDLERS: dict[str, dict[str, str]] = {
         "audit.start": "common.service.runs:fan_out_run",
         "audit.item": "common.service.runs:run_item",
     },
+    "enrich": {
+        "enrich.start": "common.service.runs:fan_out_run",
+        "enrich.item": "common.service.runs:run_item",
+    },
     "import_upload": {"blob.finalized": "common.service.uploads:register_upload"},
     "cleanup": {
         "cleanup.sweep": "common.service.cleanup:sweep",
@@ -54,16 +58,17 @@ PUBLISHES: dict[str, frozenset[str]] = {
     "export": frozenset(),
     "ingest": frozenset({"ingest.document"}),
     "audit": frozenset({"audit.item", "export.run", "run.deadline", "item.lease_check"}),
+    "enrich": frozenset({"enrich.item", "run.deadline", "item.lease_check"}),
     "import_upload": frozenset(),
     # task.extract (and other kinds' item messages): stuck or stalled items dispatched again.
-    "cleanup": frozenset({"task.extract", "audit.item"}),
+    "cleanup": frozenset({"task.extract", "audit.item", "enrich.item"}),
     "import_drive": frozenset({"drive.import", "drive.file"}),
     # automation.imported: an import's continuation (Operation.then) set by an automation.
     "import_gmail": frozenset({"gmail.message", "automation.imported"}),
     # gmail.notification: itself again, when one history listing stopped at its page bound.
     "automation": frozenset({"gmail.import", "run.start", "gmail.notification"}),
     # Commands (CLI, API) that start work.
-    "commands": frozenset({"run.start", "ingest.start", "audit.start"}),
+    "commands": frozenset({"run.start", "ingest.start", "audit.start", "enrich.start"}),
 }
 
 Handler = Callable[[Any, Any], object]

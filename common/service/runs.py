@@ -152,19 +152,23 @@ def _fail_start(run: Run, err: PermanentError, ctx: Context) -> Run:
 def _fan_out(run: Run, kind: Kind, ctx: Context) -> Run:
     now = ctx.now()
     job = run.frozen(repo.require(ctx.store, Job, run.job_id)[0])
-    files = list(
-        repo.scan(
-            ctx.store,
-            SourceFile,
-            filters=[
-                Filter("job_id", "==", job.id),
-                Filter("status", "==", FileStatus.UPLOADED.value),
-                # Archives are kept for audit; their members are the documents.
-                Filter("file_type", "==", FileType.DOCUMENT.value),
-            ],
+    files = (
+        []
+        if not kind.uses_uploads
+        else list(
+            repo.scan(
+                ctx.store,
+                SourceFile,
+                filters=[
+                    Filter("job_id", "==", job.id),
+                    Filter("status", "==", FileStatus.UPLOADED.value),
+                    # Archives are kept for audit; their members are the documents.
+                    Filter("file_type", "==", FileType.DOCUMENT.value),
+                ],
+            )
         )
     )
-    if not files:
+    if kind.uses_uploads and not files:
         err = PermanentError(
             f"job {job.id} has no uploaded files to extract",
             hint="Upload or import files, then start a run.",
@@ -239,7 +243,7 @@ def _waits(task: WorkItem, version: str, run: Run, kind: Kind, ctx: Context, cla
     if run.status is RunStatus.PAUSED:
         log.info("run is paused; the task waits for resume")
         return True
-    if claim is Claim.START and (delay := control.throttle_delay(ctx, task)) is not None:
+    if claim is Claim.START and (delay := _throttle(ctx, task, kind)) is not None:
         # The owner is at the cap of running items: the item is queued (no
         # attempt is counted) and tried again shortly.
         log.info("owner at the running-task cap; task throttled", extra=fields(kind="throttled", delay_s=delay))
@@ -248,6 +252,14 @@ def _waits(task: WorkItem, version: str, run: Run, kind: Kind, ctx: Context, cla
         ctx.send(kind.item(task), delay_s=delay, priority=run.priority)
         return True
     return False
+
+
+def _throttle(ctx: Context, task: WorkItem, kind: Kind) -> float | None:
+    """The wait imposed by the owner's cap on running items, or by the kind's cap on working runs."""
+    delay = control.throttle_delay(ctx, task)
+    if delay is None and kind.runs_per_user is not None:
+        delay = control.runs_cap_delay(ctx, task, kind.runs_per_user(ctx.settings))
+    return delay
 
 
 def _run_item(task: WorkItem, version: str, run: Run, kind: Kind, ctx: Context) -> None:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel
+
 from common import kinds
 from common.api import schemas as s
 from common.api.call import Call, Reply, Result, Route
 from common.api.errors import ApiError, not_found
 from common.api.routes._shared import E404, E_BODY, E_STATE, busy_as_409, mine, owned, page, route
-from common.core.errors import NotFound
+from common.core.errors import ConfigError, NotFound, PermanentError
 from common.core.models import (
     Job,
     format_timestamp,
@@ -25,7 +27,11 @@ SCAN_BUDGET = 2000
 
 def create_job(call: Call) -> Result:
     body = call.body_as(s.JobCreate)
-    kind_settings = kinds.get(body.kind).validate_settings(body.settings).model_dump(mode="json")
+    kind = kinds.get(body.kind)
+    validated = kind.validate_settings(body.settings)
+    if kind.prepare is not None:
+        validated = _prepared(call, kind, validated)
+    kind_settings = validated.model_dump(mode="json")
     if body.fields is not None:
         fields = body.fields
     elif body.preset is None:
@@ -55,6 +61,17 @@ def create_job(call: Call) -> Result:
         guard=call.guard(reply),
     )
     return reply(job)
+
+
+def _prepared(call: Call, kind: kinds.Kind, settings: BaseModel) -> BaseModel:
+    """The kind's checks before a job exists (its model, its source): 422 with the hint when they fail."""
+    assert kind.prepare is not None
+    try:
+        return kind.prepare(call.deps, call.owner, settings)
+    except ConfigError as exc:
+        raise ApiError(422, "not_configured", exc.message, details={"hint": exc.hint}) from exc
+    except PermanentError as exc:
+        raise ApiError(422, exc.code, exc.message, details={"hint": exc.hint}) from exc
 
 
 def list_jobs(call: Call) -> Result:
