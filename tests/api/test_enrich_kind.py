@@ -7,12 +7,16 @@ from __future__ import annotations
 import csv
 import threading
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from common.adapters.local.table_files import output_path
+from common.core.models import Run, WorkItem
+from common.core.states import TaskStatus
+from common.service import repo
 from tests.api.conftest import Env, Keys, build_env
 from tests.fakes.openai_chat import FakeOpenAI, RowModel
 
@@ -143,3 +147,47 @@ def test_pause_mid_range_then_resume_writes_every_row_once_and_asks_no_row_twice
     assert model.twice() == []
     assert sorted(model.answered) == list(range(2, ROWS + 2))
     assert all(_written(src).values())
+
+
+def _working_run(env: Env, owner: str, n: int, kind: str = "enrich") -> WorkItem:
+    """An item of another run of ``owner``, held by a live attempt (a sheet being worked on)."""
+    now = env.p.deps.clock.now()
+    item = WorkItem(
+        id=f"task_other_{kind}_{n}",
+        owner=owner,
+        run_id=f"run_other_{kind}_{n}",
+        job_id=f"job_other_{n}",
+        kind=kind,
+        file_id=f"rows-{n}",
+        file_name=f"rows {n}",
+        status=TaskStatus.RUNNING,
+        attempts=1,
+        lease_until=now + timedelta(hours=1),
+        created_at=now,
+        updated_at=now,
+    )
+    env.p.deps.store.set(WorkItem.collection, item.id, item.model_dump(mode="json"))
+    return item
+
+
+def test_an_owners_fourth_sheet_waits_queued_until_one_of_three_finishes(
+    tmp_path: Path, keys: Keys, fake: FakeOpenAI
+) -> None:
+    model = RowModel(_category)
+    fake.default = model
+    env = _env(tmp_path, keys, fake)
+    run = _start(env, _settings(_csv(tmp_path, rows=10)))
+    owner = repo.require(env.p.deps.store, Run, run["id"])[0].owner
+    others = [_working_run(env, owner, n) for n in range(3)]
+    _working_run(env, "someone-else", 9)  # another owner's sheet does not count
+    _working_run(env, owner, 8, kind="wordcount")  # nor does another kind's run
+    env.drain(max_deliveries=6)
+    items = env.alice.get(f"/v1/runs/{run['id']}/tasks").get_json()["items"]
+    assert [i["status"] for i in items] == ["queued"] and items[0]["attempts"] == 0
+    assert model.calls == 0
+
+    done = others[0].model_copy(update={"status": TaskStatus.COMPLETED, "lease_until": None})
+    env.p.deps.store.set(WorkItem.collection, done.id, done.model_dump(mode="json"))
+    env.drain(advance_clock=True)
+    assert env.alice.get(f"/v1/runs/{run['id']}").get_json()["status"] == "completed"
+    assert sorted(model.answered) == list(range(2, 12))
