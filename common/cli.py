@@ -58,6 +58,7 @@ def _version() -> str:
 
 def _parser() -> argparse.ArgumentParser:
     from common.cli_admin import add_admin_commands
+    from common.cli_enrich import add_enrich_command
     from common.cli_run import add_run_command
     from common.cli_search import add_search_commands
 
@@ -72,6 +73,7 @@ def _parser() -> argparse.ArgumentParser:
 
     add_run_command(sub, _schema_args)
     add_search_commands(sub)
+    add_enrich_command(sub)
 
     exp = sub.add_parser("export", help="export a completed run again, in a format, to a destination")
     exp.add_argument(
