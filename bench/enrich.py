@@ -1,0 +1,294 @@
+"""Sheet enrichment under a model quota, with the worker killed (-9) three times mid-run.
+
+Three sheets × ``--rows`` rows (5,000 by default) are enriched at once by one
+``sluice serve`` process (the API and every stage worker, embedded backend).
+The sheets are **local CSV files** (the embedded backend's adapter behind the
+same sheets port as Google Sheets); the model is a fake OpenAI-compatible
+server in this process with ``--latency-ms`` (50) per call and a quota of
+``--rpm`` (1,200) requests a minute, enforced server-side (a 429 past it) and
+paced client-side by the shared rate limiter (``SLUICE_OPENAI_RPM``). Several
+rows go into one model call (``--rows-per-call``, 20): one structured answer
+with one validated entry per row.
+
+The worker process is killed with SIGKILL ``--kills`` times (3) at evenly
+spaced points of the model calls, and started again on the same data
+directory each time. A call the worker was waiting on when it died is never
+answered (its caller is gone: the fake drops the answer and does not count
+it); any row the fake answered twice is counted as a duplicate. Every row
+of every output file is checked against the answer its own row gets.
+
+Prints per-sheet rows/min (wall clock from run start to completion, kills and
+restarts included), model calls, rows per call, duplicates, 429s, job-create
+p99 (``--creates`` creates through the API) and run-status p99 (polled
+during the run); the last line is one JSON object.
+
+    .venv/bin/python bench/enrich.py [--rows 5000] [--kills 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import csv
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from common.adapters.local.table_files import output_path
+from tests.fakes.openai_chat import ChatRequest, FakeOpenAI, Reply, RowModel, error, too_many_requests
+
+REPO = Path(__file__).resolve().parent.parent
+SHEETS = 3
+
+
+def _answer(number: int, text: str) -> dict[str, Any]:
+    return {"category": "food" if "bread" in text else "tools"}
+
+
+def _expected(i: int) -> str:
+    return "food" if i % 2 else "tools"
+
+
+def _csv(path: Path, rows: int, sheet: int) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["name", "price"])
+        for i in range(rows):
+            # The sheet's number is in every row's text: rows are counted per (sheet, row).
+            w.writerow([f"s{sheet} bread {i}" if i % 2 else f"s{sheet} hammer {i}", i])
+
+
+class QuotaModel:
+    """The fake model: ``latency_s`` per call, ``rpm`` calls per sliding minute (429 past it), answers counted
+    only when the worker that asked is still alive (a generation number moves at each kill)."""
+
+    def __init__(self, latency_s: float, rpm: int) -> None:
+        self.rows = RowModel(self._answer)
+        self.answered: collections.Counter[tuple[str, int]] = collections.Counter()
+        self.latency_s = latency_s
+        self.rpm = rpm
+        self.generation = 0
+        self.calls = self.rejected = self.lost = 0
+        self._recent: collections.deque[float] = collections.deque()
+        self._lock = threading.Lock()
+
+    def _answer(self, number: int, text: str) -> dict[str, Any]:
+        sheet = text.split("Product: ", 1)[-1].split(" ", 1)[0]
+        with self._lock:
+            self.answered[(sheet, number)] += 1
+        return _answer(number, text)
+
+    def duplicates(self) -> int:
+        with self._lock:
+            return sum(1 for k in self.answered.values() if k > 1)
+
+    def __call__(self, req: ChatRequest) -> Reply:
+        asked_in = self.generation
+        now = time.monotonic()
+        with self._lock:
+            while self._recent and now - self._recent[0] >= 60.0:
+                self._recent.popleft()
+            if len(self._recent) >= self.rpm:
+                self.rejected += 1
+                return too_many_requests(retry_after="2")
+            self._recent.append(now)
+        time.sleep(self.latency_s)
+        if self.generation != asked_in:
+            with self._lock:
+                self.lost += 1
+            return error(500, "the caller is gone")
+        with self._lock:
+            self.calls += 1
+        return self.rows(req)  # the answer counts rows (self._answer) outside the lock
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Worker:
+    """``sluice serve`` as a subprocess on one data directory, started again after each kill."""
+
+    def __init__(self, data: Path, env: dict[str, str]) -> None:
+        self.data, self.env = data, env
+        self.port = _free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        cmd = [sys.executable, "-m", "common.cli", "serve", "--port", str(self.port), "--data-dir", str(self.data)]
+        cmd += ["--dev-identity", "bench"]
+        log = open(self.data.parent / "serve.log", "ab")  # noqa: SIM115 - the child owns it
+        self.proc = subprocess.Popen(cmd, cwd=REPO, env=self.env, stdout=log, stderr=log)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"{self.url}/v1/jobs", timeout=2).read()
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("sluice serve did not come up; see serve.log")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=60)
+
+
+def _call(url: str, method: str = "GET", body: Any = None) -> tuple[float, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method, headers={"content-type": "application/json"})
+    t0 = time.perf_counter()
+    with urllib.request.urlopen(req, timeout=30) as r:
+        out = json.loads(r.read() or b"null")
+    return (time.perf_counter() - t0) * 1000, out
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1) if ordered else 0.0
+
+
+def _settings(src: Path, rows_per_call: int) -> dict[str, Any]:
+    return {
+        "source": str(src),
+        "prompt": "Product: {name} at {price}",
+        "outputs": [{"name": "category", "type": "enum", "values": ["food", "tools"]}],
+        "rows_per_call": rows_per_call,
+        "rows_per_item": 500,
+    }
+
+
+def _check(src: Path, rows: int) -> int:
+    """Rows of the output whose cell is not their own row's answer (0: every row written, and right)."""
+    with open(output_path(src), newline="") as f:
+        got = [r["category"] for r in csv.DictReader(f)]
+    return sum(1 for i in range(rows) if i >= len(got) or got[i] != _expected(i))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, default=5000)
+    ap.add_argument("--kills", type=int, default=3)
+    ap.add_argument("--latency-ms", type=float, default=50.0)
+    ap.add_argument("--rpm", type=int, default=1200)
+    ap.add_argument("--rows-per-call", type=int, default=20)
+    ap.add_argument("--creates", type=int, default=30)
+    args = ap.parse_args()
+    model = QuotaModel(args.latency_ms / 1000, args.rpm)
+    with tempfile.TemporaryDirectory(prefix="sluice-bench-enrich-") as tmp, FakeOpenAI() as fake:
+        fake.default = model
+        root = Path(tmp)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
+        env.update(
+            PYTHONPATH=str(REPO),
+            SLUICE_TEXT_MODEL="openai",
+            SLUICE_OPENAI_BASE_URL=fake.base_url,
+            SLUICE_OPENAI_MODEL="fake",
+            SLUICE_OPENAI_RPM=str(args.rpm),
+            SLUICE_LOG_LEVEL="WARNING",
+        )
+        worker = Worker(root / "data", env)
+        worker.start()
+        api = f"{worker.url}/v1"
+        sources = []
+        for n in range(SHEETS):
+            src = root / f"sheet{n}.csv"
+            _csv(src, args.rows, n)
+            sources.append(src)
+        create_ms: list[float] = []
+        jobs = []
+        for i in range(max(args.creates, SHEETS)):
+            src = sources[i % SHEETS]
+            ms, job = _call(
+                f"{api}/jobs",
+                "POST",
+                {"name": src.name, "kind": "enrich", "settings": _settings(src, args.rows_per_call)},
+            )
+            create_ms.append(ms)
+            if i < SHEETS:
+                jobs.append(job)
+        started = time.monotonic()
+        runs = [_call(f"{api}/jobs/{j['id']}/runs", "POST", {})[1] for j in jobs]
+        done_at: dict[str, float] = {}
+        status_ms: list[float] = []
+        total_calls = SHEETS * -(-args.rows // args.rows_per_call)
+        kill_at = [total_calls * (k + 1) // (args.kills + 1) for k in range(args.kills)]
+        kills = 0
+        while len(done_at) < SHEETS:
+            if kills < len(kill_at) and model.calls >= kill_at[kills]:
+                model.generation += 1
+                worker.kill()
+                kills += 1
+                print(f"kill -9 #{kills} after {model.calls} model calls", file=sys.stderr)
+                worker.start()
+            for run in runs:
+                if run["id"] in done_at:
+                    continue
+                try:
+                    ms, got = _call(f"{api}/runs/{run['id']}")
+                except OSError:
+                    continue
+                status_ms.append(ms)
+                if got["status"] in ("completed", "failed", "cancelled"):
+                    done_at[run["id"]] = time.monotonic()
+                    if got["status"] != "completed":
+                        print(f"run {run['id']} ended {got['status']}: {got.get('error')}", file=sys.stderr)
+            time.sleep(0.1)
+        worker.stop()
+        per_sheet = [round(args.rows / ((done_at[r["id"]] - started) / 60), 1) for r in runs]
+        wrong = sum(_check(src, args.rows) for src in sources)
+        figures = {
+            "sheets": SHEETS,
+            "rows_per_sheet": args.rows,
+            "source": "local CSV files (embedded backend)",
+            "kills": kills,
+            "rows_per_min_per_sheet": per_sheet,
+            "min_rows_per_min_per_sheet": min(per_sheet),
+            "target_rows_per_min_per_sheet": 1000,
+            "model_calls": model.calls,
+            "rows_per_call": round(sum(model.answered.values()) / max(model.calls, 1), 2),
+            "rows_answered": len(model.answered),
+            "duplicates": model.duplicates(),
+            "rows_wrong_or_missing": wrong,
+            "calls_lost_at_kills": model.lost,
+            "quota_rpm": args.rpm,
+            "quota_429s": model.rejected,
+            "latency_ms": args.latency_ms,
+            "job_create_p99_ms": _pct(create_ms, 0.99),
+            "job_creates": len(create_ms),
+            "status_p99_ms": _pct(status_ms, 0.99),
+            "status_polls": len(status_ms),
+            "wall_s": round(max(done_at.values()) - started, 1),
+        }
+    for sheet, rate in enumerate(per_sheet):
+        print(f"sheet {sheet}: {rate} rows/min")
+    print(
+        f"model calls {figures['model_calls']}, rows/call {figures['rows_per_call']}, "
+        f"duplicates {figures['duplicates']}, wrong or missing rows {wrong}, 429s {model.rejected}"
+    )
+    print(f"job create p99 {figures['job_create_p99_ms']} ms, status p99 {figures['status_p99_ms']} ms")
+    print(json.dumps(figures))
+    return 0 if figures["duplicates"] == 0 and wrong == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
