@@ -76,6 +76,8 @@ class QuotaModel:
     def __init__(self, latency_s: float, rpm: int) -> None:
         self.rows = RowModel(self._answer)
         self.answered: collections.Counter[tuple[str, int]] = collections.Counter()
+        self.first_answer: dict[tuple[str, int], float] = {}
+        self.kill_times: list[float] = []
         self.latency_s = latency_s
         self.rpm = rpm
         self.generation = 0
@@ -87,7 +89,18 @@ class QuotaModel:
         sheet = text.split("Product: ", 1)[-1].split(" ", 1)[0]
         with self._lock:
             self.answered[(sheet, number)] += 1
+            self.first_answer.setdefault((sheet, number), time.monotonic())
         return _answer(number, text)
+
+    def duplicate_gaps(self) -> list[float]:
+        """For each row answered twice: seconds from its first answer to the next kill (how close to a kill)."""
+        gaps = []
+        for key, n in self.answered.items():
+            if n > 1:
+                at = self.first_answer[key]
+                later = [k for k in self.kill_times if k >= at]
+                gaps.append(round(min(later) - at, 3) if later else float("inf"))
+        return gaps
 
     def duplicates(self) -> int:
         with self._lock:
@@ -236,6 +249,7 @@ def main() -> int:
         while len(done_at) < SHEETS:
             if kills < len(kill_at) and model.calls >= kill_at[kills]:
                 model.generation += 1
+                model.kill_times.append(time.monotonic())
                 worker.kill()
                 kills += 1
                 print(f"kill -9 #{kills} after {model.calls} model calls", file=sys.stderr)
@@ -268,6 +282,7 @@ def main() -> int:
             "rows_per_call": round(sum(model.answered.values()) / max(model.calls, 1), 2),
             "rows_answered": len(model.answered),
             "duplicates": model.duplicates(),
+            "duplicates_max_s_before_a_kill": max(model.duplicate_gaps(), default=0.0),
             "rows_wrong_or_missing": wrong,
             "calls_lost_at_kills": model.lost,
             "quota_rpm": args.rpm,
@@ -276,6 +291,7 @@ def main() -> int:
             "job_create_p99_ms": _pct(create_ms, 0.99),
             "job_creates": len(create_ms),
             "status_p99_ms": _pct(status_ms, 0.99),
+            "status_p50_ms": _pct(status_ms, 0.5),
             "status_polls": len(status_ms),
             "wall_s": round(max(done_at.values()) - started, 1),
         }

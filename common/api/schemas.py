@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from common.core.cost import Estimate, Usage
+from common.core.errors import PermanentError
 from common.core.models import (
     Automation,
     Destination,
@@ -253,11 +254,21 @@ class CountersOut(Out):
     remaining: int
 
 
+def _unit(kind: str) -> str:
+    from common import kinds
+
+    try:
+        return kinds.get(kind).unit
+    except PermanentError:  # a kind this deployment no longer has
+        return "items"
+
+
 class RunOut(Out):
     id: str
     job_id: str
     run_number: int
     kind: str = "extract"
+    unit: str = Field(default="documents", description="What the kind's work counts (documents, rows, ...).")
     outputs: dict[str, Any] | None = Field(
         default=None, description="What the kind's fan-in made of the run's items (set when it completes)."
     )
@@ -289,6 +300,7 @@ class RunOut(Out):
             job_id=run.job_id,
             run_number=run.run_number,
             kind=run.kind,
+            unit=_unit(run.kind),
             outputs=run.outputs,
             deadline_at=run.deadline_at,
             status=run.status,

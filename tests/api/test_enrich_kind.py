@@ -87,6 +87,7 @@ def test_an_enrich_job_fills_every_row_in_ranges_and_reports_row_counts(
     env.drain(advance_clock=True)
     got = env.alice.get(f"/v1/runs/{run['id']}").get_json()
     items = env.alice.get(f"/v1/runs/{run['id']}/tasks").get_json()["items"]
+    assert got["unit"] == "rows"
     assert got["status"] == "completed", [(i["status"], i.get("error"), i.get("history")) for i in items]
     assert got["counters"]["total"] == 3  # rows 2-21, 22-41, 42-46
     assert got["outputs"]["rows_written"] == ROWS and got["outputs"]["rows_failed"] == 0
