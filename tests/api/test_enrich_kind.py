@@ -131,7 +131,8 @@ def test_pause_mid_range_then_resume_writes_every_row_once_and_asks_no_row_twice
 
     model = RowModel(answer)
     fake.default = model
-    run = _start(env, _settings(src, rows_per_item=50))
+    # overwrite: filled rows are not skipped, so only the checkpoint keeps written rows from the model.
+    run = _start(env, _settings(src, rows_per_item=50, overwrite=True))
     holder["run"] = run["id"]
     env.drain(advance_clock=True)
     got = env.alice.get(f"/v1/runs/{run['id']}").get_json()

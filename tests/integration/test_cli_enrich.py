@@ -137,7 +137,10 @@ def test_kill_9_mid_run_then_the_same_command_writes_every_row_once_and_asks_no_
         return model(req)
 
     fake.default = responder
-    proc = subprocess.Popen(_cmd(src), cwd=tmp_path, env=_env(fake), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # One range (one item): calls are sequential, so the ninth call is the only one in flight at the kill.
+    # --overwrite: filled rows are not skipped, so only the checkpoint keeps written rows from the model.
+    cmd = _cmd(src, "--rows-per-item", str(ROWS), "--overwrite")
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=_env(fake), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     holder["proc"] = proc
     proc.wait(timeout=120)
     assert proc.returncode == -signal.SIGKILL
@@ -145,7 +148,7 @@ def test_kill_9_mid_run_then_the_same_command_writes_every_row_once_and_asks_no_
     assert len(answered_before) == 8 * 5  # eight calls of five rows answered before the kill
     assert 0 < len([v for v in _written(src).values() if v]) < ROWS
 
-    res = subprocess.run(_cmd(src), cwd=tmp_path, env=_env(fake), capture_output=True, text=True, timeout=180)
+    res = subprocess.run(cmd, cwd=tmp_path, env=_env(fake), capture_output=True, text=True, timeout=180)
     assert res.returncode == 0, res.stderr
     assert "resuming run 1" in res.stderr
     assert _written(src) == _expected(), "every row written, with its own answer"
