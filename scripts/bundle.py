@@ -47,6 +47,7 @@ FUNCTION_REQUIREMENTS: Final[dict[str, tuple[str, ...]]] = {
     "api": ("pyjwt", *GOOGLE_APIS),
     "automation": GOOGLE_APIS,
     "cleanup": GOOGLE_APIS,
+    "enrich": ("google-genai", *GOOGLE_APIS),
     "export": ("xlsxwriter", *GOOGLE_APIS),
     "extract": ("pypdfium2", "pypdf", "google-genai"),
     # Audits render pages (pypdfium2) and match logos (OpenCV); grammar calls Gemini.
