@@ -384,7 +384,8 @@ def sheets_for(source: str, settings: Settings, deps: Deps) -> Sheets:
     if deps.google_auth is None:
         raise ConfigError(
             "Google Sheets need an OAuth client",
-            hint="Set SLUICE_GOOGLE_CLIENT_ID and SLUICE_GOOGLE_CLIENT_SECRET, then connect Google (sluice connect).",
+            hint="Set SLUICE_GOOGLE_CLIENT_ID and SLUICE_GOOGLE_CLIENT_SECRET, then connect Google "
+            "(POST /v1/integrations/google, or the console).",
         )
     from common.adapters.google.sheets import GoogleSheets
 

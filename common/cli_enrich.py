@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from common.cli_support import EXIT_CODES, FAILED, OK, UsageError, add_common, data_dir_lock, load_settings
-from common.core.errors import SluiceError
+from common.core.errors import PermanentError, SluiceError
 
 if TYPE_CHECKING:
     from common.core.enrich import EnrichSettings
@@ -128,7 +128,10 @@ def _job(deps: Deps, wanted: EnrichSettings) -> Job:
         deps.text_model(wanted.model)  # the model may have been unset since: one line, before anything runs
         return found
     assert kind.prepare is not None
-    resolved = kind.prepare(deps, LOCAL_OWNER, wanted)
+    try:
+        resolved = kind.prepare(deps, LOCAL_OWNER, wanted)
+    except PermanentError as err:  # the prompt, the sheet or its rows: nothing ran, the command must change
+        raise UsageError(err.message, hint=err.hint) from None
     return jobs.create_job(
         deps,
         owner=LOCAL_OWNER,

@@ -95,6 +95,16 @@ def test_without_a_text_model_the_command_says_so_in_one_line_and_exits_2(tmp_pa
     assert not output_path(src).exists()
 
 
+def test_a_prompt_naming_no_column_is_a_usage_error_before_anything_runs(tmp_path: Path, fake: FakeOpenAI) -> None:
+    src = _csv(tmp_path, rows=3)
+    cmd = _cmd(src)
+    cmd[cmd.index("--prompt") + 1] = "Colour: {colour}"
+    res = subprocess.run(cmd, cwd=tmp_path, env=_env(fake), capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2
+    assert "{colour}" in res.stderr and "name, price" in res.stderr
+    assert fake.requests == []
+
+
 def test_enrich_fills_every_row_shows_rows_and_is_listed_by_sluice_runs(tmp_path: Path, fake: FakeOpenAI) -> None:
     src = _csv(tmp_path, rows=30)
     model = RowModel(_answer)
