@@ -125,7 +125,7 @@ def _job(deps: Deps, wanted: EnrichSettings) -> Job:
     found = jobs.find_job_by_key(deps, owner=LOCAL_OWNER, key=key)
     kind = kinds.get("enrich")
     if found is not None:
-        deps.text_model(wanted.model)  # the model may have been unset since: one line, before anything runs
+        deps.named_text_model(wanted.model)  # the model may have been unset since: one line, before anything runs
         return found
     assert kind.prepare is not None
     try:
