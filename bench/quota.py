@@ -34,6 +34,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -92,10 +93,28 @@ def worker(data_dir: Path, base_url: str, rpm: int, workers: int) -> int:
 
     settings = _settings(data_dir, rpm)
     holder: dict[str, Deps] = {}
+    trace = _Trace()
+
+    class TracedLimiter(LeasedRateLimiter):
+        """Counts what the limiter decided (bench instrumentation, not production)."""
+
+        def acquire(self, cost: float = 1.0) -> Any:
+            trace.add("waiting", 1)
+            try:
+                got = super().acquire(cost)
+            except Exception:
+                trace.add("throttled", 1)
+                raise
+            finally:
+                trace.add("waiting", -1)
+            trace.add("granted", 1)
+            trace.add("waited_s", got.waited_s)
+            return got
 
     def factory(_name: str) -> GeminiExtractor:
         deps = holder["deps"]
-        limiter = LeasedRateLimiter(deps.store, deps.clock, key="gemini:bench:model", plan=QuotaPlan.per_minute(rpm))
+        limiter = TracedLimiter(deps.store, deps.clock, key="gemini:bench:model", plan=QuotaPlan.per_minute(rpm))
+        trace.limiter = limiter
         return GeminiExtractor(
             project="bench",
             location="europe-west1",
@@ -116,11 +135,75 @@ def worker(data_dir: Path, base_url: str, rpm: int, workers: int) -> int:
     holder["deps"] = deps
     deps.extractor("gemini").extract  # noqa: B018  (build the client before the first task)
     runtime = LocalRuntime(deps, local_bus(deps), max_workers=workers)
+    _traced_handle(runtime, trace)
     runtime.start(recover_leases=True)
+    trace.start(data_dir.parent / f"trace-{os.getpid()}.jsonl", runtime)
     print("running", flush=True)
     signal.sigwait({signal.SIGTERM})
     runtime.stop()
     return 0
+
+
+class _Trace:
+    """Samples the worker every half second into a JSON-lines file: the limiter's
+    decisions, handlers in flight, and the extract queue by state."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, float] = {}
+        self.lock = threading.Lock()
+        self.limiter: Any = None
+
+    def add(self, key: str, n: float) -> None:
+        with self.lock:
+            self.counts[key] = self.counts.get(key, 0) + n
+
+    def start(self, path: Path, runtime: Any) -> None:
+        def loop() -> None:
+            bus = runtime.bus
+            sub = next(n for n in runtime.subscriptions if n.startswith("extract"))
+            with open(path, "a") as out:
+                while True:
+                    now = time.time()
+                    rows = (
+                        bus._conn()
+                        .execute(
+                            "SELECT SUM(lease_owner IS NOT NULL AND ready_at > ?),"
+                            " SUM(lease_owner IS NULL AND ready_at <= ?), SUM(lease_owner IS NULL AND ready_at > ?)"
+                            " FROM deliveries WHERE subscription = ?",
+                            (now, now, now, sub),
+                        )
+                        .fetchone()
+                    )
+                    with self.lock:
+                        sample = dict(self.counts)
+                    lim = self.limiter
+                    sample.update(
+                        t=now,
+                        leased=rows[0] or 0,
+                        ready=rows[1] or 0,
+                        delayed=rows[2] or 0,
+                        renewals=0 if lim is None else lim.renewals,
+                        held=0 if lim is None else len(lim._lease),
+                    )
+                    out.write(json.dumps(sample) + "\n")
+                    out.flush()
+                    time.sleep(0.5)
+
+        threading.Thread(target=loop, daemon=True).start()
+
+
+def _traced_handle(runtime: Any, trace: _Trace) -> None:
+    inner = runtime.handle
+
+    def handle(function: str, delivery: Any) -> Any:
+        trace.add(f"in_{function}", 1)
+        try:
+            return inner(function, delivery)
+        finally:
+            trace.add(f"in_{function}", -1)
+            trace.add(f"handled_{function}", 1)
+
+    runtime.handle = handle
 
 
 # -- the driver -----------------------------------------------------------------------------------------
@@ -181,6 +264,17 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
+def _save_trace(path: Path, tmp: Path, t0: float, timeline: list[tuple[float, int, int]]) -> None:
+    with open(path, "w") as out:
+        for t, admitted, answered in timeline:
+            out.write(json.dumps({"src": "fake", "t": t, "admitted": admitted, "answered": answered}) + "\n")
+        for f in sorted(tmp.glob("trace-*.jsonl")):
+            for line in f.read_text().splitlines():
+                sample = json.loads(line)
+                sample.update(src=f.stem, t=round(sample["t"] - t0, 2))
+                out.write(json.dumps(sample) + "\n")
+
+
 def drive(args: argparse.Namespace) -> dict[str, Any]:
     from common.core.states import TaskStatus
 
@@ -201,6 +295,7 @@ def drive(args: argparse.Namespace) -> dict[str, Any]:
         killed_at = None
         deadline = time.time() + args.timeout
         done: list[Any] = []
+        timeline: list[tuple[float, int, int]] = []
         while time.time() < deadline:
             time.sleep(0.5)
             answered = sum(1 for _, status in fake.delivered if status == 200)
@@ -208,6 +303,9 @@ def drive(args: argparse.Namespace) -> dict[str, Any]:
                 os.kill(first.pid, signal.SIGKILL)
                 first.wait()
                 killed_at = time.time() - t0
+            timeline.append((round(time.time() - t0, 2), quota.admitted, answered))
+            if answered < args.tasks:
+                continue  # scanning 1,000 records costs CPU the worker needs: only near the end
             tasks = _tasks(data_dir, run_id, args.rpm)
             done = [t for t in tasks if t.status in terminal]
             if len(tasks) == args.tasks and len(done) == args.tasks:
@@ -217,6 +315,8 @@ def drive(args: argparse.Namespace) -> dict[str, Any]:
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(60)
         errors = log.read_text(errors="replace")[-3000:] if log.exists() else ""
+        if args.trace is not None:
+            _save_trace(args.trace, Path(tmp), t0, timeline)
     finished = [t.finished_at.timestamp() for t in done if t.finished_at is not None]
     makespan = (max(finished) - t0) if finished else float("nan")
     answers: dict[str, int] = {}
@@ -267,6 +367,7 @@ def main() -> int:
     ap.add_argument("--no-kill", dest="kill", action="store_false", default=None)
     ap.add_argument("--stress", action="store_true", help="the seed's stress case: 500 tasks, 5-25 s calls")
     ap.add_argument("--timeout", type=float, default=900)
+    ap.add_argument("--trace", type=Path, help="write the workers' and the fake's timelines here (JSON lines)")
     ap.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--vertex", help=argparse.SUPPRESS)
     args = ap.parse_args()
