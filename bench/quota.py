@@ -80,7 +80,7 @@ def _reply(_req: RecordedRequest) -> Reply:
 # -- the worker process ---------------------------------------------------------------------------------
 
 
-def worker(data_dir: Path, base_url: str, rpm: int, workers: int) -> int:
+def worker(data_dir: Path, base_url: str, rpm: int, workers: int | None) -> int:
     """Run every stage until killed; wait for the data directory's lock first (a hot standby)."""
     from google.oauth2.credentials import Credentials
 
@@ -138,7 +138,7 @@ def worker(data_dir: Path, base_url: str, rpm: int, workers: int) -> int:
     _traced_handle(runtime, trace)
     runtime.start(recover_leases=True)
     trace.start(data_dir.parent / f"trace-{os.getpid()}.jsonl", runtime)
-    print("running", flush=True)
+    print(f"running with {runtime.workers['extract']} extract workers", flush=True)
     signal.sigwait({signal.SIGTERM})
     runtime.stop()
     return 0
@@ -242,21 +242,22 @@ def _tasks(data_dir: Path, run_id: str, rpm: int) -> list[Any]:
     return list(repo.scan(deps.store, ExtractionTask, filters=[Filter("run_id", "==", run_id)]))
 
 
-def _start_worker(data_dir: Path, base_url: str, rpm: int, workers: int, log: Path) -> subprocess.Popen[bytes]:
+def _start_worker(data_dir: Path, base_url: str, rpm: int, workers: int | None, log: Path) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, __file__, "--worker", str(data_dir), "--vertex", base_url, f"--rpm={rpm}"]
-    cmd.append(f"--workers={workers}")
+    if workers is not None:
+        cmd.append(f"--workers={workers}")
     with open(log, "ab") as out:
         return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=out, cwd=ROOT)
 
 
-def _await_line(proc: subprocess.Popen[bytes], text: str) -> None:
+def _await_line(proc: subprocess.Popen[bytes], text: str) -> str:
     assert proc.stdout is not None
     while True:
         line = proc.stdout.readline()
         if not line:
             raise SystemExit(f"worker exited before saying {text!r}")
-        if line.decode().strip() == text:
-            return
+        if line.decode().startswith(text):
+            return line.decode().strip()
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -287,7 +288,7 @@ def drive(args: argparse.Namespace) -> dict[str, Any]:
         first = _start_worker(data_dir, fake.base_url, args.rpm, args.workers, log)
         _await_line(first, "standing by")
         run_id, t0 = _setup(data_dir, args.tasks, args.rpm)
-        _await_line(first, "running")
+        workers = int(_await_line(first, "running").split()[2])
         standby = None
         if args.kill:
             standby = _start_worker(data_dir, fake.base_url, args.rpm, args.workers, log)
@@ -332,7 +333,7 @@ def drive(args: argparse.Namespace) -> dict[str, Any]:
         "tasks": args.tasks,
         "rpm": args.rpm,
         "latency_s": [args.latency_min, args.latency_max],
-        "workers": args.workers,
+        "workers": workers,
         "makespan_s": round(makespan, 1),
         "completed": completed,
         "lost": args.tasks - completed,
@@ -361,7 +362,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--tasks", type=int)
     ap.add_argument("--rpm", type=int)
-    ap.add_argument("--workers", type=int, help="extraction worker threads (concurrent model calls)")
+    ap.add_argument("--workers", type=int, help="extraction worker threads (default: the runtime's own choice)")
     ap.add_argument("--latency-min", type=float)
     ap.add_argument("--latency-max", type=float)
     ap.add_argument("--no-kill", dest="kill", action="store_false", default=None)
@@ -371,8 +372,8 @@ def main() -> int:
     ap.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--vertex", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    stress = {"tasks": 500, "rpm": 100_000, "workers": 500, "latency_min": 5.0, "latency_max": 25.0, "kill": False}
-    quota = {"tasks": 1000, "rpm": 600, "workers": 200, "latency_min": 2.0, "latency_max": 8.0, "kill": True}
+    stress = {"tasks": 500, "rpm": 100_000, "latency_min": 5.0, "latency_max": 25.0, "kill": False}
+    quota = {"tasks": 1000, "rpm": 600, "latency_min": 2.0, "latency_max": 8.0, "kill": True}
     for key, value in (stress if args.stress else quota).items():
         if getattr(args, key) is None:
             setattr(args, key, value)

@@ -28,6 +28,7 @@ from common.adapters.local.sqlite_bus import Delivery, OutgoingMessage, Settleme
 from common.config import Settings
 from common.core.cron import Cron
 from common.core.messages import MESSAGE_TYPES
+from common.core.models import ExtractorName
 from common.obs.logging import fields
 from common.obs.metrics import QueueStat
 from common.service.context import Deps, TopologySender
@@ -85,6 +86,32 @@ def declare_topology(bus: SqliteBus, topo: Topology, settings: Settings) -> None
         )
 
 
+DEFAULT_WORKERS = 8
+
+
+def worker_count(settings: Settings, topo: Topology, function: str, requested: int | None = None) -> int:
+    """Handler threads for ``function``: ``requested``, else ``SLUICE_WORKERS``, else
+    automatic -- at most the function's concurrency in the cloud (instances x
+    concurrency) in every case.
+
+    Automatic is :data:`DEFAULT_WORKERS`, except for the function that calls a
+    remote model (the topology's ``model_quota.function`` with the Gemini
+    extractor): its handlers mostly wait on the model (2-25 s a call), so
+    filling a quota of ``rpm`` takes about ``rpm / 60 * latency`` calls in
+    flight, and it gets the cloud's full concurrency. Threads are cheap for
+    waiting; CPU-bound offline extraction keeps the small pool.
+    """
+    fn = topo.functions[function]
+    cap = fn.concurrency * fn.max_instances
+    if requested is None:
+        requested = settings.workers or None
+    if requested is None:
+        quota = topo.model_quota
+        remote = settings.extractor is not ExtractorName.OFFLINE
+        requested = cap if quota is not None and quota.function == function and remote else DEFAULT_WORKERS
+    return max(1, min(cap, requested))
+
+
 class LocalRuntime:
     def __init__(
         self,
@@ -93,7 +120,7 @@ class LocalRuntime:
         *,
         functions: Collection[str] | None = None,
         handlers: dict[str, dict[str, str]] | None = None,
-        max_workers: int = 8,
+        max_workers: int | None = None,
         batch_size: int = 64,
         poll_interval_s: float = 0.05,
     ) -> None:
@@ -108,8 +135,7 @@ class LocalRuntime:
         for topic, spec in topo.subscribed_topics().items():
             if functions is not None and spec.function not in functions:
                 continue
-            fn = topo.functions[spec.function]
-            workers = max(1, min(fn.concurrency * fn.max_instances, max_workers))
+            workers = worker_count(deps.settings, topo, spec.function, max_workers)
             name = subscription_name(self._topic(topic), spec.function)
             self._subs.append(_Sub(name, self._topic(topic), spec.function, spec, workers))
         self._crons = {name: Cron.parse(s.cron) for name, s in topo.schedules.items()}
@@ -123,6 +149,11 @@ class LocalRuntime:
 
     def _topic(self, topic: str) -> str:
         return self.deps.settings.topic_name(topic)
+
+    @property
+    def workers(self) -> dict[str, int]:
+        """Handler threads per function."""
+        return {s.function: s.workers for s in self._subs}
 
     @property
     def subscriptions(self) -> list[str]:
