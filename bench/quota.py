@@ -278,6 +278,23 @@ def _save_trace(path: Path, tmp: Path, t0: float, timeline: list[tuple[float, in
                 out.write(json.dumps(sample) + "\n")
 
 
+def _runtimes(done: list[Any], t0: float) -> dict[str, float | None]:
+    """A task's runtime: from its record (written with its message, so deliverable
+    then) to its terminal write, what its user waits; its execution: its last
+    attempt's start to that write; and from the run's request, for reference."""
+    ended = [t for t in done if t.finished_at is not None]
+    series = {
+        "runtime": [(t.finished_at - t.created_at).total_seconds() for t in ended],
+        "execution": [(t.finished_at - t.history[-1].started_at).total_seconds() for t in ended if t.history],
+        "from_request": [t.finished_at.timestamp() - t0 for t in ended],
+    }
+    out: dict[str, float | None] = {}
+    for name, values in series.items():
+        out[f"{name}_avg_s"] = round(statistics.mean(values), 1) if values else None
+        out[f"{name}_p95_s"] = round(_pct(values, 0.95), 1) if values else None
+    return out
+
+
 def drive(args: argparse.Namespace) -> dict[str, Any]:
     from common.core.states import TaskStatus
 
@@ -328,13 +345,6 @@ def drive(args: argparse.Namespace) -> dict[str, Any]:
             doc = Quota.document_of(req)
             answers[doc] = answers.get(doc, 0) + 1
     completed = sum(1 for t in done if t.status is TaskStatus.COMPLETED)
-    # A task's runtime: from its record (written with its message, so deliverable
-    # then) to its terminal write, what its user waits; its execution: its last
-    # attempt's start to that write; and from the run's request, for reference.
-    ended = [t for t in done if t.finished_at is not None]
-    runtimes = [(t.finished_at - t.created_at).total_seconds() for t in ended]
-    executions = [(t.finished_at - t.history[-1].started_at).total_seconds() for t in ended if t.history]
-    from_request = [f - t0 for f in finished]
     ideal = args.tasks / (args.rpm / 60)
     figures: dict[str, Any] = {
         "bench": "stress" if args.stress else "quota",
@@ -355,9 +365,7 @@ def drive(args: argparse.Namespace) -> dict[str, Any]:
         "load": "{:.1f}/{:.1f}".format(*os.getloadavg()[:2]),
     }
     if args.stress:
-        for name, values in (("runtime", runtimes), ("execution", executions), ("from_request", from_request)):
-            figures[f"{name}_avg_s"] = round(statistics.mean(values), 1) if values else None
-            figures[f"{name}_p95_s"] = round(_pct(values, 0.95), 1) if values else None
+        figures.update(_runtimes(done, t0))
     else:
         figures["ideal_s"] = round(ideal, 1)
         figures["makespan_vs_ideal"] = round(makespan / ideal, 3)

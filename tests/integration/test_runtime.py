@@ -167,10 +167,8 @@ def test_calls_to_a_remote_model_overlap_beyond_the_cpu_bound_pool(tmp_path: Pat
     # 40 model calls wait at once: more than the 8 threads CPU-bound stages get.
     settings = Settings(backend="local", data_dir=tmp_path / "data", durable=False, extractor="gemini", project="p")
     model = Gathering(expected=40)
-    deps = bootstrap(settings, clock=SystemClock(), extractor_factory=lambda _n: model)
-    bus = local_bus(deps)
-    runtime = LocalRuntime(deps, bus)
-    p = Pipeline(deps=deps, bus=bus, runtime=runtime, clock=None, tmp=tmp_path, extractor=model)  # type: ignore[arg-type]
+    p = Pipeline.of(local_app(settings, clock=SystemClock(), extractor_factory=lambda _n: model), tmp=tmp_path)
+    runtime = p.runtime
     job = p.job()
     for i in range(40):
         p.upload(job, f"ok-{i}.pdf")
@@ -189,9 +187,9 @@ def test_calls_to_a_remote_model_overlap_beyond_the_cpu_bound_pool(tmp_path: Pat
 
 def test_sluice_workers_sets_every_pool_within_the_topology(tmp_path: Path) -> None:
     settings = Settings(backend="local", data_dir=tmp_path / "data", durable=False, workers=32)
-    deps = bootstrap(settings, clock=SystemClock(), extractor_factory=lambda _n: ScriptedExtractor())
-    runtime = LocalRuntime(deps, local_bus(deps))
+    app = local_app(settings, clock=SystemClock(), extractor_factory=lambda _n: ScriptedExtractor())
+    runtime = app.runtime
     assert runtime.workers["extract"] == 32, "offline extraction too, when asked"
     assert runtime.workers["export"] == 20, "capped by export's 10 instances x 2"
     assert runtime.workers["cleanup"] == 1
-    assert LocalRuntime(deps, local_bus(deps), max_workers=3).workers["extract"] == 3, "the caller's number wins"
+    assert LocalRuntime(app.deps, app.bus, max_workers=3).workers["extract"] == 3, "the caller's number wins"
