@@ -185,6 +185,11 @@ class LeasedRateLimiter:
             if self._max_wait_s <= 0 or ahead_s <= self._max_wait_s:
                 return None
             now = self._now()
+            # A caller turned away is still a call: the keeper must not take
+            # the instance for idle while its callers come and go this way.
+            self._last_call = now
+            self._last_call_real = time.monotonic()
+            self._start_keeper()
             self._booked = max(self._booked, now + ahead_s) + tokens / rate
             # A little early: the caller then waits here briefly for its token.
             return max(0.0, self._booked - now - self._max_wait_s / 2)

@@ -3,6 +3,7 @@ sharded documents, a 429 reaches every instance, an idle one gives way."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import Counter
 from pathlib import Path
@@ -217,3 +218,37 @@ def test_a_caller_behind_a_long_queue_is_told_its_turn_at_once(tmp_path: Path) -
     assert min(at_once) >= 1.0, "each is told to come back when its turn is near"
     assert len(set(at_once)) == len(at_once), "one turn each, a tenth of a second apart"
     assert max(at_once) == pytest.approx(min(at_once) + (len(at_once) - 1) / 10, abs=0.01)
+
+
+def test_callers_turned_away_keep_the_instance_active(tmp_path: Path) -> None:
+    clock = ManualClock()
+    gate = threading.Event()
+
+    def sleep(_seconds: float) -> None:
+        gate.wait(timeout=30)
+
+    plan = QuotaPlan.per_minute(600)
+    store = SqliteStore(tmp_path / "state.db", durable=False)
+    lim = LeasedRateLimiter(store, clock, key="k", plan=plan, max_wait_s=2.0, sleep=sleep, background=False)
+    granted: list[int] = []
+    lock = threading.Lock()
+
+    def caller(i: int) -> None:
+        with contextlib.suppress(RetryableError):
+            lim.acquire()
+            with lock:
+                granted.append(i)
+
+    first = [threading.Thread(target=caller, args=(i,)) for i in range(40)]
+    for t in first:
+        t.start()
+        t.join(timeout=0.05)  # the queue fills; the rest wait on the gate
+    at_first = len(granted)
+    clock.advance(plan.idle_s + 1)  # the queued callers' own calls are now older than idle_s
+    late = threading.Thread(target=caller, args=(99,))
+    late.start()
+    late.join(timeout=10)  # turned away at once: the queue is long
+    gate.set()
+    for t in first:
+        t.join(timeout=30)
+    assert len(granted) > at_first, "the queued callers still get the quota's tokens"
