@@ -130,6 +130,10 @@ def worker(data_dir: Path, base_url: str, rpm: int, workers: int | None) -> int:
         )
 
     data_dir.mkdir(parents=True, exist_ok=True)
+    if os.environ.get("QUOTA_STACKS"):  # `kill -USR1 PID` dumps every thread's stack there
+        import faulthandler
+
+        faulthandler.register(signal.SIGUSR1, file=open(os.environ["QUOTA_STACKS"], "a"), all_threads=True)  # noqa: SIM115
     lock = open(data_dir / "lock", "w")  # noqa: SIM115  (held for the life of the process)
     print("standing by", flush=True)
     fcntl.flock(lock, fcntl.LOCK_EX)  # the same lock sluice run/serve hold

@@ -14,6 +14,7 @@ and deterministic, optionally moving a manual clock to the next due message.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import queue
 import threading
@@ -89,6 +90,10 @@ def declare_topology(bus: SqliteBus, topo: Topology, settings: Settings) -> None
 DEFAULT_WORKERS = 8
 
 
+# Seconds of model latency the automatic pool covers at the full quota.
+MODEL_LATENCY_S = 10.0
+
+
 def worker_count(settings: Settings, topo: Topology, function: str, requested: int | None = None) -> int:
     """Handler threads for ``function``: ``requested``, else ``SLUICE_WORKERS``, else
     automatic -- at most the function's concurrency in the cloud (instances x
@@ -96,10 +101,13 @@ def worker_count(settings: Settings, topo: Topology, function: str, requested: i
 
     Automatic is :data:`DEFAULT_WORKERS`, except for the function that calls a
     remote model (the topology's ``model_quota.function`` with the Gemini
-    extractor): its handlers mostly wait on the model (2-25 s a call), so
-    filling a quota of ``rpm`` takes about ``rpm / 60 * latency`` calls in
-    flight, and it gets the cloud's full concurrency. Threads are cheap for
-    waiting; CPU-bound offline extraction keeps the small pool.
+    extractor): its handlers mostly wait on the model, so it gets the calls
+    the quota keeps in flight when each takes up to :data:`MODEL_LATENCY_S`
+    (``SLUICE_MODEL_RPM / 60 * 10``: 100 at 600/min). Not more: every handler
+    claims its task with a store write before it meets the quota, and 500 of
+    them at once on a 600/min quota held the store (and the limiter's own
+    renewals) for over a minute. Threads are cheap for waiting; CPU-bound
+    offline extraction keeps the small pool.
     """
     fn = topo.functions[function]
     cap = fn.concurrency * fn.max_instances
@@ -108,7 +116,10 @@ def worker_count(settings: Settings, topo: Topology, function: str, requested: i
     if requested is None:
         quota = topo.model_quota
         remote = settings.extractor is not ExtractorName.OFFLINE
-        requested = cap if quota is not None and quota.function == function and remote else DEFAULT_WORKERS
+        if quota is not None and quota.function == function and remote:
+            requested = max(DEFAULT_WORKERS, math.ceil(settings.model_rpm / 60 * MODEL_LATENCY_S))
+        else:
+            requested = DEFAULT_WORKERS
     return max(1, min(cap, requested))
 
 

@@ -165,7 +165,9 @@ class Gathering(ScriptedExtractor):
 
 def test_calls_to_a_remote_model_overlap_beyond_the_cpu_bound_pool(tmp_path: Path) -> None:
     # 40 model calls wait at once: more than the 8 threads CPU-bound stages get.
-    settings = Settings(backend="local", data_dir=tmp_path / "data", durable=False, extractor="gemini", project="p")
+    settings = Settings(
+        backend="local", data_dir=tmp_path / "data", durable=False, extractor="gemini", project="p", model_rpm=600
+    )
     model = Gathering(expected=40)
     p = Pipeline.of(local_app(settings, clock=SystemClock(), extractor_factory=lambda _n: model), tmp=tmp_path)
     runtime = p.runtime
@@ -181,7 +183,7 @@ def test_calls_to_a_remote_model_overlap_beyond_the_cpu_bound_pool(tmp_path: Pat
     finally:
         runtime.stop()
     assert model.most == 40
-    assert runtime.workers["extract"] == 500, "the topology's extract concurrency (50 instances x 10)"
+    assert runtime.workers["extract"] == 100, "the calls 600/min keeps in flight at up to 10 s each"
     assert runtime.workers["export"] == 8
 
 
@@ -193,3 +195,11 @@ def test_sluice_workers_sets_every_pool_within_the_topology(tmp_path: Path) -> N
     assert runtime.workers["export"] == 20, "capped by export's 10 instances x 2"
     assert runtime.workers["cleanup"] == 1
     assert LocalRuntime(app.deps, app.bus, max_workers=3).workers["extract"] == 3, "the caller's number wins"
+
+
+def test_a_large_quota_gets_the_topologys_whole_extract_concurrency(tmp_path: Path) -> None:
+    settings = Settings(
+        backend="local", data_dir=tmp_path / "data", durable=False, extractor="gemini", project="p", model_rpm=100_000
+    )
+    app = local_app(settings, clock=SystemClock(), extractor_factory=lambda _n: ScriptedExtractor())
+    assert app.runtime.workers["extract"] == 500, "50 instances x 10"
