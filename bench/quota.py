@@ -15,7 +15,9 @@ model calls admitted and answered, calls abandoned by the killed worker, tasks
 lost (not completed) and documents answered more than once. ``--stress``
 runs the seed's stress case instead: 500 tasks at once, 5-25 s per call, no
 quota below demand, no kill; it prints the average and p95 task runtime
-(run start to the task's terminal write) and the makespan.
+(from the task's record, written with its message, to its terminal write),
+execution time (its last attempt's start to that write) and time from the
+run's request, and the makespan.
 The last line is one JSON object with the figures.
 
     .venv/bin/python bench/quota.py [--tasks 1000] [--rpm 600] [--workers 200]
@@ -34,6 +36,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -79,7 +82,7 @@ def _reply(_req: RecordedRequest) -> Reply:
 # -- the worker process ---------------------------------------------------------------------------------
 
 
-def worker(data_dir: Path, base_url: str, rpm: int, workers: int) -> int:
+def worker(data_dir: Path, base_url: str, rpm: int, workers: int | None) -> int:
     """Run every stage until killed; wait for the data directory's lock first (a hot standby)."""
     from google.oauth2.credentials import Credentials
 
@@ -92,10 +95,28 @@ def worker(data_dir: Path, base_url: str, rpm: int, workers: int) -> int:
 
     settings = _settings(data_dir, rpm)
     holder: dict[str, Deps] = {}
+    trace = _Trace()
+
+    class TracedLimiter(LeasedRateLimiter):
+        """Counts what the limiter decided (bench instrumentation, not production)."""
+
+        def acquire(self, cost: float = 1.0) -> Any:
+            trace.add("waiting", 1)
+            try:
+                got = super().acquire(cost)
+            except Exception:
+                trace.add("throttled", 1)
+                raise
+            finally:
+                trace.add("waiting", -1)
+            trace.add("granted", 1)
+            trace.add("waited_s", got.waited_s)
+            return got
 
     def factory(_name: str) -> GeminiExtractor:
         deps = holder["deps"]
-        limiter = LeasedRateLimiter(deps.store, deps.clock, key="gemini:bench:model", plan=QuotaPlan.per_minute(rpm))
+        limiter = TracedLimiter(deps.store, deps.clock, key="gemini:bench:model", plan=QuotaPlan.per_minute(rpm))
+        trace.limiter = limiter
         return GeminiExtractor(
             project="bench",
             location="europe-west1",
@@ -109,6 +130,10 @@ def worker(data_dir: Path, base_url: str, rpm: int, workers: int) -> int:
         )
 
     data_dir.mkdir(parents=True, exist_ok=True)
+    if os.environ.get("QUOTA_STACKS"):  # `kill -USR1 PID` dumps every thread's stack there
+        import faulthandler
+
+        faulthandler.register(signal.SIGUSR1, file=open(os.environ["QUOTA_STACKS"], "a"), all_threads=True)  # noqa: SIM115
     lock = open(data_dir / "lock", "w")  # noqa: SIM115  (held for the life of the process)
     print("standing by", flush=True)
     fcntl.flock(lock, fcntl.LOCK_EX)  # the same lock sluice run/serve hold
@@ -116,11 +141,75 @@ def worker(data_dir: Path, base_url: str, rpm: int, workers: int) -> int:
     holder["deps"] = deps
     deps.extractor("gemini").extract  # noqa: B018  (build the client before the first task)
     runtime = LocalRuntime(deps, local_bus(deps), max_workers=workers)
+    _traced_handle(runtime, trace)
     runtime.start(recover_leases=True)
-    print("running", flush=True)
+    trace.start(data_dir.parent / f"trace-{os.getpid()}.jsonl", runtime)
+    print(f"running with {runtime.workers['extract']} extract workers", flush=True)
     signal.sigwait({signal.SIGTERM})
     runtime.stop()
     return 0
+
+
+class _Trace:
+    """Samples the worker every half second into a JSON-lines file: the limiter's
+    decisions, handlers in flight, and the extract queue by state."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, float] = {}
+        self.lock = threading.Lock()
+        self.limiter: Any = None
+
+    def add(self, key: str, n: float) -> None:
+        with self.lock:
+            self.counts[key] = self.counts.get(key, 0) + n
+
+    def start(self, path: Path, runtime: Any) -> None:
+        def loop() -> None:
+            bus = runtime.bus
+            sub = next(n for n in runtime.subscriptions if n.startswith("extract"))
+            with open(path, "a") as out:
+                while True:
+                    now = time.time()
+                    rows = (
+                        bus._conn()
+                        .execute(
+                            "SELECT SUM(lease_owner IS NOT NULL AND ready_at > ?),"
+                            " SUM(lease_owner IS NULL AND ready_at <= ?), SUM(lease_owner IS NULL AND ready_at > ?)"
+                            " FROM deliveries WHERE subscription = ?",
+                            (now, now, now, sub),
+                        )
+                        .fetchone()
+                    )
+                    with self.lock:
+                        sample = dict(self.counts)
+                    lim = self.limiter
+                    sample.update(
+                        t=now,
+                        leased=rows[0] or 0,
+                        ready=rows[1] or 0,
+                        delayed=rows[2] or 0,
+                        renewals=0 if lim is None else lim.renewals,
+                        held=0 if lim is None else len(lim._lease),
+                    )
+                    out.write(json.dumps(sample) + "\n")
+                    out.flush()
+                    time.sleep(0.5)
+
+        threading.Thread(target=loop, daemon=True).start()
+
+
+def _traced_handle(runtime: Any, trace: _Trace) -> None:
+    inner = runtime.handle
+
+    def handle(function: str, delivery: Any) -> Any:
+        trace.add(f"in_{function}", 1)
+        try:
+            return inner(function, delivery)
+        finally:
+            trace.add(f"in_{function}", -1)
+            trace.add(f"handled_{function}", 1)
+
+    runtime.handle = handle
 
 
 # -- the driver -----------------------------------------------------------------------------------------
@@ -159,26 +248,55 @@ def _tasks(data_dir: Path, run_id: str, rpm: int) -> list[Any]:
     return list(repo.scan(deps.store, ExtractionTask, filters=[Filter("run_id", "==", run_id)]))
 
 
-def _start_worker(data_dir: Path, base_url: str, rpm: int, workers: int, log: Path) -> subprocess.Popen[bytes]:
+def _start_worker(data_dir: Path, base_url: str, rpm: int, workers: int | None, log: Path) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, __file__, "--worker", str(data_dir), "--vertex", base_url, f"--rpm={rpm}"]
-    cmd.append(f"--workers={workers}")
+    if workers is not None:
+        cmd.append(f"--workers={workers}")
     with open(log, "ab") as out:
         return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=out, cwd=ROOT)
 
 
-def _await_line(proc: subprocess.Popen[bytes], text: str) -> None:
+def _await_line(proc: subprocess.Popen[bytes], text: str) -> str:
     assert proc.stdout is not None
     while True:
         line = proc.stdout.readline()
         if not line:
             raise SystemExit(f"worker exited before saying {text!r}")
-        if line.decode().strip() == text:
-            return
+        if line.decode().startswith(text):
+            return line.decode().strip()
 
 
 def _pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
+def _save_trace(path: Path, tmp: Path, t0: float, timeline: list[tuple[float, int, int]]) -> None:
+    with open(path, "w") as out:
+        for t, admitted, answered in timeline:
+            out.write(json.dumps({"src": "fake", "t": t, "admitted": admitted, "answered": answered}) + "\n")
+        for f in sorted(tmp.glob("trace-*.jsonl")):
+            for line in f.read_text().splitlines():
+                sample = json.loads(line)
+                sample.update(src=f.stem, t=round(sample["t"] - t0, 2))
+                out.write(json.dumps(sample) + "\n")
+
+
+def _runtimes(done: list[Any], t0: float) -> dict[str, float | None]:
+    """A task's runtime: from its record (written with its message, so deliverable
+    then) to its terminal write, what its user waits; its execution: its last
+    attempt's start to that write; and from the run's request, for reference."""
+    ended = [t for t in done if t.finished_at is not None]
+    series = {
+        "runtime": [(t.finished_at - t.created_at).total_seconds() for t in ended],
+        "execution": [(t.finished_at - t.history[-1].started_at).total_seconds() for t in ended if t.history],
+        "from_request": [t.finished_at.timestamp() - t0 for t in ended],
+    }
+    out: dict[str, float | None] = {}
+    for name, values in series.items():
+        out[f"{name}_avg_s"] = round(statistics.mean(values), 1) if values else None
+        out[f"{name}_p95_s"] = round(_pct(values, 0.95), 1) if values else None
+    return out
 
 
 def drive(args: argparse.Namespace) -> dict[str, Any]:
@@ -193,7 +311,7 @@ def drive(args: argparse.Namespace) -> dict[str, Any]:
         first = _start_worker(data_dir, fake.base_url, args.rpm, args.workers, log)
         _await_line(first, "standing by")
         run_id, t0 = _setup(data_dir, args.tasks, args.rpm)
-        _await_line(first, "running")
+        workers = int(_await_line(first, "running").split()[2])
         standby = None
         if args.kill:
             standby = _start_worker(data_dir, fake.base_url, args.rpm, args.workers, log)
@@ -201,6 +319,7 @@ def drive(args: argparse.Namespace) -> dict[str, Any]:
         killed_at = None
         deadline = time.time() + args.timeout
         done: list[Any] = []
+        timeline: list[tuple[float, int, int]] = []
         while time.time() < deadline:
             time.sleep(0.5)
             answered = sum(1 for _, status in fake.delivered if status == 200)
@@ -208,6 +327,9 @@ def drive(args: argparse.Namespace) -> dict[str, Any]:
                 os.kill(first.pid, signal.SIGKILL)
                 first.wait()
                 killed_at = time.time() - t0
+            timeline.append((round(time.time() - t0, 2), quota.admitted, answered))
+            if answered < args.tasks:
+                continue  # scanning 1,000 records costs CPU the worker needs: only near the end
             tasks = _tasks(data_dir, run_id, args.rpm)
             done = [t for t in tasks if t.status in terminal]
             if len(tasks) == args.tasks and len(done) == args.tasks:
@@ -217,6 +339,8 @@ def drive(args: argparse.Namespace) -> dict[str, Any]:
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(60)
         errors = log.read_text(errors="replace")[-3000:] if log.exists() else ""
+        if args.trace is not None:
+            _save_trace(args.trace, Path(tmp), t0, timeline)
     finished = [t.finished_at.timestamp() for t in done if t.finished_at is not None]
     makespan = (max(finished) - t0) if finished else float("nan")
     answers: dict[str, int] = {}
@@ -225,14 +349,13 @@ def drive(args: argparse.Namespace) -> dict[str, Any]:
             doc = Quota.document_of(req)
             answers[doc] = answers.get(doc, 0) + 1
     completed = sum(1 for t in done if t.status is TaskStatus.COMPLETED)
-    runtimes = [f - t0 for f in finished]
     ideal = args.tasks / (args.rpm / 60)
     figures: dict[str, Any] = {
         "bench": "stress" if args.stress else "quota",
         "tasks": args.tasks,
         "rpm": args.rpm,
         "latency_s": [args.latency_min, args.latency_max],
-        "workers": args.workers,
+        "workers": workers,
         "makespan_s": round(makespan, 1),
         "completed": completed,
         "lost": args.tasks - completed,
@@ -246,8 +369,7 @@ def drive(args: argparse.Namespace) -> dict[str, Any]:
         "load": "{:.1f}/{:.1f}".format(*os.getloadavg()[:2]),
     }
     if args.stress:
-        figures["runtime_avg_s"] = round(statistics.mean(runtimes), 1) if runtimes else None
-        figures["runtime_p95_s"] = round(_pct(runtimes, 0.95), 1) if runtimes else None
+        figures.update(_runtimes(done, t0))
     else:
         figures["ideal_s"] = round(ideal, 1)
         figures["makespan_vs_ideal"] = round(makespan / ideal, 3)
@@ -261,17 +383,18 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--tasks", type=int)
     ap.add_argument("--rpm", type=int)
-    ap.add_argument("--workers", type=int, help="extraction worker threads (concurrent model calls)")
+    ap.add_argument("--workers", type=int, help="extraction worker threads (default: the runtime's own choice)")
     ap.add_argument("--latency-min", type=float)
     ap.add_argument("--latency-max", type=float)
     ap.add_argument("--no-kill", dest="kill", action="store_false", default=None)
     ap.add_argument("--stress", action="store_true", help="the seed's stress case: 500 tasks, 5-25 s calls")
     ap.add_argument("--timeout", type=float, default=900)
+    ap.add_argument("--trace", type=Path, help="write the workers' and the fake's timelines here (JSON lines)")
     ap.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--vertex", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    stress = {"tasks": 500, "rpm": 100_000, "workers": 500, "latency_min": 5.0, "latency_max": 25.0, "kill": False}
-    quota = {"tasks": 1000, "rpm": 600, "workers": 200, "latency_min": 2.0, "latency_max": 8.0, "kill": True}
+    stress = {"tasks": 500, "rpm": 100_000, "latency_min": 5.0, "latency_max": 25.0, "kill": False}
+    quota = {"tasks": 1000, "rpm": 600, "latency_min": 2.0, "latency_max": 8.0, "kill": True}
     for key, value in (stress if args.stress else quota).items():
         if getattr(args, key) is None:
             setattr(args, key, value)

@@ -100,6 +100,11 @@ class Settings(BaseSettings):
     circuit_cooldown_s: float = Field(default=30.0, gt=0)
     circuit_max_cooldown_s: float = Field(default=600.0, gt=0)
 
+    # Embedded runtime: handler threads per function (0: automatic, i.e. 8, or for the
+    # model-calling function with a remote model its topology concurrency, since its
+    # handlers wait on the model). Always capped by the topology's instances x concurrency.
+    workers: int = Field(default=0, ge=0)
+
     # Orchestration.
     task_lease_s: float = Field(default=600.0, gt=0)
     # A run still running this long after it started is reported stalled (once) by the cleanup sweep.

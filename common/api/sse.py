@@ -16,8 +16,12 @@ from collections.abc import Callable, Iterator
 
 from common.api.schemas import OperationOut
 from common.core.errors import NotFound
+from common.ports.store import ChangeFeed
 
 KEEPALIVE_S = 15.0
+# With a change feed, a stream reloads at most this often: a burst of writes
+# (hundreds of tasks a second) costs one load, and a write is seen within it.
+MIN_RELOAD_S = 0.05
 
 
 def _visible(op: OperationOut) -> tuple[object, ...]:
@@ -35,12 +39,20 @@ def operation_events(
     max_s: float,
     sleep: Callable[[float], None] = time.sleep,
     monotonic: Callable[[], float] = time.monotonic,
+    changes: ChangeFeed | None = None,
 ) -> Iterator[str]:
+    """``changes``: the store's in-process change feed (the embedded backend);
+    the stream then reloads when a write commits (at most every
+    :data:`MIN_RELOAD_S`) instead of waiting out ``poll_s``, which still bounds
+    the wait for writes the feed cannot see (other processes)."""
     yield "retry: 2000\n\n"
     started = last_sent = monotonic()
     seen: tuple[object, ...] | None = None
     seq = 0
     while True:
+        # Counted before the load, so a write committed during it wakes the next wait.
+        cursor = changes.change_count() if changes is not None else 0
+        loaded = monotonic()
         try:
             op = load()
         except NotFound:
@@ -60,4 +72,10 @@ def operation_events(
         if monotonic() - last_sent >= KEEPALIVE_S:
             yield ": keep-alive\n\n"
             last_sent = monotonic()
-        sleep(poll_s)
+        if changes is None:
+            sleep(poll_s)
+            continue
+        changes.wait_for_change(cursor, poll_s)
+        gap = loaded + MIN_RELOAD_S - monotonic()
+        if gap > 0:
+            sleep(gap)

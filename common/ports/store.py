@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 T = TypeVar("T")
 
@@ -67,6 +67,16 @@ class Transaction(Protocol):
         ...
 
     def delete(self, collection: str, doc_id: str) -> None: ...
+
+
+@runtime_checkable
+class ChangeFeed(Protocol):
+    """A store that can wake a reader when a write commits in this process (the
+    embedded backend), so a progress stream need not wait out its poll."""
+
+    def change_count(self) -> int: ...
+
+    def wait_for_change(self, seen: int, timeout_s: float) -> int: ...
 
 
 class Store(Protocol):

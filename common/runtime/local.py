@@ -14,6 +14,7 @@ and deterministic, optionally moving a manual clock to the next due message.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import queue
 import threading
@@ -28,6 +29,7 @@ from common.adapters.local.sqlite_bus import Delivery, OutgoingMessage, Settleme
 from common.config import Settings
 from common.core.cron import Cron
 from common.core.messages import MESSAGE_TYPES
+from common.core.models import ExtractorName
 from common.obs.logging import fields
 from common.obs.metrics import QueueStat
 from common.service.context import Deps, TopologySender
@@ -85,6 +87,42 @@ def declare_topology(bus: SqliteBus, topo: Topology, settings: Settings) -> None
         )
 
 
+DEFAULT_WORKERS = 8
+
+
+# Seconds of model latency the automatic pool covers at the full quota.
+MODEL_LATENCY_S = 10.0
+
+
+def worker_count(settings: Settings, topo: Topology, function: str, requested: int | None = None) -> int:
+    """Handler threads for ``function``: ``requested``, else ``SLUICE_WORKERS``, else
+    automatic -- at most the function's concurrency in the cloud (instances x
+    concurrency) in every case.
+
+    Automatic is :data:`DEFAULT_WORKERS`, except for the function that calls a
+    remote model (the topology's ``model_quota.function`` with the Gemini
+    extractor): its handlers mostly wait on the model, so it gets the calls
+    the quota keeps in flight when each takes up to :data:`MODEL_LATENCY_S`
+    (``SLUICE_MODEL_RPM / 60 * 10``: 100 at 600/min). Not more: every handler
+    claims its task with a store write before it meets the quota, and 500 of
+    them at once on a 600/min quota held the store (and the limiter's own
+    renewals) for over a minute. Threads are cheap for waiting; CPU-bound
+    offline extraction keeps the small pool.
+    """
+    fn = topo.functions[function]
+    cap = fn.concurrency * fn.max_instances
+    if requested is None:
+        requested = settings.workers or None
+    if requested is None:
+        quota = topo.model_quota
+        remote = settings.extractor is not ExtractorName.OFFLINE
+        if quota is not None and quota.function == function and remote:
+            requested = max(DEFAULT_WORKERS, math.ceil(settings.model_rpm / 60 * MODEL_LATENCY_S))
+        else:
+            requested = DEFAULT_WORKERS
+    return max(1, min(cap, requested))
+
+
 class LocalRuntime:
     def __init__(
         self,
@@ -93,7 +131,7 @@ class LocalRuntime:
         *,
         functions: Collection[str] | None = None,
         handlers: dict[str, dict[str, str]] | None = None,
-        max_workers: int = 8,
+        max_workers: int | None = None,
         batch_size: int = 64,
         poll_interval_s: float = 0.05,
     ) -> None:
@@ -108,8 +146,7 @@ class LocalRuntime:
         for topic, spec in topo.subscribed_topics().items():
             if functions is not None and spec.function not in functions:
                 continue
-            fn = topo.functions[spec.function]
-            workers = max(1, min(fn.concurrency * fn.max_instances, max_workers))
+            workers = worker_count(deps.settings, topo, spec.function, max_workers)
             name = subscription_name(self._topic(topic), spec.function)
             self._subs.append(_Sub(name, self._topic(topic), spec.function, spec, workers))
         self._crons = {name: Cron.parse(s.cron) for name, s in topo.schedules.items()}
@@ -123,6 +160,11 @@ class LocalRuntime:
 
     def _topic(self, topic: str) -> str:
         return self.deps.settings.topic_name(topic)
+
+    @property
+    def workers(self) -> dict[str, int]:
+        """Handler threads per function."""
+        return {s.function: s.workers for s in self._subs}
 
     @property
     def subscriptions(self) -> list[str]:

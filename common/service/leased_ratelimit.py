@@ -101,6 +101,7 @@ class LeasedRateLimiter:
         self._asked: deque[float] = deque()  # when recent tokens were spent (the demand), for the lease size
         self._active_since = -math.inf
         self._waiting = 0  # tokens callers inside acquire wait for
+        self._booked = -math.inf  # the latest turn handed to a caller turned away (epoch seconds)
         self._last_call = -math.inf
         self._last_call_real = -math.inf
         self._next_poll = -math.inf
@@ -143,9 +144,20 @@ class LeasedRateLimiter:
     # -- taking tokens ------------------------------------------------------------
 
     def acquire(self, cost: float = 1.0) -> Acquired:
-        """Take ``cost`` tokens (rounded up), sleeping up to ``max_wait_s`` in all for the quota."""
+        """Take ``cost`` tokens (rounded up), sleeping up to ``max_wait_s`` in all for the quota.
+
+        A caller behind more waiting callers than the quota serves within
+        ``max_wait_s`` is turned away at once with its own turn, booked after
+        theirs and after those already turned away, at the quota's pace:
+        hundreds of workers waiting on a small quota would otherwise each be
+        turned away every ``max_wait_s`` (a retried task costs writes), and
+        those retries, not the quota, would set the pace.
+        """
         waited = 0.0
         tokens = max(1, math.ceil(cost))
+        turn = self._book_turn(tokens)
+        if turn is not None:
+            raise self._throttled(turn, jitter=False)
         deadline = self._demand(tokens)
         spent = 0
         try:
@@ -164,6 +176,23 @@ class LeasedRateLimiter:
         finally:
             self._settle_demand(tokens - spent)
         return Acquired(waited_s=waited)
+
+    def _book_turn(self, tokens: int) -> float | None:
+        """Seconds until a caller arriving now should come back (None: it may wait here)."""
+        rate = self.plan.rpm / 60.0
+        with self._cond:
+            ahead_s = self._waiting / rate  # at least, at the full quota
+            if self._max_wait_s <= 0 or ahead_s <= self._max_wait_s:
+                return None
+            now = self._now()
+            # A caller turned away is still a call: the keeper must not take
+            # the instance for idle while its callers come and go this way.
+            self._last_call = now
+            self._last_call_real = time.monotonic()
+            self._start_keeper()
+            self._booked = max(self._booked, now + ahead_s) + tokens / rate
+            # A little early: the caller then waits here briefly for its token.
+            return max(0.0, self._booked - now - self._max_wait_s / 2)
 
     def try_acquire(self) -> float:
         """Take one token if one may be spent now (0.0); otherwise take nothing
@@ -401,12 +430,13 @@ class LeasedRateLimiter:
             wait = 1.0 / self.bucket.refill_per_s
             return leases.Grant(times=(), wait_s=wait, state=BucketState(0.0, now), ready_s=wait)
 
-    def _throttled(self, wait: float) -> RetryableError:
-        # Spread the retries of callers turned away together.
+    def _throttled(self, wait: float, *, jitter: bool = True) -> RetryableError:
+        # Spread the retries of callers turned away together (a booked turn
+        # is spread already: jitter would only bring them back late).
         return RetryableError(
             f"rate limit {self.key}: no token for {wait:.1f} s",
             kind=ErrorKind.THROTTLED,
-            retry_after=wait + random.uniform(0.0, min(60.0, max(1.0, wait))),
+            retry_after=wait + (random.uniform(0.0, min(60.0, max(1.0, wait))) if jitter else 0.0),
             code="rate_limited_locally",
             hint=self._hint,
         )

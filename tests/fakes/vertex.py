@@ -119,6 +119,12 @@ def _pick(d: Mapping[str, Any], *keys: str) -> str:
 Responder = Callable[[RecordedRequest], Reply]
 
 
+class _Server(ThreadingHTTPServer):
+    # Many clients connect at once (benchmarks, concurrency tests): the default
+    # listen backlog of 5 would reset their connections.
+    request_queue_size = 1024
+
+
 class FakeVertex:
     def __init__(self) -> None:
         self._queue: deque[Reply | Responder] = deque()
@@ -162,7 +168,7 @@ class FakeVertex:
             def log_message(self, format: str, *args: Any) -> None:
                 pass  # keep test output clean
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _Server(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, args=(0.02,), name="fake-vertex", daemon=True

@@ -561,3 +561,34 @@ def test_an_e_invoice_is_read_from_its_xml_without_calling_the_model(fake, blobs
     assert ex.method == "einvoice-xml"
     assert ex.results[0][:4] == ["XR-2024-17", "2024-05-02", 119.0, "EUR"]
     assert fake.requests == [], "no model call for an e-invoice"
+
+
+def test_one_client_makes_more_than_a_hundred_calls_at_once(fake: FakeVertex, gcs: GcsBlobs) -> None:
+    # The fake answers only when 120 calls wait on it together (or gives up after 10 s):
+    # httpx's default pool of 100 connections would hold the rest back.
+    calls = 120
+    cond = threading.Condition()
+    waiting = [0]
+    most = [0]
+
+    def gather(_req: RecordedRequest) -> Reply:
+        with cond:
+            waiting[0] += 1
+            most[0] = max(most[0], waiting[0])
+            cond.notify_all()
+            cond.wait_for(lambda: most[0] >= calls, timeout=10)
+            waiting[0] -= 1
+        return invoice_answer()
+
+    fake.default = gather
+    ex = make_extractor(fake, gcs, ManualClock())
+    results: list[object] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(ex.extract(GS_DOC, INVOICE_PRESET))) for _ in range(calls)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert most[0] == calls, "every call reached the server before any was answered"
+    assert len(results) == calls

@@ -3,6 +3,7 @@ sharded documents, a 429 reaches every instance, an idle one gives way."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import Counter
 from pathlib import Path
@@ -171,3 +172,83 @@ def test_an_idle_instance_gives_its_capacity_back(tmp_path: Path) -> None:
         while try_acquire(busy):
             got += 1
     assert got >= 0.95 * 120 / 60 * 20, "the busy instance gets the whole quota"
+
+
+def test_a_caller_behind_a_long_queue_is_told_its_turn_at_once(tmp_path: Path) -> None:
+    clock = ManualClock()
+    gate = threading.Event()
+    slept = threading.local()
+
+    def sleep(_seconds: float) -> None:
+        slept.yes = True
+        gate.wait(timeout=30)  # waiting callers stay queued until the test lets them go
+
+    plan = QuotaPlan.per_minute(600)  # 10 calls a second
+    lim = LeasedRateLimiter(
+        SqliteStore(tmp_path / "state.db", durable=False),
+        clock,
+        key="k",
+        plan=plan,
+        max_wait_s=2.0,
+        sleep=sleep,
+        background=False,
+    )
+    refused: list[tuple[float, bool]] = []  # (retry_after, slept first)
+    lock = threading.Lock()
+
+    def caller() -> None:
+        slept.yes = False
+        try:
+            lim.acquire()
+        except RetryableError as err:
+            assert err.kind is ErrorKind.THROTTLED and err.retry_after is not None
+            with lock:
+                refused.append((err.retry_after, slept.yes))
+
+    threads = [threading.Thread(target=caller) for _ in range(60)]
+    for t in threads:
+        t.start()
+        t.join(timeout=0.05)  # one at a time, so the queue builds up in order
+    gate.set()
+    for t in threads:
+        t.join(timeout=30)
+    at_once = [after for after, did_sleep in refused if not did_sleep]
+    # More than 2 s of quota (20 calls) was queued ahead of the later callers.
+    assert len(at_once) >= 20, "callers behind the queue are turned away at once, not after waiting"
+    assert min(at_once) >= 1.0, "each is told to come back when its turn is near"
+    assert len(set(at_once)) == len(at_once), "one turn each, a tenth of a second apart"
+    assert max(at_once) == pytest.approx(min(at_once) + (len(at_once) - 1) / 10, abs=0.01)
+
+
+def test_callers_turned_away_keep_the_instance_active(tmp_path: Path) -> None:
+    clock = ManualClock()
+    gate = threading.Event()
+
+    def sleep(_seconds: float) -> None:
+        gate.wait(timeout=30)
+
+    plan = QuotaPlan.per_minute(600)
+    store = SqliteStore(tmp_path / "state.db", durable=False)
+    lim = LeasedRateLimiter(store, clock, key="k", plan=plan, max_wait_s=2.0, sleep=sleep, background=False)
+    granted: list[int] = []
+    lock = threading.Lock()
+
+    def caller(i: int) -> None:
+        with contextlib.suppress(RetryableError):
+            lim.acquire()
+            with lock:
+                granted.append(i)
+
+    first = [threading.Thread(target=caller, args=(i,)) for i in range(40)]
+    for t in first:
+        t.start()
+        t.join(timeout=0.05)  # the queue fills; the rest wait on the gate
+    at_first = len(granted)
+    clock.advance(plan.idle_s + 1)  # the queued callers' own calls are now older than idle_s
+    late = threading.Thread(target=caller, args=(99,))
+    late.start()
+    late.join(timeout=10)  # turned away at once: the queue is long
+    gate.set()
+    for t in first:
+        t.join(timeout=30)
+    assert len(granted) > at_first, "the queued callers still get the quota's tokens"

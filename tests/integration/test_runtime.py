@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -140,3 +141,65 @@ def test_an_upload_outside_any_job_is_dead_lettered_with_its_reason(pipeline: Pi
     pipeline.drain()
     (dead,) = pipeline.bus.dead_letters()
     assert dead.last_error is not None and "not_an_upload" in dead.last_error
+
+
+class Gathering(ScriptedExtractor):
+    """A model that answers only once ``expected`` calls are waiting on it together (or after a timeout)."""
+
+    def __init__(self, expected: int) -> None:
+        super().__init__()
+        self.expected = expected
+        self.waiting = 0
+        self.most = 0
+        self._cond = threading.Condition()
+
+    def extract(self, doc, fields, *, prompt=""):
+        with self._cond:
+            self.waiting += 1
+            self.most = max(self.most, self.waiting)
+            self._cond.notify_all()
+            self._cond.wait_for(lambda: self.most >= self.expected, timeout=10)
+            self.waiting -= 1
+        return super().extract(doc, fields, prompt=prompt)
+
+
+def test_calls_to_a_remote_model_overlap_beyond_the_cpu_bound_pool(tmp_path: Path) -> None:
+    # 40 model calls wait at once: more than the 8 threads CPU-bound stages get.
+    settings = Settings(
+        backend="local", data_dir=tmp_path / "data", durable=False, extractor="gemini", project="p", model_rpm=600
+    )
+    model = Gathering(expected=40)
+    p = Pipeline.of(local_app(settings, clock=SystemClock(), extractor_factory=lambda _n: model), tmp=tmp_path)
+    runtime = p.runtime
+    job = p.job()
+    for i in range(40):
+        p.upload(job, f"ok-{i}.pdf")
+    runtime.start()
+    try:
+        run = p.start(job)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and p.run(run.id).status is not RunStatus.COMPLETED:
+            time.sleep(0.05)
+    finally:
+        runtime.stop()
+    assert model.most == 40
+    assert runtime.workers["extract"] == 100, "the calls 600/min keeps in flight at up to 10 s each"
+    assert runtime.workers["export"] == 8
+
+
+def test_sluice_workers_sets_every_pool_within_the_topology(tmp_path: Path) -> None:
+    settings = Settings(backend="local", data_dir=tmp_path / "data", durable=False, workers=32)
+    app = local_app(settings, clock=SystemClock(), extractor_factory=lambda _n: ScriptedExtractor())
+    runtime = app.runtime
+    assert runtime.workers["extract"] == 32, "offline extraction too, when asked"
+    assert runtime.workers["export"] == 20, "capped by export's 10 instances x 2"
+    assert runtime.workers["cleanup"] == 1
+    assert LocalRuntime(app.deps, app.bus, max_workers=3).workers["extract"] == 3, "the caller's number wins"
+
+
+def test_a_large_quota_gets_the_topologys_whole_extract_concurrency(tmp_path: Path) -> None:
+    settings = Settings(
+        backend="local", data_dir=tmp_path / "data", durable=False, extractor="gemini", project="p", model_rpm=100_000
+    )
+    app = local_app(settings, clock=SystemClock(), extractor_factory=lambda _n: ScriptedExtractor())
+    assert app.runtime.workers["extract"] == 500, "50 instances x 10"

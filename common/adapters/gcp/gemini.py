@@ -17,6 +17,7 @@ extractor and reused (the composition root keeps one extractor per process).
 
 from __future__ import annotations
 
+import importlib
 import io
 import logging
 import math
@@ -100,6 +101,21 @@ class _Part:
     pages: int | None  # pages in this part, when known
 
 
+def _pool_limits(connections: int) -> Any:
+    """The HTTP client's connection pool, as large as the calls a process makes at once.
+
+    Its default holds 100 connections: the 101st concurrent call waits for a
+    free one (model calls take seconds), capping a process that runs many
+    extractions at once far below its workers. google-genai runs on httpx2
+    when installed, else httpx; it picks the backend these limits belong to.
+    """
+    try:
+        http: Any = importlib.import_module("httpx2")
+    except ImportError:
+        http = importlib.import_module("httpx")
+    return http.Limits(max_connections=connections, max_keepalive_connections=connections)
+
+
 class GeminiExtractor:
     name = "gemini"
     dependency = "vertex"  # the circuit breaker guarding its calls
@@ -121,6 +137,7 @@ class GeminiExtractor:
         credentials: Any = None,
         http_base_url: str | None = None,
         client_factory: Callable[[], genai.Client] | None = None,
+        max_connections: int = 1000,
     ) -> None:
         """``credentials`` None: Application Default Credentials, resolved by the
         client on first use. ``http_base_url`` points the client elsewhere
@@ -139,6 +156,7 @@ class GeminiExtractor:
         self.max_bytes = max_bytes
         self.pages_per_part = min(pages_per_part or max_pages, max_pages)
         self._timeout_s = timeout_s
+        self._max_connections = max_connections
         self._credentials = credentials
         self._base_url = http_base_url
         self._client_factory = client_factory
@@ -161,6 +179,7 @@ class GeminiExtractor:
             credentials=self._credentials,
             base_url=self._base_url,
             timeout_s=self._timeout_s,
+            max_connections=self._max_connections,
         )
 
     # -- the port ---------------------------------------------------------------
@@ -393,7 +412,13 @@ class GeminiExtractor:
 
 
 def build_vertex_client(
-    *, project: str, location: str, credentials: Any, base_url: str | None, timeout_s: float
+    *,
+    project: str,
+    location: str,
+    credentials: Any,
+    base_url: str | None,
+    timeout_s: float,
+    max_connections: int = 1000,
 ) -> genai.Client:
     """A google-genai client for Vertex AI that never retries on its own:
     Sluice's retry policy alone decides, or attempts would multiply."""
@@ -409,6 +434,7 @@ def build_vertex_client(
             base_url=base_url,
             timeout=int(timeout_s * 1000),  # milliseconds
             retry_options=types.HttpRetryOptions(attempts=1),
+            client_args={"limits": _pool_limits(max_connections)},
         ),
     )
 

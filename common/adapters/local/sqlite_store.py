@@ -370,6 +370,8 @@ class SqliteStore:
         self._holders: weakref.WeakSet[_ConnHolder] = weakref.WeakSet()
         self._holders_lock = threading.Lock()
         self._write_lock = threading.Lock()
+        self._change_cond = threading.Condition()
+        self._change_count = 0
         self._tables: dict[str, _TableSql] = {}
         self._closed = False
         _live_stores.add(self)
@@ -439,6 +441,7 @@ class SqliteStore:
             # The body may have rolled back on purpose (a transaction conflict).
             if conn.in_transaction:
                 conn.execute("COMMIT")
+                self._changed()
 
     def _write_one(self, statement: str, params: Sequence[Any]) -> Any:
         """One write statement in its own transaction; its RETURNING value."""
@@ -447,7 +450,28 @@ class SqliteStore:
             # fetchone runs the statement to completion, so it does not stay
             # active (and hold the write lock) in the statement cache.
             row = conn.execute(statement, params).fetchone()
+        self._changed()
         return None if row is None else row[0]
+
+    # -- change feed (in-process) ---------------------------------------------
+
+    def _changed(self) -> None:
+        with self._change_cond:
+            self._change_count += 1
+            self._change_cond.notify_all()
+
+    def change_count(self) -> int:
+        """How many write transactions this store object has committed (in this process)."""
+        with self._change_cond:
+            return self._change_count
+
+    def wait_for_change(self, seen: int, timeout_s: float) -> int:
+        """Block until a write commits after ``seen`` (a :meth:`change_count`), at most
+        ``timeout_s``; return the count. Writes by other processes are not seen:
+        callers poll too."""
+        with self._change_cond:
+            self._change_cond.wait_for(lambda: self._change_count != seen, timeout=timeout_s)
+            return self._change_count
 
     # -- schema ---------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from common.core.models import (
     Operation,
     Run,
 )
-from common.ports.store import Order
+from common.ports.store import ChangeFeed, Order
 from common.service import repo, tally
 
 
@@ -42,11 +42,15 @@ def operation_events(call: Call) -> Result:
     op_id = call.params["operation_id"]
     live_operation(call, op_id)  # 404 before the stream starts
     api = call.api
+    store = call.deps.store
+    # The embedded store wakes the stream when a write commits (unless a test drives the clock).
+    changes = store if isinstance(store, ChangeFeed) and api.sleep is None else None
     chunks = sse_events(
         lambda: live_operation(call, op_id),
         poll_s=api.settings.sse_poll_s,
         max_s=api.settings.sse_max_s,
         sleep=api.sleep or time.sleep,
+        changes=changes,
     )
     return iter_sse(chunks)
 
