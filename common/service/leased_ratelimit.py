@@ -261,9 +261,12 @@ class LeasedRateLimiter:
                 self._cond.wait(timeout=min(left, _MAX_NAP_S))
 
     def _renewal_due(self, now: float) -> bool:
-        """Whether the keeper would lease more now (called with the lock held)."""
-        return self._background and leases.should_renew(
-            self.plan, self._lease, now, self._last_try, self._recent_rate(now)
+        """Whether the keeper would lease more now (called with the lock held).
+        Not while a 429's slowdown holds: then calls wait for the slowed quota."""
+        return (
+            self._background
+            and self.slow_until <= now
+            and leases.should_renew(self.plan, self._lease, now, self._last_try, self._recent_rate(now))
         )
 
     def _store_too_slow(self) -> float:
