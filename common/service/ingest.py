@@ -133,7 +133,31 @@ def ingest_document(msg: IngestDocument, ctx: Context) -> None:
             log.warning("document not ingested: %s", err)
             done = item.model_copy(update={"status": "failed", "error": str(err)})
         ctx.store.set(ITEMS, item.id, done.model_dump(mode="json"), if_version=snap.version)
+        item = done
+    _record_on_document(ctx.deps, item)  # again on a redelivery: the first may have died before it
     _fan_in(ctx.deps, item.run_id)
+
+
+def _record_on_document(deps: Deps, item: IngestItem) -> None:
+    """The item's outcome on its document's record, which the API lists (a deleted document is left gone)."""
+
+    def tx(t: Transaction) -> None:
+        snap = t.get("collection_docs", item.document_id)
+        if snap is None:
+            return
+        doc = CollectionDocument.model_validate(snap.data)
+        changed = doc.model_copy(
+            update={
+                "status": item.status,
+                "error": item.error,
+                "counts": item.counts,
+                "index_id": item.index_id,
+                "updated_at": deps.clock.now(),
+            }
+        )
+        t.set("collection_docs", doc.id, changed.model_dump(mode="json"))
+
+    deps.store.transaction(tx)
 
 
 def index_document(deps: Deps, item: IngestItem) -> IngestCounts:
