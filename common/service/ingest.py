@@ -178,16 +178,18 @@ def index_document(deps: Deps, item: IngestItem) -> IngestCounts:
     have = index.existing(item.index_id, [c.id for c in chunks])
     todo = [c for c in chunks if c.id not in have]
     embedder = deps.embedder(model or "none")
-    embedded = 0
-    for batch in batches(todo, WRITE_BATCH):
+    # With an embedder each embedded batch is written at once: a 429 on a later batch must not
+    # throw away (and pay again for) the vectors already computed.
+    size = WRITE_BATCH if embedder is None else min(WRITE_BATCH, embedder.batch_size)
+    for batch in batches(todo, size):
         vectors: list[list[float] | None] = [None] * len(batch)
         if embedder is not None:
-            vectors = []
-            for part in batches([c.text for c in batch], embedder.batch_size):
-                vectors += embedder.embed(part, task="document")
-            embedded += len(batch)
+            vectors = list(embedder.embed([c.text for c in batch], task="document"))
         rows = [_row(item, doc, c, v) for c, v in zip(batch, vectors, strict=True)]
         _write(deps, item.index_id, rows)
+    # Every chunk in an index with a model has its vector, whether this attempt or an interrupted
+    # earlier one computed it: the count says how far the document got, not what this attempt paid.
+    embedded = len(chunks) if embedder is not None else 0
     return IngestCounts(pages=len(pages), chunks=len(chunks), embedded=embedded, indexed=len(chunks))
 
 
