@@ -17,14 +17,15 @@ rather than falling back silently.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import threading
+import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from common.core.errors import ConfigError, ErrorKind, RetryableError
-from common.core.retrieval import query_terms
 from common.core.search_keys import required_terms, search_keys
 from common.ports.search_index import IndexedChunk, Scored
 
@@ -72,7 +73,7 @@ _LAYOUT = 2
 # bm25 weights of text, heading, document name, keys: a heading's or a key's match says more than the body's.
 _WEIGHTS = "1.0, 2.0, 0.5, 2.0"
 # A query of common terms only ranks this many of its matching chunks (the newest), not all of them.
-_CANDIDATE_CAP = 2000
+_CANDIDATE_CAP = 1000
 _COLUMNS = (
     'chunk_id, owner, collection_id, document_id, document, position, page, page_end, start, "end", heading, text'
 )
@@ -193,7 +194,7 @@ class SqliteSearchIndex:
         5 % of the chunks are left out when rarer ones remain (their IDF is
         near zero: they barely move BM25), and a query made only of common
         terms ranks a bounded set of matching rows (the newest) instead of all."""
-        words = query_terms(query)
+        words = _tokens(query)
         keys = search_keys(query)
         terms = list(dict.fromkeys(words + keys))
         if not terms or not index_ids:
@@ -223,7 +224,6 @@ class SqliteSearchIndex:
         total = conn.execute("SELECT max(rowid) FROM chunks").fetchone()[0] or 0
         marks = ",".join("?" * len(terms))
         df = dict(conn.execute(f"SELECT term, doc FROM chunks_vocab WHERE term IN ({marks})", terms).fetchall())
-        # A term the tokeniser splits (a quoted phrase) is not in the vocabulary as such: kept as rare.
         return [t for t in terms if df.get(t, 0) <= max(50, total * 0.05)]
 
     def _ranked(
@@ -308,6 +308,16 @@ class SqliteSearchIndex:
         if conn is not None:
             conn.close()
             self._local.conn = None
+
+
+_TOKEN = re.compile(r"[^\W_]+")
+
+
+def _tokens(query: str, limit: int = 32) -> list[str]:
+    """The query's words as the index's tokeniser makes them (unicode61, diacritics folded; ``_`` splits),
+    so that each is one vocabulary entry whose document frequency can be looked up."""
+    folded = "".join(c for c in unicodedata.normalize("NFKD", query.lower()) if not unicodedata.combining(c))
+    return list(dict.fromkeys(_TOKEN.findall(folded)))[:limit]
 
 
 def _any(terms: Sequence[str]) -> str:
