@@ -82,3 +82,13 @@ def test_a_file_of_the_first_layout_is_migrated_and_its_chunks_get_keys(tmp_path
     assert {h.chunk.chunk_id for h in index.lexical("alice", ["ix"], "rechnung", 5)} == {"old", "c1"}
     assert index.delete_document("ix", "d") == 1  # the delete trigger of the new layout keeps FTS in step
     assert [h.chunk.chunk_id for h in index.lexical("alice", ["ix"], "rechnung", 5)] == ["c1"]
+
+
+def test_a_code_printed_on_many_pages_is_still_what_the_query_asks_for(tmp_path: Path) -> None:
+    index = SqliteSearchIndex(tmp_path / "s.db")
+    filler = [_chunk(i, f"Lieferschein Position {i} Menge Preis") for i in range(300)]
+    coded = [_chunk(300 + i, f"Seite {i} Referenz 2013-471102 Rechnung") for i in range(60)]  # 15 % of the chunks
+    wordy = [_chunk(400 + i, "Invoice number summary: the invoice number is on every invoice") for i in range(2)]
+    index.upsert("ix", [*filler, *coded, *wordy])
+    hits = index.lexical("alice", ["ix"], "invoice number 471102", 5)
+    assert all("471102" in h.chunk.text for h in hits)

@@ -199,11 +199,15 @@ class SqliteSearchIndex:
         terms = list(dict.fromkeys(words + keys))
         if not terms or not index_ids:
             return []
-        rare = self._rare(terms)
-        required = [t for t in required_terms(words, keys) if t in rare]
+        df, total = self._frequencies(terms)
+        rare = [t for t in terms if df.get(t, 0) <= max(50, total * 0.05)]
+        # A query's code or date is what it asks for even when many chunks carry it (a number
+        # printed on every page); only one on most of the index is too vague to require.
+        required = [t for t in required_terms(words, keys) if df.get(t, 0) <= max(50, total * 0.2)]
         first: list[Scored] = []
         if required:
-            first = self._ranked(f"({_any(required)}) AND ({_any(rare)})", owner, index_ids, k)
+            scoring = list(dict.fromkeys(required + rare))
+            first = self._ranked(f"({_any(required)}) AND ({_any(scoring)})", owner, index_ids, k)
             if len(first) >= k:
                 return first
         seen = {s.chunk.chunk_id + s.chunk.collection_id for s in first}
@@ -218,13 +222,13 @@ class SqliteSearchIndex:
             first = [Scored(s.chunk, s.score + max(0.0, lift)) for s in first]
         return first + rest
 
-    def _rare(self, terms: list[str]) -> list[str]:
-        """The terms in at most 5 % of all chunks (and at least those in 50 or fewer)."""
+    def _frequencies(self, terms: list[str]) -> tuple[dict[str, int], int]:
+        """How many chunks hold each term, and about how many chunks there are."""
         conn = self._conn()
-        total = conn.execute("SELECT max(rowid) FROM chunks").fetchone()[0] or 0
+        total = int(conn.execute("SELECT max(rowid) FROM chunks").fetchone()[0] or 0)
         marks = ",".join("?" * len(terms))
-        df = dict(conn.execute(f"SELECT term, doc FROM chunks_vocab WHERE term IN ({marks})", terms).fetchall())
-        return [t for t in terms if df.get(t, 0) <= max(50, total * 0.05)]
+        rows = conn.execute(f"SELECT term, doc FROM chunks_vocab WHERE term IN ({marks})", terms).fetchall()
+        return {str(t): int(n) for t, n in rows}, total
 
     def _ranked(
         self, match: str, owner: str, index_ids: Sequence[str], k: int, *, bounded: bool = False
