@@ -207,7 +207,11 @@ class SqliteSearchIndex:
         first: list[Scored] = []
         if required:
             scoring = list(dict.fromkeys(required + rare))
-            first = self._ranked(f"({_any(required)}) AND ({_any(scoring)})", owner, index_ids, k)
+            # A required term on thousands of chunks: which of them come first is a matter of the
+            # other words only, so a bounded set of them is ranked (as for common words).
+            crowded = any(df.get(t, 0) > _CANDIDATE_CAP for t in required)
+            match = f"({_any(required)}) AND ({_any(scoring)})"
+            first = self._ranked(match, owner, index_ids, k, bounded=crowded)
             if len(first) >= k:
                 return first
         seen = {s.chunk.chunk_id + s.chunk.collection_id for s in first}
