@@ -92,3 +92,14 @@ def test_a_code_printed_on_many_pages_is_still_what_the_query_asks_for(tmp_path:
     index.upsert("ix", [*filler, *coded, *wordy])
     hits = index.lexical("alice", ["ix"], "invoice number 471102", 5)
     assert all("471102" in h.chunk.text for h in hits)
+
+
+def test_a_code_on_more_chunks_than_the_candidate_cap_still_ranks_its_chunks_first(tmp_path: Path) -> None:
+    index = SqliteSearchIndex(tmp_path / "s.db")
+    filler = [_chunk(i, f"Lieferschein Position {i} Menge Preis") for i in range(5000)]
+    coded = [_chunk(10_000 + i, f"Seite {i} Referenz 2013-471102 Rechnung") for i in range(1100)]
+    wordy = [_chunk(20_000 + i, "Invoice number summary: the invoice number is on every invoice") for i in range(2)]
+    index.upsert("ix", [*filler, *coded, *wordy])
+    hits = index.lexical("alice", ["ix"], "invoice number 471102", 10)
+    assert len(hits) == 10 and all("471102" in h.chunk.text for h in hits)
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
