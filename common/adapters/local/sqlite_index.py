@@ -73,7 +73,7 @@ _LAYOUT = 2
 # bm25 weights of text, heading, document name, keys: a heading's or a key's match says more than the body's.
 _WEIGHTS = "1.0, 2.0, 0.5, 2.0"
 # A query of common terms only ranks this many of its matching chunks (the newest), not all of them.
-_CANDIDATE_CAP = 1000
+_CANDIDATE_CAP = 500
 _COLUMNS = (
     'chunk_id, owner, collection_id, document_id, document, position, page, page_end, start, "end", heading, text'
 )
