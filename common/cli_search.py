@@ -75,6 +75,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             embedding_model=args.embedding_model,
         )
         docs = [cols.NewDocument(name=str(f), data=f.read_bytes()) for f in files]
+        # We hold the data directory's lock: a lease in the bus belongs to an ingest that was killed,
+        # and its messages must be delivered again now, not when the lease runs out.
+        app.runtime.bus.release_leases()
         run, _ = cols.add_documents(deps, app.sender, LOCAL_OWNER, coll.id, docs)
         # Runs left unfinished by an interrupted ingest finish here too: their messages are on the bus.
         app.runtime.drain()

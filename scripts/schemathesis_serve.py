@@ -41,6 +41,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--max-examples", type=int, default=25)
     ap.add_argument("--seed", help="replay a run (schemathesis prints its seed)")
+    ap.add_argument("--include-path-regex", help="fuzz only the operations whose path matches")
     args = ap.parse_args()
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -114,6 +115,7 @@ def main() -> int:
                     "-H",
                     f"Authorization: Bearer {token}",
                     *(["--seed", args.seed] if args.seed else []),
+                    *(["--include-path-regex", args.include_path_regex] if args.include_path_regex else []),
                 ]
             )
         finally:

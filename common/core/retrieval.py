@@ -31,7 +31,7 @@ class IngestCounts(BaseModel):
 
     pages: int = 0  # pages read
     chunks: int = 0  # chunks made
-    embedded: int = 0  # chunks embedded (new ones; those already indexed are not embedded again)
+    embedded: int = 0  # chunks with their embedding (0 without an embedding model)
     indexed: int = 0  # chunks in the index
 
     def __add__(self, other: IngestCounts) -> IngestCounts:

@@ -10,7 +10,6 @@ the same structure whatever the source.
 
 from __future__ import annotations
 
-import html
 import re
 from html.parser import HTMLParser
 from pathlib import PurePosixPath
@@ -118,7 +117,7 @@ def html_to_text(source: str) -> str:
     parser = _TextParser()
     parser.feed(source)
     parser.close()
-    raw = html.unescape("".join(parser.out)) if "&" in "".join(parser.out) else "".join(parser.out)
+    raw = "".join(parser.out)  # convert_charrefs has decoded the entities: decoding again would turn &amp;lt; into <
     lines = [re.sub(r"[ \t\u00a0]+", " ", ln).strip() for ln in raw.split("\n")]
     text = "\n".join(lines)
     # A heading's text stays on its marker's line.

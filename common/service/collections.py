@@ -139,7 +139,12 @@ def add_documents(
         doc_id = f"{coll.id}-{digest[:32]}"
         snap = deps.store.get(DOCS, doc_id)
         if snap is not None:
-            records.append(CollectionDocument.model_validate(snap.data))
+            known = CollectionDocument.model_validate(snap.data)
+            records.append(known)
+            if known.status == "pending" and doc_id not in new:
+                # Stored by an add that died before its run started (or whose run is still going):
+                # ingesting it again is safe, its chunk ids are its content's.
+                new.append(doc_id)
             continue
         uri = deps.bucket_uri("uploads", f"collections/{owner}/{coll.id}/{digest}")
         deps.blobs.put_bytes(uri, d.data, content_type=d.mime)

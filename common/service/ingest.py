@@ -133,7 +133,31 @@ def ingest_document(msg: IngestDocument, ctx: Context) -> None:
             log.warning("document not ingested: %s", err)
             done = item.model_copy(update={"status": "failed", "error": str(err)})
         ctx.store.set(ITEMS, item.id, done.model_dump(mode="json"), if_version=snap.version)
+        item = done
+    _record_on_document(ctx.deps, item)  # again on a redelivery: the first may have died before it
     _fan_in(ctx.deps, item.run_id)
+
+
+def _record_on_document(deps: Deps, item: IngestItem) -> None:
+    """The item's outcome on its document's record, which the API lists (a deleted document is left gone)."""
+
+    def tx(t: Transaction) -> None:
+        snap = t.get("collection_docs", item.document_id)
+        if snap is None:
+            return
+        doc = CollectionDocument.model_validate(snap.data)
+        changed = doc.model_copy(
+            update={
+                "status": item.status,
+                "error": item.error,
+                "counts": item.counts,
+                "index_id": item.index_id,
+                "updated_at": deps.clock.now(),
+            }
+        )
+        t.set("collection_docs", doc.id, changed.model_dump(mode="json"))
+
+    deps.store.transaction(tx)
 
 
 def index_document(deps: Deps, item: IngestItem) -> IngestCounts:
@@ -154,16 +178,18 @@ def index_document(deps: Deps, item: IngestItem) -> IngestCounts:
     have = index.existing(item.index_id, [c.id for c in chunks])
     todo = [c for c in chunks if c.id not in have]
     embedder = deps.embedder(model or "none")
-    embedded = 0
-    for batch in batches(todo, WRITE_BATCH):
+    # With an embedder each embedded batch is written at once: a 429 on a later batch must not
+    # throw away (and pay again for) the vectors already computed.
+    size = WRITE_BATCH if embedder is None else min(WRITE_BATCH, embedder.batch_size)
+    for batch in batches(todo, size):
         vectors: list[list[float] | None] = [None] * len(batch)
         if embedder is not None:
-            vectors = []
-            for part in batches([c.text for c in batch], embedder.batch_size):
-                vectors += embedder.embed(part, task="document")
-            embedded += len(batch)
+            vectors = list(embedder.embed([c.text for c in batch], task="document"))
         rows = [_row(item, doc, c, v) for c, v in zip(batch, vectors, strict=True)]
         _write(deps, item.index_id, rows)
+    # Every chunk in an index with a model has its vector, whether this attempt or an interrupted
+    # earlier one computed it: the count says how far the document got, not what this attempt paid.
+    embedded = len(chunks) if embedder is not None else 0
     return IngestCounts(pages=len(pages), chunks=len(chunks), embedded=embedded, indexed=len(chunks))
 
 

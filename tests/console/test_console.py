@@ -303,3 +303,43 @@ def test_the_create_job_form_builds_each_kinds_settings_from_its_schema(page: An
     expect(page.get_by_role("heading", name="Word counts")).to_be_visible()
     (job,) = [j for j in console.call("GET", "/v1/jobs")["items"] if j["name"] == "Word counts"]
     assert (job["kind"], job["settings"]) == ("wordcount", {"min_length": 3})
+
+
+def test_search_a_collection_from_the_search_box(page: Any, console: Console) -> None:
+    import urllib.request
+    import uuid
+
+    coll = console.call("POST", "/v1/collections", {"name": "notes"})
+    docs = {
+        "alpha.md": "# Alpha\n\nThe quarterly report of Globex mentions invoice INV-2023-0042 dated 5 March 2023.",
+        "beta.md": "# Beta\n\nMinutes of the meeting about the new office in Springfield.",
+    }
+    boundary = uuid.uuid4().hex
+    body = (
+        b"".join(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
+            f"Content-Type: text/markdown\r\n\r\n{text}\r\n".encode()
+            for name, text in docs.items()
+        )
+        + f"--{boundary}--\r\n".encode()
+    )
+    req = urllib.request.Request(f"{console.url}/v1/collections/{coll['id']}/documents", data=body, method="POST")
+    req.add_header("Content-Type", f"multipart/form-data; boundary={boundary}")
+    import json
+
+    run = json.loads(urllib.request.urlopen(req, timeout=30).read())["run"]
+    console.wait_for(
+        "the ingest run", lambda: console.call("GET", f"/v1/ingest-runs/{run['id']}")["status"] == "completed"
+    )
+
+    _open(page, console, "#/search")
+    expect(page.locator("#search-collection")).to_contain_text("notes (2 documents")
+    page.get_by_label("Query").fill("invoice dated 2023-03-05")
+    page.get_by_role("button", name="Search").click()
+    hits = page.locator("#search-results li")
+    expect(hits.first).to_contain_text("alpha.md")
+    expect(hits.first).to_contain_text("page 1")
+    expect(hits.first).to_contain_text("INV-2023-0042")
+    page.get_by_label("Query").fill("zeppelin")
+    page.get_by_role("button", name="Search").click()
+    expect(page.locator("#no-results")).to_be_visible()

@@ -1,4 +1,4 @@
-"""A fake OpenAI-compatible ``/v1/chat/completions`` endpoint for tests of the real HTTP client code.
+"""A fake OpenAI-compatible ``/v1/chat/completions`` and ``/v1/embeddings`` endpoint for tests of real HTTP clients.
 
 A threaded :mod:`http.server` on 127.0.0.1 (free port) answering from a queue
 of scripted replies (or a ``default`` responder that builds one from the
@@ -12,6 +12,7 @@ with a responder that answers every row, by the enrich tests and bench.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import threading
@@ -76,7 +77,7 @@ class FakeOpenAI:
         with self._lock:
             self.requests.append(req)
             nxt = self._queue.popleft() if self._queue else self.default
-        if req.path != "/v1/chat/completions":
+        if req.path not in ("/v1/chat/completions", "/v1/embeddings"):
             return error(404, f"unknown path {req.path}")
         if nxt is None:
             return error(500, "fake openai: no scripted reply")
@@ -137,6 +138,20 @@ def chat_answer(payload: Any, *, prompt_tokens: int = 300, completion_tokens: in
             "total_tokens": prompt_tokens + completion_tokens,
         },
     }
+    return Reply(200, json.dumps(body).encode())
+
+
+def fake_vector(text: str, dimensions: int = 8) -> list[float]:
+    """A deterministic vector for ``text`` (not semantic): what the embedding fakes answer."""
+    digest = hashlib.sha256(text.encode()).digest()
+    return [round(b / 255 - 0.5, 6) for b in digest[:dimensions]]
+
+
+def embeddings_answer(req: ChatRequest) -> Reply:
+    """``/v1/embeddings``: one vector per input, listed in reverse so a client must put them back by ``index``."""
+    inputs = req.body["input"]
+    data = [{"object": "embedding", "index": i, "embedding": fake_vector(t)} for i, t in enumerate(inputs)]
+    body = {"object": "list", "model": req.body.get("model"), "data": data[::-1], "usage": {"prompt_tokens": 1}}
     return Reply(200, json.dumps(body).encode())
 
 

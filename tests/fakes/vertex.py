@@ -1,4 +1,4 @@
-"""A fake Vertex AI ``generateContent`` endpoint for tests of the real google-genai client.
+"""A fake Vertex AI ``generateContent`` (and embedding ``predict``) endpoint for tests of the real google-genai client.
 
 A threaded :mod:`http.server` on 127.0.0.1 (free port) answers
 ``POST /v1beta1/projects/P/locations/L/publishers/google/models/MODEL:generateContent``
@@ -35,7 +35,7 @@ from typing import Any, Self
 API_VERSION = "v1beta1"  # what google-genai 3.x uses for Vertex AI
 _PATH = re.compile(
     rf"^/{API_VERSION}/projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)"
-    r"/publishers/google/models/(?P<model>[^/:]+):generateContent$"
+    r"/publishers/google/models/(?P<model>[^/:]+):(?P<method>generateContent|predict)$"
 )
 
 
@@ -55,6 +55,17 @@ class RecordedRequest:
     project: str | None
     location: str | None
     model: str | None
+    # generateContent, or predict (google-genai's embed_content for text-embedding models)
+    rpc: str | None = None
+
+    @property
+    def embed_texts(self) -> list[str]:
+        """The texts of a ``:predict`` embedding request, in order."""
+        return [str(i["content"]) for i in self.body.get("instances", [])]
+
+    @property
+    def embed_task_types(self) -> list[str | None]:
+        return [i.get("task_type") for i in self.body.get("instances", [])]
 
     def _parts(self) -> Iterator[dict[str, Any]]:
         for content in self.body.get("contents", []):
@@ -223,6 +234,7 @@ class FakeVertex:
             project=m["project"] if m else None,
             location=m["location"] if m else None,
             model=m["model"] if m else None,
+            rpc=m["method"] if m else None,
         )
         with self._lock:
             self.requests.append(req)
@@ -346,6 +358,28 @@ def answer(
         "modelVersion": model_version,
         "responseId": "fake-response",
     }
+    return Reply(200, json.dumps(body).encode())
+
+
+def fake_vector(text: str, dimensions: int = 8) -> list[float]:
+    """A deterministic vector for ``text`` (not semantic)."""
+    digest = hashlib.sha256(text.encode()).digest()
+    return [round(b / 255 - 0.5, 6) for b in digest[:dimensions]]
+
+
+def embeddings(req: RecordedRequest) -> Reply:
+    """A ``:predict`` answer for a text-embedding model: one vector per instance, in order."""
+    dims = int((req.body.get("parameters") or {}).get("outputDimensionality") or 8)
+    predictions = [
+        {
+            "embeddings": {
+                "values": fake_vector(t, dims),
+                "statistics": {"token_count": len(t.split()), "truncated": False},
+            }
+        }
+        for t in req.embed_texts
+    ]
+    body = {"predictions": predictions, "metadata": {"billableCharacterCount": sum(map(len, req.embed_texts))}}
     return Reply(200, json.dumps(body).encode())
 
 

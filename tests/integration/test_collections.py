@@ -146,3 +146,26 @@ def test_a_timed_out_index_write_is_tried_again(p: Pipeline, monkeypatch: pytest
     assert len(calls) == 2
     assert ingest.progress(p.deps, run.id)[0].status == "completed"
     assert index.count(coll.active_index) > 0
+
+
+class _Killed(Exception):
+    pass
+
+
+class _DyingSender:
+    def send(self, *_a: Any, **_kw: Any) -> None:
+        raise _Killed
+
+
+def test_documents_stored_by_an_add_that_died_before_its_run_started_are_ingested_by_the_next_add(
+    p: Pipeline,
+) -> None:
+    coll = cols.create_collection(p.deps, "alice", "c")
+    with pytest.raises(_Killed):
+        cols.add_documents(p.deps, _DyingSender(), "alice", coll.id, [_doc(1), _doc(2)])  # type: ignore[arg-type]
+    run = _ingest(p, "alice", coll.id, [_doc(1), _doc(2)])
+    assert run is not None
+    _, counts, statuses = ingest.progress(p.deps, run.id)
+    assert statuses["done"] == 2
+    assert p.deps.search_index.count(coll.active_index) == counts.chunks > 0
+    assert [d.status for d in cols.list_documents(p.deps, "alice", coll.id)] == ["done", "done"]

@@ -17,17 +17,19 @@ rather than falling back silently.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import threading
+import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from common.core.errors import ConfigError, ErrorKind, RetryableError
-from common.core.retrieval import query_terms
+from common.core.search_keys import required_terms, search_keys
 from common.ports.search_index import IndexedChunk, Scored
 
-_SCHEMA = """
+_TABLES = """
 CREATE TABLE IF NOT EXISTS chunks (
     rowid INTEGER PRIMARY KEY,
     index_id TEXT NOT NULL,
@@ -44,22 +46,34 @@ CREATE TABLE IF NOT EXISTS chunks (
     heading TEXT,
     text TEXT NOT NULL,
     vector BLOB,
+    keys TEXT NOT NULL DEFAULT '',
     UNIQUE (index_id, chunk_id)
 );
 CREATE INDEX IF NOT EXISTS chunks_by_document ON chunks (index_id, document_id);
-CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
-    text, heading, document, content='chunks', content_rowid='rowid', tokenize='unicode61 remove_diacritics 2'
-);
-CREATE TRIGGER IF NOT EXISTS chunks_ai AFTER INSERT ON chunks BEGIN
-    INSERT INTO chunks_fts(rowid, text, heading, document) VALUES (new.rowid, new.text, new.heading, new.document);
-END;
-CREATE TRIGGER IF NOT EXISTS chunks_ad AFTER DELETE ON chunks BEGIN
-    INSERT INTO chunks_fts(chunks_fts, rowid, text, heading, document)
-        VALUES ('delete', old.rowid, old.text, old.heading, old.document);
-END;
-CREATE VIRTUAL TABLE IF NOT EXISTS chunks_vocab USING fts5vocab(chunks_fts, 'row');
 CREATE TABLE IF NOT EXISTS generations (index_id TEXT PRIMARY KEY, changes INTEGER NOT NULL);
 """
+# ``keys``: the chunk's date and identifier keys (common.core.search_keys), matched like words.
+_FTS = """
+CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
+    text, heading, document, keys, content='chunks', content_rowid='rowid',
+    tokenize='unicode61 remove_diacritics 2'
+);
+CREATE TRIGGER IF NOT EXISTS chunks_ai AFTER INSERT ON chunks BEGIN
+    INSERT INTO chunks_fts(rowid, text, heading, document, keys)
+        VALUES (new.rowid, new.text, new.heading, new.document, new.keys);
+END;
+CREATE TRIGGER IF NOT EXISTS chunks_ad AFTER DELETE ON chunks BEGIN
+    INSERT INTO chunks_fts(chunks_fts, rowid, text, heading, document, keys)
+        VALUES ('delete', old.rowid, old.text, old.heading, old.document, old.keys);
+END;
+CREATE VIRTUAL TABLE IF NOT EXISTS chunks_vocab USING fts5vocab(chunks_fts, 'row');
+"""
+# PRAGMA user_version of the layout above; an older file is migrated when opened.
+_LAYOUT = 2
+# bm25 weights of text, heading, document name, keys: a heading's or a key's match says more than the body's.
+_WEIGHTS = "1.0, 2.0, 0.5, 2.0"
+# A query of common terms only ranks this many of its matching chunks (the newest), not all of them.
+_CANDIDATE_CAP = 500
 _COLUMNS = (
     'chunk_id, owner, collection_id, document_id, document, position, page, page_end, start, "end", heading, text'
 )
@@ -86,8 +100,7 @@ class SqliteSearchIndex:
         self._local = threading.local()
         self._matrices: dict[str, tuple[int, Any, list[int]]] = {}
         self._lock = threading.Lock()
-        with self._conn() as conn:
-            conn.executescript(_SCHEMA)
+        _migrate(self._conn())
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -103,7 +116,7 @@ class SqliteSearchIndex:
     def upsert(self, index_id: str, chunks: Sequence[IndexedChunk]) -> None:
         rows = [
             (index_id, c.chunk_id, c.owner, c.collection_id, c.document_id, c.document, c.position, c.page,
-             c.page_end, c.start, c.end, c.heading, c.text, _pack(c.vector))
+             c.page_end, c.start, c.end, c.heading, c.text, _pack(c.vector), _keys(c.heading, c.text))
             for c in chunks
         ]  # fmt: skip
         self._write(
@@ -113,7 +126,7 @@ class SqliteSearchIndex:
                     "DELETE FROM chunks WHERE index_id = ? AND chunk_id = ?", [(r[0], r[1]) for r in rows]
                 ),
                 conn.executemany(
-                    f"INSERT INTO chunks (index_id, {_COLUMNS}, vector) VALUES ({','.join('?' * 14)})", rows
+                    f"INSERT INTO chunks (index_id, {_COLUMNS}, vector, keys) VALUES ({','.join('?' * 15)})", rows
                 ),
             ),
             index_id,
@@ -173,38 +186,74 @@ class SqliteSearchIndex:
         return int(self._conn().execute("SELECT count(*) FROM chunks WHERE index_id = ?", (index_id,)).fetchone()[0])
 
     def lexical(self, owner: str, index_ids: Sequence[str], query: str, k: int) -> list[Scored]:
-        terms = self._selective(query_terms(query))
+        """BM25 over words and keys; chunks with one of the query's specific terms (a date, a code,
+        a long number) rank above those sharing only its common words.
+
+        Speed at 100,000s of chunks: FTS5 computes BM25 for every row a query
+        matches, and a common word matches most rows. So terms in more than
+        5 % of the chunks are left out when rarer ones remain (their IDF is
+        near zero: they barely move BM25), and a query made only of common
+        terms ranks a bounded set of matching rows (the newest) instead of all."""
+        words = _tokens(query)
+        keys = search_keys(query)
+        terms = list(dict.fromkeys(words + keys))
         if not terms or not index_ids:
             return []
-        match = " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
-        marks = ",".join("?" * len(index_ids))
-        # bm25() is lower-is-better in FTS5; negate it so every adapter's scores rise with relevance.
-        rows = (
-            self._conn()
-            .execute(
-                f"SELECT {', '.join('c.' + c for c in _COLUMNS.split(', '))}, -bm25(chunks_fts, 1.0, 0.5, 0.5) AS s "
-                f"FROM chunks_fts JOIN chunks c ON c.rowid = chunks_fts.rowid "
-                f"WHERE chunks_fts MATCH ? AND c.owner = ? AND c.index_id IN ({marks}) ORDER BY s DESC LIMIT ?",
-                (match, owner, *index_ids, k),
-            )
-            .fetchall()
-        )
-        return [Scored(_chunk(r), float(r[-1])) for r in rows]
-
-    def _selective(self, terms: list[str]) -> list[str]:
-        """The query's terms less those in over 5 % of all chunks, when rarer ones remain.
-
-        A term that common adds almost nothing to BM25 (its IDF is near zero),
-        but ORed in it makes FTS5 rank nearly every row: at 100,000 chunks that
-        is the difference between a few milliseconds and a few hundred."""
-        if len(terms) < 2:
-            return terms
-        conn = self._conn()
-        total = conn.execute("SELECT max(rowid) FROM chunks").fetchone()[0] or 0
-        marks = ",".join("?" * len(terms))
-        df = dict(conn.execute(f"SELECT term, doc FROM chunks_vocab WHERE term IN ({marks})", terms).fetchall())
+        df, total = self._frequencies(terms)
         rare = [t for t in terms if df.get(t, 0) <= max(50, total * 0.05)]
-        return rare or terms
+        # A query's code or date is what it asks for even when many chunks carry it (a number
+        # printed on every page); only one on most of the index is too vague to require.
+        required = [t for t in required_terms(words, keys) if df.get(t, 0) <= max(50, total * 0.2)]
+        first: list[Scored] = []
+        if required:
+            scoring = list(dict.fromkeys(required + rare))
+            # A required term on thousands of chunks: which of them come first is a matter of the
+            # other words only, so a bounded set of them is ranked (as for common words).
+            crowded = any(df.get(t, 0) > _CANDIDATE_CAP for t in required)
+            match = f"({_any(required)}) AND ({_any(scoring)})"
+            first = self._ranked(match, owner, index_ids, k, bounded=crowded)
+            if len(first) >= k:
+                return first
+        seen = {s.chunk.chunk_id + s.chunk.collection_id for s in first}
+        rest = [
+            s
+            for s in self._ranked(_any(rare or terms), owner, index_ids, k + len(first), bounded=not rare)
+            if s.chunk.chunk_id + s.chunk.collection_id not in seen
+        ][: k - len(first)]
+        if first and rest:
+            # Scores stay decreasing down the list: the specific matches sit above the rest.
+            lift = max(s.score for s in rest) - min(s.score for s in first) + 1e-6
+            first = [Scored(s.chunk, s.score + max(0.0, lift)) for s in first]
+        return first + rest
+
+    def _frequencies(self, terms: list[str]) -> tuple[dict[str, int], int]:
+        """How many chunks hold each term, and about how many chunks there are."""
+        conn = self._conn()
+        total = int(conn.execute("SELECT max(rowid) FROM chunks").fetchone()[0] or 0)
+        marks = ",".join("?" * len(terms))
+        rows = conn.execute(f"SELECT term, doc FROM chunks_vocab WHERE term IN ({marks})", terms).fetchall()
+        return {str(t): int(n) for t, n in rows}, total
+
+    def _ranked(
+        self, match: str, owner: str, index_ids: Sequence[str], k: int, *, bounded: bool = False
+    ) -> list[Scored]:
+        """The best ``k`` of the owner's chunks in ``index_ids`` for an FTS5 ``match``; ``bounded``:
+        among the newest _CANDIDATE_CAP matching chunks only (SQLite stops reading there)."""
+        marks = ",".join("?" * len(index_ids))
+        cols = ", ".join("c." + c for c in _COLUMNS.split(", "))
+        # bm25() is lower-is-better in FTS5; negate it so every adapter's scores rise with relevance.
+        matching = (
+            f"SELECT {cols}, -bm25(chunks_fts, {_WEIGHTS}) AS s "
+            f"FROM chunks_fts JOIN chunks c ON c.rowid = chunks_fts.rowid "
+            f"WHERE chunks_fts MATCH ? AND c.owner = ? AND c.index_id IN ({marks})"
+        )
+        sql = (
+            f"SELECT * FROM ({matching} ORDER BY chunks_fts.rowid DESC LIMIT {_CANDIDATE_CAP}) ORDER BY s DESC LIMIT ?"
+            if bounded
+            else f"{matching} ORDER BY s DESC LIMIT ?"
+        )
+        rows = self._conn().execute(sql, (match, owner, *index_ids, k)).fetchall()
+        return [Scored(_chunk(r), float(r[-1])) for r in rows]
 
     def nearest(self, owner: str, index_ids: Sequence[str], vector: Sequence[float], k: int) -> list[Scored]:
         import numpy as np
@@ -267,6 +316,47 @@ class SqliteSearchIndex:
         if conn is not None:
             conn.close()
             self._local.conn = None
+
+
+_TOKEN = re.compile(r"[^\W_]+")
+
+
+def _tokens(query: str, limit: int = 32) -> list[str]:
+    """The query's words as the index's tokeniser makes them (unicode61, diacritics folded; ``_`` splits),
+    so that each is one vocabulary entry whose document frequency can be looked up."""
+    folded = "".join(c for c in unicodedata.normalize("NFKD", query.lower()) if not unicodedata.combining(c))
+    return list(dict.fromkeys(_TOKEN.findall(folded)))[:limit]
+
+
+def _any(terms: Sequence[str]) -> str:
+    return " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
+
+
+def _keys(heading: str | None, text: str) -> str:
+    return " ".join(search_keys(f"{heading or ''}\n{text}"))
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Create the layout, or bring a file of an older layout to it: keys computed, the FTS table rebuilt.
+
+    Each step is idempotent or one transaction, and the version is written
+    last, so a migration interrupted anywhere is done again from where it was."""
+    if int(conn.execute("PRAGMA user_version").fetchone()[0]) >= _LAYOUT:
+        return
+    conn.executescript(_TABLES)
+    if "keys" not in {r[1] for r in conn.execute("PRAGMA table_info(chunks)")}:
+        conn.execute("ALTER TABLE chunks ADD COLUMN keys TEXT NOT NULL DEFAULT ''")
+    rows = conn.execute("SELECT rowid, heading, text FROM chunks WHERE keys = ''").fetchall()
+    if rows:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany("UPDATE chunks SET keys = ? WHERE rowid = ?", [(_keys(h, t), r) for r, h, t in rows])
+        conn.execute("COMMIT")
+    conn.executescript(
+        "BEGIN IMMEDIATE; DROP TRIGGER IF EXISTS chunks_ai; DROP TRIGGER IF EXISTS chunks_ad; "
+        "DROP TABLE IF EXISTS chunks_vocab; DROP TABLE IF EXISTS chunks_fts;"
+        + _FTS
+        + f"INSERT INTO chunks_fts(chunks_fts) VALUES ('rebuild'); PRAGMA user_version = {_LAYOUT}; COMMIT;"
+    )
 
 
 def _pack(vector: Sequence[float] | None) -> bytes | None:

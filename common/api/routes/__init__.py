@@ -14,6 +14,7 @@ from common.api.routes import (
     admin,
     automations,
     blobs,
+    collections,
     exports,
     files,
     imports,
@@ -38,6 +39,7 @@ ROUTES: list[Route] = [
     *integrations.ROUTES,
     *admin.ROUTES,
     *blobs.ROUTES,
+    *collections.ROUTES,
 ]
 
 __all__ = ["ROUTES"]

@@ -655,6 +655,38 @@ async function apiPage() {
     ...sections);
 }
 
+// -- search: a collection's chunks for a query (GET /v1/collections/{id}/search) ------------------------
+async function searchPage(collectionId) {
+  const body = await guarded(() => api("GET", "/v1/collections"));
+  const colls = (body && body.items) || [];
+  const params = new URLSearchParams(location.hash.split("?")[1] || "");
+  const chosen = collectionId || (colls[0] && colls[0].id) || "";
+  const results = h("ol", { id: "search-results", class: "hits", "aria-label": "Search results" });
+  const select = h("select", { id: "search-collection", name: "collection" },
+    colls.map((c) => h("option", { value: c.id, selected: c.id === chosen }, `${c.name} (${c.documents} documents, ${c.chunks} chunks)`)));
+  const input = h("input", { id: "search-q", name: "q", type: "search", required: true, maxlength: 1000, value: params.get("q") || "", placeholder: "invoice number 12345" });
+  async function run(ev) {
+    if (ev) ev.preventDefault();
+    const q = input.value.trim();
+    if (!q || !select.value) return;
+    const out = await guarded(() => api("GET", `/v1/collections/${encodeURIComponent(select.value)}/search?q=${encodeURIComponent(q)}&k=10`));
+    if (!out) return;
+    results.replaceChildren(...out.items.map((hit) => h("li", { class: "card" },
+      h("div", {}, h("strong", {}, hit.document), h("span", { class: "muted" }, ` · page ${hit.page}${hit.page_end !== hit.page ? `–${hit.page_end}` : ""} · score ${hit.score.toFixed(3)}`)),
+      h("p", { class: "snippet" }, hit.snippet))));
+    say(out.items.length ? `${out.items.length} results for “${q}”` : `No results for “${q}”`);
+    if (!out.items.length) results.replaceChildren(h("li", { id: "no-results", class: "muted" }, "No chunk matches."));
+  }
+  show("Search", ...[
+    colls.length ? h("form", { id: "search-form", class: "row", role: "search", onsubmit: run },
+      h("label", { for: "search-collection" }, "Collection"), select,
+      h("label", { for: "search-q" }, "Query"), input,
+      h("button", { type: "submit" }, "Search")) : h("p", { class: "muted", id: "no-collections" },
+      "No collections yet: create one with POST /v1/collections (or sluice ingest), then add documents."),
+    results]);
+  if (input.value) await run();
+}
+
 // -- routing ------------------------------------------------------------------------------------------
 async function route() {
   clearAlert();
@@ -670,6 +702,7 @@ async function route() {
     else if (a === "automations") await automationsPage();
     else if (a === "dead-letters") await deadLettersPage();
     else if (a === "stats") await statsPage(b);
+    else if (a && a.split("?")[0] === "search") await searchPage(b && b.split("?")[0]);
     else if (a === "api") await apiPage();
     else await jobsPage();
   } catch (err) { showError(err); }
