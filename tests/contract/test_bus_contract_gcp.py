@@ -222,13 +222,6 @@ def test_messages_with_one_ordering_key_arrive_in_order(bus: Bus) -> None:
     assert seen == [str(i).encode() for i in range(20)]
 
 
-def test_subscription_filters_emulator_gap() -> None:
-    pytest.skip(
-        "emulator gap: the Pub/Sub emulator ignores subscription filters; Sluice routes by topic "
-        "(one kind set per topic in topology.yaml) and never relies on a filter"
-    )
-
-
 def test_delayed_delivery_is_refused_without_a_scheduler(bus: Bus) -> None:
     work = bus.topic("work")
     with pytest.raises(ConfigError, match="Scheduler port"):
@@ -247,14 +240,3 @@ def test_delayed_delivery_goes_to_the_configured_scheduler(emulators: Emulators)
     publisher = PubSubPublisher(emulators.project, delayed=Recorder())
     assert publisher.publish("work", b"x", {"kind": "k"}, deliver_after=at) == "task-1"
     assert calls == [("work", b"x", {"kind": "k"}, at)]
-
-
-def test_priorities_are_not_a_pubsub_feature() -> None:
-    pytest.skip("not in Pub/Sub: messages carry priority_rank as an attribute, but only the embedded bus orders by it")
-
-
-def test_atomic_settlement_is_not_a_pubsub_feature() -> None:
-    pytest.skip(
-        "not in Pub/Sub: publish and ack are separate calls; handlers are idempotent and publish before "
-        "acknowledging (docs/ARCHITECTURE.md, exactly-once effects)"
-    )

@@ -97,15 +97,6 @@ def test_a_scheduled_message_reaches_its_topic_at_its_time(scheduler: tuple[Clou
     assert attrs == {"kind": "task.extract", "queue": "normal", "task_id": "t1", "run_id": "r1", "job_id": "j1"}
 
 
-@pytest.mark.emulator
-def test_scheduling_a_name_twice_delivers_once_emulator_gap() -> None:
-    pytest.skip(
-        "emulator gap: gcloud-tasks-emulator neither refuses a duplicate task name (AlreadyExists) nor "
-        "implements GetTask/DeleteTask; the adapter's AlreadyExists branch is tested with a fake client below, "
-        "and the handlers are idempotent whatever the scheduler does"
-    )
-
-
 class _FakeTasks:
     def __init__(self, fail: Exception | None = None) -> None:
         self.created: list[Any] = []
