@@ -399,11 +399,10 @@ def _sqlite_index(settings: Settings) -> SearchIndex:
 
 
 def _firestore_index(settings: Settings) -> SearchIndex:
-    # The Firestore vector-search adapter (find_nearest) is not built yet (issue #17): say so at first use.
-    raise ConfigError(
-        "search collections are not available on the gcp backend yet",
-        hint="Use the embedded backend (SLUICE_BACKEND=local) for search collections.",
-    )
+    # In the store's database: chunks in ``search_chunks``, with the vector index terraform/firestore.tf declares.
+    from common.adapters.gcp.firestore_index import FirestoreSearchIndex
+
+    return FirestoreSearchIndex(settings.project)
 
 
 def embedder_for(model: str, settings: Settings, deps: Deps) -> Embedder | None:

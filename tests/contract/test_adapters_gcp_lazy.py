@@ -20,6 +20,7 @@ def test_importing_the_adapters_imports_no_google_client_library() -> None:
     code = (
         "import sys\n"
         "import common.adapters.gcp.firestore_store, common.adapters.gcp.pubsub_bus\n"
+        "import common.adapters.gcp.firestore_index\n"
         "import common.adapters.gcp.gcs_blobs, common.adapters.gcp.tasks_scheduler, common.adapters.gcp.clients\n"
         "# google.cloud itself is a namespace a .pth file may create at start-up; its packages must not load.\n"
         "loaded = sorted(m for m in sys.modules if m.startswith(('google.cloud.', 'google.api_core', 'grpc')))\n"
