@@ -91,3 +91,65 @@ resource "google_firestore_field" "ttl" {
 
   ttl_config {}
 }
+
+# The search index (common/adapters/gcp/firestore_index.py): one document per chunk.
+# find_nearest pre-filters by owner and index id, so both lead the vector index.
+resource "google_firestore_index" "search_vector" {
+  project     = var.project
+  database    = google_firestore_database.store.name
+  collection  = "${var.firestore_collection_prefix}search_chunks"
+  query_scope = "COLLECTION"
+
+  fields {
+    field_path = "owner"
+    order      = "ASCENDING"
+  }
+
+  fields {
+    field_path = "index_id"
+    order      = "ASCENDING"
+  }
+
+  fields {
+    field_path = "embedding"
+    vector_config {
+      dimension = var.search_vector_dimension
+      flat {}
+    }
+  }
+}
+
+# Lexical candidates and document frequencies: owner == and index id == with terms array-contains.
+resource "google_firestore_index" "search_terms" {
+  project     = var.project
+  database    = google_firestore_database.store.name
+  collection  = "${var.firestore_collection_prefix}search_chunks"
+  query_scope = "COLLECTION"
+
+  fields {
+    field_path = "owner"
+    order      = "ASCENDING"
+  }
+
+  fields {
+    field_path = "index_id"
+    order      = "ASCENDING"
+  }
+
+  fields {
+    field_path   = "terms"
+    array_config = "CONTAINS"
+  }
+}
+
+# A chunk's text and term counts are read, never queried: no single-field indexes for them
+# (the tf map would otherwise index every term, and long texts only cost index writes).
+resource "google_firestore_field" "search_unindexed" {
+  for_each   = toset(["text", "tf"])
+  project    = var.project
+  database   = google_firestore_database.store.name
+  collection = "${var.firestore_collection_prefix}search_chunks"
+  field      = each.key
+
+  index_config {}
+}

@@ -171,3 +171,14 @@ variable "alert_stage_error_ratio" {
     error_message = "alert_stage_error_ratio is between 0 and 1 (exclusive)."
   }
 }
+
+variable "search_vector_dimension" {
+  description = "Length of the search collections' embedding vectors (the embedder's output size, at most 2048): the Firestore vector index serves this one dimension."
+  type        = number
+  default     = 768
+
+  validation {
+    condition     = var.search_vector_dimension >= 1 && var.search_vector_dimension <= 2048
+    error_message = "Firestore vector indexes take 1 to 2048 dimensions."
+  }
+}
