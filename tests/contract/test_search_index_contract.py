@@ -176,3 +176,12 @@ def test_the_gcp_backend_searches_with_the_firestore_index(emulators: object) ->
     assert isinstance(index, FirestoreSearchIndex)
     index.upsert(f"wired{os.getpid()}", [chunk(1, "wired through bootstrap")])
     assert ids(index.lexical("alice", [f"wired{os.getpid()}"], "bootstrap", 5)) == ["c1"]
+
+
+def test_a_code_ranks_its_chunks_first_across_the_indexes_searched(index: SearchIndex) -> None:
+    index.upsert("a", [chunk(1, "invoice number summary: the invoice number is on every invoice")])
+    index.upsert("a", [chunk(2, "an unrelated page about shipping")])
+    index.upsert("b", [chunk(3, "Beleg-Nr: R87654321012345")])
+    hits = index.lexical("alice", ["a", "b"], "invoice number R87654321012345", 5)
+    assert ids(hits) == ["c3", "c1"]
+    assert hits[0].score > hits[1].score

@@ -150,16 +150,21 @@ class FirestoreSearchIndex:
         terms = list(dict.fromkeys(words + keys))[:_MAX_TERMS]
         if not terms or not index_ids or k <= 0:
             return []
-        scored: list[Scored] = []
+        ranked: list[tuple[bool, float, dict[str, Any]]] = []
         with _timeouts():
             for index_id in dict.fromkeys(index_ids):
-                scored += self._lexical_in(owner, index_id, words, keys, terms, k)
-        scored.sort(key=lambda s: -s.score)
-        return scored[:k]
+                ranked += self._lexical_in(owner, index_id, words, keys, terms)
+        # As in the embedded index: chunks with one of the query's specific terms come first, their
+        # scores lifted above the rest's so that scores still fall down the list.
+        ranked.sort(key=lambda r: (not r[0], -r[1]))
+        ranked = ranked[:k]
+        lift = max((r[1] for r in ranked if not r[0]), default=0.0) + 1e-6
+        return [Scored(_chunk(d), s + (lift if first else 0.0)) for first, s, d in ranked]
 
     def _lexical_in(
-        self, owner: str, index_id: str, words: list[str], keys: list[str], terms: list[str], k: int
-    ) -> list[Scored]:
+        self, owner: str, index_id: str, words: list[str], keys: list[str], terms: list[str]
+    ) -> list[tuple[bool, float, dict[str, Any]]]:
+        """Each candidate of one index: (has a required term, BM25 score, its fields)."""
         base = _where(self._chunks(), owner=owner, index_id=index_id)
         total = _count(base)
         if total == 0:
@@ -178,8 +183,7 @@ class FirestoreSearchIndex:
             return []
         avgdl = sum(int(d.get("length", 0)) for d in candidates.values()) / len(candidates) or 1.0
         idf = {t: math.log((total - df[t] + 0.5) / (df[t] + 0.5) + 1) for t in present}
-        # As in the embedded index: a query's code or date (unless on most of the index) is what it asks for,
-        # so the chunks carrying one rank above those sharing only its other words.
+        # A query's code or date is what it asks for, unless it is on most of the index.
         required = {t for t in required_terms(words, keys) if df.get(t, 0) <= max(50, total * 0.2)}
         ranked = []
         for data in candidates.values():
@@ -187,10 +191,7 @@ class FirestoreSearchIndex:
             norm = _K1 * (1 - _B + _B * int(data.get("length", 0)) / avgdl)
             score = sum(idf[t] * tf[t] * (_K1 + 1) / (tf[t] + norm) for t in present if tf.get(t))
             ranked.append((bool(required & tf.keys()), score, data))
-        ranked.sort(key=lambda r: (not r[0], -r[1]))
-        ranked = ranked[:k]
-        lift = max((r[1] for r in ranked if not r[0]), default=0.0) + 1e-6
-        return [Scored(_chunk(d), s + (lift if first else 0.0)) for first, s, d in ranked]
+        return ranked
 
     def nearest(self, owner: str, index_ids: Sequence[str], vector: Sequence[float], k: int) -> list[Scored]:
         from google.cloud.firestore_v1.base_vector_query import DistanceMeasure
