@@ -96,6 +96,8 @@ def test_an_enrich_run_shows_its_progress_in_rows(page: Any, console: Console, f
     expect(page.locator("#unit")).to_have_text(f"{expected}rows")
     assert out["rows_failed"] > 0 and out["rows_written"] + out["rows_failed"] + out["rows_skipped"] == ROWS
     expect(page.locator("#counts")).not_to_contain_text("3 total")
+    # Reviewing values is the extract kind's; an enrich run offers no review.
+    expect(page.locator("#open-review")).to_have_count(0)
 
 
 def _copy_editor(req: ChatRequest) -> Reply:

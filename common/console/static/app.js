@@ -467,7 +467,7 @@ async function runPage(id) {
       st === "paused" ? act("resume", "Resume") : null,
       ["pending", "running", "paused", "needs_review"].includes(st) ? act("cancel", "Cancel") : null,
       ["completed", "failed"].includes(st) && (run.counters.failed + run.counters.cancelled) > 0 ? act("retry", "Retry failed", { scope: "failed" }) : null,
-      h("a", { class: "button", href: `#/runs/${id}/review`, id: "open-review" }, st === "needs_review" ? "Review values (required)" : "Review values"),
+      run.kind === "extract" ? h("a", { class: "button", href: `#/runs/${id}/review`, id: "open-review" }, st === "needs_review" ? "Review values (required)" : "Review values") : null,
     ].filter(Boolean));
   };
   const renderCost = () => cost.replaceChildren(runCostView(run));
