@@ -68,6 +68,11 @@ def _job_with_files(console: Console, files: list[Path], **settings: Any) -> str
     return job_id
 
 
+def _exports_done(console: Console, run_id: str) -> bool:
+    items = console.call("GET", f"/v1/runs/{run_id}/exports")["items"]
+    return bool(items) and all(e["status"] in ("completed", "failed") for e in items)
+
+
 def _run_status(console: Console, run_id: str) -> str:
     status: str = console.call("GET", f"/v1/runs/{run_id}")["status"]
     return status
@@ -189,6 +194,8 @@ def test_pause_and_resume_a_run(page: Any, console: Console) -> None:
     expect(page.locator("#pct")).to_have_text("100%", timeout=60_000)
     console.wait_for("the run to complete", lambda: _run_status(console, run["id"]) == "completed")
     expect(page.locator("#tasks")).not_to_contain_text("null")
+    # The export finishes after the run does: wait for it, or the page and the API's series below may differ by it.
+    console.wait_for("the run's exports", lambda: _exports_done(console, run["id"]))
 
     # The finished run shows on the stats page as a picture (SVG drawn by the page).
     # Per stage, from /v1/stats' series: the run's 3 documents and its export, in the bucket holding now.

@@ -362,10 +362,64 @@ function runCostView(run) {
 }
 
 // -- a run -------------------------------------------------------------------------------------
+// An enrich run's items are row ranges: count rows. The run's outputs (the fan-in's totals) are the API's own figures
+// once it finishes; while it runs, the rows of the completed ranges ("rows 2-101") against the job's row_count.
+function rowCounts(run, tasks, total) {
+  const o = run.outputs;
+  if (o && o.rows_written !== undefined) {
+    return { done: o.rows_written + o.rows_failed + o.rows_skipped, written: o.rows_written, failed: o.rows_failed, skipped: o.rows_skipped, total };
+  }
+  let done = 0;
+  for (const t of tasks) {
+    const m = /rows (\d+)-(\d+)/.exec(t.file_name || "");
+    if (m && t.status === "completed") done += Number(m[2]) - Number(m[1]) + 1;
+  }
+  return { done, total };
+}
+
+function rowsText(r) {
+  const parts = r.written === undefined ? [`${num(r.done)} done`]
+    : [`${num(r.written)} written`, `${num(r.failed)} failed`, `${num(r.skipped)} skipped`];
+  return `${parts.join(" · ")} · ${r.total === null ? "?" : num(r.total)} total`;
+}
+
+const SEVERITY_ORDER = ["error", "warning", "info"];
+const severityText = (counts) => SEVERITY_ORDER.filter((s) => counts && counts[s]).map((s) => `${counts[s]} ${s}`).join(" · ") || "no findings";
+
+function findingItem(f) {
+  return h("li", { class: `finding ${f.severity}`, "data-auditor": f.auditor, "data-page": f.page || "" },
+    h("span", { class: `sev ${f.severity}` }, f.severity), " ",
+    h("b", {}, f.page ? `Page ${f.page}` : "Whole document"), `: ${f.message}`,
+    f.quote ? h("span", { class: "muted" }, ` “${f.quote}”`) : null,
+    f.suggestion ? h("span", {}, ` → ${f.suggestion}`) : null);
+}
+
+// The audit kind's merged report (Run.outputs): a verdict per document, then each auditor's findings by page.
+function auditReport(rep) {
+  return h("section", { "aria-labelledby": "h-report", id: "audit-report" }, h("h2", { id: "h-report" }, "Audit report"),
+    h("p", { id: "audit-verdict" }, "Overall verdict ", badge(rep.verdict), ` · ${severityText(rep.by_severity)}`),
+    ...rep.documents.map((d, i) => h("article", { class: "card audit-doc", "aria-labelledby": `doc-${i}`, "data-document": d.document },
+      h("h3", { id: `doc-${i}` }, `${d.document} `, h("span", { class: "verdict" }, "verdict ", badge(d.verdict))),
+      h("p", { class: "muted" }, severityText(d.by_severity)),
+      ...Object.entries(d.auditors).map(([name, a]) => {
+        const hid = `doc-${i}-${name}`;
+        const findings = [...a.findings].sort((x, y) => (x.page || 0) - (y.page || 0) || SEVERITY_ORDER.indexOf(x.severity) - SEVERITY_ORDER.indexOf(y.severity));
+        return h("section", { class: "auditor", "aria-labelledby": hid, "data-auditor": name },
+          h("h4", { id: hid }, `${name} `, badge(a.status)),
+          a.reason ? h("p", { class: "muted" }, a.reason) : null,
+          findings.length ? h("ul", { class: "findings", "aria-label": `${name} findings for ${d.document}` }, ...findings.map(findingItem))
+            : h("p", { class: "muted" }, "No findings."));
+      }))));
+}
+
 async function runPage(id) {
   let run = await guarded(() => api("GET", `/v1/runs/${id}`));
   if (!run) return show("Run not found");
-  const unit = await unitOf(run.kind);
+  const unit = run.unit || await unitOf(run.kind);
+  const byRows = unit === "rows";
+  const rowTotal = byRows ? (((await guarded(() => api("GET", `/v1/jobs/${run.job_id}`))) || {}).settings || {}).row_count ?? null : null;
+  let lastTasks = [];
+  const report = h("div", { id: "report" });
   const bar = h("span", { style: "width:0%" });
   const progress = h("div", { class: "bar", role: "progressbar", "aria-label": "Run progress", "aria-valuemin": 0, "aria-valuemax": 100, "aria-valuenow": 0, id: "progress" }, bar);
   const pct = h("b", { id: "pct" }, "0%"), counts = h("b", { id: "counts" }, "—"), eta = h("b", { id: "eta" }, "—"), stage = h("b", { id: "stage" }, run.status);
@@ -390,6 +444,7 @@ async function runPage(id) {
   const loadTasks = async () => {
     const body = await guarded(() => api("GET", `/v1/runs/${id}/tasks?limit=200`));
     if (!body) return;
+    lastTasks = body.items;
     tasks.replaceChildren(...body.items.map((t) => h("tr", {},
       h("td", {}, t.file_name), h("td", {}, badge(t.status)), h("td", {}, t.attempts),
       h("td", {}, t.error ? h("span", { class: "err" }, `${t.error.code || ""}: ${t.error.message || ""}`, t.error.hint ? h("span", { class: "muted" }, ` — ${t.error.hint}`) : null) : h("span", { class: "muted" }, t.rows !== null && t.rows !== undefined ? `${t.rows} row(s), ${t.pages || 0} page(s)` : "")))));
@@ -412,28 +467,36 @@ async function runPage(id) {
       st === "paused" ? act("resume", "Resume") : null,
       ["pending", "running", "paused", "needs_review"].includes(st) ? act("cancel", "Cancel") : null,
       ["completed", "failed"].includes(st) && (run.counters.failed + run.counters.cancelled) > 0 ? act("retry", "Retry failed", { scope: "failed" }) : null,
-      h("a", { class: "button", href: `#/runs/${id}/review`, id: "open-review" }, st === "needs_review" ? "Review values (required)" : "Review values"),
+      run.kind === "extract" ? h("a", { class: "button", href: `#/runs/${id}/review`, id: "open-review" }, st === "needs_review" ? "Review values (required)" : "Review values") : null,
     ].filter(Boolean));
   };
   const renderCost = () => cost.replaceChildren(runCostView(run));
+  const setPct = (p) => { bar.style.width = `${p}%`; progress.setAttribute("aria-valuenow", p); pct.textContent = `${p}%`; };
+  const renderRows = () => {
+    const r = rowCounts(run, lastTasks, rowTotal);
+    counts.textContent = rowsText(r);
+    if (r.total) setPct(Math.min(100, Math.round((100 * r.done) / r.total)));
+  };
+  const renderReport = () => report.replaceChildren(run.kind === "audit" && run.outputs && run.outputs.documents ? auditReport(run.outputs) : "");
   const onOp = (op) => {
-    const p = Math.round(op.pct || 0);
-    bar.style.width = `${p}%`; progress.setAttribute("aria-valuenow", p); pct.textContent = `${p}%`;
+    setPct(Math.round(op.pct || 0));
     counts.textContent = `${op.done} done · ${op.failed} failed · ${op.total} total`;
+    if (byRows) renderRows();
     eta.textContent = op.final ? "finished" : fmtDur(op.eta_seconds);
     stage.textContent = op.stage;
   };
   const refresh = async () => {
     run = (await guarded(() => api("GET", `/v1/runs/${id}`))) || run;
     statusEl.replaceChildren(badge(run.status));
-    renderControls(); renderCost();
+    renderControls(); renderCost(); renderReport();
     await Promise.all([loadTasks(), loadExports()]);
+    if (byRows) renderRows();
   };
   show(`Run ${run.run_number}`,
     h("p", {}, h("a", { href: `#/jobs/${run.job_id}` }, "← the job"), " · status ", statusEl),
     h("section", { "aria-labelledby": "h-progress", class: "card" }, h("h2", { id: "h-progress" }, "Progress"), progress,
       h("div", { class: "stats", "aria-live": "polite" }, h("div", {}, pct, "complete"), h("div", { id: "unit" }, counts, unit), h("div", {}, eta, "ETA"), h("div", {}, stage, "stage"))),
-    controls, cost,
+    controls, cost, report,
     h("section", { "aria-labelledby": "h-exports" }, h("h2", { id: "h-exports" }, "Exports"), exportsEl, newExport),
     h("section", { "aria-labelledby": "h-tasks" }, h("h2", { id: "h-tasks" }, "Items"),
       h("div", { class: "scroll" }, h("table", { "aria-label": "Items" }, h("thead", {}, h("tr", {}, ["File", "Status", "Attempts", "Result or failure"].map((t) => h("th", { scope: "col" }, t)))), tasks))));
