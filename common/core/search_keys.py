@@ -20,9 +20,10 @@ enough that a matching chunk should rank above one that only shares common words
 from __future__ import annotations
 
 import re
+import unicodedata
 from datetime import date
 
-__all__ = ["required_terms", "search_keys"]
+__all__ = ["required_terms", "search_keys", "words"]
 
 _MONTHS = {
     "jan": 1, "january": 1, "januar": 1, "jänner": 1, "feb": 2, "february": 2, "februar": 2, "mar": 3, "march": 3,
@@ -87,3 +88,14 @@ def required_terms(terms: list[str], keys: list[str]) -> list[str]:
     """The query's specific terms: its keys and its long numbers or codes."""
     specific = [t for t in terms if len(t) >= _SPECIFIC_LEN and any(c.isdigit() for c in t)]
     return list(dict.fromkeys(keys + specific))
+
+
+_WORD = re.compile(r"[^\W_]+")
+
+
+def words(text: str, limit: int | None = None) -> list[str]:
+    """Words as the embedded index's unicode61 tokeniser makes them (lower case,
+    diacritics folded, ``_`` splits). With ``limit``: the first distinct ones."""
+    folded = "".join(c for c in unicodedata.normalize("NFKD", text.lower()) if not unicodedata.combining(c))
+    found = _WORD.findall(folded)
+    return list(dict.fromkeys(found))[:limit] if limit is not None else found

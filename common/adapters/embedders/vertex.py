@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
-from common.adapters.gcp.gemini import RateLimiter, build_vertex_client, classify_vertex_error
+from common.adapters.gcp.gemini import RateLimiter, build_vertex_client, guarded_vertex_call
 from common.core.errors import MalformedModelOutput
 from common.ports.breaker import CircuitBreaker
 from common.ports.clock import Clock
@@ -96,24 +96,10 @@ class VertexEmbedder:
         return vectors
 
     def _call(self, fn: Callable[[], Any]) -> Any:
-        if self._limiter is not None:
-            self._limiter.acquire()
-        if self._breaker is not None:
-            self._breaker.admit()
-        try:
-            result = fn()
-        except Exception as exc:
-            err = classify_vertex_error(
-                exc,
-                clock=self._clock,
-                limiter=self._limiter,
-                not_found_hint=f"Check the collection's embedding model ({self._model}) and SLUICE_EMBED_LOCATION.",
-            )
-            if err is None:
-                raise
-            if self._breaker is not None:
-                self._breaker.record_failure(err)
-            raise err from exc
-        if self._breaker is not None:
-            self._breaker.record_success()
-        return result
+        return guarded_vertex_call(
+            fn,
+            clock=self._clock,
+            limiter=self._limiter,
+            breaker=self._breaker,
+            not_found_hint=f"Check the collection's embedding model ({self._model}) and SLUICE_EMBED_LOCATION.",
+        )

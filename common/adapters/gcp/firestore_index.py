@@ -28,14 +28,12 @@ from __future__ import annotations
 
 import hashlib
 import math
-import re
-import unicodedata
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from common.adapters.gcp import clients
 from common.core.errors import ErrorKind, RetryableError
-from common.core.search_keys import required_terms, search_keys
+from common.core.search_keys import required_terms, search_keys, words
 from common.ports.search_index import IndexedChunk, Scored
 
 if TYPE_CHECKING:
@@ -47,14 +45,11 @@ _BATCH = 400  # under Firestore's 500 writes per batch
 _K1, _B = 1.2, 0.75  # FTS5's BM25 constants
 _WEIGHTS = {"text": 1.0, "heading": 2.0, "document": 0.5, "keys": 2.0}
 _MAX_TERMS = 32
-_TOKEN = re.compile(r"[^\W_]+")
 
 
 def tokens(text: str, limit: int | None = None) -> list[str]:
     """Words as the embedded index's unicode61 tokeniser makes them (lower case, diacritics folded)."""
-    folded = "".join(c for c in unicodedata.normalize("NFKD", text.lower()) if not unicodedata.combining(c))
-    found = _TOKEN.findall(folded)
-    return list(dict.fromkeys(found))[:limit] if limit is not None else found
+    return words(text, limit)
 
 
 def term_counts(chunk: IndexedChunk) -> tuple[dict[str, float], int]:
@@ -66,8 +61,8 @@ def term_counts(chunk: IndexedChunk) -> tuple[dict[str, float], int]:
         "keys": search_keys(f"{chunk.heading or ''}\n{chunk.text}"),
     }
     tf: dict[str, float] = {}
-    for name, words in fields.items():
-        for word in words:
+    for name, field_words in fields.items():
+        for word in field_words:
             tf[word] = tf.get(word, 0.0) + _WEIGHTS[name]
     return dict(tf), sum(len(w) for w in fields.values())
 

@@ -439,6 +439,35 @@ def build_vertex_client(
     )
 
 
+def guarded_vertex_call(
+    fn: Callable[[], Any],
+    *,
+    clock: Clock,
+    limiter: RateLimiter | None,
+    breaker: CircuitBreaker | None,
+    not_found_hint: str,
+) -> Any:
+    """One Vertex AI call paced by the shared ``limiter`` and admitted by the
+    ``breaker``; a failure is raised as its Sluice error (and counted by the
+    breaker), an unknown exception as it is."""
+    if limiter is not None:
+        limiter.acquire()
+    if breaker is not None:
+        breaker.admit()
+    try:
+        result = fn()
+    except Exception as exc:
+        err = classify_vertex_error(exc, clock=clock, limiter=limiter, not_found_hint=not_found_hint)
+        if err is None:
+            raise
+        if breaker is not None:
+            breaker.record_failure(err)
+        raise err from exc
+    if breaker is not None:
+        breaker.record_success()
+    return result
+
+
 def classify_vertex_error(
     exc: Exception, *, clock: Clock, limiter: RateLimiter | None, not_found_hint: str
 ) -> SluiceError | None:

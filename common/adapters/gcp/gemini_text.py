@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from common.adapters.gcp.gemini import RateLimiter, _answer_text, build_vertex_client, classify_vertex_error
+from common.adapters.gcp.gemini import RateLimiter, _answer_text, build_vertex_client, guarded_vertex_call
 from common.core import jsonschema_subset
 from common.ports.breaker import CircuitBreaker
 from common.ports.clock import Clock
@@ -90,28 +90,20 @@ class GeminiTextModel:
             response_json_schema=dict(schema),
             max_output_tokens=max_output_tokens,
         )
-        if self._limiter is not None:
-            self._limiter.acquire()
-        if self._breaker is not None:
-            self._breaker.admit()
-        t0 = time.perf_counter()
-        try:
-            response = self._get_client().models.generate_content(model=self.model, contents=prompt, config=config)
-        except Exception as exc:
-            err = classify_vertex_error(
-                exc,
-                clock=self._clock,
-                limiter=self._limiter,
-                not_found_hint=f"Check SLUICE_TEXT_MODEL's model ({self.model}) and its location ({self.location}).",
-            )
-            if err is None:
-                raise
-            if self._breaker is not None:
-                self._breaker.record_failure(err)
-            raise err from exc
-        if self._breaker is not None:
-            self._breaker.record_success()
-        latency_ms = round((time.perf_counter() - t0) * 1000, 1)
+        started: list[float] = []
+
+        def call() -> Any:
+            started.append(time.perf_counter())  # the model's latency, not the limiter's wait
+            return self._get_client().models.generate_content(model=self.model, contents=prompt, config=config)
+
+        response = guarded_vertex_call(
+            call,
+            clock=self._clock,
+            limiter=self._limiter,
+            breaker=self._breaker,
+            not_found_hint=f"Check SLUICE_TEXT_MODEL's model ({self.model}) and its location ({self.location}).",
+        )
+        latency_ms = round((time.perf_counter() - started[0]) * 1000, 1)
         raw = _answer_text(response)
         value = jsonschema_subset.parse_answer(raw, schema if strict else None)
         usage = response.usage_metadata

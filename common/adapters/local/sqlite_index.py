@@ -17,16 +17,14 @@ rather than falling back silently.
 
 from __future__ import annotations
 
-import re
 import sqlite3
 import threading
-import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from common.core.errors import ConfigError, ErrorKind, RetryableError
-from common.core.search_keys import required_terms, search_keys
+from common.core.search_keys import required_terms, search_keys, words
 from common.ports.search_index import IndexedChunk, Scored
 
 _TABLES = """
@@ -318,14 +316,10 @@ class SqliteSearchIndex:
             self._local.conn = None
 
 
-_TOKEN = re.compile(r"[^\W_]+")
-
-
 def _tokens(query: str, limit: int = 32) -> list[str]:
-    """The query's words as the index's tokeniser makes them (unicode61, diacritics folded; ``_`` splits),
-    so that each is one vocabulary entry whose document frequency can be looked up."""
-    folded = "".join(c for c in unicodedata.normalize("NFKD", query.lower()) if not unicodedata.combining(c))
-    return list(dict.fromkeys(_TOKEN.findall(folded)))[:limit]
+    """The query's distinct words as the index's tokeniser makes them, so that
+    each is one vocabulary entry whose document frequency can be looked up."""
+    return words(query, limit)
 
 
 def _any(terms: Sequence[str]) -> str:
