@@ -56,8 +56,6 @@ STORE_INDEXES: dict[str, list[str]] = {
     "processed_messages": ["expire_at"],
     "collections": ["owner", "owner,name"],
     "collection_docs": ["collection_id", "collection_id,created_at"],
-    "ingest_runs": ["collection_id", "collection_id,created_at"],
-    "ingest_items": ["run_id,status", "run_id"],
 }
 
 

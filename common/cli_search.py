@@ -59,7 +59,6 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from common.core.chunking import ChunkSettings
     from common.obs import logging as slog
     from common.service import collections as cols
-    from common.service import ingest
 
     slog.configure(args.log_level, "text")
     files = _files(args.paths)
@@ -84,13 +83,34 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         if run is None:
             print(f"{args.collection}: nothing new ({len(docs)} documents already in the collection)")
             return OK
-        _, counts, statuses = ingest.progress(deps, run.id)
-        print(
-            f"{args.collection}: {statuses['done']} documents ingested, {statuses['failed']} failed; "
-            f"pages read {counts.pages}, chunks made {counts.chunks}, embedded {counts.embedded}, "
-            f"indexed {counts.indexed}"
+        return _report(deps, args.collection, run.id)
+
+
+def _report(deps: Any, collection: str, run_id: str) -> int:
+    """The run's stage counts, and each document that failed with its reason (exit 1 if any did)."""
+    from common.core.models import Run, WorkItem
+    from common.core.states import TaskStatus
+    from common.ports.store import Filter
+    from common.service import repo
+
+    run, _ = repo.require(deps.store, Run, run_id)
+    out = run.outputs or {}
+    failed = list(
+        repo.scan(
+            deps.store, WorkItem, filters=[Filter("run_id", "==", run_id), Filter("status", "==", TaskStatus.FAILED.value)]
         )
-        return FAILED if statuses["failed"] else OK
+    )
+    print(
+        f"{collection}: {out.get('documents_ingested', 0)} documents ingested, {len(failed)} failed "
+        f"(run {run.id}, {run.status.value}); pages read {out.get('pages_read', 0)}, "
+        f"chunks made {out.get('chunks_made', 0)}, embedded {out.get('chunks_embedded', 0)}, "
+        f"indexed {out.get('chunks_indexed', 0)}"
+    )
+    for item in failed:
+        error = item.error or {}
+        hint = f" ({error['hint']})" if error.get("hint") else ""
+        print(f"  failed: {item.file_name}: {error.get('message', 'unknown error')}{hint}", file=sys.stderr)
+    return FAILED if failed or run.status.value != "completed" else OK
 
 
 def cmd_search(args: argparse.Namespace) -> int:

@@ -60,7 +60,7 @@ locals {
     ingest = {
       # Fans a collection's run out into one message per document; reads the stored documents;
       # Vertex AI text embeddings.
-      publishes      = ["ingest.document"]
+      publishes      = ["ingest.item", "run.deadline", "item.lease_check"]
       buckets        = { uploads = ["roles/storage.objectViewer"] }
       secrets        = []
       project_roles  = ["roles/aiplatform.user"]
@@ -107,7 +107,7 @@ locals {
     }
     cleanup = {
       # Re-sends stuck tasks; renews users' Gmail watches (their OAuth tokens).
-      publishes      = ["task.extract", "audit.item", "enrich.item"]
+      publishes      = ["task.extract", "audit.item", "enrich.item", "ingest.item"]
       buckets        = {}
       secrets        = ["oauth-client-secret", "token-key"]
       project_roles  = []

@@ -28,8 +28,6 @@ locals {
     "automations:owner,account"                = { collection = "automations", fields = ["owner", "account"] }
     "collections:owner,name"                   = { collection = "collections", fields = ["owner", "name"] }
     "collection_docs:collection_id,created_at" = { collection = "collection_docs", fields = ["collection_id", "created_at"] }
-    "ingest_runs:collection_id,created_at"     = { collection = "ingest_runs", fields = ["collection_id", "created_at"] }
-    "ingest_items:run_id,status"               = { collection = "ingest_items", fields = ["run_id", "status"] }
   }
 
   # Each in both directions of its last field: the store orders by it either

@@ -7,11 +7,10 @@ their own resource with their own records (:mod:`common.core.retrieval`).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
 
 from pydantic import Field, model_validator
 
-from common.api.schemas import Out, Request
+from common.api.schemas import Out, Request, RunOut
 from common.core.chunking import ChunkSettings
 from common.core.retrieval import NO_EMBEDDINGS, Collection, CollectionDocument, Hit, IngestCounts
 
@@ -56,8 +55,10 @@ class CollectionOut(Out):
     max_tokens: int
     overlap_tokens: int
     embedding_model: str
-    # A re-index in progress: searches use the active model until it completes.
+    # A re-index in progress: searches use the active model until its run completes.
     building_model: str | None
+    building_run_id: str | None = Field(default=None, description="the re-index run building_model is built by")
+    job_id: str = Field(description="the collection's job (kind ingest): its runs are the collection's runs")
     documents: int
     chunks: int
     created_at: datetime
@@ -72,6 +73,8 @@ class CollectionOut(Out):
             overlap_tokens=c.chunking.overlap_tokens,
             embedding_model=c.embedding_model,
             building_model=c.building_model,
+            building_run_id=c.building_run_id,
+            job_id=c.job_id,
             documents=documents,
             chunks=chunks,
             created_at=c.created_at,
@@ -126,24 +129,13 @@ class DocumentList(Out):
     next_cursor: str | None = None
 
 
-class IngestRunOut(Out):
-    id: str
-    collection_id: str
-    purpose: Literal["ingest", "reindex"]
-    status: Literal["running", "completed"]
-    documents: int = Field(description="documents in the run")
-    done: int
-    failed: int
-    pending: int
-    counts: CountsOut = Field(description="each stage's count, summed over the run's documents")
-    created_at: datetime
-    completed_at: datetime | None
-
-
 class DocumentsAdded(Out):
-    """The documents as the collection records them, and the run ingesting the new ones (null: none was new)."""
+    """The documents as the collection records them, and the run ingesting the new ones (null: none was new).
 
-    run: IngestRunOut | None
+    The run is a run of the collection's ``ingest`` job: follow it at ``/v1/runs/{id}``, its items at
+    ``/v1/runs/{id}/items`` and its progress (with the stage counts) at ``/v1/operations/{operation_id}``."""
+
+    run: RunOut | None
     documents: list[DocumentOut]
 
 

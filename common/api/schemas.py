@@ -472,6 +472,9 @@ class OperationOut(Out):
     total: int
     eta_seconds: float | None
     error: dict[str, str] | None
+    counts: dict[str, int] | None = Field(
+        default=None, description="The kind's own figures for a run (ingest: pages read, chunks made, ...)."
+    )
     final: bool
     created_at: datetime
     updated_at: datetime
@@ -494,6 +497,7 @@ class OperationOut(Out):
             total=op.total,
             eta_seconds=op.eta_seconds,
             error=op.error,
+            counts=op.counts,
             final=op.status is not OperationStatus.RUNNING,
             created_at=op.created_at,
             updated_at=op.updated_at,

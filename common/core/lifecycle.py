@@ -370,6 +370,7 @@ def update_operation(
     message: str = "",
     status: OperationStatus = OperationStatus.RUNNING,
     error: dict[str, str] | None = None,
+    counts: dict[str, int] | None = None,
 ) -> Operation:
     check_transition(OPERATION_MOVES, op.status, status, what="operation")
     final = status is not OperationStatus.RUNNING
@@ -384,6 +385,7 @@ def update_operation(
             "total": progress.total,
             "eta_seconds": progress.eta_seconds,
             "error": error,
+            "counts": op.counts if counts is None else counts,
             "finished_at": now if final else None,
             "updated_at": now,
         }

@@ -66,21 +66,6 @@ class ItemLeaseCheck(Message):
     attempt: int
 
 
-class StartIngest(Message):
-    """An ingest (or re-index) run of a search collection: fan out one item per document."""
-
-    kind: ClassVar[str] = "ingest.start"
-    run_id: str
-
-
-class IngestDocument(Message):
-    """One document of an ingest run: text, chunk, embed, index."""
-
-    kind: ClassVar[str] = "ingest.document"
-    item_id: str
-    run_id: str
-
-
 class ExportRun(Message):
     kind: ClassVar[str] = "export.run"
     export_id: str
@@ -207,8 +192,6 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
     for cls in (
         StartRun,
         ExtractTask,
-        StartIngest,
-        IngestDocument,
         ExportRun,
         BlobFinalized,
         ImportDrive,

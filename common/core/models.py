@@ -399,6 +399,8 @@ class Operation(Record):
     eta_seconds: float | None = None
     error: dict[str, str] | None = None
     finished_at: Timestamp | None = None
+    # The kind's own figures (an ingest run's pages read, chunks made...), when it declares them.
+    counts: dict[str, int] | None = None
     # A continuation: the message (``{"kind", "payload"}``, see
     # ``common.core.messages.continuation``) the operation's final-state writer
     # sends when it completes successfully. Receivers must be idempotent.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -16,6 +17,7 @@ __all__ = [
     "CollectionDocument",
     "Hit",
     "IngestCounts",
+    "IngestSettings",
     "fuse",
     "query_terms",
     "snippet",
@@ -43,18 +45,32 @@ class IngestCounts(BaseModel):
         )
 
 
+    def figures(self) -> dict[str, int]:
+        """The counts under the names a run's progress shows them."""
+        return {
+            "pages_read": self.pages,
+            "chunks_made": self.chunks,
+            "chunks_embedded": self.embedded,
+            "chunks_indexed": self.indexed,
+        }
+
+
 class Collection(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     id: str
     owner: str
     name: str = Field(min_length=1, max_length=200)
+    # The collection's job (kind ``ingest``, same owner): its runs are the collection's ingest and re-index runs.
+    job_id: str
     chunking: ChunkSettings = Field(default_factory=ChunkSettings)
     embedding_model: str = NO_EMBEDDINGS
-    # The index searches read; a re-index builds ``building_index`` beside it and switches when complete.
+    # The index searches read. A re-index builds ``building_index`` with ``building_model`` beside it in run
+    # ``building_run_id``; searches switch to it once that run is completed (see service.collections.current).
     active_index: str
     building_index: str | None = None
     building_model: str | None = None
+    building_run_id: str | None = None
     generation: int = 1
     created_at: datetime
     updated_at: datetime
@@ -79,6 +95,27 @@ class CollectionDocument(BaseModel):
     counts: IngestCounts = Field(default_factory=IngestCounts)
     created_at: datetime
     updated_at: datetime
+
+
+class DocumentRef(BaseModel):
+    id: str
+    name: str
+
+
+class IngestSettings(BaseModel):
+    """A search collection's ingest or re-index run: which documents go into which index, with which model.
+
+    A collection's job holds only ``collection_id``; each run's settings name
+    its documents and index (the collection service starts the runs).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    collection_id: str = Field(min_length=1)
+    purpose: Literal["ingest", "reindex"] = "ingest"
+    index_id: str | None = None
+    embedding_model: str = NO_EMBEDDINGS
+    documents: list[DocumentRef] = Field(default_factory=list)
 
 
 class Hit(BaseModel):

@@ -35,7 +35,12 @@ if TYPE_CHECKING:
     from common.config import Settings
     from common.service.context import Context, Deps
 
-BUILTIN = {"extract": "common.kinds.extract", "audit": "common.kinds.audit", "enrich": "common.kinds.enrich"}
+BUILTIN = {
+    "extract": "common.kinds.extract",
+    "audit": "common.kinds.audit",
+    "enrich": "common.kinds.enrich",
+    "ingest": "common.kinds.ingest",
+}
 ENV = "SLUICE_KINDS"
 
 
@@ -92,6 +97,7 @@ FanOut = Callable[[Job, Sequence[SourceFile], Any], list[ItemSpec]]
 Handle = Callable[[ItemCall], "ItemDone | SluiceError"]
 FanIn = Callable[[Run, Iterable[WorkItem]], dict[str, Any]]
 EstimateFn = Callable[[Job, Sequence[SourceFile], Any], Estimate]
+ProgressCounts = Callable[[Iterable[WorkItem]], dict[str, int]]
 # Before a job is created: check what it needs (its model, its source) and return its settings resolved.
 Prepare = Callable[["Deps", str, Any], BaseModel]
 
@@ -128,6 +134,8 @@ class Kind:
     # How many runs of this kind one owner may have working at once (None: no limit of its own);
     # items of further runs wait ``queued`` (as under SLUICE_MAX_RUNNING_TASKS_PER_USER).
     runs_per_user: Callable[[Settings], int] | None = None
+    # Pure: the kind's own figures over a run's completed items, shown with its progress (None: none).
+    progress_counts: ProgressCounts | None = None
     # Message kinds of its run start and its items; extract keeps run.start / task.extract.
     start_message: str = ""
     item_message: str = ""

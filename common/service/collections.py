@@ -6,6 +6,14 @@ Documents are identified by their content hash within a collection, so adding
 the same bytes twice is one document, and their chunk ids (hash + position)
 make re-ingesting them write nothing.
 
+Each collection has one job of kind ``ingest`` (:mod:`common.kinds.ingest`),
+created in the same transaction and deleted with it; adding documents and
+changing the embedding model start runs of that job, which the platform runs
+like any other kind's. A re-index run builds a new index beside the active
+one; the collection names that run, and :func:`current` makes the new index
+the active one once the run is completed (and drops the old), on whichever
+read comes first, idempotently.
+
 :func:`search` is the function other services (the research kind) call.
 """
 
@@ -14,20 +22,29 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from common.core.chunking import ChunkSettings
-from common.core.errors import AlreadyExists, NotFound, PermanentError
-from common.core.messages import StartIngest
-from common.core.retrieval import NO_EMBEDDINGS, Collection, CollectionDocument, Hit, fuse, snippet
+from common.core.errors import AlreadyExists, NotFound, PermanentError, PreconditionFailed
+from common.core.models import Job, Run
+from common.core.retrieval import (
+    NO_EMBEDDINGS,
+    Collection,
+    CollectionDocument,
+    DocumentRef,
+    Hit,
+    IngestSettings,
+    fuse,
+    snippet,
+)
+from common.core.states import RunStatus
 from common.ports.search_index import Scored
-from common.ports.store import Filter, Order
-from common.service import ids
+from common.ports.store import Filter, Order, Transaction
+from common.service import control, deletion, ids, jobs, repo
 from common.service.context import Deps, Sender
-from common.service.ingest import IngestRun, new_run
+from common.service.ingest import COLLECTIONS, DOCS
 
-COLLECTIONS = "collections"
-DOCS = "collection_docs"
 MAX_K = 100
 # Each signal contributes this many candidates to the fusion.
 _CANDIDATES = 50
@@ -57,25 +74,101 @@ def create_collection(
         raise AlreadyExists(f"a collection named {name!r} exists", hint="Choose another name or use that one.")
     now = deps.clock.now()
     cid = ids.new_id("col")
-    coll = Collection(
-        id=cid,
+    made: list[Collection] = []
+
+    class _WithCollection:
+        """Creates the collection in the transaction that creates its job."""
+
+        def check(self, t: Transaction) -> None:
+            return None
+
+        def record(self, t: Transaction, job: Job) -> None:
+            coll = Collection(
+                id=cid,
+                owner=owner,
+                name=name,
+                job_id=job.id,
+                chunking=chunking or ChunkSettings(),
+                embedding_model=embedding_model,
+                active_index=index_id(cid, 1),
+                created_at=now,
+                updated_at=now,
+            )
+            t.create(COLLECTIONS, cid, coll.model_dump(mode="json"))
+            made[:] = [coll]
+
+    jobs.create_job(
+        deps,
         owner=owner,
         name=name,
-        chunking=chunking or ChunkSettings(),
-        embedding_model=embedding_model,
-        active_index=index_id(cid, 1),
-        created_at=now,
-        updated_at=now,
+        fields=[],
+        exports=[],  # an ingest run's output is its index, not a table
+        concurrent_runs=True,  # an ingest and a re-index of one collection go at once
+        kind="ingest",
+        kind_settings={"collection_id": cid},
+        guard=_WithCollection(),
     )
-    deps.store.create(COLLECTIONS, cid, coll.model_dump(mode="json"))
-    return coll
+    return made[0]
 
 
 def get_collection(deps: Deps, owner: str, collection_id: str) -> tuple[Collection, str]:
+    """The owner's collection as it stands now (a completed re-index switched: :func:`current`), and its version."""
     snap = deps.store.get(COLLECTIONS, collection_id)
     if snap is None or snap.data.get("owner") != owner:
         raise NotFound(f"collection {collection_id} not found")
-    return Collection.model_validate(snap.data), snap.version
+    coll = Collection.model_validate(snap.data)
+    if coll.building_run_id is None:
+        return coll, snap.version
+    return current(deps, coll), _version(deps, collection_id)
+
+
+def _version(deps: Deps, collection_id: str) -> str:
+    snap = deps.store.get(COLLECTIONS, collection_id)
+    if snap is None:
+        raise NotFound(f"collection {collection_id} not found")
+    return snap.version
+
+
+def current(deps: Deps, coll: Collection) -> Collection:
+    """``coll`` caught up with its re-index run: switched to the new index once that run is completed
+    (the old index dropped), given up when it was cancelled or failed (its index dropped).
+
+    The run's completion (the platform's fan-in) is the switch; this only makes the record say so,
+    in a transaction that checks the record still names that run, so any number of readers may race.
+    """
+    run_id = coll.building_run_id
+    if run_id is None:
+        return coll
+    found = repo.get(deps.store, Run, run_id)
+    status = None if found is None else found[0].status
+    if status in (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.PAUSED, RunStatus.NEEDS_REVIEW):
+        return coll
+    switch = status is RunStatus.COMPLETED
+    now = deps.clock.now()
+
+    def tx(t: Transaction) -> tuple[Collection, str | None]:
+        snap = t.get(COLLECTIONS, coll.id)
+        if snap is None:
+            return coll, None
+        stored = Collection.model_validate(snap.data)
+        if stored.building_run_id != run_id:
+            return stored, None  # another reader caught it up
+        cleared: dict[str, Any] = {
+            "building_index": None,
+            "building_model": None,
+            "building_run_id": None,
+            "updated_at": now,
+        }
+        if switch:
+            cleared |= {"active_index": stored.building_index, "embedding_model": stored.building_model}
+        caught_up = stored.model_copy(update=cleared)
+        t.set(COLLECTIONS, stored.id, caught_up.model_dump(mode="json"))
+        return caught_up, stored.active_index if switch else stored.building_index
+
+    caught_up, dropped = deps.store.transaction(tx)
+    if dropped is not None and dropped != caught_up.active_index:
+        deps.search_index.drop(dropped)
+    return caught_up
 
 
 def find_by_name(deps: Deps, owner: str, name: str) -> Collection | None:
@@ -85,55 +178,118 @@ def find_by_name(deps: Deps, owner: str, name: str) -> Collection | None:
 
 def list_collections(deps: Deps, owner: str) -> list[Collection]:
     page = deps.store.query(COLLECTIONS, filters=[Filter("owner", "==", owner)], order_by=[Order("name")], limit=1000)
-    return [Collection.model_validate(s.data) for s in page.items]
+    return [current(deps, Collection.model_validate(s.data)) for s in page.items]
 
 
-def change_embedding_model(deps: Deps, sender: Sender, owner: str, collection_id: str, model: str) -> IngestRun | None:
-    """Start a re-index into a new index beside the active one; searches keep the old until it completes."""
+class _Reindex:
+    """Records the re-index on the collection in the transaction that records its run, while the
+    collection is still as read (a concurrent change fails this one: PreconditionFailed, 409)."""
+
+    def __init__(self, coll: Collection, version: str, new_index: str, model: str, now: datetime) -> None:
+        self.coll, self.version, self.new_index, self.model, self.now = coll, version, new_index, model, now
+
+    def check(self, t: Transaction) -> None:
+        snap = t.get(COLLECTIONS, self.coll.id)
+        if snap is None or snap.version != self.version:
+            raise PreconditionFailed(
+                f"collection {self.coll.id} changed meanwhile", hint="Read it again and repeat the change."
+            )
+
+    def record(self, t: Transaction, run: Run) -> None:
+        changed = self.coll.model_copy(
+            update={
+                "building_index": self.new_index,
+                "building_model": self.model,
+                "building_run_id": run.id,
+                "generation": self.coll.generation + 1,
+                "updated_at": self.now,
+            }
+        )
+        t.set(COLLECTIONS, changed.id, changed.model_dump(mode="json"))
+
+
+def change_embedding_model(deps: Deps, sender: Sender, owner: str, collection_id: str, model: str) -> Run | None:
+    """Start a re-index run into a new index beside the active one; searches keep the old until it completes."""
     coll, version = get_collection(deps, owner, collection_id)
     if model == (coll.building_model or coll.embedding_model):
         return None
     deps.embedder(model)
-    old_building = coll.building_index
-    generation = coll.generation + 1
-    new_index = index_id(coll.id, generation)
-    changed = coll.model_copy(
-        update={
-            "building_index": new_index,
-            "building_model": model,
-            "generation": generation,
-            "updated_at": deps.clock.now(),
-        }
+    new_index = index_id(coll.id, coll.generation + 1)
+    docs = [DocumentRef(id=d.id, name=d.name) for d in list_documents(deps, owner, coll.id)]
+    settings = IngestSettings(
+        collection_id=coll.id, purpose="reindex", index_id=new_index, embedding_model=model, documents=docs
     )
-    deps.store.set(COLLECTIONS, coll.id, changed.model_dump(mode="json"), if_version=version)
-    if old_building is not None:
-        deps.search_index.drop(old_building)  # a re-index overtaken by another change
-    docs = [d.id for d in list_documents(deps, owner, coll.id)]
-    run = new_run(deps, coll, new_index, docs, purpose="reindex")
-    sender.send(StartIngest(run_id=run.id))
+    if docs:
+        run = _start(deps, sender, coll, settings, guard=_Reindex(coll, version, new_index, model, deps.clock.now()))
+    else:
+        # Nothing to re-index: the new model is the collection's at once.
+        run = None
+        now = deps.clock.now()
+        switched = coll.model_copy(
+            update={
+                "embedding_model": model,
+                "active_index": new_index,
+                "generation": coll.generation + 1,
+                **{"building_index": None, "building_model": None, "building_run_id": None, "updated_at": now},
+            }
+        )
+        deps.store.set(COLLECTIONS, coll.id, switched.model_dump(mode="json"), if_version=version)
+        deps.search_index.drop(coll.active_index)
+    if coll.building_run_id is not None:
+        # A re-index overtaken by another change: stop it and drop what it built.
+        _stop(deps, owner, coll.building_run_id)
+        if coll.building_index is not None:
+            deps.search_index.drop(coll.building_index)
     return run
 
 
+def _start(
+    deps: Deps, sender: Sender, coll: Collection, settings: IngestSettings, *, guard: _Reindex | None = None
+) -> Run | None:
+    """A run of the collection's job over the documents ``settings`` names (None: it names none)."""
+    if not settings.documents:
+        return None
+    job = jobs.require_job(deps, coll.job_id, owner=coll.owner)
+    return jobs.request_run(deps, sender, job, kind_settings=settings.model_dump(mode="json"), guard=guard)
+
+
+def _stop(deps: Deps, owner: str, run_id: str) -> None:
+    found = repo.get(deps.store, Run, run_id)
+    if found is not None and found[0].status in jobs.ACTIVE_RUN_STATES:
+        control.cancel_run(deps, run_id, owner=owner)
+
+
 def delete_collection(deps: Deps, owner: str, collection_id: str) -> None:
+    """The collection with its job (runs cancelled first), documents, their bytes and its indexes.
+
+    The record goes last, so a delete that failed midway can be repeated."""
     coll, _ = get_collection(deps, owner, collection_id)
+    job = repo.get(deps.store, Job, coll.job_id)
+    if job is not None:
+        for run in list(repo.scan(deps.store, Run, filters=[Filter("job_id", "==", coll.job_id)])):
+            _stop(deps, owner, run.id)
     for index in filter(None, (coll.active_index, coll.building_index)):
         deps.search_index.drop(index)
     for doc in list_documents(deps, owner, coll.id):
+        deps.blobs.delete(doc.uri)
         deps.store.delete(DOCS, doc.id)
+    if job is not None:
+        deletion.delete_job(deps, job[0], owners=[owner])
     deps.store.delete(COLLECTIONS, coll.id)
 
 
 def add_documents(
     deps: Deps, sender: Sender, owner: str, collection_id: str, documents: Sequence[NewDocument]
-) -> tuple[IngestRun | None, list[CollectionDocument]]:
+) -> tuple[Run | None, list[CollectionDocument]]:
     """Store the documents and start an ingest run over those not yet in the collection.
 
-    Returns the run (None when every document was already there) and the
-    collection's record of each document given, in order."""
+    Returns the run into the active index (None when every document was
+    already there) and the collection's record of each document given, in
+    order. During a re-index a second run puts them into the index being built."""
     coll, _ = get_collection(deps, owner, collection_id)
     now = deps.clock.now()
     records: list[CollectionDocument] = []
-    new: list[str] = []
+    new: dict[str, str] = {}  # id -> name
     for d in documents:
         digest = hashlib.sha256(d.data).hexdigest()
         doc_id = f"{coll.id}-{digest[:32]}"
@@ -141,10 +297,10 @@ def add_documents(
         if snap is not None:
             known = CollectionDocument.model_validate(snap.data)
             records.append(known)
-            if known.status == "pending" and doc_id not in new:
+            if known.status == "pending":
                 # Stored by an add that died before its run started (or whose run is still going):
                 # ingesting it again is safe, its chunk ids are its content's.
-                new.append(doc_id)
+                new.setdefault(doc_id, known.name)
             continue
         uri = deps.bucket_uri("uploads", f"collections/{owner}/{coll.id}/{digest}")
         deps.blobs.put_bytes(uri, d.data, content_type=d.mime)
@@ -161,18 +317,22 @@ def add_documents(
         )
         try:
             deps.store.create(DOCS, doc_id, rec.model_dump(mode="json"))
-            new.append(doc_id)
+            new[doc_id] = rec.name
         except AlreadyExists:
             pass  # the same bytes twice in one call, or a concurrent add: one document
         records.append(rec)
-    if not new:
-        return None, records
-    # A document joins the index being built too, or it would vanish at the switch.
-    run = new_run(deps, coll, coll.active_index, new, purpose="ingest")
-    sender.send(StartIngest(run_id=run.id))
-    if coll.building_index is not None:
-        sender.send(StartIngest(run_id=new_run(deps, coll, coll.building_index, new, purpose="ingest").id))
+    refs = [DocumentRef(id=i, name=n) for i, n in new.items()]
+    run = _start(deps, sender, coll, _into(coll, coll.active_index, coll.embedding_model, refs))
+    if run is not None and coll.building_index is not None and coll.building_model is not None:
+        # A document joins the index being built too, or it would vanish at the switch.
+        _start(deps, sender, coll, _into(coll, coll.building_index, coll.building_model, refs))
     return run, records
+
+
+def _into(coll: Collection, index: str, model: str, refs: list[DocumentRef]) -> IngestSettings:
+    return IngestSettings(
+        collection_id=coll.id, purpose="ingest", index_id=index, embedding_model=model, documents=refs
+    )
 
 
 def list_documents(deps: Deps, owner: str, collection_id: str) -> list[CollectionDocument]:
@@ -212,7 +372,7 @@ def search(deps: Deps, owner: str, collection_ids: Sequence[str], query: str, k:
         raise PermanentError(f"k must be 1..{MAX_K}", code="invalid_request")
     if not query.strip():
         return []
-    colls = [get_collection(deps, owner, cid)[0] for cid in collection_ids]
+    colls = [get_collection(deps, owner, cid)[0] for cid in collection_ids]  # a completed re-index switched
     index = deps.search_index
     indexes = [c.active_index for c in colls]
     lexical = index.lexical(owner, indexes, query, _CANDIDATES)

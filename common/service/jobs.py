@@ -230,11 +230,13 @@ def new_run_records(
     priority: Priority = Priority.NORMAL,
     schedule_time: datetime | None = None,
     estimate: Estimate | None = None,
+    kind_settings: dict[str, Any] | None = None,
 ) -> tuple[Run, Operation, Job]:
     """A job's next run, its Operation, and the job with its run counter moved on.
 
     Pure: callers write all three in one transaction (with whatever else that
-    transaction must change), so run numbers never repeat.
+    transaction must change), so run numbers never repeat. ``kind_settings``:
+    this run's own (what it works on), instead of the job's.
     """
     op_id = ids.operation_id_for_run(run_id)
     run = Run(
@@ -243,7 +245,7 @@ def new_run_records(
         job_id=job.id,
         run_number=job.next_run_number,
         kind=job.kind,
-        kind_settings=dict(job.kind_settings),
+        kind_settings=dict(job.kind_settings if kind_settings is None else kind_settings),
         priority=priority,
         schedule_time=schedule_time,
         operation_id=op_id,
@@ -307,16 +309,19 @@ def request_run(
     priority: Priority = Priority.NORMAL,
     schedule_time: datetime | None = None,
     guard: EffectGuard[Run] | None = None,
+    kind_settings: dict[str, Any] | None = None,
 ) -> Run:
     """Record a new run (run_number from the job's counter) and ask for it to start.
 
     Raises RunActive if the job has an active run and allows only one. With
     ``guard``, the run is recorded only while the guard holds, and the guard
-    records it in the same transaction.
+    records it in the same transaction. ``kind_settings``: the run's own
+    (a collection's ingest run names its documents), else the job's.
     """
     # The estimate (page counts) is made once; the budget is decided inside the
     # transaction, serialised per owner, so racing starts cannot both pass it.
-    budgeted = cost.budget_estimate(deps, job)
+    planned = job if kind_settings is None else job.model_copy(update={"kind_settings": kind_settings})
+    budgeted = cost.budget_estimate(deps, planned)
     estimate = budgeted.estimate
     now = deps.clock.now()
     run_id = ids.new_id("run")
@@ -328,7 +333,13 @@ def request_run(
         tx_check_no_active_run(t, current)
         cost.tx_require_budget(t, deps, current.owner, budgeted)
         run, op, moved = new_run_records(
-            current, run_id=run_id, now=now, priority=priority, schedule_time=schedule_time, estimate=estimate
+            current,
+            run_id=run_id,
+            now=now,
+            priority=priority,
+            schedule_time=schedule_time,
+            estimate=estimate,
+            kind_settings=kind_settings,
         )
         repo.tx_put(t, moved)
         t.create(Run.collection, run.id, run.to_doc())

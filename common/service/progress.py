@@ -5,11 +5,12 @@ Whether a write is due is the deps' :class:`common.service.coalesce.ProgressGate
 
 from __future__ import annotations
 
+from common import kinds
 from common.core import lifecycle
-from common.core.models import Operation, Run
+from common.core.models import Operation, Run, WorkItem
 from common.core.progress import compute_progress
-from common.core.states import OperationStatus
-from common.ports.store import Transaction
+from common.core.states import OperationStatus, TaskStatus
+from common.ports.store import Filter, Transaction
 from common.service import repo, tally
 from common.service.context import Context
 
@@ -39,6 +40,7 @@ def report_run(
         started_at=run.started_at,
         now=now,
     )
+    counts = kind_counts(ctx, run)
 
     def write(tx: Transaction) -> None:
         op = repo.tx_get(tx, Operation, run.operation_id)
@@ -58,8 +60,22 @@ def report_run(
             message=message,
             status=status,
             error=error,
+            counts=counts,
         )
         repo.tx_put(tx, updated)
 
     ctx.store.transaction(write)
     return True
+
+
+def kind_counts(ctx: Context, run: Run) -> dict[str, int] | None:
+    """The run's kind's own figures over its completed items (None: the kind declares none).
+
+    Read only when a progress write is due (about once a second), like the
+    counters; it reads the run's completed items, so its cost grows with the run.
+    """
+    counts = kinds.get(run.kind).progress_counts
+    if counts is None:
+        return None
+    done = [Filter("run_id", "==", run.id), Filter("status", "==", TaskStatus.COMPLETED.value)]
+    return counts(repo.scan(ctx.store, WorkItem, filters=done))

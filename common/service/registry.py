@@ -19,9 +19,10 @@ HANDLERS: dict[str, dict[str, str]] = {
         "task.extract": "common.service.runs:extract_task",
     },
     "export": {"export.run": "common.service.exports:export_run"},
+    # The built-in ingest kind (common/kinds/ingest.py): search collections' ingest and re-index runs.
     "ingest": {
-        "ingest.start": "common.service.ingest:start_ingest",
-        "ingest.document": "common.service.ingest:ingest_document",
+        "ingest.start": "common.service.runs:fan_out_run",
+        "ingest.item": "common.service.runs:run_item",
     },
     # The built-in audit kind (common/kinds/audit.py) on its own function.
     "audit": {
@@ -56,12 +57,12 @@ HANDLERS: dict[str, dict[str, str]] = {
 PUBLISHES: dict[str, frozenset[str]] = {
     "extract": frozenset({"task.extract", "export.run", "run.deadline", "item.lease_check"}),
     "export": frozenset(),
-    "ingest": frozenset({"ingest.document"}),
+    "ingest": frozenset({"ingest.item", "run.deadline", "item.lease_check"}),
     "audit": frozenset({"audit.item", "export.run", "run.deadline", "item.lease_check"}),
     "enrich": frozenset({"enrich.item", "run.deadline", "item.lease_check"}),
     "import_upload": frozenset(),
     # task.extract (and other kinds' item messages): stuck or stalled items dispatched again.
-    "cleanup": frozenset({"task.extract", "audit.item", "enrich.item"}),
+    "cleanup": frozenset({"task.extract", "audit.item", "enrich.item", "ingest.item"}),
     "import_drive": frozenset({"drive.import", "drive.file"}),
     # automation.imported: an import's continuation (Operation.then) set by an automation.
     "import_gmail": frozenset({"gmail.message", "automation.imported"}),

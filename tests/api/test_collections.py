@@ -1,5 +1,6 @@
-"""Search collections over HTTP: create, add documents, follow the ingest run's stage
-counts, search, delete; another user's collection is 404 and its chunks never appear."""
+"""Search collections over HTTP: create, add documents, follow the ingest run (a run of the
+collection's ``ingest`` job) with its stage counts, search, delete; another user's collection
+is 404 and its chunks never appear."""
 
 from __future__ import annotations
 
@@ -37,16 +38,20 @@ def test_documents_are_ingested_with_stage_counts_and_answer_searches(env: Env) 
     r = _add(env.alice, cid, _md(1, "Acme GmbH"), _md(2, "Globex SA"))
     assert r.status_code == 202, r.get_json()
     run = r.get_json()["run"]
-    assert r.headers["Location"] == f"/v1/ingest-runs/{run['id']}"
-    assert (run["status"], run["documents"], run["pending"]) == ("running", 2, 2)
-    env.drain()
-    done = env.alice.get(f"/v1/ingest-runs/{run['id']}").get_json()
-    assert (done["status"], done["done"], done["failed"], done["pending"]) == ("completed", 2, 0, 0)
-    counts = done["counts"]
-    assert counts["pages"] == 2 and counts["chunks"] > 4
-    assert counts["indexed"] == counts["chunks"] and counts["embedded"] == 0
+    assert r.headers["Location"] == f"/v1/runs/{run['id']}"
+    assert (run["kind"], run["unit"], run["status"]) == ("ingest", "documents", "pending")
     coll = env.alice.get(f"/v1/collections/{cid}").get_json()
-    assert (coll["documents"], coll["chunks"]) == (2, counts["chunks"])
+    assert run["job_id"] == coll["job_id"]
+    env.drain()
+    done = env.alice.get(f"/v1/runs/{run['id']}").get_json()
+    assert (done["status"], done["counters"]["completed"], done["counters"]["failed"]) == ("completed", 2, 0)
+    counts = done["outputs"]
+    assert counts["pages_read"] == 2 and counts["chunks_made"] > 4
+    assert counts["chunks_indexed"] == counts["chunks_made"] and counts["chunks_embedded"] == 0
+    items = env.alice.get(f"/v1/runs/{run['id']}/items").get_json()["items"]
+    assert sorted(i["file_name"] for i in items) == ["inv1.md", "inv2.md"]
+    coll = env.alice.get(f"/v1/collections/{cid}").get_json()
+    assert (coll["documents"], coll["chunks"]) == (2, counts["chunks_made"])
     hits = env.alice.get(f"/v1/collections/{cid}/search?q=Globex&k=3").get_json()["items"]
     assert hits and hits[0]["document"] == "inv2.md" and hits[0]["page"] == 1
     assert "Globex" in hits[0]["snippet"] and hits[0]["score"] > 0
@@ -91,7 +96,9 @@ def test_another_users_collection_is_404_and_its_chunks_never_appear(env: Env) -
     assert env.bob.get(f"/v1/collections/{bob}/search?q=Secretcorp").get_json()["items"] == []
     assert [c["id"] for c in env.bob.get("/v1/collections").get_json()["items"]] == [bob]
     run = _add(env.alice, alice, _md(4, "Later")).get_json()["run"]
-    assert env.bob.get(f"/v1/ingest-runs/{run['id']}").status_code == 404
+    assert env.bob.get(f"/v1/runs/{run['id']}").status_code == 404
+    assert env.bob.get(f"/v1/operations/{run['operation_id']}").status_code == 404
+    assert env.bob.post(f"/v1/runs/{run['id']}/cancel").status_code == 404
     assert env.alice.get(f"/v1/collections/{alice}").get_json()["documents"] == 1 + 1
 
 
@@ -104,8 +111,8 @@ def test_changing_the_embedding_model_reindexes_in_the_background(env: Env) -> N
     assert r.get_json()["embedding_model"] == "none" and r.get_json()["building_model"] == "hashing-64"
     env.drain()
     run = env.alice.get(r.headers["Location"]).get_json()
-    assert run["purpose"] == "reindex" and run["status"] == "completed"
-    assert run["counts"]["embedded"] == run["counts"]["chunks"] > 0
+    assert (run["kind"], run["status"], run["outputs"]["purpose"]) == ("ingest", "completed", "reindex")
+    assert run["outputs"]["chunks_embedded"] == run["outputs"]["chunks_made"] > 0
     coll = env.alice.get(f"/v1/collections/{cid}").get_json()
     assert (coll["embedding_model"], coll["building_model"]) == ("hashing-64", None)
     assert env.alice.get(f"/v1/collections/{cid}/search?q=Globex").get_json()["items"][0]["document"] == "inv2.md"

@@ -1,5 +1,6 @@
-"""Search collections on the embedded backend, through the real runtime: ingest, re-ingest,
-deletion, per-user isolation, re-index switch-over, a timed-out index write."""
+"""Search collections on the embedded backend, through the real runtime: ingest runs of the
+collection's ``ingest`` job, re-ingest, deletion, per-user isolation, re-index switch-over,
+a timed-out index write."""
 
 from __future__ import annotations
 
@@ -8,11 +9,14 @@ from typing import Any
 
 import pytest
 
+from common import kinds
 from common.core.chunking import ChunkSettings
 from common.core.errors import ErrorKind, NotFound, RetryableError
-from common.core.messages import IngestDocument
+from common.core.models import Run, WorkItem
+from common.core.states import RunStatus
+from common.ports.store import Filter
 from common.service import collections as cols
-from common.service import ingest
+from common.service import ids, ingest, repo
 from tests.support import Pipeline, make_pipeline
 
 
@@ -29,23 +33,32 @@ def _doc(n: int) -> cols.NewDocument:
     return cols.NewDocument(name=f"inv{n}.md", data=text.encode(), mime=None)
 
 
-def _ingest(p: Pipeline, owner: str, coll_id: str, docs: list[cols.NewDocument]) -> ingest.IngestRun | None:
+def _ingest(p: Pipeline, owner: str, coll_id: str, docs: list[cols.NewDocument]) -> Run | None:
     run, _ = cols.add_documents(p.deps, p.sender, owner, coll_id, docs)
     p.drain()
     return run
+
+
+def _run(p: Pipeline, run_id: str) -> Run:
+    return repo.require(p.deps.store, Run, run_id)[0]
+
+
+def _items(p: Pipeline, run_id: str) -> list[WorkItem]:
+    return list(repo.scan(p.deps.store, WorkItem, filters=[Filter("run_id", "==", run_id)]))
 
 
 def test_a_document_is_read_chunked_and_indexed_with_each_stages_count(p: Pipeline) -> None:
     coll = cols.create_collection(p.deps, "alice", "invoices", chunking=ChunkSettings(max_tokens=64, overlap_tokens=8))
     run = _ingest(p, "alice", coll.id, [_doc(1)])
     assert run is not None
-    done, counts, statuses = ingest.progress(p.deps, run.id)
-    assert done.status == "completed"
-    assert statuses == {"pending": 0, "done": 1, "failed": 0}
-    assert counts.pages == 1
-    assert counts.chunks > 3
-    assert counts.indexed == counts.chunks == p.deps.search_index.count(coll.active_index)
-    assert counts.embedded == 0  # no embedding model: lexical only
+    done = _run(p, run.id)
+    assert (done.kind, done.job_id, done.status) == ("ingest", coll.job_id, RunStatus.COMPLETED)
+    assert (done.counters.completed, done.counters.failed) == (1, 0)
+    out = done.outputs or {}
+    assert out["pages_read"] == 1
+    assert out["chunks_made"] > 3
+    assert out["chunks_indexed"] == out["chunks_made"] == p.deps.search_index.count(coll.active_index)
+    assert out["chunks_embedded"] == 0  # no embedding model: lexical only
     hits = cols.search(p.deps, "alice", [coll.id], "INV-00001", k=3)
     assert hits[0].document == "inv1.md"
     assert hits[0].page == 1
@@ -66,13 +79,14 @@ def test_a_redelivered_document_writes_no_chunk_twice(p: Pipeline) -> None:
     run = _ingest(p, "alice", coll.id, [_doc(3)])
     assert run is not None
     before = p.deps.search_index.count(coll.active_index)
-    item = ingest.item_id(run.id, f"{coll.id}-{__import__('hashlib').sha256(_doc(3).data).hexdigest()[:32]}")
-    snap = p.deps.store.get(ingest.ITEMS, item)
+    item = ids.task_id(run.id, f"{coll.id}-{__import__('hashlib').sha256(_doc(3).data).hexdigest()[:32]}")
+    snap = p.deps.store.get(WorkItem.collection, item)
     assert snap is not None
-    p.deps.store.set(ingest.ITEMS, item, {**snap.data, "status": "pending"})  # as if the ack was lost
-    p.sender.send(IngestDocument(item_id=item, run_id=run.id))
+    p.deps.store.set(WorkItem.collection, item, {**snap.data, "status": "pending"})  # as if the ack was lost
+    p.sender.send(kinds.get("ingest").item(WorkItem.from_doc(snap.data)))
     p.drain()
     assert p.deps.search_index.count(coll.active_index) == before
+    assert _run(p, run.id).status is RunStatus.COMPLETED
 
 
 def test_deleting_a_document_removes_its_chunks(p: Pipeline) -> None:
@@ -103,28 +117,30 @@ def test_a_changed_embedding_model_builds_a_new_index_and_switches_only_when_com
     _ingest(p, "alice", coll.id, [_doc(n) for n in range(5)])
     run = cols.change_embedding_model(p.deps, p.sender, "alice", coll.id, "hashing-64")
     assert run is not None
+    new_index = (run.kind_settings or {})["index_id"]
     building = cols.get_collection(p.deps, "alice", coll.id)[0]
     assert building.active_index == coll.active_index
-    assert building.building_index == run.index_id
+    assert (building.building_index, building.building_run_id) == (new_index, run.id)
     seen: list[tuple[str, str]] = []
     real = ingest.index_document
 
-    def observed(deps: Any, item: Any) -> Any:
+    def observed(deps: Any, settings: Any, document_id: str) -> Any:
         # Before every document of the re-index: searches still read the old, complete index.
         mid = cols.get_collection(p.deps, "alice", coll.id)[0]
         seen.append((mid.active_index, cols.search(p.deps, "alice", [coll.id], "INV-00003", k=1)[0].document))
-        return real(deps, item)
+        return real(deps, settings, document_id)
 
     monkeypatch.setattr(ingest, "index_document", observed)
     p.drain()
     assert seen == [(coll.active_index, "inv3.md")] * 5
     after = cols.get_collection(p.deps, "alice", coll.id)[0]
-    assert after.active_index == run.index_id
+    assert after.active_index == new_index
     assert after.embedding_model == "hashing-64"
-    assert after.building_index is None
+    assert (after.building_index, after.building_run_id) == (None, None)
     assert p.deps.search_index.count(coll.active_index) == 0  # the old index is dropped
-    _, counts, _ = ingest.progress(p.deps, run.id)
-    assert counts.embedded == counts.chunks > 0
+    out = _run(p, run.id).outputs or {}
+    assert out["purpose"] == "reindex"
+    assert out["chunks_embedded"] == out["chunks_made"] > 0
     assert cols.search(p.deps, "alice", [coll.id], "INV-00003", k=1)[0].document == "inv3.md"
 
 
@@ -144,7 +160,7 @@ def test_a_timed_out_index_write_is_tried_again(p: Pipeline, monkeypatch: pytest
     run = _ingest(p, "alice", coll.id, [_doc(1)])
     assert run is not None
     assert len(calls) == 2
-    assert ingest.progress(p.deps, run.id)[0].status == "completed"
+    assert _run(p, run.id).status is RunStatus.COMPLETED
     assert index.count(coll.active_index) > 0
 
 
@@ -165,7 +181,7 @@ def test_documents_stored_by_an_add_that_died_before_its_run_started_are_ingeste
         cols.add_documents(p.deps, _DyingSender(), "alice", coll.id, [_doc(1), _doc(2)])  # type: ignore[arg-type]
     run = _ingest(p, "alice", coll.id, [_doc(1), _doc(2)])
     assert run is not None
-    _, counts, statuses = ingest.progress(p.deps, run.id)
-    assert statuses["done"] == 2
-    assert p.deps.search_index.count(coll.active_index) == counts.chunks > 0
+    done = _run(p, run.id)
+    assert done.counters.completed == 2
+    assert p.deps.search_index.count(coll.active_index) == (done.outputs or {})["chunks_made"] > 0
     assert [d.status for d in cols.list_documents(p.deps, "alice", coll.id)] == ["done", "done"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from google.oauth2.credentials import Credentials
@@ -19,8 +20,11 @@ from common.adapters.embedders.vertex import VertexEmbedder
 from common.adapters.local.clock import ManualClock
 from common.core.chunking import ChunkSettings
 from common.core.errors import ErrorKind, PermanentError, RetryableError
+from common.core.models import Run, WorkItem
+from common.core.states import RunStatus
+from common.ports.store import Filter
 from common.service import collections as cols
-from common.service import ingest
+from common.service import repo
 from tests.fakes import openai_chat, vertex
 from tests.fakes.openai_chat import FakeOpenAI
 from tests.support import Pipeline, make_pipeline
@@ -117,11 +121,11 @@ def test_ingest_embeds_every_chunk_in_batches_of_the_embedders_size(
     run, _ = cols.add_documents(p.deps, p.sender, "alice", coll.id, [_doc(1)])
     p.drain()
     assert run is not None
-    _, counts, _ = ingest.progress(p.deps, run.id)
-    assert counts.embedded == counts.chunks > 3
+    counts = _outputs(p, run.id)
+    assert counts["chunks_embedded"] == counts["chunks_made"] > 3
     sizes = [len(r.embed_texts) for r in fake_vertex.requests]
-    assert all(1 <= s <= 3 for s in sizes) and sum(sizes) == counts.chunks
-    assert len(sizes) == -(-counts.chunks // 3)
+    assert all(1 <= s <= 3 for s in sizes) and sum(sizes) == counts["chunks_made"]
+    assert len(sizes) == -(-counts["chunks_made"] // 3)
     hits = cols.search(p.deps, "alice", [coll.id], "fact-1-4-7", k=1)
     assert fake_vertex.requests[-1].embed_task_types == ["RETRIEVAL_QUERY"]
     assert "fact-1-4-7" in hits[0].text
@@ -139,14 +143,24 @@ def test_ingest_retries_a_rate_limited_batch_and_writes_each_chunk_once(
     run, _ = cols.add_documents(p.deps, p.sender, "alice", coll.id, [_doc(1)])
     p.drain(advance_clock=True)
     assert run is not None
-    done, counts, statuses = ingest.progress(p.deps, run.id)
-    assert (done.status, statuses["done"], statuses["failed"]) == ("completed", 1, 0)
+    done = repo.require(p.deps.store, Run, run.id)[0]
+    assert (done.status, done.counters.completed, done.counters.failed) == (RunStatus.COMPLETED, 1, 0)
+    counts = done.outputs or {}
     statuses_sent = [status for _, status in fake_vertex.delivered]
     assert statuses_sent.count(429) == 1
-    assert p.deps.search_index.count(coll.active_index) == counts.chunks == counts.indexed == counts.embedded
+    chunks = counts["chunks_made"]
+    assert p.deps.search_index.count(coll.active_index) == chunks == counts["chunks_indexed"]
+    assert counts["chunks_embedded"] == chunks
     # Each chunk embedded once after the retry: the batch written before the 429 is not embedded again.
     embedded_texts = [t for r, status in fake_vertex.delivered if status == 200 for t in r.embed_texts]
-    assert len(embedded_texts) == len(set(embedded_texts)) == counts.chunks
+    assert len(embedded_texts) == len(set(embedded_texts)) == chunks
+    # The 429 is in the item's history: a retry after the server's 7 s, then the attempt that completed.
+    (item,) = repo.scan(p.deps.store, WorkItem, filters=[Filter("run_id", "==", run.id)])
+    assert [(h.outcome, h.delay_s) for h in item.history] == [("retry", 7.0), ("completed", None)]
+
+
+def _outputs(p: Any, run_id: str) -> dict[str, Any]:
+    return repo.require(p.deps.store, Run, run_id)[0].outputs or {}
 
 
 @pytest.fixture

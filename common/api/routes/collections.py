@@ -1,5 +1,7 @@
-"""Search collections: create, list, get, re-model, delete; add and delete documents;
-follow an ingest run's stage counts; search.
+"""Search collections: create, list, get, re-model, delete; add and delete documents; search.
+
+A collection's ingest and re-index runs are runs of its ``ingest`` job, at the
+platform's routes (``/v1/runs/{id}``, its items, controls and operation).
 
 Every handler passes the caller's owner id to :mod:`common.service.collections`,
 which answers NotFound (404) for another user's collection as for a missing one,
@@ -16,12 +18,13 @@ from pathlib import Path
 from flask import request
 
 from common.api import collection_schemas as cs
+from common.api import schemas as s
 from common.api.call import Call, Reply, Result, Route
-from common.api.errors import ApiError, not_found
+from common.api.errors import ApiError
 from common.api.routes._shared import E404, E_BODY, route
 from common.core.errors import ConfigError
 from common.service import collections as cols
-from common.service import ingest
+from common.service import tally
 
 # Parts of one upload, at most: each becomes a document and an item of the run.
 MAX_UPLOAD_FILES = 100
@@ -72,7 +75,7 @@ def update_collection(call: Call) -> Result:
     with _model_available():
         run = cols.change_embedding_model(call.deps, call.sender, call.owner, cid, body.embedding_model)
     # 202 even when the model is unchanged (no run, no Location): one success status for the route.
-    headers = {"Location": f"/v1/ingest-runs/{run.id}"} if run is not None else {}
+    headers = {"Location": f"/v1/runs/{run.id}"} if run is not None else {}
     return Reply(_summary(call, cid), status=202, headers=headers)
 
 
@@ -119,10 +122,10 @@ def add_documents(call: Call) -> Result:
         docs.append(cols.NewDocument(name=name, data=data, mime=mime))
     run, records = cols.add_documents(call.deps, call.sender, call.owner, cid, docs)
     body = cs.DocumentsAdded(
-        run=_run_out(call, run.id) if run is not None else None,
+        run=s.RunOut.of(tally.with_live_counters(call.deps.store, run)) if run is not None else None,
         documents=[cs.DocumentOut.of(d) for d in records],
     )
-    headers = {"Location": f"/v1/ingest-runs/{run.id}"} if run is not None else {}
+    headers = {"Location": f"/v1/runs/{run.id}"} if run is not None else {}
     return Reply(body, status=202, headers=headers)  # run null: every document was already there
 
 
@@ -152,30 +155,6 @@ def search_collection(call: Call) -> Result:
     return cs.SearchOut(items=[cs.HitOut.of(h) for h in hits])
 
 
-def _run_out(call: Call, run_id: str) -> cs.IngestRunOut:
-    snap = call.deps.store.get(ingest.RUNS, run_id)
-    if snap is None or not call.owns(str(snap.data.get("owner"))):
-        raise not_found("ingest run", run_id)
-    run, counts, statuses = ingest.progress(call.deps, run_id)
-    return cs.IngestRunOut(
-        id=run.id,
-        collection_id=run.collection_id,
-        purpose=run.purpose,
-        status=run.status,
-        documents=len(run.documents),
-        done=statuses["done"],
-        failed=statuses["failed"],
-        pending=statuses["pending"],
-        counts=cs.CountsOut.of(counts),
-        created_at=run.created_at,
-        completed_at=run.completed_at,
-    )
-
-
-def get_ingest_run(call: Call) -> Result:
-    return _run_out(call, call.params["run_id"])
-
-
 _TAG = "collections"
 
 ROUTES: list[Route] = [
@@ -200,7 +179,4 @@ ROUTES: list[Route] = [
     route("GET", "/v1/collections/{collection_id}/search", search_collection,
           "Search a collection (BM25, hybrid with vectors when it has embeddings)", _TAG,
           query=cs.SearchQuery, response=cs.SearchOut, errors=E_BODY),
-    route("GET", "/v1/ingest-runs/{run_id}", get_ingest_run,
-          "An ingest run's progress: documents done, pages read, chunks made, embedded and indexed", _TAG,
-          response=cs.IngestRunOut, errors=E404),
 ]  # fmt: skip

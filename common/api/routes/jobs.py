@@ -140,6 +140,12 @@ def delete_job(call: Call) -> Result:
     """Delete a job with its files (and their blobs), runs, tasks (results), exports and operations."""
     job = owned(call, Job, call.params["job_id"])
     with busy_as_409():
+        if job.kind == "ingest":
+            collection = job.kind_settings.get("collection_id")
+            raise deletion.JobBusy(
+                f"job {job.id} is the ingest job of collection {collection}",
+                hint=f"Delete the collection instead (DELETE /v1/collections/{collection}).",
+            )
         deletion.delete_job(call.deps, job, owners=call.owners)
     return Reply(status=204)
 

@@ -22,13 +22,11 @@ from common.core.messages import (
     ImportDriveFile,
     ImportGmail,
     ImportGmailMessage,
-    IngestDocument,
     ItemLeaseCheck,
     Message,
     Noop,
     RenewGmailWatches,
     RunDeadline,
-    StartIngest,
     StartRun,
     continuation,
     decode,
@@ -66,8 +64,6 @@ SAMPLES: dict[str, Message] = {
     "bench.noop": Noop(chain="c-1", hops=3),
     "run.deadline": RunDeadline(run_id="run-1", job_id="job-1"),
     "item.lease_check": ItemLeaseCheck(task_id="t-1", run_id="run-1", job_id="job-1", attempt=2),
-    "ingest.start": StartIngest(run_id="ing-1"),
-    "ingest.document": IngestDocument(item_id="item-1", run_id="ing-1"),
 }
 
 
