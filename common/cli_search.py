@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from common.cli_support import FAILED, OK, UsageError, add_common, data_dir_lock, load_settings
+from common.cli_support import DOCUMENTS_FAILED, FAILED, OK, UsageError, add_common, data_dir_lock, load_settings
 
 LOCAL_OWNER = "local"  # as sluice run: what the CLI creates belongs to the local user
 
@@ -87,7 +87,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def _report(deps: Any, collection: str, run_id: str) -> int:
-    """The run's stage counts, and each document that failed with its reason (exit 1 if any did)."""
+    """The run's stage counts, and each document that failed with its reason: exit 1 if any did
+    (the others are in the index), 3 if the run did not complete."""
     from common.core.models import Run, WorkItem
     from common.core.states import TaskStatus
     from common.ports.store import Filter
@@ -110,7 +111,9 @@ def _report(deps: Any, collection: str, run_id: str) -> int:
         error = item.error or {}
         hint = f" ({error['hint']})" if error.get("hint") else ""
         print(f"  failed: {item.file_name}: {error.get('message', 'unknown error')}{hint}", file=sys.stderr)
-    return FAILED if failed or run.status.value != "completed" else OK
+    if run.status.value != "completed":
+        return FAILED
+    return DOCUMENTS_FAILED if failed else OK
 
 
 def cmd_search(args: argparse.Namespace) -> int:
