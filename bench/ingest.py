@@ -1,7 +1,7 @@
 """Search ingestion and retrieval on the embedded backend, offline.
 
-1. Throughput: ``sluice ingest``'s path (add documents, the ingest stage on the
-   local runtime, lexical index) over ../shared/corpus/docs: pages/s, chunks/s.
+1. Throughput: ``sluice ingest``'s path (add documents, a run of the collection's
+   ``ingest`` job on the local runtime, lexical index) over ../shared/corpus/docs: pages/s, chunks/s.
 2. Quality: questions built from the corpus truth (manifest.csv): "invoice
    number N" and "invoice from SELLER dated DATE"; a question is answered when
    a document with that truth is among the first 5 distinct documents.
@@ -35,7 +35,8 @@ from common.config import Settings
 from common.core.retrieval import Hit
 from common.ports.search_index import IndexedChunk
 from common.service import collections as cols
-from common.service import ingest
+from common.core.models import Run
+from common.service import repo
 
 OWNER = "bench"
 
@@ -98,15 +99,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         app.runtime.drain()
         secs = time.perf_counter() - t0
         assert run is not None
-        _, counts, statuses = ingest.progress(deps, run.id)
+        done = repo.require(deps.store, Run, run.id)[0]
+        counts = done.outputs or {}
+        pages, chunks = int(counts.get("pages_read", 0)), int(counts.get("chunks_made", 0))
         out |= {
-            "pages": counts.pages,
-            "chunks": counts.chunks,
-            "failed": statuses["failed"],
-            "pages_per_s": round(counts.pages / secs, 1),
-            "chunks_per_s": round(counts.chunks / secs, 1),
+            "run_status": done.status.value,
+            "pages": pages,
+            "chunks": chunks,
+            "failed": done.counters.failed,
+            "pages_per_s": round(pages / secs, 1),
+            "chunks_per_s": round(chunks / secs, 1),
         }
-        print(f"ingest: {len(files)} documents, {counts.pages} pages, {counts.chunks} chunks in {secs:.2f} s")
+        print(f"ingest: {len(files)} documents, {pages} pages, {chunks} chunks in {secs:.2f} s ({done.status.value})")
 
         vec = cols.create_collection(deps, OWNER, "vector", embedding_model="hashing-256")
         cols.add_documents(deps, app.sender, OWNER, vec.id, docs)

@@ -335,9 +335,12 @@ def test_search_a_collection_from_the_search_box(page: Any, console: Console) ->
     import json
 
     run = json.loads(urllib.request.urlopen(req, timeout=30).read())["run"]
-    console.wait_for(
-        "the ingest run", lambda: console.call("GET", f"/v1/ingest-runs/{run['id']}")["status"] == "completed"
-    )
+    console.wait_for("the ingest run", lambda: console.call("GET", f"/v1/runs/{run['id']}")["status"] == "completed")
+
+    # The run is a run of the collection's ingest job: its page shows the stage counts from its progress.
+    _open(page, console, f"#/runs/{run['id']}")
+    expect(page.locator("#kind-counts")).to_contain_text("pages read 2 · chunks made 2")
+    expect(page.locator("#tasks")).to_contain_text("alpha.md")
 
     _open(page, console, "#/search")
     expect(page.locator("#search-collection")).to_contain_text("notes (2 documents")

@@ -423,6 +423,8 @@ async function runPage(id) {
   const bar = h("span", { style: "width:0%" });
   const progress = h("div", { class: "bar", role: "progressbar", "aria-label": "Run progress", "aria-valuemin": 0, "aria-valuemax": 100, "aria-valuenow": 0, id: "progress" }, bar);
   const pct = h("b", { id: "pct" }, "0%"), counts = h("b", { id: "counts" }, "—"), eta = h("b", { id: "eta" }, "—"), stage = h("b", { id: "stage" }, run.status);
+  // The kind's own figures from its progress (an ingest run: pages read, chunks made, embedded, indexed).
+  const figures = h("p", { id: "kind-counts", class: "muted" });
   const statusEl = h("span", { id: "run-status" }, badge(run.status));
   const tasks = h("tbody", { id: "tasks" });
   const exportsEl = h("ul", { id: "exports", "aria-label": "Exports" });
@@ -484,6 +486,7 @@ async function runPage(id) {
     if (byRows) renderRows();
     eta.textContent = op.final ? "finished" : fmtDur(op.eta_seconds);
     stage.textContent = op.stage;
+    figures.textContent = op.counts ? Object.entries(op.counts).map(([k, v]) => `${k.replace(/_/g, " ")} ${num(v)}`).join(" · ") : "";
   };
   const refresh = async () => {
     run = (await guarded(() => api("GET", `/v1/runs/${id}`))) || run;
@@ -495,7 +498,7 @@ async function runPage(id) {
   show(`Run ${run.run_number}`,
     h("p", {}, h("a", { href: `#/jobs/${run.job_id}` }, "← the job"), " · status ", statusEl),
     h("section", { "aria-labelledby": "h-progress", class: "card" }, h("h2", { id: "h-progress" }, "Progress"), progress,
-      h("div", { class: "stats", "aria-live": "polite" }, h("div", {}, pct, "complete"), h("div", { id: "unit" }, counts, unit), h("div", {}, eta, "ETA"), h("div", {}, stage, "stage"))),
+      h("div", { class: "stats", "aria-live": "polite" }, h("div", {}, pct, "complete"), h("div", { id: "unit" }, counts, unit), h("div", {}, eta, "ETA"), h("div", {}, stage, "stage")), figures),
     controls, cost, report,
     h("section", { "aria-labelledby": "h-exports" }, h("h2", { id: "h-exports" }, "Exports"), exportsEl, newExport),
     h("section", { "aria-labelledby": "h-tasks" }, h("h2", { id: "h-tasks" }, "Items"),
