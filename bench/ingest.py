@@ -32,10 +32,10 @@ from typing import Any
 
 from common.bootstrap import local_app
 from common.config import Settings
+from common.core.models import Run
 from common.core.retrieval import Hit
 from common.ports.search_index import IndexedChunk
 from common.service import collections as cols
-from common.core.models import Run
 from common.service import repo
 
 OWNER = "bench"

@@ -96,11 +96,8 @@ def _report(deps: Any, collection: str, run_id: str) -> int:
 
     run, _ = repo.require(deps.store, Run, run_id)
     out = run.outputs or {}
-    failed = list(
-        repo.scan(
-            deps.store, WorkItem, filters=[Filter("run_id", "==", run_id), Filter("status", "==", TaskStatus.FAILED.value)]
-        )
-    )
+    by_run = Filter("run_id", "==", run_id)
+    failed = list(repo.scan(deps.store, WorkItem, filters=[by_run, Filter("status", "==", TaskStatus.FAILED.value)]))
     print(
         f"{collection}: {out.get('documents_ingested', 0)} documents ingested, {len(failed)} failed "
         f"(run {run.id}, {run.status.value}); pages read {out.get('pages_read', 0)}, "

@@ -44,7 +44,6 @@ class IngestCounts(BaseModel):
             indexed=self.indexed + other.indexed,
         )
 
-
     def figures(self) -> dict[str, int]:
         """The counts under the names a run's progress shows them."""
         return {

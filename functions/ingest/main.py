@@ -1,4 +1,4 @@
-"""Cloud Function (Pub/Sub): the ingest stage -- a search collection's documents read, chunked, embedded, indexed."""
+"""Cloud Function (Pub/Sub): the ``ingest`` job kind -- a collection's documents read, chunked, embedded, indexed."""
 
 import functions_framework
 

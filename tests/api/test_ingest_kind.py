@@ -169,7 +169,7 @@ def test_readers_racing_after_a_re_index_completes_switch_it_once(env: Env) -> N
     barrier = threading.Barrier(12)
     seen: list[tuple[str, str]] = []
 
-    snap = env.p.deps.store.get(cols.COLLECTIONS, coll["id"])
+    snap = env.p.deps.store.get(ingest.COLLECTIONS, coll["id"])
     assert snap is not None
     owner = snap.data["owner"]  # the (issuer, subject) owner id the API gave alice
 
