@@ -20,7 +20,7 @@ read comes first, idempotently.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -61,6 +61,21 @@ def index_id(collection_id: str, generation: int) -> str:
     return f"{collection_id}.g{generation}"
 
 
+class _WithCollection:
+    """Creates the collection in the transaction that creates its job (so neither exists without the other)."""
+
+    def __init__(self, make: Callable[[str], Collection]) -> None:
+        self.make = make
+        self.made: Collection | None = None
+
+    def check(self, t: Transaction) -> None:
+        return None
+
+    def record(self, t: Transaction, job: Job) -> None:
+        self.made = self.make(job.id)
+        t.create(COLLECTIONS, self.made.id, self.made.model_dump(mode="json"))
+
+
 def create_collection(
     deps: Deps,
     owner: str,
@@ -69,34 +84,25 @@ def create_collection(
     chunking: ChunkSettings | None = None,
     embedding_model: str = NO_EMBEDDINGS,
 ) -> Collection:
+    """A new collection with its job of kind ``ingest`` (same owner; it allows concurrent runs, exports nothing)."""
     deps.embedder(embedding_model)  # an unknown model is refused now, not at the first ingest
     if find_by_name(deps, owner, name) is not None:
         raise AlreadyExists(f"a collection named {name!r} exists", hint="Choose another name or use that one.")
     now = deps.clock.now()
     cid = ids.new_id("col")
-    made: list[Collection] = []
-
-    class _WithCollection:
-        """Creates the collection in the transaction that creates its job."""
-
-        def check(self, t: Transaction) -> None:
-            return None
-
-        def record(self, t: Transaction, job: Job) -> None:
-            coll = Collection(
-                id=cid,
-                owner=owner,
-                name=name,
-                job_id=job.id,
-                chunking=chunking or ChunkSettings(),
-                embedding_model=embedding_model,
-                active_index=index_id(cid, 1),
-                created_at=now,
-                updated_at=now,
-            )
-            t.create(COLLECTIONS, cid, coll.model_dump(mode="json"))
-            made[:] = [coll]
-
+    guard = _WithCollection(
+        lambda job_id: Collection(
+            id=cid,
+            owner=owner,
+            name=name,
+            job_id=job_id,
+            chunking=chunking or ChunkSettings(),
+            embedding_model=embedding_model,
+            active_index=index_id(cid, 1),
+            created_at=now,
+            updated_at=now,
+        )
+    )
     jobs.create_job(
         deps,
         owner=owner,
@@ -106,9 +112,10 @@ def create_collection(
         concurrent_runs=True,  # an ingest and a re-index of one collection go at once
         kind="ingest",
         kind_settings={"collection_id": cid},
-        guard=_WithCollection(),
+        guard=guard,
     )
-    return made[0]
+    assert guard.made is not None
+    return guard.made
 
 
 def get_collection(deps: Deps, owner: str, collection_id: str) -> tuple[Collection, str]:
@@ -117,16 +124,10 @@ def get_collection(deps: Deps, owner: str, collection_id: str) -> tuple[Collecti
     if snap is None or snap.data.get("owner") != owner:
         raise NotFound(f"collection {collection_id} not found")
     coll = Collection.model_validate(snap.data)
-    if coll.building_run_id is None:
+    if current(deps, coll) is coll:
         return coll, snap.version
-    return current(deps, coll), _version(deps, collection_id)
-
-
-def _version(deps: Deps, collection_id: str) -> str:
-    snap = deps.store.get(COLLECTIONS, collection_id)
-    if snap is None:
-        raise NotFound(f"collection {collection_id} not found")
-    return snap.version
+    # It was caught up (by this reader or another): read it again, with the version that goes with it.
+    return get_collection(deps, owner, collection_id)
 
 
 def current(deps: Deps, coll: Collection) -> Collection:

@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
+from common.core.models import Run
 from common.service import collections as cols
-from common.service import ingest
+from common.service import ingest, repo
 from tests.api.conftest import Env, User
 
 
@@ -151,7 +152,7 @@ def test_the_collections_job_is_made_and_deleted_with_it_and_only_with_it(env: E
     assert env.alice.get("/v1/collections").get_json()["items"] == []
 
 
-def test_readers_racing_after_a_re_index_completes_switch_it_once(env: Env) -> None:
+def test_readers_racing_after_a_re_index_completes_switch_it_once(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     coll = _collection(env.alice)
     _add(env.alice, coll["id"], _md(1), _md(2))
     env.drain()
@@ -166,7 +167,16 @@ def test_readers_racing_after_a_re_index_completes_switch_it_once(env: Env) -> N
         real_drop(index_id)
 
     index.drop = drop  # type: ignore[method-assign]
-    barrier = threading.Barrier(12)
+    barrier, all_read = threading.Barrier(12), threading.Barrier(12)
+    real_get = repo.get
+
+    def get(store: Any, model: Any, record_id: str) -> Any:
+        found = real_get(store, model, record_id)
+        if model is Run:
+            all_read.wait(timeout=30)  # every reader has seen the stale record and the completed run
+        return found
+
+    monkeypatch.setattr(repo, "get", get)
     seen: list[tuple[str, str]] = []
 
     snap = env.p.deps.store.get(ingest.COLLECTIONS, coll["id"])
