@@ -134,6 +134,15 @@ def test_a_document_that_cannot_be_read_fails_only_its_item(env: Env) -> None:
     docs = {d["name"]: d for d in env.alice.get(f"/v1/collections/{coll['id']}/documents").get_json()["items"]}
     assert (docs["broken.pdf"]["status"], docs["note1.md"]["status"]) == ("failed", "done")
     assert env.alice.get(f"/v1/collections/{coll['id']}/search?q=REF-00001").get_json()["items"]
+    # The platform's retry runs the failed item again, with the run's own settings: it fails again, alone.
+    retried = env.alice.post(f"/v1/runs/{run['id']}/retry", {"scope": "failed"})
+    assert retried.status_code in (200, 202), retried.get_json()
+    env.drain()
+    (again,) = env.alice.get(f"/v1/runs/{run['id']}/items?status=failed").get_json()["items"]
+    item = env.alice.get(f"/v1/items/{again['id']}").get_json()
+    assert item["file_name"] == "broken.pdf"
+    assert [h["outcome"] for h in item["history"]] == ["failed", "failed"]
+    assert env.alice.get(f"/v1/runs/{run['id']}").get_json()["counters"]["completed"] == 1
 
 
 def test_the_collections_job_is_made_and_deleted_with_it_and_only_with_it(env: Env) -> None:
