@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from common import kinds
 from common.core import lifecycle
+from common.core.errors import PermanentError
 from common.core.models import Operation, Run, WorkItem
 from common.core.progress import compute_progress
 from common.core.states import OperationStatus, TaskStatus
@@ -74,7 +75,10 @@ def kind_counts(ctx: Context, run: Run) -> dict[str, int] | None:
     Read only when a progress write is due (about once a second), like the
     counters; it reads the run's completed items, so its cost grows with the run.
     """
-    counts = kinds.get(run.kind).progress_counts
+    try:
+        counts = kinds.get(run.kind).progress_counts
+    except PermanentError:
+        return None  # a kind this process does not know: its progress is reported without its figures
     if counts is None:
         return None
     done = [Filter("run_id", "==", run.id), Filter("status", "==", TaskStatus.COMPLETED.value)]
