@@ -43,6 +43,7 @@ from common.ports.search_index import Scored
 from common.ports.store import Filter, Order, Transaction
 from common.service import control, deletion, ids, jobs, repo
 from common.service.context import Deps, Sender
+from common.service.effects import EffectGuard
 from common.service.ingest import COLLECTIONS, DOCS
 
 MAX_K = 100
@@ -245,7 +246,7 @@ def change_embedding_model(deps: Deps, sender: Sender, owner: str, collection_id
 
 
 def _start(
-    deps: Deps, sender: Sender, coll: Collection, settings: IngestSettings, *, guard: _Reindex | None = None
+    deps: Deps, sender: Sender, coll: Collection, settings: IngestSettings, *, guard: EffectGuard[Run] | None = None
 ) -> Run | None:
     """A run of the collection's job over the documents ``settings`` names (None: it names none)."""
     if not settings.documents:
@@ -322,12 +323,57 @@ def add_documents(
         except AlreadyExists:
             pass  # the same bytes twice in one call, or a concurrent add: one document
         records.append(rec)
+    if not new:
+        return None, records
     refs = [DocumentRef(id=i, name=n) for i, n in new.items()]
-    run = _start(deps, sender, coll, _into(coll, coll.active_index, coll.embedding_model, refs))
-    if run is not None and coll.building_index is not None and coll.building_model is not None:
-        # A document joins the index being built too, or it would vanish at the switch.
-        _start(deps, sender, coll, _into(coll, coll.building_index, coll.building_model, refs))
-    return run, records
+    for _ in range(_REPLANS):
+        try:
+            run = _start(
+                deps, sender, coll, _into(coll, coll.active_index, coll.embedding_model, refs), guard=_SameIndexes(coll)
+            )
+        except _Replan:
+            coll, _ = get_collection(deps, owner, collection_id)  # a re-index started or switched meanwhile
+            continue
+        if run is not None and coll.building_index is not None and coll.building_model is not None:
+            # A document joins the index being built too, or it would vanish at the switch.
+            _start(deps, sender, coll, _into(coll, coll.building_index, coll.building_model, refs))
+        return run, records
+    raise PreconditionFailed(
+        f"collection {collection_id} kept changing while documents were added",
+        hint="Add the documents again: they are stored, and the next add ingests them.",
+    )
+
+
+# How often an add plans its runs again when the collection's indexes changed under it.
+_REPLANS = 5
+
+
+class _Replan(Exception):
+    """The collection's indexes changed between reading it and recording the add's run."""
+
+
+class _SameIndexes:
+    """An add's run is recorded only while the collection still has the indexes its runs were planned for, and
+    it touches the collection: a re-index that read the collection (and listed its documents) before this add
+    then fails its own check (PreconditionFailed, 409) instead of building an index without these documents."""
+
+    def __init__(self, planned: Collection) -> None:
+        self.planned = planned
+        self.stored: Collection | None = None
+
+    def check(self, t: Transaction) -> None:
+        snap = t.get(COLLECTIONS, self.planned.id)
+        if snap is None:
+            raise NotFound(f"collection {self.planned.id} not found")
+        self.stored = Collection.model_validate(snap.data)
+        planned = (self.planned.active_index, self.planned.building_index)
+        if (self.stored.active_index, self.stored.building_index) != planned:
+            raise _Replan
+
+    def record(self, t: Transaction, run: Run) -> None:
+        assert self.stored is not None
+        touched = self.stored.model_copy(update={"updated_at": run.created_at})
+        t.set(COLLECTIONS, touched.id, touched.model_dump(mode="json"))
 
 
 def _into(coll: Collection, index: str, model: str, refs: list[DocumentRef]) -> IngestSettings:

@@ -11,7 +11,7 @@ import pytest
 
 from common import kinds
 from common.core.chunking import ChunkSettings
-from common.core.errors import ErrorKind, NotFound, RetryableError
+from common.core.errors import ErrorKind, NotFound, PreconditionFailed, RetryableError
 from common.core.models import Run, WorkItem
 from common.core.states import RunStatus
 from common.ports.store import Filter
@@ -185,3 +185,27 @@ def test_documents_stored_by_an_add_that_died_before_its_run_started_are_ingeste
     assert done.counters.completed == 2
     assert p.deps.search_index.count(coll.active_index) == (done.outputs or {})["chunks_made"] > 0
     assert [d.status for d in cols.list_documents(p.deps, "alice", coll.id)] == ["done", "done"]
+
+
+def test_a_re_index_that_listed_the_documents_before_an_add_is_refused_and_its_repeat_includes_them(
+    p: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    coll = cols.create_collection(p.deps, "alice", "c")
+    _ingest(p, "alice", coll.id, [_doc(1), _doc(2)])
+    real_list = cols.list_documents
+
+    def listed_then_added(deps: Any, owner: str, collection_id: str) -> Any:
+        # The re-index has listed the documents; an add commits before the re-index records its run.
+        listed = real_list(deps, owner, collection_id)
+        monkeypatch.setattr(cols, "list_documents", real_list)
+        cols.add_documents(p.deps, p.sender, "alice", coll.id, [_doc(9)])
+        return listed
+
+    monkeypatch.setattr(cols, "list_documents", listed_then_added)
+    with pytest.raises(PreconditionFailed):
+        cols.change_embedding_model(p.deps, p.sender, "alice", coll.id, "hashing-64")
+    assert cols.change_embedding_model(p.deps, p.sender, "alice", coll.id, "hashing-64") is not None
+    p.drain()
+    after = cols.get_collection(p.deps, "alice", coll.id)[0]
+    assert (after.embedding_model, after.building_run_id) == ("hashing-64", None)
+    assert cols.search(p.deps, "alice", [coll.id], "INV-00009", k=1)[0].document == "inv9.md"
