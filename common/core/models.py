@@ -240,6 +240,8 @@ class TaskResult(BaseModel):
     method: str
     pages: int = 0
     notes: list[str] = Field(default_factory=list)
+    # The kind's own figures for this item (``Kind.figures``), totalled in its run's progress.
+    figures: dict[str, int] = Field(default_factory=dict)
 
 
 class TaskUsage(BaseModel):

@@ -97,7 +97,6 @@ FanOut = Callable[[Job, Sequence[SourceFile], Any], list[ItemSpec]]
 Handle = Callable[[ItemCall], "ItemDone | SluiceError"]
 FanIn = Callable[[Run, Iterable[WorkItem]], dict[str, Any]]
 EstimateFn = Callable[[Job, Sequence[SourceFile], Any], Estimate]
-ProgressCounts = Callable[[Iterable[WorkItem]], dict[str, int]]
 # Before a job is created: check what it needs (its model, its source) and return its settings resolved.
 Prepare = Callable[["Deps", str, Any], BaseModel]
 
@@ -134,8 +133,9 @@ class Kind:
     # How many runs of this kind one owner may have working at once (None: no limit of its own);
     # items of further runs wait ``queued`` (as under SLUICE_MAX_RUNNING_TASKS_PER_USER).
     runs_per_user: Callable[[Settings], int] | None = None
-    # Pure: the kind's own figures over a run's completed items, shown with its progress (None: none).
-    progress_counts: ProgressCounts | None = None
+    # Its own figures (pages read, chunks made...): each completed item records them in ``result.figures``;
+    # a run's progress carries their totals over its completed items (a store aggregation, no item read).
+    figures: tuple[str, ...] = ()
     # Message kinds of its run start and its items; extract keeps run.start / task.extract.
     start_message: str = ""
     item_message: str = ""

@@ -25,13 +25,15 @@ from typing import Any
 
 from common.core.errors import PermanentError, RetryableError, SluiceError
 from common.core.models import Job, Run, SourceFile, TaskResult, WorkItem
-from common.core.retrieval import IngestCounts, IngestSettings
+from common.core.retrieval import IngestSettings
 from common.core.states import TaskStatus
 from common.kinds import Estimate, ItemCall, ItemDone, ItemSpec, Kind, register
 from common.service import ingest
 from common.service.context import Context, Deps
 
 COLUMNS = ["document", "pages", "chunks", "embedded", "indexed", "index_id"]
+# The stage counts each item records (``IngestCounts.figures``), totalled in its run's progress.
+FIGURES = ("pages_read", "chunks_made", "chunks_embedded", "chunks_indexed")
 
 
 def prepare(deps: Deps, owner: str, settings: IngestSettings) -> IngestSettings:
@@ -71,7 +73,9 @@ def handle(call: ItemCall) -> ItemDone | SluiceError:
     ingest.record_on_document(deps, document_id, settings.index_id, counts=counts, error=None)
     row = [name, counts.pages, counts.chunks, counts.embedded, counts.indexed, settings.index_id]
     return ItemDone(
-        result=TaskResult(columns=COLUMNS, results=[row], method="ingest", pages=counts.pages),
+        result=TaskResult(
+            columns=COLUMNS, results=[row], method="ingest", pages=counts.pages, figures=counts.figures()
+        ),
         model=None if settings.embedding_model == "none" else settings.embedding_model,
     )
 
@@ -81,34 +85,24 @@ def _retried(ctx: Context, err: RetryableError, attempt: int) -> bool:
     return ctx.retry_policy.decide(err.kind, attempt, server_delay_s=err.retry_after).retry
 
 
-def _counts(items: Iterable[WorkItem]) -> tuple[IngestCounts, int, int]:
-    total, done, failed = IngestCounts(), 0, 0
+def fan_in(run: Run, items: Iterable[WorkItem]) -> dict[str, Any]:
+    """The run's stage counts, documents ingested and failed, and which index it filled."""
+    totals = dict.fromkeys(FIGURES, 0)
+    done = failed = 0
     for item in items:
         if item.status is TaskStatus.FAILED:
             failed += 1
-        if item.status is not TaskStatus.COMPLETED or item.result is None or not item.result.results:
-            continue
-        row = dict(zip(item.result.columns, item.result.results[0], strict=False))
-        total = total + IngestCounts(**{k: int(row[k]) for k in ("pages", "chunks", "embedded", "indexed")})
-        done += 1
-    return total, done, failed
-
-
-def progress_counts(items: Iterable[WorkItem]) -> dict[str, int]:
-    """Pages read, chunks made, embedded and indexed over the completed documents so far."""
-    return _counts(items)[0].figures()
-
-
-def fan_in(run: Run, items: Iterable[WorkItem]) -> dict[str, Any]:
-    """The run's stage counts, documents ingested and failed, and which index it filled."""
-    total, done, failed = _counts(items)
+        elif item.status is TaskStatus.COMPLETED and item.result is not None:
+            done += 1
+            for name in FIGURES:
+                totals[name] += item.result.figures.get(name, 0)
     settings = run.kind_settings or {}
     return {
         "purpose": settings.get("purpose", "ingest"),
         "index_id": settings.get("index_id"),
         "documents_ingested": done,
         "documents_failed": failed,
-        **total.figures(),
+        **totals,
     }
 
 
@@ -133,7 +127,7 @@ KIND = register(
         fan_out=fan_out,
         handle=handle,
         fan_in=fan_in,
-        progress_counts=progress_counts,
+        figures=FIGURES,
         function="ingest",
         unit="documents",
         circuit=circuit,

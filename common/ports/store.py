@@ -131,6 +131,11 @@ class Store(Protocol):
 
     def count(self, collection: str, *, filters: Sequence[Filter] = ()) -> int: ...
 
+    def sum(self, collection: str, fields: Sequence[str], *, filters: Sequence[Filter] = ()) -> dict[str, float]:
+        """Each field's total over the matching documents, as an aggregation (no document is read):
+        numbers only, a missing or non-numeric value counts nothing."""
+        ...
+
     def transaction(self, fn: Callable[[Transaction], T], *, max_attempts: int = 10) -> T:
         """Run ``fn`` in an optimistic transaction, retrying it on conflict.
 

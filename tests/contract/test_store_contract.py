@@ -367,6 +367,25 @@ def test_count_counts_matching_documents(tasks: Store) -> None:
     assert tasks.count("nothing_here") == 0
 
 
+def test_sum_totals_the_numbers_of_matching_documents(tasks: Store) -> None:
+    assert tasks.sum("tasks", ["counters.total"], filters=[Filter("run_id", "==", "r1")]) == {"counters.total": 22}
+    # A missing field counts nothing (t5), and so does a value that is not a number ("2" in t5, bools).
+    assert tasks.sum("tasks", ["counters.total", "priority", "done"]) == {
+        "counters.total": 23,
+        "priority": 8.5,
+        "done": 1,
+    }
+    assert tasks.sum("tasks", ["a", "b", "c", "d", "e", "counters.total"], filters=[Filter("run_id", "==", "r2")]) == {
+        "a": 0,
+        "b": 0,
+        "c": 0,
+        "d": 0,
+        "e": 0,
+        "counters.total": 1,
+    }
+    assert tasks.sum("nothing_here", ["x"]) == {"x": 0}
+
+
 def test_order_ascending(tasks: Store) -> None:
     page = tasks.query(
         "tasks",

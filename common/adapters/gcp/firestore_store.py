@@ -521,6 +521,22 @@ class FirestoreStore:
         result = query.count(alias="n").get()
         return int(result[0][0].value)
 
+    def sum(self, collection: str, fields: Sequence[str], *, filters: Sequence[Filter] = ()) -> dict[str, float]:
+        totals = dict.fromkeys(fields, 0.0)
+        query = self._base_query(collection, filters)
+        if query is None or not fields:
+            return totals
+        names = list(fields)
+        # Firestore takes at most five aggregations in one request.
+        for start in range(0, len(names), 5):
+            group = names[start : start + 5]
+            aggregation = query.sum(group[0], alias="s0")
+            for i, name in enumerate(group[1:], start=1):
+                aggregation = aggregation.sum(name, alias=f"s{i}")
+            for result in aggregation.get()[0]:
+                totals[group[int(result.alias[1:])]] = float(result.value or 0)
+        return totals
+
     # -- transactions ---------------------------------------------------------
 
     def transaction(self, fn: Callable[[Transaction], T], *, max_attempts: int = 10) -> T:

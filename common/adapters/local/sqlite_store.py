@@ -703,6 +703,22 @@ class SqliteStore:
             text += " WHERE " + " AND ".join(where)
         return int(self._conn().execute(text, params).fetchone()[0])
 
+    def sum(self, collection: str, fields: Sequence[str], *, filters: Sequence[Filter] = ()) -> dict[str, float]:
+        if not fields:
+            return {}
+        sql = self._sql(collection)
+        params: list[Any] = []
+        where = [_condition(f, params) for f in filters]
+        # As Firestore's sum(): numbers only (a bool is not one; json_type calls it true/false).
+        totals = ", ".join(
+            f"total(CASE WHEN {_type_of(f)} IN ('integer', 'real') THEN {_extract(f)} END)" for f in fields
+        )
+        text = f"SELECT {totals} FROM {sql.table}"
+        if where:
+            text += " WHERE " + " AND ".join(where)
+        row = self._conn().execute(text, params).fetchone()
+        return {f: float(v) for f, v in zip(fields, row, strict=True)}
+
     def explain(
         self,
         collection: str,
