@@ -154,6 +154,11 @@ def test_the_collections_job_is_made_and_deleted_with_it_and_only_with_it(env: E
     assert made_by_hand.status_code == 422
     assert made_by_hand.get_json()["error"]["code"] == "ingest_job_by_collection"
     assert env.alice.delete(f"/v1/jobs/{coll['job_id']}").status_code == 409
+    by_hand = env.alice.post(f"/v1/jobs/{coll['job_id']}/runs")  # a run that names no documents
+    assert by_hand.status_code in (201, 202), by_hand.get_json()
+    env.drain()
+    failed = env.alice.get(f"/v1/runs/{by_hand.get_json()['id']}").get_json()
+    assert (failed["status"], failed["error"]["code"]) == ("failed", "ingest_nothing_to_do")
     _add(env.alice, coll["id"], _md(1))
     assert env.alice.delete(f"/v1/collections/{coll['id']}").status_code == 204  # its run still pending
     assert env.alice.get(f"/v1/jobs/{coll['job_id']}").status_code == 404
