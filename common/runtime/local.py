@@ -18,9 +18,9 @@ import math
 import os
 import queue
 import threading
+import time
 import uuid
 from collections.abc import Callable, Collection, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -89,6 +89,9 @@ def declare_topology(bus: SqliteBus, topo: Topology, settings: Settings) -> None
 
 DEFAULT_WORKERS = 8
 
+# Handlers faster than this on average get one delivery leased ahead per worker.
+PREFETCH_BELOW_S = 0.05
+
 
 # Seconds of model latency the automatic pool covers at the full quota.
 MODEL_LATENCY_S = 10.0
@@ -155,7 +158,6 @@ class LocalRuntime:
         self._stop = threading.Event()
         self._wakes: list[threading.Event] = []
         self._settle_q: queue.SimpleQueue[Settlement | None] = queue.SimpleQueue()
-        self._pools: list[ThreadPoolExecutor] = []
         self.declared = False
 
     def _topic(self, topic: str) -> str:
@@ -282,9 +284,7 @@ class LocalRuntime:
         for s in self._subs:
             wake = threading.Event()
             self._wakes.append(wake)
-            pool = ThreadPoolExecutor(max_workers=s.workers, thread_name_prefix=f"sluice-{s.function}")
-            self._pools.append(pool)
-            t = threading.Thread(target=self._pump, args=(s, pool, wake), name=f"pump-{s.name}", daemon=True)
+            t = threading.Thread(target=self._pump, args=(s, wake), name=f"pump-{s.name}", daemon=True)
             self._threads.append(t)
         self.bus.add_listener(self._wake_all)
         committer = threading.Thread(target=self._commit_loop, name="sluice-committer", daemon=True)
@@ -297,32 +297,55 @@ class LocalRuntime:
         for w in self._wakes:
             w.set()
 
-    def _pump(self, s: _Sub, pool: ThreadPoolExecutor, wake: threading.Event) -> None:
-        inflight = 0
-        cond = threading.Condition()
+    def _pump(self, s: _Sub, wake: threading.Event) -> None:
+        """Lease as many deliveries as there are free workers and queue them.
 
-        def release() -> None:
-            nonlocal inflight
+        The workers are plain threads reading one queue (started as the load
+        needs them, up to ``s.workers``): a delivery costs a queue put, not an
+        executor's future and work item.
+
+        While the handlers are fast (see :data:`PREFETCH_BELOW_S`) the pump also
+        leases one delivery ahead per worker, as Redis task queues prefetch:
+        each lease and each group commit then carries twice the deliveries.
+        Slow handlers get no prefetch, so a leased delivery never waits long
+        for a worker (its lease keeps running) and a newly published urgent
+        message never queues behind already-leased lower-priority ones for
+        more than :data:`PREFETCH_BELOW_S`.
+        """
+        inflight = 0
+        handler_s = math.inf  # moving average of the handlers' durations; unknown at first
+        cond = threading.Condition()
+        work_q: queue.SimpleQueue[Delivery | None] = queue.SimpleQueue()
+        workers: list[threading.Thread] = []
+
+        def capacity() -> int:
+            return s.workers * 2 if handler_s < PREFETCH_BELOW_S else s.workers
+
+        def release(seconds: float) -> None:
+            nonlocal inflight, handler_s
             with cond:
                 inflight -= 1
+                handler_s = seconds if handler_s == math.inf else handler_s + (seconds - handler_s) * 0.2
                 cond.notify()
 
-        def work(d: Delivery) -> None:
-            try:
-                settlement = self.handle(s.function, d)
-            except BaseException as exc:  # dispatch catches everything; this is a last guard
-                log.exception("handler crashed outside dispatch")
-                settlement = Settlement(d, ack=False, error=repr(exc))
-            # The worker is free as soon as its handler is: the settlement waits
-            # for the committer's next group commit without holding a worker.
-            self._settle_q.put(settlement)
-            release()
+        def work() -> None:
+            while (d := work_q.get()) is not None:
+                started = time.perf_counter()
+                try:
+                    settlement = self.handle(s.function, d)
+                except BaseException as exc:  # dispatch catches everything; this is a last guard
+                    log.exception("handler crashed outside dispatch")
+                    settlement = Settlement(d, ack=False, error=repr(exc))
+                # The worker is free as soon as its handler is: the settlement waits
+                # for the committer's next group commit without holding a worker.
+                self._settle_q.put(settlement)
+                release(time.perf_counter() - started)
 
         while not self._stop.is_set():
             with cond:
-                while inflight >= s.workers and not self._stop.is_set():
+                while inflight >= capacity() and not self._stop.is_set():
                     cond.wait(timeout=self._poll)
-                free = s.workers - inflight
+                free = capacity() - inflight
             if self._stop.is_set():
                 break
             wake.clear()
@@ -337,8 +360,18 @@ class LocalRuntime:
                 continue
             with cond:
                 inflight += len(deliveries)
+                busy = inflight
             for d in deliveries:
-                pool.submit(work, d)
+                work_q.put(d)
+            while len(workers) < min(busy, s.workers):
+                t = threading.Thread(target=work, name=f"sluice-{s.function}_{len(workers)}", daemon=True)
+                workers.append(t)
+                t.start()
+        # Stopping: the workers finish what is queued (FIFO, before their stop marks), then exit.
+        for _ in workers:
+            work_q.put(None)
+        for t in workers:
+            t.join()
 
     def _commit_loop(self) -> None:
         while True:
@@ -376,14 +409,11 @@ class LocalRuntime:
         self._wake_all()
         self.bus.remove_listener(self._wake_all)
         pumps = [t for t in self._threads if t.name.startswith("pump-")]
-        for t in pumps:
+        for t in pumps:  # each returns once its workers have finished their deliveries
             t.join()
-        for pool in self._pools:
-            pool.shutdown(wait=True)
         self._settle_q.put(None)
         for t in self._threads:
             if t not in pumps:
                 t.join()
         self._threads.clear()
-        self._pools.clear()
         self._wakes.clear()
