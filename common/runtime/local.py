@@ -298,80 +298,26 @@ class LocalRuntime:
             w.set()
 
     def _pump(self, s: _Sub, wake: threading.Event) -> None:
-        """Lease as many deliveries as there are free workers and queue them.
-
-        The workers are plain threads reading one queue (started as the load
-        needs them, up to ``s.workers``): a delivery costs a queue put, not an
-        executor's future and work item.
-
-        While the handlers are fast (see :data:`PREFETCH_BELOW_S`) the pump also
-        leases one delivery ahead per worker, as Redis task queues prefetch:
-        each lease and each group commit then carries twice the deliveries.
-        Slow handlers get no prefetch, so a leased delivery never waits long
-        for a worker (its lease keeps running) and a newly published urgent
-        message never queues behind already-leased lower-priority ones for
-        more than :data:`PREFETCH_BELOW_S`.
-        """
-        inflight = 0
-        handler_s = math.inf  # moving average of the handlers' durations; unknown at first
-        cond = threading.Condition()
-        work_q: queue.SimpleQueue[Delivery | None] = queue.SimpleQueue()
-        workers: list[threading.Thread] = []
-
-        def capacity() -> int:
-            return s.workers * 2 if handler_s < PREFETCH_BELOW_S else s.workers
-
-        def release(seconds: float) -> None:
-            nonlocal inflight, handler_s
-            with cond:
-                inflight -= 1
-                handler_s = seconds if handler_s == math.inf else handler_s + (seconds - handler_s) * 0.2
-                cond.notify()
-
-        def work() -> None:
-            while (d := work_q.get()) is not None:
-                started = time.perf_counter()
+        """Lease as many deliveries as ``s``'s pool can take and queue them."""
+        pool = _Pool(s, lambda d: self.handle(s.function, d), self._settle_q.put)
+        try:
+            while not self._stop.is_set():
+                free = pool.wait_free(self._stop, self._poll)
+                if self._stop.is_set():
+                    break
+                wake.clear()
                 try:
-                    settlement = self.handle(s.function, d)
-                except BaseException as exc:  # dispatch catches everything; this is a last guard
-                    log.exception("handler crashed outside dispatch")
-                    settlement = Settlement(d, ack=False, error=repr(exc))
-                # The worker is free as soon as its handler is: the settlement waits
-                # for the committer's next group commit without holding a worker.
-                self._settle_q.put(settlement)
-                release(time.perf_counter() - started)
-
-        while not self._stop.is_set():
-            with cond:
-                while inflight >= capacity() and not self._stop.is_set():
-                    cond.wait(timeout=self._poll)
-                free = capacity() - inflight
-            if self._stop.is_set():
-                break
-            wake.clear()
-            try:
-                deliveries = self.bus.pull(s.name, min(free, self._batch), owner=self.owner)
-            except Exception:
-                log.exception("pull failed; retrying")
-                self._stop.wait(1.0)
-                continue
-            if not deliveries:
-                wake.wait(self._poll)
-                continue
-            with cond:
-                inflight += len(deliveries)
-                busy = inflight
-            for d in deliveries:
-                work_q.put(d)
-            while len(workers) < min(busy, s.workers):
-                t = threading.Thread(target=work, name=f"sluice-{s.function}_{len(workers)}", daemon=True)
-                workers.append(t)
-                t.start()
-        # Stopping: the workers finish what is queued (FIFO, before their stop marks), then exit.
-        for _ in workers:
-            work_q.put(None)
-        for t in workers:
-            t.join()
+                    deliveries = self.bus.pull(s.name, min(free, self._batch), owner=self.owner)
+                except Exception:
+                    log.exception("pull failed; retrying")
+                    self._stop.wait(1.0)
+                    continue
+                if not deliveries:
+                    wake.wait(self._poll)
+                    continue
+                pool.submit(deliveries)
+        finally:
+            pool.close()
 
     def _commit_loop(self) -> None:
         while True:
@@ -417,3 +363,80 @@ class LocalRuntime:
                 t.join()
         self._threads.clear()
         self._wakes.clear()
+
+
+class _Pool:
+    """One subscription's handler threads, reading one queue.
+
+    Threads start as the load needs them, up to ``spec.workers``; a delivery
+    costs a queue put, not an executor's future and work item. A worker is
+    free as soon as its handler returns: the settlement goes to the
+    committer's next group commit without holding a worker.
+
+    While the handlers are fast (see :data:`PREFETCH_BELOW_S`) the pool takes
+    one delivery ahead per worker, as Redis task queues prefetch: each lease
+    and each group commit then carries twice the deliveries. Slow handlers get
+    no prefetch, so a leased delivery never waits long for a worker (its lease
+    keeps running) and a newly published urgent message never queues behind
+    already-leased lower-priority ones for more than about
+    :data:`PREFETCH_BELOW_S`.
+    """
+
+    def __init__(
+        self, spec: _Sub, handle: Callable[[Delivery], Settlement], settle: Callable[[Settlement], None]
+    ) -> None:
+        self._spec = spec
+        self._handle = handle
+        self._settle = settle
+        self._inflight = 0
+        self._handler_s = math.inf  # moving average of the handlers' durations; unknown at first
+        self._cond = threading.Condition()
+        self._queue: queue.SimpleQueue[Delivery | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+
+    def _capacity(self) -> int:
+        return self._spec.workers * 2 if self._handler_s < PREFETCH_BELOW_S else self._spec.workers
+
+    def wait_free(self, stop: threading.Event, poll_s: float) -> int:
+        """Block until the pool can take a delivery (or ``stop``); return how many it can take."""
+        with self._cond:
+            while self._inflight >= self._capacity() and not stop.is_set():
+                self._cond.wait(timeout=poll_s)
+            return max(0, self._capacity() - self._inflight)
+
+    def submit(self, deliveries: list[Delivery]) -> None:
+        with self._cond:
+            self._inflight += len(deliveries)
+            busy = self._inflight
+        for d in deliveries:
+            self._queue.put(d)
+        while len(self._threads) < min(busy, self._spec.workers):
+            name = f"sluice-{self._spec.function}_{len(self._threads)}"
+            t = threading.Thread(target=self._work, name=name, daemon=True)
+            self._threads.append(t)
+            t.start()
+
+    def _work(self) -> None:
+        while (d := self._queue.get()) is not None:
+            started = time.perf_counter()
+            try:
+                settlement = self._handle(d)
+            except BaseException as exc:  # dispatch catches everything; this is a last guard
+                log.exception("handler crashed outside dispatch")
+                settlement = Settlement(d, ack=False, error=repr(exc))
+            self._settle(settlement)
+            self._release(time.perf_counter() - started)
+
+    def _release(self, seconds: float) -> None:
+        with self._cond:
+            self._inflight -= 1
+            avg = self._handler_s
+            self._handler_s = seconds if avg == math.inf else avg + (seconds - avg) * 0.2
+            self._cond.notify()
+
+    def close(self) -> None:
+        """Let the workers finish what is queued (FIFO, before their stop marks), then join them."""
+        for _ in self._threads:
+            self._queue.put(None)
+        for t in self._threads:
+            t.join()
