@@ -1,11 +1,12 @@
 """The embedded runtime: wires itself from the topology and runs every stage.
 
-For each subscription in ``topology.yaml`` a pump leases batches of messages
-from the SQLite bus and hands them to that function's bounded worker pool
+Each subscription in ``topology.yaml`` has its function's bounded worker pool
 (slow model calls overlap). Workers never touch the bus: they return a
-settlement (ack/nack/dead-letter plus what the handler published) to one
-committer thread, which settles many at once -- one fsync for many stages,
-and a handler's publishes land atomically with its ack.
+settlement (ack/nack/dead-letter plus what the handler published) to one bus
+thread. In one transaction that thread settles every finished delivery and
+leases new ones for every pool with room -- one write lock and one fsync for
+many stages, and a handler's publishes land atomically with its ack (and can
+be leased in the same transaction).
 
 Tests use :meth:`LocalRuntime.drain` instead: the same dispatch, synchronous
 and deterministic, optionally moving a manual clock to the next due message.
@@ -156,8 +157,10 @@ class LocalRuntime:
         self._next_fire: dict[str, datetime] = {}
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
-        self._wakes: list[threading.Event] = []
-        self._settle_q: queue.SimpleQueue[Settlement | None] = queue.SimpleQueue()
+        self._kick = threading.Event()  # work for the bus thread: a settlement, a publish, stop
+        self._published = False  # someone else published (or nacked): every pool's queue may have work
+        self._settle_q: queue.SimpleQueue[Settlement] = queue.SimpleQueue()
+        self._bus_thread: int | None = None
         self.declared = False
 
     def _topic(self, topic: str) -> str:
@@ -281,65 +284,88 @@ class LocalRuntime:
             if released:
                 log.info("recovered messages leased by a dead process", extra=fields(count=released))
         self._stop.clear()
-        for s in self._subs:
-            wake = threading.Event()
-            self._wakes.append(wake)
-            t = threading.Thread(target=self._pump, args=(s, wake), name=f"pump-{s.name}", daemon=True)
-            self._threads.append(t)
-        self.bus.add_listener(self._wake_all)
-        committer = threading.Thread(target=self._commit_loop, name="sluice-committer", daemon=True)
+        pools = [_Pool(s, self.handle, self._settle_q.put, self._kick.set) for s in self._subs]
+        self.bus.add_listener(self._on_publish)
+        loop = threading.Thread(target=self._bus_loop, args=(pools,), name="sluice-bus", daemon=True)
         ticker = threading.Thread(target=self._tick_loop, name="sluice-cron", daemon=True)
-        self._threads += [committer, ticker]
+        self._threads += [loop, ticker]
         for t in self._threads:
             t.start()
 
-    def _wake_all(self) -> None:
-        for w in self._wakes:
-            w.set()
+    def _on_publish(self) -> None:
+        # The bus thread's own commits are accounted for where it makes them.
+        if threading.get_ident() != self._bus_thread:
+            self._published = True
+            self._kick.set()
 
-    def _pump(self, s: _Sub, wake: threading.Event) -> None:
-        """Lease as many deliveries as ``s``'s pool can take and queue them."""
-        pool = _Pool(s, lambda d: self.handle(s.function, d), self._settle_q.put)
-        try:
-            while not self._stop.is_set():
-                free = pool.wait_free(self._stop, self._poll)
-                if self._stop.is_set():
-                    break
-                wake.clear()
-                try:
-                    deliveries = self.bus.pull(s.name, min(free, self._batch), owner=self.owner)
-                except Exception:
-                    log.exception("pull failed; retrying")
-                    self._stop.wait(1.0)
-                    continue
-                if not deliveries:
-                    wake.wait(self._poll)
-                    continue
-                pool.submit(deliveries)
-        finally:
-            pool.close()
-
-    def _commit_loop(self) -> None:
+    def _bus_loop(self, pools: list[_Pool]) -> None:
+        """Settle what the workers finished and lease what the pools can take, in one
+        transaction per turn; until stopped and every leased delivery is settled."""
+        self._bus_thread = threading.get_ident()
+        stale = {p.name for p in pools}  # pools whose queue may hold ready work
+        poll_at = 0.0
         while True:
-            item = self._settle_q.get()
-            if item is None:
-                return
-            batch = [item]
-            while len(batch) < 512:
-                try:
-                    nxt = self._settle_q.get_nowait()
-                except queue.Empty:
+            self._kick.clear()
+            stopping = self._stop.is_set()
+            # Idle before taking: a worker hands its settlement over before it goes idle.
+            idle = stopping and all(p.idle() for p in pools)
+            settlements = self._take_settlements()
+            if stopping:
+                if idle and not settlements:
                     break
-                if nxt is None:
-                    self._settle_q.put(None)  # finish this batch, then stop
-                    break
-                batch.append(nxt)
+                pulls: dict[str, int] = {}
+            else:
+                if self._published or time.monotonic() >= poll_at:
+                    # Delayed and redelivered messages become ready without a publish.
+                    self._published = False
+                    poll_at = time.monotonic() + self._poll
+                    stale = {p.name for p in pools}
+                pulls = {p.name: min(n, self._batch) for p in pools if p.name in stale and (n := p.free()) > 0}
+            if not settlements and not pulls:
+                self._kick.wait(self._poll)
+                continue
+            stale = (stale - pulls.keys()) | self._exchange(settlements, pulls, pools)
+        for p in pools:
+            p.close()
+
+    def _take_settlements(self) -> list[Settlement]:
+        batch: list[Settlement] = []
+        while len(batch) < 512:
             try:
-                self.bus.settle(batch)
-            except Exception:
-                # The deliveries stay leased and are redelivered when the lease
-                # expires: nothing is lost, only delayed.
-                log.exception("settling failed; the messages will be redelivered", extra=fields(count=len(batch)))
+                batch.append(self._settle_q.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def _exchange(self, settlements: list[Settlement], pulls: dict[str, int], pools: list[_Pool]) -> set[str]:
+        """One transaction; returns the pools that may have more ready work."""
+        try:
+            out = self.bus.exchange(settlements, pulls, owner=self.owner)
+        except Exception:
+            # The deliveries stay leased and are redelivered when the lease
+            # expires: nothing is lost, only delayed.
+            log.exception("bus exchange failed; retrying", extra=fields(settlements=len(settlements)))
+            self._stop.wait(1.0)
+            return set()
+        if out.settle_error is not None:
+            log.error(
+                "settling failed; the messages will be redelivered",
+                exc_info=out.settle_error,
+                extra=fields(count=len(settlements)),
+            )
+        more = set()
+        for p in pools:
+            got = out.deliveries.get(p.name)
+            if got:
+                p.submit(got)
+            if got is not None and len(got) == pulls[p.name]:
+                more.add(p.name)  # a full batch: there may be more
+        if settlements and out.settle_error is None:
+            if any(not s.ack or s.dead_letter for s in settlements):
+                return {p.name for p in pools}  # retried and dead-lettered work (rare): look everywhere
+            topics = {m.topic for s in settlements for m in s.publishes}
+            more |= {p.name for p in pools if p.topic in topics}
+        return more
 
     def _tick_loop(self) -> None:
         while not self._stop.is_set():
@@ -350,19 +376,14 @@ class LocalRuntime:
             self._stop.wait(1.0)
 
     def stop(self) -> None:
-        """Stop pulling, let in-flight handlers finish, settle them, and join."""
+        """Stop leasing, let in-flight handlers finish, settle them, and join."""
         self._stop.set()
-        self._wake_all()
-        self.bus.remove_listener(self._wake_all)
-        pumps = [t for t in self._threads if t.name.startswith("pump-")]
-        for t in pumps:  # each returns once its workers have finished their deliveries
-            t.join()
-        self._settle_q.put(None)
+        self._kick.set()
+        self.bus.remove_listener(self._on_publish)
         for t in self._threads:
-            if t not in pumps:
-                t.join()
+            t.join()
         self._threads.clear()
-        self._wakes.clear()
+        self._bus_thread = None
 
 
 class _Pool:
@@ -370,12 +391,12 @@ class _Pool:
 
     Threads start as the load needs them, up to ``spec.workers``; a delivery
     costs a queue put, not an executor's future and work item. A worker is
-    free as soon as its handler returns: the settlement goes to the
-    committer's next group commit without holding a worker.
+    free as soon as its handler returns: the settlement waits for the bus
+    thread's next transaction without holding a worker.
 
     While the handlers are fast (see :data:`PREFETCH_BELOW_S`) the pool takes
     one delivery ahead per worker, as Redis task queues prefetch: each lease
-    and each group commit then carries twice the deliveries. Slow handlers get
+    and each commit then carries about twice the deliveries. Slow handlers get
     no prefetch, so a leased delivery never waits long for a worker (its lease
     keeps running) and a newly published urgent message never queues behind
     already-leased lower-priority ones for more than about
@@ -383,29 +404,36 @@ class _Pool:
     """
 
     def __init__(
-        self, spec: _Sub, handle: Callable[[Delivery], Settlement], settle: Callable[[Settlement], None]
+        self,
+        spec: _Sub,
+        handle: Callable[[str, Delivery], Settlement],
+        settled: Callable[[Settlement], None],
+        wake: Callable[[], None],
     ) -> None:
+        self.name = spec.name
+        self.topic = spec.topic
         self._spec = spec
         self._handle = handle
-        self._settle = settle
+        self._settled = settled
+        self._wake = wake
         self._inflight = 0
         self._handler_s = math.inf  # moving average of the handlers' durations; unknown at first
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
         self._queue: queue.SimpleQueue[Delivery | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
 
-    def _capacity(self) -> int:
-        return self._spec.workers * 2 if self._handler_s < PREFETCH_BELOW_S else self._spec.workers
+    def free(self) -> int:
+        """How many more deliveries the pool takes now."""
+        with self._lock:
+            capacity = self._spec.workers * (2 if self._handler_s < PREFETCH_BELOW_S else 1)
+            return max(0, capacity - self._inflight)
 
-    def wait_free(self, stop: threading.Event, poll_s: float) -> int:
-        """Block until the pool can take a delivery (or ``stop``); return how many it can take."""
-        with self._cond:
-            while self._inflight >= self._capacity() and not stop.is_set():
-                self._cond.wait(timeout=poll_s)
-            return max(0, self._capacity() - self._inflight)
+    def idle(self) -> bool:
+        """No delivery queued or being handled (every settlement has been handed over)."""
+        return self._inflight == 0
 
     def submit(self, deliveries: list[Delivery]) -> None:
-        with self._cond:
+        with self._lock:
             self._inflight += len(deliveries)
             busy = self._inflight
         for d in deliveries:
@@ -417,22 +445,22 @@ class _Pool:
             t.start()
 
     def _work(self) -> None:
+        function = self._spec.function
         while (d := self._queue.get()) is not None:
             started = time.perf_counter()
             try:
-                settlement = self._handle(d)
+                settlement = self._handle(function, d)
             except BaseException as exc:  # dispatch catches everything; this is a last guard
                 log.exception("handler crashed outside dispatch")
                 settlement = Settlement(d, ack=False, error=repr(exc))
-            self._settle(settlement)
-            self._release(time.perf_counter() - started)
-
-    def _release(self, seconds: float) -> None:
-        with self._cond:
-            self._inflight -= 1
-            avg = self._handler_s
-            self._handler_s = seconds if avg == math.inf else avg + (seconds - avg) * 0.2
-            self._cond.notify()
+            # Handed over before the slot is released, so an idle pool has no settlement in hand.
+            self._settled(settlement)
+            seconds = time.perf_counter() - started
+            with self._lock:
+                self._inflight -= 1
+                avg = self._handler_s
+                self._handler_s = seconds if avg == math.inf else avg + (seconds - avg) * 0.2
+            self._wake()
 
     def close(self) -> None:
         """Let the workers finish what is queued (FIFO, before their stop marks), then join them."""

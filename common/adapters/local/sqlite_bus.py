@@ -129,6 +129,14 @@ class Settlement:
     dead_letter: bool = False
 
 
+@dataclass
+class Exchanged:
+    """What :meth:`SqliteBus.exchange` leased, per subscription, and why its settlements failed (None: they landed)."""
+
+    deliveries: dict[str, list[Delivery]]
+    settle_error: Exception | None
+
+
 @dataclass(frozen=True)
 class DeadLetter:
     seq: int
@@ -425,13 +433,6 @@ class SqliteBus:
 
     # -- consuming ------------------------------------------------------------
 
-    _LEASE = (
-        "UPDATE deliveries SET ready_at = ?, attempts = attempts + 1, lease_owner = ? WHERE seq IN"
-        " (SELECT seq FROM deliveries WHERE subscription = ? AND ready_at <= ?"
-        " ORDER BY priority DESC, ready_at ASC LIMIT ?)"
-        " RETURNING seq, message_id, data, attributes, publish_time, attempts, last_error, priority"
-    )
-
     def pull(self, subscription: str, max_messages: int, *, owner: str = "") -> list[Delivery]:
         """Lease up to ``max_messages`` ready deliveries, highest priority first.
 
@@ -445,68 +446,105 @@ class SqliteBus:
         made again at the next pull. Acknowledgements and publishes are fsynced
         before they return.
         """
-        sub = self.subscription(subscription)
-        now = self._clock.now()
-        now_ts = _ts(now)
-
-        def lease(conn: sqlite3.Connection) -> list[Delivery]:
-            rows = conn.execute(
-                self._LEASE, (now_ts + sub.ack_deadline_s, owner, subscription, now_ts, max_messages)
-            ).fetchall()
-            rows.sort(key=lambda r: (-r[7], r[0]))
-            out: list[Delivery] = []
-            for seq, message_id, data, attrs, publish_time, attempts, last_error, _ in rows:
-                if attempts > sub.max_delivery_attempts:
-                    error = last_error or f"ack deadline of {sub.ack_deadline_s:g} s expired"
-                    self._dead_letter(conn, sub, seq, now, error, attempts=attempts - 1)
-                    continue
-                out.append(
-                    Delivery(
-                        seq=seq,
-                        subscription=subscription,
-                        message_id=message_id,
-                        data=bytes(data),
-                        attributes=json.loads(attrs),
-                        publish_time=_dt(publish_time),
-                        attempt=attempts,
-                    )
-                )
-            return out
-
-        dead_lettered = [False]
-
-        def lease_and_note(conn: sqlite3.Connection) -> list[Delivery]:
-            before = conn.total_changes
-            out = lease(conn)
-            dead_lettered[0] = conn.total_changes - before > len(out)
-            return out
-
-        deliveries = self._write(lease_and_note, sync=False)
-        if dead_lettered[0]:
-            self._notify()  # a dead-letter topic may have received work
-        return deliveries
+        return self.exchange((), {subscription: max_messages}, owner=owner).deliveries.get(subscription, [])
 
     def settle(self, settlements: Sequence[Settlement]) -> None:
         """Ack or nack deliveries, and publish what their handlers sent, in one commit."""
         if not settlements:
             return
+        error = self.exchange(settlements, {}).settle_error
+        if error is not None:
+            raise error
+
+    def exchange(self, settlements: Sequence[Settlement], pulls: Mapping[str, int], *, owner: str = "") -> Exchanged:
+        """Settle ``settlements`` (as :meth:`settle`), then lease up to ``pulls[s]``
+        deliveries of each subscription ``s`` (as :meth:`pull`), in one transaction:
+        one write lock and one commit (fsynced when it settles anything) where a
+        consumer would otherwise take two. Messages the settlements publish can
+        be leased at once.
+
+        The settlements commit all together or not at all; if they fail (a
+        publish to a topic that does not exist), the error is returned in
+        ``settle_error`` -- their deliveries stay leased and come back when the
+        leases expire -- and the leases are still taken.
+        """
+        subs = {name: self.subscription(name) for name, n in pulls.items() if n > 0}
         now = self._clock.now()
+        out = Exchanged({}, None)
+        notify = [False]
 
-        def apply(conn: sqlite3.Connection) -> None:
-            outgoing = [m for s in settlements for m in s.publishes]
-            if outgoing:
-                self._insert(conn, outgoing, now)
-            acks = [(s.delivery.seq,) for s in settlements if s.ack and not s.dead_letter]
-            if acks:
-                conn.executemany("DELETE FROM deliveries WHERE seq = ?", acks)
-            for s in settlements:
-                if s.dead_letter:
-                    self._dead_letter(conn, self.subscription(s.delivery.subscription), s.delivery.seq, now, s.error)
-                elif not s.ack:
-                    self._nack(conn, s, now)
+        def run(conn: sqlite3.Connection) -> Exchanged:
+            if settlements:
+                conn.execute("SAVEPOINT settle")
+                try:
+                    notify[0] = self._apply(conn, settlements, now)
+                except Exception as exc:  # noqa: BLE001  (returned to the caller)
+                    conn.execute("ROLLBACK TO settle")
+                    out.settle_error = exc
+                conn.execute("RELEASE settle")
+            for name, sub in subs.items():
+                deliveries, dead_lettered = self._lease(conn, sub, pulls[name], owner, now)
+                out.deliveries[name] = deliveries
+                notify[0] = notify[0] or dead_lettered  # a dead-letter topic may have received work
+            return out
 
-        self._write(apply)
-        self._notify()
+        self._write(run, sync=bool(settlements))
+        if notify[0]:
+            self._notify()
+        return out
+
+    _LEASE = (
+        "UPDATE deliveries SET ready_at = ?, attempts = attempts + 1, lease_owner = ? WHERE seq IN"
+        " (SELECT seq FROM deliveries WHERE subscription = ? AND ready_at <= ?"
+        " ORDER BY priority DESC, ready_at ASC LIMIT ?)"
+        " RETURNING seq, message_id, data, attributes, publish_time, attempts, last_error, priority"
+    )
+
+    def _lease(
+        self, conn: sqlite3.Connection, sub: SubscriptionConfig, n: int, owner: str, now: datetime
+    ) -> tuple[list[Delivery], bool]:
+        """Lease up to ``n`` of ``sub``'s ready deliveries; (them, whether any was dead-lettered instead)."""
+        now_ts = _ts(now)
+        rows = conn.execute(self._LEASE, (now_ts + sub.ack_deadline_s, owner, sub.name, now_ts, n)).fetchall()
+        rows.sort(key=lambda r: (-r[7], r[0]))
+        out: list[Delivery] = []
+        dead_lettered = False
+        for seq, message_id, data, attrs, publish_time, attempts, last_error, _ in rows:
+            if attempts > sub.max_delivery_attempts:
+                error = last_error or f"ack deadline of {sub.ack_deadline_s:g} s expired"
+                self._dead_letter(conn, sub, seq, now, error, attempts=attempts - 1)
+                dead_lettered = True
+                continue
+            out.append(
+                Delivery(
+                    seq=seq,
+                    subscription=sub.name,
+                    message_id=message_id,
+                    data=bytes(data),
+                    attributes=json.loads(attrs),
+                    publish_time=_dt(publish_time),
+                    attempt=attempts,
+                )
+            )
+        return out, dead_lettered
+
+    def _apply(self, conn: sqlite3.Connection, settlements: Sequence[Settlement], now: datetime) -> bool:
+        """Write ``settlements``; return whether they may have made work ready (a publish, a nack, a dead letter)."""
+        outgoing = [m for s in settlements for m in s.publishes]
+        if outgoing:
+            self._insert(conn, outgoing, now)
+        acks = [(s.delivery.seq,) for s in settlements if s.ack and not s.dead_letter]
+        if acks:
+            conn.executemany("DELETE FROM deliveries WHERE seq = ?", acks)
+        ready = bool(outgoing)
+        for s in settlements:
+            if s.dead_letter:
+                self._dead_letter(conn, self.subscription(s.delivery.subscription), s.delivery.seq, now, s.error)
+                ready = True
+            elif not s.ack:
+                self._nack(conn, s, now)
+                ready = True
+        return ready
 
     def ack(self, delivery: Delivery, publishes: Sequence[OutgoingMessage] = ()) -> None:
         self.settle([Settlement(delivery, ack=True, publishes=publishes)])
