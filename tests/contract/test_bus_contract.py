@@ -294,3 +294,95 @@ def test_queued_writes_run_in_one_transaction_on_one_thread(bus: SqliteBus) -> N
         t.join(10)
     assert len(ran_on) == 10
     assert len(set(ran_on)) == 1, "one leader ran every queued write"
+
+
+def _statements(bus: SqliteBus) -> list[str]:
+    """Every statement this thread's connections of ``bus`` run from now on (first word)."""
+    seen: list[str] = []
+    for sync in (True, False):
+        bus._conn(sync=sync).set_trace_callback(lambda sql: seen.append(sql.split(None, 1)[0].upper()))
+    return seen
+
+
+def test_an_exchange_settles_and_leases_in_one_transaction_including_what_it_published(
+    bus: SqliteBus, clock: ManualClock
+) -> None:
+    for i in range(3):
+        bus.publish("work", f"step1-{i}".encode(), {})
+    step1 = bus.pull("work-sub", 10)
+    done = [Settlement(d, ack=True, publishes=[OutgoingMessage("work", b"step2" + d.data[5:], {})]) for d in step1]
+    statements = _statements(bus)
+
+    out = bus.exchange(done, {"work-sub": 10}, owner="me")
+
+    assert out.settle_error is None
+    assert sorted(d.data for d in out.deliveries["work-sub"]) == [b"step2-0", b"step2-1", b"step2-2"]
+    assert all(d.attempt == 1 for d in out.deliveries["work-sub"])
+    assert statements.count("BEGIN") == 1 and statements.count("COMMIT") == 1
+    clock.advance(61)  # the step-1 messages were acked: only the leased step-2 ones come back
+    assert sorted(d.data for d in bus.pull("work-sub", 10)) == [b"step2-0", b"step2-1", b"step2-2"]
+
+
+def test_an_exchange_whose_settlements_fail_still_leases_and_keeps_those_deliveries_leased(
+    bus: SqliteBus, clock: ManualClock
+) -> None:
+    bus.publish("work", b"step1", {})
+    (d,) = bus.pull("work-sub", 10)
+    bus.publish("work", b"other", {})
+    bad = Settlement(d, ack=True, publishes=[OutgoingMessage("missing-topic", b"x", {})])
+
+    out = bus.exchange([bad], {"work-sub": 10})
+
+    assert isinstance(out.settle_error, NotFound)
+    assert [x.data for x in out.deliveries["work-sub"]] == [b"other"]
+    assert bus.pull("work-sub", 10) == []
+    clock.advance(61)
+    assert sorted(x.data for x in bus.pull("work-sub", 10)) == [b"other", b"step1"], "neither was acked"
+
+
+def test_twenty_concurrent_exchanges_settle_each_delivery_once_and_lease_each_message_once(
+    bus: SqliteBus, clock: ManualClock
+) -> None:
+    """20 threads at a barrier, queued behind one commit so they share a
+    transaction: every settlement lands exactly once and no message is leased
+    by two of them."""
+    for i in range(20):
+        bus.publish("work", f"step1-{i}".encode(), {})
+    step1 = sorted(bus.pull("work-sub", 20), key=lambda d: d.data)
+    in_commit, release = threading.Event(), threading.Event()
+
+    def slow_write(conn: object) -> None:
+        in_commit.set()
+        release.wait(10)
+
+    holder = threading.Thread(target=bus._write, args=(slow_write,))
+    holder.start()
+    assert in_commit.wait(10)
+    barrier = threading.Barrier(20)
+    leased: dict[int, list[bytes]] = {}
+
+    def consumer(i: int) -> None:
+        d = step1[i]
+        done = Settlement(d, ack=True, publishes=[OutgoingMessage("work", f"step2-{i}".encode(), {})])
+        barrier.wait()
+        out = bus.exchange([done], {"work-sub": 3}, owner=f"c{i}")
+        assert out.settle_error is None
+        leased[i] = [x.data for x in out.deliveries["work-sub"]]
+
+    threads = [threading.Thread(target=consumer, args=(i,)) for i in range(20)]
+    for t in threads:
+        t.start()
+    while len(bus._pending) < 20:
+        time.sleep(0.001)
+    release.set()
+    for t in [holder, *threads]:
+        t.join(10)
+
+    taken = [x for xs in leased.values() for x in xs]
+    assert len(leased) == 20
+    assert len(taken) == len(set(taken)), "no message leased twice"
+    assert set(taken) <= {f"step2-{i}".encode() for i in range(20)}
+    rest = [x.data for x in bus.pull("work-sub", 100)]
+    assert sorted(taken + rest) == sorted(f"step2-{i}".encode() for i in range(20)), "each published once"
+    clock.advance(61)  # every step-1 delivery was acked exactly once: none comes back
+    assert sorted(x.data for x in bus.pull("work-sub", 100)) == sorted(f"step2-{i}".encode() for i in range(20))

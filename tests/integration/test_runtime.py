@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from datetime import timedelta
@@ -9,13 +10,16 @@ from pathlib import Path
 
 from common.adapters.local.clock import SystemClock
 from common.adapters.local.sqlite_bus import Delivery, Settlement
-from common.bootstrap import local_app
+from common.bootstrap import bootstrap, local_app, local_bus
 from common.config import Settings
+from common.core.messages import Noop
 from common.core.models import ExtractionTask
 from common.core.states import FileStatus, RunStatus, TaskStatus
 from common.runtime.local import LocalRuntime
 from common.service import repo
+from common.service.context import Context, TopologySender
 from common.service.registry import PUBLISHES
+from common.topology import FunctionSpec, SubscriptionSpec, TopicSpec, Topology
 from tests.support import Pipeline, ScriptedExtractor, make_pipeline
 
 
@@ -203,3 +207,94 @@ def test_a_large_quota_gets_the_topologys_whole_extract_concurrency(tmp_path: Pa
     )
     app = local_app(settings, clock=SystemClock(), extractor_factory=lambda _n: ScriptedExtractor())
     assert app.runtime.workers["extract"] == 500, "50 instances x 10"
+
+
+# -- prefetch: how far ahead of its workers a pool leases ---------------------------
+
+_gate = threading.Event()
+_entered = threading.Semaphore(0)
+_handled: list[str] = []
+
+
+def gated_noop(msg: Noop, ctx: Context) -> None:
+    """Returns at once for chain "fast"; otherwise waits for the test's gate."""
+    if msg.chain != "fast":
+        _entered.release()
+        assert _gate.wait(30)
+    _handled.append(msg.chain)
+
+
+def _noop_runtime(tmp_path: Path, workers: int) -> tuple[LocalRuntime, TopologySender]:
+    topo = Topology(
+        functions={
+            "bench": FunctionSpec(
+                source="bench",
+                entry_point="noop",
+                trigger="bench-noop",
+                max_instances=1,
+                concurrency=workers,
+                timeout_s=60,
+                memory="256Mi",
+            )
+        },
+        topics={
+            "bench-noop": TopicSpec(
+                kinds=["bench.noop"],
+                subscription=SubscriptionSpec(
+                    function="bench", ack_deadline_s=60, max_delivery_attempts=5, min_backoff_s=1, max_backoff_s=10
+                ),
+            )
+        },
+    )
+    settings = Settings(backend="local", data_dir=tmp_path / "data", durable=False)
+    deps = bootstrap(settings, topology=topo)
+    bus = local_bus(deps)
+    handlers = {"bench": {"bench.noop": "tests.integration.test_runtime:gated_noop"}}
+    runtime = LocalRuntime(deps, bus, handlers=handlers, max_workers=workers)
+    return runtime, TopologySender(topo, settings, bus, deps.clock)
+
+
+def _leased(runtime: LocalRuntime) -> int:
+    with sqlite3.connect(runtime.deps.settings.data_dir / "bus.db") as conn:
+        (n,) = conn.execute("SELECT COUNT(*) FROM deliveries WHERE lease_owner IS NOT NULL").fetchone()
+    return int(n)
+
+
+def _run_gated(tmp_path: Path, *, warm_up_fast: bool) -> int:
+    """Leased deliveries while both of 2 workers wait on the gate, with 10 ready."""
+    _gate.clear()
+    _handled.clear()
+    runtime, sender = _noop_runtime(tmp_path, workers=2)
+    runtime.start()
+    try:
+        if warm_up_fast:
+            sender.send(Noop(chain="fast", hops=1))
+            deadline = time.monotonic() + 30
+            while "fast" not in _handled and time.monotonic() < deadline:
+                time.sleep(0.005)
+        for i in range(10):
+            sender.send(Noop(chain=f"slow-{i}", hops=1))
+        for _ in range(2):
+            assert _entered.acquire(timeout=30)
+        # Both workers are busy and nothing settles until the gate opens: the pool's
+        # leases are final here.
+        leased = _leased(runtime)
+    finally:
+        _gate.set()
+        runtime.stop()
+    # Stopping handles and settles what was leased (the prefetched ones too), and leases nothing more.
+    slow = [c for c in _handled if c != "fast"]
+    assert len(slow) == len(set(slow)) == leased
+    assert _leased(runtime) == 0
+    assert runtime.bus.depth(runtime.subscriptions[0]) == 10 - leased
+    while _entered.acquire(blocking=False):  # the prefetched handlers entered after the gate opened
+        pass
+    return leased
+
+
+def test_a_pool_whose_handlers_are_not_known_fast_leases_no_more_than_its_workers(tmp_path: Path) -> None:
+    assert _run_gated(tmp_path, warm_up_fast=False) == 2
+
+
+def test_a_pool_of_fast_handlers_leases_one_delivery_ahead_per_worker(tmp_path: Path) -> None:
+    assert _run_gated(tmp_path, warm_up_fast=True) == 4
