@@ -10,7 +10,10 @@ connection the bus opens instrumented, and prints per stage:
   hand-offs between the bus's connections) and committing (the fsync);
 * Python time per dispatch (``LocalRuntime.handle``: decode, span, handler,
   metrics), wall and CPU;
-* pulls and settles, and how many deliveries each carried.
+* the runtime's bus transactions (each settles what the workers finished and
+  leases what they can take: :meth:`SqliteBus.exchange`), and how many
+  settlements and deliveries each carried;
+* time in SQL statements (wall, the lock wait and commits apart).
 
 The driver's initial sends (one per chain) are counted apart from the run.
 The last line is one JSON object with the figures.
@@ -107,21 +110,15 @@ def main() -> int:
 
     LocalRuntime.handle = timed_handle  # type: ignore[method-assign]
 
-    pulls: list[int] = []
-    settles: list[int] = []
-    real_pull, real_settle = sqlite_bus.SqliteBus.pull, sqlite_bus.SqliteBus.settle
+    exchanges: list[tuple[int, int]] = []  # (settlements, deliveries leased) per bus transaction of the runtime
+    real_exchange = sqlite_bus.SqliteBus.exchange
 
-    def pull(self: sqlite_bus.SqliteBus, *a: Any, **k: Any) -> list[sqlite_bus.Delivery]:
-        out = real_pull(self, *a, **k)
-        pulls.append(len(out))
+    def exchange(self: sqlite_bus.SqliteBus, settlements: Any, pulls: Any, **k: Any) -> sqlite_bus.Exchanged:
+        out = real_exchange(self, settlements, pulls, **k)
+        exchanges.append((len(settlements), sum(len(v) for v in out.deliveries.values())))
         return out
 
-    def settle(self: sqlite_bus.SqliteBus, settlements: Any) -> None:
-        settles.append(len(settlements))
-        real_settle(self, settlements)
-
-    sqlite_bus.SqliteBus.pull = pull  # type: ignore[method-assign]
-    sqlite_bus.SqliteBus.settle = settle  # type: ignore[method-assign]
+    sqlite_bus.SqliteBus.exchange = exchange  # type: ignore[method-assign]
 
     total = args.chains * args.hops
     with tempfile.TemporaryDirectory(prefix="sluice-profile-") as tmp:
@@ -172,11 +169,11 @@ def main() -> int:
         "commit_ms_per_stage": round(_timers.get("COMMIT", 0.0) / total * 1000, 3),
         "handle_wall_ms_per_dispatch": round(handle_wall[0] / total * 1000, 3),
         "handle_cpu_ms_per_dispatch": round(handle_cpu[0] / total * 1000, 3),
-        "pulls": len(pulls),
-        "empty_pulls": sum(1 for n in pulls if n == 0),
-        "deliveries_per_pull": round(sum(pulls) / max(1, sum(1 for n in pulls if n)), 2),
-        "settles": len(settles),
-        "settlements_per_settle": round(sum(settles) / max(1, len(settles)), 2),
+        "sql_ms_per_stage": round(sum(v for k, v in _timers.items() if k not in ("BEGIN", "COMMIT")) / total * 1000, 3),
+        "bus_transactions": len(exchanges),
+        "deliveries_per_transaction": round(sum(d for _, d in exchanges) / max(1, len(exchanges)), 2),
+        "settlements_per_transaction": round(sum(n for n, _ in exchanges) / max(1, len(exchanges)), 2),
+        "empty_transactions": sum(1 for n, d in exchanges if n == 0 and d == 0),
         "driver": driver,
     }
     for k, v in figures.items():

@@ -284,13 +284,16 @@ class LocalRuntime:
             if released:
                 log.info("recovered messages leased by a dead process", extra=fields(count=released))
         self._stop.clear()
-        pools = [_Pool(s, self.handle, self._settle_q.put, self._kick.set) for s in self._subs]
+        pools = [_Pool(s, self.handle, self._settle_q.put, self._kick.set, self._now) for s in self._subs]
         self.bus.add_listener(self._on_publish)
         loop = threading.Thread(target=self._bus_loop, args=(pools,), name="sluice-bus", daemon=True)
         ticker = threading.Thread(target=self._tick_loop, name="sluice-cron", daemon=True)
         self._threads += [loop, ticker]
         for t in self._threads:
             t.start()
+
+    def _now(self) -> float:
+        return self.deps.clock.now().timestamp()
 
     def _on_publish(self) -> None:
         # The bus thread's own commits are accounted for where it makes them.
@@ -400,7 +403,8 @@ class _Pool:
     no prefetch, so a leased delivery never waits long for a worker (its lease
     keeps running) and a newly published urgent message never queues behind
     already-leased lower-priority ones for more than about
-    :data:`PREFETCH_BELOW_S`.
+    :data:`PREFETCH_BELOW_S`. A delivery that waited out its lease all the same
+    is dropped unrun: the bus may have handed it out again.
     """
 
     def __init__(
@@ -409,6 +413,7 @@ class _Pool:
         handle: Callable[[str, Delivery], Settlement],
         settled: Callable[[Settlement], None],
         wake: Callable[[], None],
+        now: Callable[[], float],
     ) -> None:
         self.name = spec.name
         self.topic = spec.topic
@@ -416,6 +421,7 @@ class _Pool:
         self._handle = handle
         self._settled = settled
         self._wake = wake
+        self._now = now
         self._inflight = 0
         self._handler_s = math.inf  # moving average of the handlers' durations; unknown at first
         self._lock = threading.Lock()
@@ -448,19 +454,27 @@ class _Pool:
         function = self._spec.function
         while (d := self._queue.get()) is not None:
             started = time.perf_counter()
-            try:
-                settlement = self._handle(function, d)
-            except BaseException as exc:  # dispatch catches everything; this is a last guard
-                log.exception("handler crashed outside dispatch")
-                settlement = Settlement(d, ack=False, error=repr(exc))
-            # Handed over before the slot is released, so an idle pool has no settlement in hand.
-            self._settled(settlement)
+            if d.lease_expires_at is not None and self._now() >= d.lease_expires_at:
+                # It waited out its lease in the queue: the bus may already have
+                # handed it out again, and that delivery runs it (never both).
+                log.warning("a queued delivery's lease expired; left to its redelivery", extra=fields(seq=d.seq))
+            else:
+                self._run(function, d)
             seconds = time.perf_counter() - started
             with self._lock:
                 self._inflight -= 1
                 avg = self._handler_s
                 self._handler_s = seconds if avg == math.inf else avg + (seconds - avg) * 0.2
             self._wake()
+
+    def _run(self, function: str, d: Delivery) -> None:
+        try:
+            settlement = self._handle(function, d)
+        except BaseException as exc:  # dispatch catches everything; this is a last guard
+            log.exception("handler crashed outside dispatch")
+            settlement = Settlement(d, ack=False, error=repr(exc))
+        # Handed over before the slot is released, so an idle pool has no settlement in hand.
+        self._settled(settlement)
 
     def close(self) -> None:
         """Let the workers finish what is queued (FIFO, before their stop marks), then join them."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from common.adapters.local.clock import SystemClock
@@ -15,7 +15,7 @@ from common.config import Settings
 from common.core.messages import Noop
 from common.core.models import ExtractionTask
 from common.core.states import FileStatus, RunStatus, TaskStatus
-from common.runtime.local import LocalRuntime
+from common.runtime.local import LocalRuntime, _Pool, _Sub
 from common.service import repo
 from common.service.context import Context, TopologySender
 from common.service.registry import PUBLISHES
@@ -298,3 +298,26 @@ def test_a_pool_whose_handlers_are_not_known_fast_leases_no_more_than_its_worker
 
 def test_a_pool_of_fast_handlers_leases_one_delivery_ahead_per_worker(tmp_path: Path) -> None:
     assert _run_gated(tmp_path, warm_up_fast=True) == 4
+
+
+def test_a_queued_delivery_whose_lease_ran_out_is_left_to_its_redelivery() -> None:
+    """A prefetched delivery that waited past its lease may already be out again:
+    the worker drops it (unsettled) rather than run the message twice."""
+    sub = SubscriptionSpec(function="f", ack_deadline_s=60, max_delivery_attempts=5, min_backoff_s=1, max_backoff_s=10)
+    spec = _Sub("s", "t", "f", sub, workers=1)
+    handled: list[int] = []
+    settled: list[Settlement] = []
+
+    def handle(function: str, d: Delivery) -> Settlement:
+        handled.append(d.seq)
+        return Settlement(d, ack=True)
+
+    pool = _Pool(spec, handle, settled.append, lambda: None, lambda: 1_000.0)
+    sent = datetime.now(UTC)
+    expired = Delivery(1, "s", "m1", b"{}", {}, sent, 1, lease_expires_at=1_000.0)
+    current = Delivery(2, "s", "m2", b"{}", {}, sent, 1, lease_expires_at=1_060.0)
+    pool.submit([expired, current])
+    pool.close()
+    assert handled == [2]
+    assert [s.delivery.seq for s in settled] == [2]
+    assert pool.idle()

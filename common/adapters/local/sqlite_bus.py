@@ -104,6 +104,9 @@ class Delivery:
     attributes: dict[str, str]
     publish_time: datetime
     attempt: int  # 1 on first delivery, as Pub/Sub's deliveryAttempt
+    # When this lease ends (epoch seconds on the bus's clock): after it, the
+    # message may be delivered again, so this delivery should not start.
+    lease_expires_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -505,7 +508,8 @@ class SqliteBus:
     ) -> tuple[list[Delivery], bool]:
         """Lease up to ``n`` of ``sub``'s ready deliveries; (them, whether any was dead-lettered instead)."""
         now_ts = _ts(now)
-        rows = conn.execute(self._LEASE, (now_ts + sub.ack_deadline_s, owner, sub.name, now_ts, n)).fetchall()
+        expires = now_ts + sub.ack_deadline_s
+        rows = conn.execute(self._LEASE, (expires, owner, sub.name, now_ts, n)).fetchall()
         rows.sort(key=lambda r: (-r[7], r[0]))
         out: list[Delivery] = []
         dead_lettered = False
@@ -524,6 +528,7 @@ class SqliteBus:
                     attributes=json.loads(attrs),
                     publish_time=_dt(publish_time),
                     attempt=attempts,
+                    lease_expires_at=expires,
                 )
             )
         return out, dead_lettered
