@@ -130,14 +130,18 @@ def main() -> int:
                     res = run_peer(python, args.peers_dir, args.peer, args.chains, Path(tmp))
                     figures["peer_stages_per_s"] = res["execs_per_s"]
                     figures["peer_duplicates"] = res["duplicates"]
-                    rate = res["execs_per_s"]
+                    figures["peer_enqueue_s"] = res["enqueue_stage1_s"]
+                    rate, enqueue_s = res["execs_per_s"], res["enqueue_stage1_s"]
                 else:
                     res = run_sluice(args.chains, args.workers)
                     figures["sluice_stages_per_s"] = res["stages_per_s"]
-                    rate = res["stages_per_s"]
+                    figures["sluice_duplicates"] = res["duplicates"]
+                    figures["sluice_enqueue_s"] = res["enqueue_s"]
+                    rate, enqueue_s = res["stages_per_s"], res["enqueue_s"]
                 name = f"{args.peer} (durable)" if who == "peer" else "sluice (fsync)"
                 print(
-                    f"round {r + 1}  {name:18s} {rate:8,.0f} stages/s   (load {load}, {time.monotonic() - t0:.0f} s)",
+                    f"round {r + 1}  {name:18s} {rate:8,.0f} stages/s   first stages enqueued in {enqueue_s:.2f} s"
+                    f"   (load {load}, {time.monotonic() - t0:.0f} s)",
                     flush=True,
                 )
             figures["ratio"] = round(figures["sluice_stages_per_s"] / figures["peer_stages_per_s"], 3)
