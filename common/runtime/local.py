@@ -158,7 +158,7 @@ class LocalRuntime:
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
         self._kick = threading.Event()  # work for the bus thread: a settlement, a publish, stop
-        self._published = False  # someone else published (or nacked): every pool's queue may have work
+        self._published = False  # another thread published: every pool's queue may have work
         self._settle_q: queue.SimpleQueue[Settlement] = queue.SimpleQueue()
         self._bus_thread: int | None = None
         self.declared = False
@@ -345,9 +345,11 @@ class LocalRuntime:
         try:
             out = self.bus.exchange(settlements, pulls, owner=self.owner)
         except Exception:
-            # The deliveries stay leased and are redelivered when the lease
-            # expires: nothing is lost, only delayed.
-            log.exception("bus exchange failed; retrying", extra=fields(settlements=len(settlements)))
+            # The settled deliveries stay leased and are redelivered when their
+            # leases expire: nothing is lost, only delayed. Leasing is retried.
+            log.exception(
+                "bus exchange failed; its deliveries will be redelivered", extra=fields(settlements=len(settlements))
+            )
             self._stop.wait(1.0)
             return set()
         if out.settle_error is not None:
