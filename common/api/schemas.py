@@ -273,6 +273,10 @@ class RunOut(Out):
         default=None, description="What the kind's fan-in made of the run's items (set when it completes)."
     )
     deadline_at: datetime | None = Field(default=None, description="The run fails with run_timeout if open then.")
+    phase: str | None = Field(
+        default=None,
+        description="Kinds with a plan or finish step: planning, running (its items), writing (its finish).",
+    )
     status: RunStatus
     priority: Priority
     schedule_time: datetime | None
@@ -303,6 +307,7 @@ class RunOut(Out):
             unit=_unit(run.kind),
             outputs=run.outputs,
             deadline_at=run.deadline_at,
+            phase=run.phase,
             status=run.status,
             priority=run.priority,
             schedule_time=run.schedule_time,

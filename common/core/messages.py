@@ -44,6 +44,14 @@ class StartRun(Message):
     job_id: str
 
 
+class FinishRun(Message):
+    """A kind's finish step, once every item of the run is terminal (each kind has its ``<kind>.finish``)."""
+
+    kind: ClassVar[str] = "run.finish"
+    run_id: str
+    job_id: str
+
+
 class ExtractTask(Message):
     kind: ClassVar[str] = "task.extract"
     task_id: str

@@ -184,6 +184,21 @@ class RunCounters(BaseModel):
         return self.terminal >= self.total
 
 
+class StepState(BaseModel):
+    """A kind's effectful run step (``plan`` before the items, ``finish`` after them) on its run.
+
+    ``attempts`` counts the claims; while ``lease_until`` is ahead, the attempt
+    that delivered ``message_id`` holds the step and other deliveries wait.
+    ``errors`` are the earlier attempts' errors (the last few).
+    """
+
+    attempts: int = 0
+    message_id: str | None = None
+    delivery: int = 0  # the bus's delivery attempt of ``message_id`` that holds it
+    lease_until: Timestamp | None = None
+    errors: list[dict[str, str]] = Field(default_factory=list)
+
+
 class Run(Record):
     collection: ClassVar[str] = "runs"
 
@@ -215,6 +230,14 @@ class Run(Record):
     # (summed at the fan-in that completes it).
     estimate: Estimate | None = None
     usage: Usage | None = None
+    # Kinds with effectful steps (common.kinds.Kind.plan / finish): "planning", "running", "writing".
+    phase: str | None = None
+    # The item specs the kind's plan made, saved once (the first saved plan wins).
+    plan: list[dict[str, Any]] | None = None
+    plan_step: StepState | None = None
+    # What the kind's finish made, saved once; the fan-in then completes the run with it.
+    finish_outputs: dict[str, Any] | None = None
+    finish_step: StepState | None = None
 
     def frozen(self, job: Job) -> Job:
         """``job`` with the fields, prompt and settings this run froze when it started."""

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ValidationError
 
 from common.core import messages
 from common.core.errors import PermanentError, SluiceError
-from common.core.messages import ExtractTask, Message, StartRun
+from common.core.messages import ExtractTask, FinishRun, Message, StartRun
 from common.core.models import Job, Run, SourceFile, TaskResult, TaskUsage, WorkItem
 
 if TYPE_CHECKING:
@@ -93,7 +93,25 @@ class ItemCall:
         return self.item.checkpoint
 
 
+@dataclass
+class StepCall:
+    """What a kind's effectful run step (``plan`` or ``finish``) is given for one attempt.
+
+    ``items``: the run's work items, all terminal (``finish`` only; empty for ``plan``).
+    """
+
+    ctx: Context
+    job: Job  # as the run froze it
+    run: Run
+    settings: BaseModel
+    attempt: int
+    items: list[WorkItem] = field(default_factory=list)
+
+
 FanOut = Callable[[Job, Sequence[SourceFile], Any], list[ItemSpec]]
+# Effectful steps: errors are returned classified (RetryableError: retried by the policy), never raised.
+Plan = Callable[[StepCall], "list[ItemSpec] | SluiceError"]
+Finish = Callable[[StepCall], "dict[str, Any] | SluiceError"]
 Handle = Callable[[ItemCall], "ItemDone | SluiceError"]
 FanIn = Callable[[Run, Iterable[WorkItem]], dict[str, Any]]
 EstimateFn = Callable[[Job, Sequence[SourceFile], Any], Estimate]
@@ -136,11 +154,20 @@ class Kind:
     # Its own figures (pages read, chunks made...): each completed item records them in ``result.figures``;
     # a run's progress carries their totals over its completed items (a store aggregation, no item read).
     figures: tuple[str, ...] = ()
+    # Effectful (a model call, say), instead of ``fan_out``: the run's items, made in its start
+    # handler (phase "planning") and saved on the run once; a redelivered start reuses them.
+    plan: Plan | None = None
+    # Effectful, after every item is terminal (phase "writing"), as its own message
+    # ``<kind>.finish``: outputs saved on the run once (with the fan-in's), then the run completes.
+    finish: Finish | None = None
     # Message kinds of its run start and its items; extract keeps run.start / task.extract.
     start_message: str = ""
     item_message: str = ""
     start_type: type[StartRun] = field(init=False, repr=False, compare=False)
     item_type: type[ExtractTask] = field(init=False, repr=False, compare=False)
+    # ``<kind>.finish`` when the kind has a finish step ("": none).
+    finish_message: str = field(init=False, repr=False, compare=False, default="")
+    finish_type: type[FinishRun] | None = field(init=False, repr=False, compare=False, default=None)
 
     def __post_init__(self) -> None:
         start = self.start_message or f"{self.name}.start"
@@ -149,6 +176,9 @@ class Kind:
         object.__setattr__(self, "item_message", item)
         object.__setattr__(self, "start_type", _message_type(StartRun, start))
         object.__setattr__(self, "item_type", _message_type(ExtractTask, item))
+        if self.finish is not None:
+            object.__setattr__(self, "finish_message", f"{self.name}.finish")
+            object.__setattr__(self, "finish_type", _message_type(FinishRun, self.finish_message))
 
     def validate_settings(self, raw: dict[str, Any] | None) -> BaseModel:
         """The kind's settings from ``raw`` (PermanentError ``invalid_settings`` if they do not validate)."""
@@ -167,8 +197,14 @@ class Kind:
     def item(self, item: WorkItem) -> Message:
         return self.item_type(task_id=item.id, run_id=item.run_id, job_id=item.job_id)
 
+    def finish_of(self, run: Run) -> Message:
+        """The run's ``<kind>.finish`` message (the kind must have a finish step)."""
+        if self.finish_type is None:
+            raise ValueError(f"kind {self.name!r} has no finish step")
+        return self.finish_type(run_id=run.id, job_id=run.job_id)
 
-def _message_type(base: type[StartRun] | type[ExtractTask], kind: str) -> Any:
+
+def _message_type(base: type[StartRun] | type[ExtractTask] | type[FinishRun], kind: str) -> Any:
     if base.kind == kind:
         return base
     known = messages.MESSAGE_TYPES.get(kind)
@@ -228,10 +264,10 @@ def names() -> list[str]:
 
 
 def by_message(message_kind: str) -> Kind | None:
-    """The kind whose start or item message is ``message_kind`` (None: no kind's)."""
+    """The kind whose start, item or finish message is ``message_kind`` (None: no kind's)."""
     load()
     for kind in _KINDS.values():
-        if message_kind in (kind.start_message, kind.item_message):
+        if message_kind and message_kind in (kind.start_message, kind.item_message, kind.finish_message):
             return kind
     return None
 
@@ -244,4 +280,6 @@ def handlers() -> dict[str, dict[str, str]]:
         table.setdefault(kind.function, {}).update(
             {kind.start_message: "common.service.runs:fan_out_run", kind.item_message: "common.service.runs:run_item"}
         )
+        if kind.finish_message:
+            table[kind.function][kind.finish_message] = "common.service.steps:finish_run"
     return table

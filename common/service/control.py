@@ -342,6 +342,9 @@ def _retry_batch(
     update: dict[str, object] = {"counters": counters, "updated_at": now}
     if reopen:
         update.update({"status": RunStatus.RUNNING, "finished_at": None, "error": None})
+        if run.finish_step is not None or run.finish_outputs is not None:
+            # The kind's finish is made again over the retried items (a report that includes them).
+            update.update({"finish_outputs": None, "finish_step": None, "phase": "running"})
         if run.started_at is None:
             update["started_at"] = now
     reopened = run.model_copy(update=update)

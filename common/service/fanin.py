@@ -56,6 +56,12 @@ def settle_run(ctx: Context, run_id: str, *, resend: bool = False) -> Run:
         if tally.any_open(ctx.store, run.id):
             progress.report_run(ctx, run, stage="extracting" if run.kind == "extract" else "running")
             return run
+        if run.finish_outputs is None and kinds.get(run.kind).finish is not None:
+            # Its kind finishes the run first (its own message); that finish settles it again.
+            writing = request_finish(run, version, ctx, resend=resend)
+            if writing is not None:
+                return writing
+            continue
         done = _complete(run, version, ctx)
         if done is not None:
             return done
@@ -70,6 +76,38 @@ def settle_run(ctx: Context, run_id: str, *, resend: bool = False) -> Run:
 # changed between that read and the completing compare-and-set (a user's
 # control action), which is rare: the run is written once per run by the fan-in.
 _ROUNDS = 5
+
+
+def request_finish(run: Run, version: str, ctx: Context, *, resend: bool) -> Run | None:
+    """Every item is terminal and the run's kind has a finish step: phase "writing", and its message sent.
+
+    The phase is set with a compare-and-set on the run, so one caller sends the
+    message; a redelivery (``resend``) sends it again, in case that caller died
+    before sending (the finish is claimed on the run, so a duplicate is harmless).
+    None: the run changed since ``version`` was read (look again).
+    """
+    kind = kinds.get(run.kind)
+    if run.phase == "writing":
+        if resend:
+            ctx.send(kind.finish_of(run), priority=run.priority)
+        return run
+    now = ctx.now()
+
+    def tx(t: Transaction) -> Run | None:
+        snap = t.get(Run.collection, run.id)
+        if snap is None or snap.version != version:
+            return None
+        writing = Run.from_doc(snap.data).model_copy(update={"phase": "writing", "updated_at": now})
+        repo.tx_put(t, writing)
+        return writing
+
+    writing: Run | None = ctx.store.transaction(tx)
+    if writing is None:
+        return None
+    log.info("all items are done; the run's finish is sent", extra=fields(kind=kind.name))
+    ctx.send(kind.finish_of(writing), priority=writing.priority)
+    progress.report_run(ctx, writing, stage="writing")
+    return writing
 
 
 def _complete(run: Run, version: str, ctx: Context) -> Run | None:
@@ -125,7 +163,7 @@ def _complete(run: Run, version: str, ctx: Context) -> Run | None:
 
 
 def _outputs(run: Run, ctx: Context) -> dict[str, Any] | None:
-    """The kind's fan-in over the run's items (None: the kind has none).
+    """The kind's fan-in over the run's items, with its finish outputs (None: the kind has neither).
 
     Computed before the completing compare-and-set, like the counts: while the
     run stays at the version read, its items are terminal for good, and only
@@ -133,9 +171,10 @@ def _outputs(run: Run, ctx: Context) -> dict[str, Any] | None:
     """
     kind = kinds.get(run.kind)
     if kind.fan_in is None:
-        return None
+        return None if run.finish_outputs is None else dict(run.finish_outputs)
     items = repo.scan(ctx.store, WorkItem, filters=[Filter("run_id", "==", run.id)])
-    return kind.fan_in(run, items)
+    # A kind's finish outputs (saved once by its finish step) go with its fan-in's.
+    return {**kind.fan_in(run, items), **(run.finish_outputs or {})}
 
 
 def _export_ids(run: Run) -> list[str]:

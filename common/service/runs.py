@@ -59,7 +59,7 @@ from common.core.states import (
 from common.kinds import ItemCall, ItemDone, Kind
 from common.obs.logging import failure_point, fields, log_context
 from common.ports.store import Filter, Transaction
-from common.service import control, fanin, ids, lifecycle_events, progress, repo
+from common.service import control, fanin, ids, lifecycle_events, progress, repo, steps
 from common.service.context import Context
 
 log = logging.getLogger(__name__)
@@ -96,8 +96,8 @@ def fan_out_run(msg: StartRun, ctx: Context) -> None:
     kind = kinds.get(run.kind)
     if run.status is RunStatus.PENDING:
         run = _fan_out(run, kind, ctx)
-        if run.status is RunStatus.FAILED:
-            return
+        if run.status in (RunStatus.FAILED, RunStatus.PENDING, RunStatus.CANCELLED):
+            return  # failed, cancelled, or its kind's plan is not made yet (retried or being made elsewhere)
     _watch_deadline(run, ctx)
     if run.status is RunStatus.PAUSED:
         log.info("run is paused; tasks are sent when it resumes")
@@ -112,8 +112,9 @@ def fan_out_run(msg: StartRun, ctx: Context) -> None:
     progress.report_run(ctx, run, stage=stage_of(kind))
     if sent == 0:
         # No tasks at all, or (a run resumed after a pause) the last ones
-        # finished while it was paused: complete it now if none is open.
-        fanin.settle_run(ctx, run.id)
+        # finished while it was paused: complete it now if none is open
+        # (or send its kind's finish again: one that came while it was paused did nothing).
+        fanin.settle_run(ctx, run.id, resend=True)
 
 
 def _watch_deadline(run: Run, ctx: Context) -> None:
@@ -174,10 +175,16 @@ def _fan_out(run: Run, kind: Kind, ctx: Context) -> Run:
             hint="Upload or import files, then start a run.",
         )
         return _fail_start(run, err, ctx)
-    try:
-        specs = kind.fan_out(job, files, kind.validate_settings(job.kind_settings))
-    except PermanentError as err:
-        return _fail_start(run, err, ctx)
+    if kind.plan is not None:
+        planned = steps.plan_items(run, kind, job, ctx)
+        if planned is None:
+            return repo.require(ctx.store, Run, run.id)[0]
+        specs = planned
+    else:
+        try:
+            specs = kind.fan_out(job, files, kind.validate_settings(job.kind_settings))
+        except PermanentError as err:
+            return _fail_start(run, err, ctx)
     if not specs:
         return _fail_start(
             run, PermanentError(f"the {kind.name} kind made no work items of job {job.id}'s inputs"), ctx
@@ -208,6 +215,8 @@ def _fan_out(run: Run, kind: Kind, ctx: Context) -> Run:
         if current.status is not RunStatus.PENDING:
             return current, False
         started = lifecycle.begin_run(current, total=total, now=now, timeout_s=timeout)
+        if kind.plan is not None or kind.finish is not None:
+            started = started.model_copy(update={"phase": "running"})
         repo.tx_put(t, started)
         return started, True
 
