@@ -55,6 +55,8 @@ FUNCTION_REQUIREMENTS: Final[dict[str, tuple[str, ...]]] = {
     "import_drive": GOOGLE_APIS,
     "import_gmail": GOOGLE_APIS,
     "import_upload": (),
+    # The report's PDF (reportlab); Gemini and Vertex embeddings (google-genai); vector search (numpy).
+    "research": ("reportlab", "google-genai", "numpy"),
     # The text layer (pypdfium2), Vertex embeddings (google-genai), vector search (numpy).
     "ingest": ("pypdfium2", "pypdf", "google-genai", "numpy"),
 }

@@ -16,7 +16,7 @@
 locals {
   function_access = {
     api = {
-      publishes      = ["run.start", "ingest.start", "audit.start", "enrich.start", "drive.import", "gmail.import"]
+      publishes      = ["run.start", "ingest.start", "audit.start", "enrich.start", "research.start", "drive.import", "gmail.import"]
       buckets        = { uploads = ["roles/storage.objectCreator", "roles/storage.objectViewer"], exports = ["roles/storage.objectViewer"] }
       secrets        = ["oauth-client-secret", "token-key"]
       project_roles  = []
@@ -105,9 +105,19 @@ locals {
       enqueues_tasks = false
       signs_urls     = false
     }
+    research = {
+      # The plan, one sub-question per item and the report: the collections' search index (Firestore),
+      # Gemini on Vertex AI (or an OpenAI-compatible endpoint), the report written to the exports bucket.
+      publishes      = ["research.start", "research.item", "research.finish", "export.run", "run.deadline", "item.lease_check"]
+      buckets        = { exports = ["roles/storage.objectCreator", "roles/storage.objectViewer"] }
+      secrets        = []
+      project_roles  = ["roles/aiplatform.user"]
+      enqueues_tasks = false
+      signs_urls     = false
+    }
     cleanup = {
       # Re-sends stuck tasks; renews users' Gmail watches (their OAuth tokens).
-      publishes      = ["task.extract", "audit.item", "enrich.item", "ingest.item"]
+      publishes      = ["task.extract", "audit.item", "enrich.item", "ingest.item", "research.item"]
       buckets        = {}
       secrets        = ["oauth-client-secret", "token-key"]
       project_roles  = []

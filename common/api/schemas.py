@@ -420,6 +420,20 @@ class ExportCreate(ExportSpecIO):
     pass
 
 
+class RunFileOut(Out):
+    """A file a run's kind made (the research kind's report), with a signed download link."""
+
+    name: str
+    content_type: str | None = None
+    bytes: int | None = None
+    url: str = Field(description="A signed link, valid until url_expires_at")
+    url_expires_at: datetime
+
+
+class RunFileList(Out):
+    items: list[RunFileOut]
+
+
 class ExportOut(Out):
     id: str
     run_id: str

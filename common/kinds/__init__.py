@@ -40,6 +40,7 @@ BUILTIN = {
     "audit": "common.kinds.audit",
     "enrich": "common.kinds.enrich",
     "ingest": "common.kinds.ingest",
+    "research": "common.kinds.research",
 }
 ENV = "SLUICE_KINDS"
 

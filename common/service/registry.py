@@ -33,6 +33,12 @@ HANDLERS: dict[str, dict[str, str]] = {
         "enrich.start": "common.service.runs:fan_out_run",
         "enrich.item": "common.service.runs:run_item",
     },
+    # The research kind: its start makes the plan (common.service.steps), its finish the report.
+    "research": {
+        "research.start": "common.service.runs:fan_out_run",
+        "research.item": "common.service.runs:run_item",
+        "research.finish": "common.service.steps:finish_run",
+    },
     "import_upload": {"blob.finalized": "common.service.uploads:register_upload"},
     "cleanup": {
         "cleanup.sweep": "common.service.cleanup:sweep",
@@ -60,16 +66,20 @@ PUBLISHES: dict[str, frozenset[str]] = {
     "ingest": frozenset({"ingest.item", "run.deadline", "item.lease_check"}),
     "audit": frozenset({"audit.item", "export.run", "run.deadline", "item.lease_check"}),
     "enrich": frozenset({"enrich.item", "run.deadline", "item.lease_check"}),
+    # research.start / research.finish: the plan's and the report's retries, and the finish after the items.
+    "research": frozenset(
+        {"research.start", "research.item", "research.finish", "export.run", "run.deadline", "item.lease_check"}
+    ),
     "import_upload": frozenset(),
     # task.extract (and other kinds' item messages): stuck or stalled items dispatched again.
-    "cleanup": frozenset({"task.extract", "audit.item", "enrich.item", "ingest.item"}),
+    "cleanup": frozenset({"task.extract", "audit.item", "enrich.item", "ingest.item", "research.item"}),
     "import_drive": frozenset({"drive.import", "drive.file"}),
     # automation.imported: an import's continuation (Operation.then) set by an automation.
     "import_gmail": frozenset({"gmail.message", "automation.imported"}),
     # gmail.notification: itself again, when one history listing stopped at its page bound.
     "automation": frozenset({"gmail.import", "run.start", "gmail.notification"}),
     # Commands (CLI, API) that start work.
-    "commands": frozenset({"run.start", "ingest.start", "audit.start", "enrich.start"}),
+    "commands": frozenset({"run.start", "ingest.start", "audit.start", "enrich.start", "research.start"}),
 }
 
 Handler = Callable[[Any, Any], object]

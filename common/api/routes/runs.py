@@ -17,6 +17,7 @@ from common.core.models import (
 from common.ports.store import Filter, Order
 from common.service import control, jobs, tally
 from common.service import cost as cost_service
+from common.service.exports import signed_url_ttl
 
 
 def start_run(call: Call) -> Result:
@@ -113,6 +114,27 @@ def get_run(call: Call) -> Result:
     return _run_out(call, owned(call, Run, call.params["run_id"]))
 
 
+def list_run_files(call: Call) -> Result:
+    """The files a run's kind made (``outputs.files``), each with a fresh signed link."""
+    run = owned(call, Run, call.params["run_id"])
+    ttl = signed_url_ttl(call.deps.settings.signed_url_ttl_s)
+    expires = call.deps.clock.now() + ttl
+    files = (run.outputs or {}).get("files") or []
+    return s.RunFileList(
+        items=[
+            s.RunFileOut(
+                name=str(f["name"]),
+                content_type=f.get("content_type"),
+                bytes=f.get("bytes"),
+                url=call.deps.blobs.signed_url(str(f["uri"]), expires=ttl),
+                url_expires_at=expires,
+            )
+            for f in files
+            if isinstance(f, dict) and f.get("uri")
+        ]
+    )
+
+
 def cancel_run(call: Call) -> Result:
     run = owned(call, Run, call.params["run_id"])
     return _run_out(call, control.cancel_run(call.deps, run.id, owner=run.owner))
@@ -189,6 +211,15 @@ ROUTES: list[Route] = [
         "GET", "/v1/runs", list_runs, "List runs", "runs", query=s.RunQuery, response=s.RunList, errors=(400, 401, 422)
     ),
     route("GET", "/v1/runs/{run_id}", get_run, "Get a run with its counters", "runs", response=s.RunOut, errors=E404),
+    route(
+        "GET",
+        "/v1/runs/{run_id}/files",
+        list_run_files,
+        "List the files a run made (a research report), with signed download links",
+        "runs",
+        response=s.RunFileList,
+        errors=E404,
+    ),
     route("POST", "/v1/runs/{run_id}/cancel", cancel_run, "Cancel a run", "runs", response=s.RunOut, errors=E_STATE),
     route(
         "POST", "/v1/runs/{run_id}/pause", pause_run, "Pause a running run", "runs", response=s.RunOut, errors=E_STATE
