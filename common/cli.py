@@ -100,8 +100,10 @@ def _parser() -> argparse.ArgumentParser:
     add_admin_commands(sub)
 
     from common.cli_audit import add_audit_command
+    from common.cli_research import add_research_command
 
     add_audit_command(sub)
+    add_research_command(sub)
 
     srv = sub.add_parser("serve", help="run the job API and every stage offline, on localhost")
     _add_serve_arguments(srv)

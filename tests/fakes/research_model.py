@@ -6,7 +6,7 @@ A plan answers the scripted sub-questions; an answer cites the first source it
 was shown (by its label) and quotes that source's document and page, so a test
 can check the citation against the chunk that was retrieved; the report cites
 source 1. Every call is counted, answers per sub-question; ``fail`` names
-sub-questions whose answers always fail (HTTP 500), ``before_answer`` runs
+sub-questions whose answers always fail (HTTP 503, Retry-After: 0), ``before_answer`` runs
 before an answer is given (a test's kill switch).
 """
 
@@ -61,7 +61,7 @@ class ResearchModel:
         if self.before_answer is not None and (reply := self.before_answer(sub)) is not None:
             return reply
         if sub in self.fail:
-            return error(500, "the model failed on this one")
+            return error(503, "the model failed on this one", retry_after="0")  # retried at once
         if not sources:
             text, cited = "The sources do not say.", []
         else:
