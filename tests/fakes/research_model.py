@@ -12,11 +12,13 @@ before an answer is given (a test's kill switch).
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
 
+from tests.fakes import vertex
 from tests.fakes.openai_chat import ChatRequest, Reply, chat_answer, error
 
 _SUB = re.compile(r"^Sub-question: (.*)$", re.M)
@@ -37,17 +39,26 @@ class ResearchModel:
         self.report_prompts: list[str] = []
 
     def __call__(self, req: ChatRequest) -> Reply:
-        props = req.schema.get("properties", {})
+        """The OpenAI-compatible server's responder."""
+        return self.respond(req.schema.get("properties", {}), req.user_text)
+
+    def vertex(self, req: vertex.RecordedRequest) -> vertex.Reply:
+        """The fake Vertex server's responder (Gemini): the same answers (no ``fail`` or ``before_answer``)."""
+        schema = req.generation_config.get("responseJsonSchema") or req.response_schema or {}
+        reply = self.respond(schema.get("properties", {}), req.user_text)
+        return vertex.answer(json.loads(reply.body)["choices"][0]["message"]["content"])
+
+    def respond(self, props: dict[str, object], prompt: str) -> Reply:
         if "subquestions" in props:
             with self._lock:
                 self.plans += 1
             return chat_answer({"subquestions": self.subquestions})
         if "citations" in props:
-            return self._answer(req.user_text)
+            return self._answer(prompt)
         if "title" in props:
             with self._lock:
                 self.reports += 1
-                self.report_prompts.append(req.user_text)
+                self.report_prompts.append(prompt)
             return chat_answer({"title": "What the collection says", "summary": "In short: see the findings [1]."})
         return error(400, "fake research model: unknown schema")
 

@@ -261,3 +261,34 @@ def test_progress_goes_by_phase(tmp_path: Path, fake: FakeOpenAI) -> None:
     holder.update(p=p, run=run)
     p.drain(advance_clock=True)
     assert phases == [("planning", 0, 0), ("running", 0, 3), ("running", 1, 3), ("running", 2, 3), ("writing", 3, 3)]
+
+
+def test_a_run_on_gemini_through_the_google_genai_client(tmp_path: Path) -> None:
+    from google.oauth2.credentials import Credentials
+
+    from common.adapters.gcp.gemini_text import GeminiTextModel
+    from tests.fakes.vertex import FakeVertex
+
+    model = ResearchModel(data.SUBQUESTIONS)
+    with FakeVertex() as fake:
+        fake.default = model.vertex
+        p = _pipeline(tmp_path, None)
+        # The composition root's Gemini, pointed at the fake Vertex endpoint.
+        p.deps.named_text_model_factory = lambda name: GeminiTextModel(
+            project="p",
+            location="europe-west1",
+            model=name or "gemini-2.5-flash",
+            clock=p.clock,
+            credentials=Credentials(token="test"),  # type: ignore[no-untyped-call]
+            http_base_url=fake.base_url,
+        )
+        _collection(p)
+        run = p.start(_job(p, ["handbook"]))
+        p.drain(advance_clock=True)
+        sent = [r.model for r in fake.requests]
+
+    done = p.run(run.id)
+    assert done.status is RunStatus.COMPLETED and done.outputs is not None and done.outputs["answered"] == 3
+    assert sent == ["gemini-2.5-flash"] * 5  # the plan, three answers, the report
+    assert model.plans == 1 and model.reports == 1 and model.twice() == []
+    assert "1. handbook.pdf, page 2" in _report(p, run)
