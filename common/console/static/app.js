@@ -412,6 +412,26 @@ function auditReport(rep) {
       }))));
 }
 
+// The research kind's report (Run.outputs, written by its finish): the summary, each sub-question's answer with
+// its sources (document, page), the sub-questions that failed, and the Markdown and PDF to download.
+function researchReport(out, files) {
+  const cite = (c) => h("li", { class: "citation", "data-document": c.document, "data-page": c.page },
+    `${c.document}, page ${c.page}${c.page_end && c.page_end !== c.page ? `-${c.page_end}` : ""}`);
+  return h("section", { "aria-labelledby": "h-report", id: "research-report" }, h("h2", { id: "h-report" }, "Research report"),
+    h("h3", { id: "research-title" }, out.title || ""),
+    h("p", { id: "research-summary" }, out.summary || ""),
+    h("ul", { class: "downloads", "aria-label": "Report files" }, ...files.map((f) =>
+      h("li", {}, h("a", { href: f.url, download: "", class: "download", "data-name": f.name }, `Download ${f.name}`)))),
+    ...(out.subquestions || []).map((q, i) => h("article", { class: "card subquestion", "aria-labelledby": `sq-${i}`, "data-status": q.status },
+      h("h4", { id: `sq-${i}` }, `${q.subquestion} `, badge(q.status)),
+      q.answer ? h("p", {}, q.answer) : h("p", { class: "err" }, q.error || "No answer."),
+      q.citations && q.citations.length ? h("ul", { class: "citations", "aria-label": `Sources for ${q.subquestion}` }, ...q.citations.map(cite)) : null)),
+    out.failed_subquestions && out.failed_subquestions.length
+      ? h("section", { "aria-labelledby": "h-failed", id: "research-failed" }, h("h3", { id: "h-failed" }, "Sub-questions that failed"),
+        h("ul", {}, ...out.failed_subquestions.map((q) => h("li", {}, q))))
+      : null);
+}
+
 async function runPage(id) {
   let run = await guarded(() => api("GET", `/v1/runs/${id}`));
   if (!run) return show("Run not found");
@@ -479,20 +499,26 @@ async function runPage(id) {
     counts.textContent = rowsText(r);
     if (r.total) setPct(Math.min(100, Math.round((100 * r.done) / r.total)));
   };
-  const renderReport = () => report.replaceChildren(run.kind === "audit" && run.outputs && run.outputs.documents ? auditReport(run.outputs) : "");
+  const renderReport = async () => {
+    if (run.kind === "research" && run.outputs && run.outputs.files) {
+      const files = ((await guarded(() => api("GET", `/v1/runs/${id}/files`))) || {}).items || [];
+      return report.replaceChildren(researchReport(run.outputs, files));
+    }
+    report.replaceChildren(run.kind === "audit" && run.outputs && run.outputs.documents ? auditReport(run.outputs) : "");
+  };
   const onOp = (op) => {
     setPct(Math.round(op.pct || 0));
     counts.textContent = `${op.done} done · ${op.failed} failed · ${op.total} total`;
     if (byRows) renderRows();
     eta.textContent = op.final ? "finished" : fmtDur(op.eta_seconds);
-    stage.textContent = op.stage;
+    stage.textContent = run.phase && op.stage === "running" ? run.phase : op.stage;
     figures.textContent = op.counts ? Object.entries(op.counts).map(([k, v]) => `${k.replace(/_/g, " ")} ${num(v)}`).join(" · ") : "";
   };
   const refresh = async () => {
     run = (await guarded(() => api("GET", `/v1/runs/${id}`))) || run;
     statusEl.replaceChildren(badge(run.status));
-    renderControls(); renderCost(); renderReport();
-    await Promise.all([loadTasks(), loadExports()]);
+    renderControls(); renderCost();
+    await Promise.all([loadTasks(), loadExports(), renderReport()]);
     if (byRows) renderRows();
   };
   show(`Run ${run.run_number}`,
