@@ -292,3 +292,20 @@ def test_a_run_on_gemini_through_the_google_genai_client(tmp_path: Path) -> None
     assert sent == ["gemini-2.5-flash"] * 5  # the plan, three answers, the report
     assert model.plans == 1 and model.reports == 1 and model.twice() == []
     assert "1. handbook.pdf, page 2" in _report(p, run)
+
+
+@pytest.mark.parametrize("message", ["item", "finish"])
+def test_a_message_for_a_run_that_does_not_exist_is_dead_lettered_on_the_research_subscription(
+    tmp_path: Path, message: str
+) -> None:
+    p = _pipeline(tmp_path, None)
+    kind = kinds.get("research")
+    if message == "item":
+        p.sender.send(kind.item_type(task_id="task_gone", run_id="run_gone", job_id="job_gone"))
+    else:
+        assert kind.finish_type is not None
+        p.sender.send(kind.finish_type(run_id="run_gone", job_id="job_gone"))
+    p.drain()
+    [letter] = p.bus.dead_letters()
+    assert letter.subscription.endswith("research")
+    assert "gone" in (letter.last_error or "")
