@@ -15,11 +15,12 @@ import pytest
 
 from common import kinds
 from common.core.errors import ConfigError, ErrorKind, PermanentError
-from common.core.models import Job, Run
+from common.core.models import Job, Run, WorkItem
 from common.core.research import ResearchSettings
 from common.core.states import RunStatus, TaskStatus
+from common.ports.store import Transaction
 from common.service import collections as cols
-from common.service import control, jobs
+from common.service import control, jobs, repo
 from tests.fakes.openai_chat import ChatRequest, FakeOpenAI, Reply, chat_answer
 from tests.fakes.research_model import ResearchModel
 from tests.research import data
@@ -309,3 +310,30 @@ def test_a_message_for_a_run_that_does_not_exist_is_dead_lettered_on_the_researc
     [letter] = p.bus.dead_letters()
     assert letter.subscription.endswith("research")
     assert "gone" in (letter.last_error or "")
+
+
+def test_an_item_whose_earlier_attempt_saved_its_answer_completes_from_it_without_asking(
+    tmp_path: Path, fake: FakeOpenAI
+) -> None:
+    model = ResearchModel(data.SUBQUESTIONS)
+    p, run = _research(tmp_path, fake, model)
+    p.drain(max_deliveries=1)  # the start: the plan and the items
+    item = next(t for t in p.tasks(run.id) if t.params["subquestion"] == data.VACATION)
+    saved = {
+        "answer": {"subquestion": data.VACATION, "answer": "Saved before the worker died.", "citations": []},
+        "usage": {"input_tokens": 7, "output_tokens": 3},
+        "model": "fake",
+    }
+
+    def died_after_saving(t: Transaction) -> None:  # what an attempt killed after its checkpoint leaves
+        repo.tx_put(t, repo.tx_require(t, WorkItem, item.id).model_copy(update={"checkpoint": saved}))
+
+    p.deps.store.transaction(died_after_saving)
+    p.drain(advance_clock=True)
+
+    assert model.asked[data.VACATION] == 0 and model.asked[data.EXPENSES] == 1
+    done = p.run(run.id)
+    row = next(r for r in (done.outputs or {})["subquestions"] if r["subquestion"] == data.VACATION)
+    assert row["answer"] == "Saved before the worker died." and row["status"] == "completed"
+    finished = next(t for t in p.tasks(run.id) if t.id == item.id)
+    assert finished.usage is not None and finished.usage.input_tokens == 7
