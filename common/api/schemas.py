@@ -805,6 +805,9 @@ class KindOut(Out):
     summary: str = Field(description="The kind's settings model's first line")
     unit: str = Field(description="What a run's progress counts: documents, rows, chunks, sections...")
     settings_schema: dict[str, Any] = Field(description="JSON Schema of the job's settings for this kind")
+    user_created: bool = Field(
+        True, description="Whether POST /v1/jobs makes jobs of this kind (false: the platform makes them)"
+    )
 
 
 class KindList(Out):

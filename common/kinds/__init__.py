@@ -149,6 +149,8 @@ class Kind:
     uses_uploads: bool = True
     # Run when a job of this kind is created (API, CLI): a SluiceError here means the job is not created.
     prepare: Prepare | None = None
+    # Whether a user creates jobs of this kind (False: the platform makes them, e.g. a collection's ingest job).
+    user_created: bool = True
     # How many runs of this kind one owner may have working at once (None: no limit of its own);
     # items of further runs wait ``queued`` (as under SLUICE_MAX_RUNNING_TASKS_PER_USER).
     runs_per_user: Callable[[Settings], int] | None = None

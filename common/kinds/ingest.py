@@ -134,5 +134,6 @@ KIND = register(
         estimate=estimate,
         uses_uploads=False,
         prepare=prepare,
+        user_created=False,
     )
 )

@@ -95,3 +95,10 @@ def test_the_kinds_route_lists_each_kind_with_its_unit_and_settings_schema(kenv:
     assert by_name["wordcount"]["settings_schema"] == wordcount.WordcountSettings.model_json_schema()
     assert by_name["wordcount"]["settings_schema"]["properties"]["min_length"]["minimum"] == 1
     assert kenv.app.test_client().get("/v1/kinds").status_code == 401
+
+
+def test_the_kinds_route_says_which_kinds_users_create_jobs_of(kenv: Env) -> None:
+    by_name = {k["name"]: k for k in kenv.alice.get("/v1/kinds").get_json()["items"]}
+    # A collection makes its own ingest job: the console's create form must not offer it.
+    assert by_name["ingest"]["user_created"] is False
+    assert by_name["extract"]["user_created"] is True

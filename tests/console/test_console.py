@@ -299,6 +299,8 @@ def test_the_create_job_form_builds_each_kinds_settings_from_its_schema(page: An
     assert wordcount.KIND.name == "wordcount"  # imported: registered in this process, listed by GET /v1/kinds
     _open(page, console)
     expect(page.get_by_label("Fields preset")).to_be_visible()
+    offered = page.get_by_label("Kind").locator("option").all_inner_texts()
+    assert "wordcount" in offered and "ingest" not in offered  # a collection makes its own ingest job
     page.get_by_label("Kind").select_option("wordcount")
     expect(page.get_by_label("Fields preset")).to_be_hidden()
     field = page.locator("#setting-min_length")

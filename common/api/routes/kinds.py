@@ -23,6 +23,7 @@ def list_kinds(call: Call) -> Result:
                 summary=doc[0] if doc else "",
                 unit=kind.unit,
                 settings_schema=kind.settings_model.model_json_schema(),
+                user_created=kind.user_created,
             )
         )
     return s.KindList(items=out)

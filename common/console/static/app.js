@@ -232,7 +232,8 @@ async function jobsPage() {
   more.addEventListener("click", load);
   // The list and the kinds load together: the form needs the kinds, the table the list.
   const loading = load();
-  const ks = await kinds();
+  // Kinds the platform makes jobs of (a collection's ingest job) are not offered.
+  const ks = (await kinds()).filter((k) => k.user_created !== false);
   const name = h("input", { id: "job-name", name: "name", required: true, maxlength: 200, placeholder: "Invoices March" });
   // Extraction is the default kind (the list is alphabetical).
   const kind = h("select", { id: "job-kind", name: "kind" }, ks.map((k) => h("option", { value: k.name, selected: k.name === "extract" }, k.name)));
