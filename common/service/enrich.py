@@ -1,22 +1,29 @@
 """Enrichment of a range of rows: read, ask the model a batch at a time, write back, checkpoint.
 
 The unit of work is a range of rows (a work item of an enrich run). Within
-it, rows go to the model ``rows_per_call`` at a time, and the checkpoint is
-the last written row. The order of effects is what makes a row answered at
-most once by the model, whatever stops the worker (crash, kill -9, pause,
-redeploy, quota):
+it, rows go to the model ``rows_per_call`` at a time. The checkpoint is the
+last written row (``written_through``) plus the answers received for the
+batch after it (``pending``). The order of effects is what makes a row
+answered at most once by the model, whatever stops the worker (crash,
+kill -9, pause, redeploy, quota):
 
-1. the model's answers for a batch are saved in the checkpoint (``pending``)
-   *before* they are written to the sheet;
-2. they are written (a rewrite of the same cells with the same values is
-   harmless);
-3. the checkpoint moves ``written_through`` to the batch's last row and drops
-   ``pending``.
+1. as soon as a model call returns, its answers are saved in the checkpoint
+   (``pending``), before anything else: before the sheet write, and before
+   a malformed row of the batch is asked again (so a retry never holds
+   received answers in memory only). That save is the one store write of a
+   batch; the window in which a received answer can be lost is the time it
+   takes (measured in ``bench/enrich.py``'s notes: a few ms typically);
+2. the batch is written to the sheet (a rewrite of the same cells with the
+   same values is harmless);
+3. the next batch's save moves ``written_through`` past it (no write of its
+   own: one checkpoint write per batch keeps the store's write lock free for
+   the other ranges' answers).
 
-A resumed attempt first writes any ``pending`` answers without asking the
-model, then carries on at the row after ``written_through``. Only a call
-whose answer was never saved (the worker died while the model was answering)
-is asked again: that answer was never used.
+A resumed attempt first writes a complete ``pending`` batch without asking
+the model; for a batch that was still being retried (``pending_complete``
+false) it asks only its rows without a saved answer. Only a call whose
+answer never reached the checkpoint (the worker died while the model was
+answering, or in the few ms before the save) is asked again.
 
 A row's entry that breaks the column types is asked again (alone with the
 other failed rows of its batch) twice more; then the row gets error cells
@@ -105,42 +112,86 @@ def enrich_range(
     cp = dict(checkpoint or {})
     done = RangeOutcome(written_through=int(cp.get("written_through", first - 1)))
     _restore_counts(done, cp)
-    pending = _pending(cp)
-    if pending:
-        # Answers saved by an attempt that died before (or while) writing them: write, never re-ask.
-        sheet.write_rows(pending)
-        done.written_through = max(done.written_through, max(w.number for w in pending))
-        save_checkpoint({"written_through": done.written_through, "counts": _counts(done)})
+    known = _resume(sheet, cp, done)
     size = settings.rows_per_call
     start = done.written_through + 1
     while start <= last:
         if should_stop():
             done.stopped = True
+            # Stopping is rare: leave a checkpoint with nothing pending, so the place is plain to see.
+            save_checkpoint({"written_through": done.written_through, "counts": _counts(done)})
             break
         end = min(last, start + size - 1)
         rows = sheet.read_rows(start, end)
         todo = [r for r in rows if settings.overwrite or not is_filled(r.cells, settings.outputs)]
+        batch = _Batch(done, save_checkpoint, through=end)
+        if todo:
+            writes = _answer(model, settings, todo, {n: v for n, v in known.items() if start <= n <= end}, batch)
+        else:
+            writes = []
         done.skipped += len(rows) - len(todo)
-        writes = _answer(model, settings, todo, done) if todo else []
+        batch.save(writes, complete=True)
         if writes:
-            saved = {"written_through": done.written_through, "pending": _encode(writes), "counts": _counts(done)}
-            save_checkpoint(saved)
             sheet.write_rows(writes)
         done.written_through = end
-        save_checkpoint({"written_through": end, "counts": _counts(done)})
+        known = {}
         start = end + 1
     return done
 
 
-def _answer(model: TextModel, settings: EnrichSettings, rows: Sequence[SheetRow], done: RangeOutcome) -> list[RowWrite]:
-    """Each row's values from the model (asking again for rows whose entry was malformed), or error cells."""
+def _resume(sheet: Sheet, cp: Mapping[str, Any], done: RangeOutcome) -> dict[int, dict[str, CellValue]]:
+    """Write a saved batch whose answers are all in (never asking again); the answers of a batch cut short."""
+    pending = _pending(cp)
+    if not pending:
+        return {}
+    if not cp.get("pending_complete", True):
+        # The worker stopped between a batch's calls: its rows with an answer are not asked again.
+        return {w.number: dict(w.values) for w in pending}
+    sheet.write_rows(pending)
+    done.written_through = max(done.written_through, int(cp.get("pending_through", max(w.number for w in pending))))
+    return {}
+
+
+@dataclass
+class _Batch:
+    """Saves a batch's answers the moment they are received (see the module docstring)."""
+
+    done: RangeOutcome
+    save_checkpoint: Callable[[dict[str, Any]], None]
+    through: int
+
+    def save(self, writes: Sequence[RowWrite], *, complete: bool) -> None:
+        if not writes and not complete:
+            return
+        cp: dict[str, Any] = {"written_through": self.done.written_through, "counts": _counts(self.done)}
+        if writes:
+            cp.update(pending=_encode(writes), pending_through=self.through, pending_complete=complete)
+        elif self.through > self.done.written_through:
+            cp["written_through"] = self.through  # nothing to write (filled rows): the batch is done
+        self.save_checkpoint(cp)
+
+
+def _answer(
+    model: TextModel,
+    settings: EnrichSettings,
+    rows: Sequence[SheetRow],
+    known: Mapping[int, dict[str, CellValue]],
+    batch: _Batch,
+) -> list[RowWrite]:
+    """Each row's values from the model (asking again for rows whose entry was malformed), or error cells.
+
+    Rows in ``known`` were answered before a restart and are not asked. After
+    a call that leaves rows to ask again, the answers so far are saved at
+    once; the caller saves the batch's final answers.
+    """
     columns = settings.outputs
     schema = batch_schema(columns)
     by_number = {r.number: r for r in rows}
-    answers: dict[int, dict[str, CellValue]] = {}
+    answers: dict[int, dict[str, CellValue]] = {n: dict(v) for n, v in known.items() if n in by_number}
     reasons: dict[int, str] = {}
-    asking = list(by_number)
-    for _ in range(MAX_ATTEMPTS_PER_ROW):
+    asking = [n for n in by_number if n not in answers]
+    done = batch.done
+    for attempt in range(MAX_ATTEMPTS_PER_ROW):
         if not asking:
             break
         prompt = batch_prompt(settings.prompt, [(n, by_number[n].cells) for n in asking], columns)
@@ -153,14 +204,15 @@ def _answer(model: TextModel, settings: EnrichSettings, rows: Sequence[SheetRow]
             continue
         done.input_tokens += gen.usage.input_tokens or 0
         done.output_tokens += gen.usage.output_tokens or 0
-        outcomes = parse_batch(gen.value, asking, columns)
-        for number, outcome in outcomes.items():
+        for number, outcome in parse_batch(gen.value, asking, columns).items():
             if isinstance(outcome, RowAnswer):
                 answers[number] = outcome.values
                 reasons.pop(number, None)
             elif isinstance(outcome, RowProblem):
                 reasons[number] = outcome.reason
         asking = [n for n in asking if n not in answers]
+        if asking and attempt + 1 < MAX_ATTEMPTS_PER_ROW:
+            batch.save([RowWrite(n, answers[n]) for n in sorted(answers)], complete=False)
     writes = [RowWrite(n, answers[n]) for n in sorted(answers)]
     done.written += len(writes)
     for number in asking:

@@ -201,3 +201,85 @@ def test_an_unknown_placeholder_is_an_error_before_any_model_call(table: LocalTa
         prepare(table, settings(prompt="Classify {name} by {vendor}"))
     assert err.value.code == "unknown_placeholder"
     assert fake.requests == []
+
+
+class Recorder:
+    """The order of a range's effects: model calls, checkpoint saves, sheet reads and writes."""
+
+    def __init__(self, table: LocalTable, fake: FakeOpenAI, *, crash_on_call: int | None = None) -> None:
+        self.events: list[str] = []
+        self.model = model(fake)
+        self.crash_on_call = crash_on_call
+        self.cp = Checkpoints()
+        real_generate, real_write, real_read = self.model.generate, table.write_rows, table.read_rows
+
+        def generate(*a: Any, **kw: Any) -> Any:
+            if self.events.count("call") + 1 == self.crash_on_call:
+                raise Crash  # the worker dies while this call is with the model
+            self.events.append("call")
+            return real_generate(*a, **kw)
+
+        def write(writes: list[RowWrite]) -> int:
+            self.events.append("write")
+            return real_write(writes)
+
+        def read(first: int, last: int) -> Any:
+            self.events.append("read")
+            return real_read(first, last)
+
+        self.model.generate = generate  # type: ignore[method-assign]
+        table.write_rows = write  # type: ignore[method-assign,assignment]
+        table.read_rows = read  # type: ignore[method-assign]
+
+    def save(self, cp: dict[str, Any]) -> None:
+        self.events.append("save")
+        self.cp(cp)
+
+    def run(self, table: LocalTable, s: EnrichSettings) -> Any:
+        first, last = prepare(table, s)
+        return enrich_range(
+            table, self.model, s, first=first, last=last, checkpoint=self.cp.last, save_checkpoint=self.save
+        )
+
+
+class Crash(BaseException):
+    pass
+
+
+def toys_for_row_4(number: int, text: str) -> dict[str, Any]:
+    return {"category": "toys", "summary": "x"} if number == 4 else categorise(number, text)
+
+
+def test_every_model_answer_is_saved_before_anything_else_happens_retries_included(
+    table: LocalTable, fake: FakeOpenAI
+) -> None:
+    fake.default = RowModel(toys_for_row_4)
+    rec = Recorder(table, fake)
+    rec.run(table, settings(row_count=10))
+    after_calls = [rec.events[i + 1] for i, e in enumerate(rec.events) if e == "call"]
+    assert rec.events.count("call") == 4  # rows 2-6 (row 4 asked twice more), rows 7-11
+    assert after_calls == ["save"] * 4
+
+
+def test_a_restart_during_a_retry_asks_only_the_rows_without_a_saved_answer(
+    table: LocalTable, fake: FakeOpenAI
+) -> None:
+    rows = RowModel(toys_for_row_4)
+    fake.default = rows
+    rec = Recorder(table, fake, crash_on_call=2)  # dies while row 4 is asked again
+    with pytest.raises(Crash):
+        rec.run(table, settings(row_count=10))
+    rec.crash_on_call = None
+    out = rec.run(table, settings(row_count=10))
+    assert {n: k for n, k in rows.answered.items() if k > 1} == {4: 4}  # 1 before the restart, 3 after
+    assert (out.written, out.failed) == (9, 1)
+    got = [r["category"] for r in output_rows(table)][:10]
+    assert got[2].startswith(ERROR_PREFIX)
+    assert [c for i, c in enumerate(got) if i != 2] == ["food" if i % 2 else "tools" for i in range(10) if i != 2]
+
+
+def test_a_batch_costs_one_checkpoint_write(table: LocalTable, fake: FakeOpenAI) -> None:
+    fake.default = RowModel(categorise)
+    rec = Recorder(table, fake)
+    rec.run(table, settings())
+    assert rec.events.count("save") == rec.events.count("call") == 5
