@@ -13,9 +13,12 @@ with one validated entry per row.
 The worker process is killed with SIGKILL ``--kills`` times (3) at evenly
 spaced points of the model calls, and started again on the same data
 directory each time. A call the worker was waiting on when it died is never
-answered (its caller is gone: the fake drops the answer and does not count
-it); any row the fake answered twice is counted as a duplicate. Every row
-of every output file is checked against the answer its own row gets.
+answered (its caller is gone: the fake server finds the connection closed,
+sends nothing and does not count it); a row whose complete answer the
+server delivered twice is a duplicate. For each duplicate the bench prints
+how long before the kill its first answer was delivered: the time the killed
+worker held that answer without having saved it. Every row of every output
+file is checked against the answer its own row gets.
 
 Prints per-sheet rows/min (wall clock from run start to completion, kills and
 restarts included), model calls, rows per call, duplicates, 429s, job-create
@@ -46,7 +49,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common.adapters.local.table_files import output_path
-from tests.fakes.openai_chat import ChatRequest, FakeOpenAI, Reply, RowModel, error, too_many_requests
+from tests.fakes.openai_chat import ChatRequest, FakeOpenAI, Reply, RowModel, too_many_requests
 
 REPO = Path(__file__).resolve().parent.parent
 SHEETS = 3
@@ -54,6 +57,10 @@ SHEETS = 3
 
 def _answer(number: int, text: str) -> dict[str, Any]:
     return {"category": "food" if "bread" in text else "tools"}
+
+
+def _sheet_and_row(number: int, text: str) -> tuple[str, int]:
+    return text.split("Product: ", 1)[-1].split(" ", 1)[0], number
 
 
 def _expected(i: int) -> str:
@@ -70,44 +77,55 @@ def _csv(path: Path, rows: int, sheet: int) -> None:
 
 
 class QuotaModel:
-    """The fake model: ``latency_s`` per call, ``rpm`` calls per sliding minute (429 past it), answers counted
-    only when the worker that asked is still alive (a generation number moves at each kill)."""
+    """The fake model: ``latency_s`` per call and ``rpm`` calls per sliding minute (429 past it).
+
+    Rows are counted per (sheet, row) when their answer was *sent*: the fake
+    server writes an answer only to a caller still connected, so a call whose
+    worker was killed while the model was answering is dropped and not counted
+    (``FakeOpenAI.dropped``). A row counts as a duplicate when the server
+    delivered a complete answer for it twice.
+    """
 
     def __init__(self, latency_s: float, rpm: int) -> None:
-        self.rows = RowModel(self._answer)
-        self.answered: collections.Counter[tuple[str, int]] = collections.Counter()
-        self.first_answer: dict[tuple[str, int], float] = {}
+        self.rows = RowModel(
+            _answer, key=lambda number, text: (text.split("Product: ", 1)[-1].split(" ", 1)[0], number)
+        )
         self.kill_times: list[float] = []
         self.latency_s = latency_s
         self.rpm = rpm
-        self.generation = 0
-        self.calls = self.rejected = self.lost = 0
+        self.rejected = 0
         self._recent: collections.deque[float] = collections.deque()
         self._lock = threading.Lock()
 
-    def _answer(self, number: int, text: str) -> dict[str, Any]:
-        sheet = text.split("Product: ", 1)[-1].split(" ", 1)[0]
-        with self._lock:
-            self.answered[(sheet, number)] += 1
-            self.first_answer.setdefault((sheet, number), time.monotonic())
-        return _answer(number, text)
+    @property
+    def calls(self) -> int:
+        return self.rows.calls
 
-    def duplicate_gaps(self) -> list[float]:
-        """For each row answered twice: seconds from its first answer to the next kill (how close to a kill)."""
-        gaps = []
-        for key, n in self.answered.items():
-            if n > 1:
-                at = self.first_answer[key]
-                later = [k for k in self.kill_times if k >= at]
-                gaps.append(round(min(later) - at, 3) if later else float("inf"))
-        return gaps
+    @property
+    def answered(self) -> dict[Any, int]:
+        return self.rows.answered
+
+    def _nearest_kill(self, key: Any) -> tuple[float | None, float]:
+        """The kill nearest to a row's first delivered answer, and ms from that delivery to the kill
+        (negative: delivered after the SIGKILL was sent, while the process was being torn down)."""
+        at = self.rows.first_sent[key]
+        if not self.kill_times:
+            return None, float("inf")
+        kill = min(self.kill_times, key=lambda k: abs(k - at))
+        return kill, round((kill - at) * 1000, 1)
+
+    def duplicate_gaps_ms(self) -> list[float]:
+        """For each row answered twice: ms from its first answer's delivery to the nearest kill."""
+        return [self._nearest_kill(key)[1] for key, n in list(self.rows.answered.items()) if n > 1]
+
+    def kills_with_duplicates(self) -> int:
+        """How many of the kills lost a delivered answer."""
+        return len({self._nearest_kill(key)[0] for key, n in list(self.rows.answered.items()) if n > 1})
 
     def duplicates(self) -> int:
-        with self._lock:
-            return sum(1 for k in self.answered.values() if k > 1)
+        return len(self.rows.twice())
 
     def __call__(self, req: ChatRequest) -> Reply:
-        asked_in = self.generation
         now = time.monotonic()
         with self._lock:
             while self._recent and now - self._recent[0] >= 60.0:
@@ -117,13 +135,7 @@ class QuotaModel:
                 return too_many_requests(retry_after="2")
             self._recent.append(now)
         time.sleep(self.latency_s)
-        if self.generation != asked_in:
-            with self._lock:
-                self.lost += 1
-            return error(500, "the caller is gone")
-        with self._lock:
-            self.calls += 1
-        return self.rows(req)  # the answer counts rows (self._answer) outside the lock
+        return self.rows(req)
 
 
 def _free_port() -> int:
@@ -239,6 +251,7 @@ def main() -> int:
             create_ms.append(ms)
             if i < SHEETS:
                 jobs.append(job)
+        load_before = os.getloadavg()[0]
         started = time.monotonic()
         runs = [_call(f"{api}/jobs/{j['id']}/runs", "POST", {})[1] for j in jobs]
         done_at: dict[str, float] = {}
@@ -248,7 +261,6 @@ def main() -> int:
         kills = 0
         while len(done_at) < SHEETS:
             if kills < len(kill_at) and model.calls >= kill_at[kills]:
-                model.generation += 1
                 model.kill_times.append(time.monotonic())
                 worker.kill()
                 kills += 1
@@ -282,9 +294,10 @@ def main() -> int:
             "rows_per_call": round(sum(model.answered.values()) / max(model.calls, 1), 2),
             "rows_answered": len(model.answered),
             "duplicates": model.duplicates(),
-            "duplicates_max_s_before_a_kill": max(model.duplicate_gaps(), default=0.0),
+            "kills_with_duplicates": model.kills_with_duplicates(),
+            "duplicates_ms_before_a_kill": sorted(set(model.duplicate_gaps_ms())),
             "rows_wrong_or_missing": wrong,
-            "calls_lost_at_kills": model.lost,
+            "calls_dropped_at_kills": fake.dropped,
             "quota_rpm": args.rpm,
             "quota_429s": model.rejected,
             "latency_ms": args.latency_ms,
@@ -294,12 +307,15 @@ def main() -> int:
             "status_p50_ms": _pct(status_ms, 0.5),
             "status_polls": len(status_ms),
             "wall_s": round(max(done_at.values()) - started, 1),
+            "load_avg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         }
     for sheet, rate in enumerate(per_sheet):
         print(f"sheet {sheet}: {rate} rows/min")
     print(
         f"model calls {figures['model_calls']}, rows/call {figures['rows_per_call']}, "
-        f"duplicates {figures['duplicates']}, wrong or missing rows {wrong}, 429s {model.rejected}"
+        f"duplicates {figures['duplicates']} (kills that lost a delivered answer: {figures['kills_with_duplicates']}"
+        f" of {kills}; their answers delivered {figures['duplicates_ms_before_a_kill']} ms before the kill), "
+        f"wrong or missing rows {wrong}, 429s {model.rejected}"
     )
     print(f"job create p99 {figures['job_create_p99_ms']} ms, status p99 {figures['status_p99_ms']} ms")
     print(json.dumps(figures))

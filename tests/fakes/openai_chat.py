@@ -5,6 +5,13 @@ of scripted replies (or a ``default`` responder that builds one from the
 request), recording every request. Used by the text-model adapter tests and,
 with a responder that answers every row, by the enrich tests and bench.
 
+A reply counts as sent only once the whole of it was written to a caller
+that was still there: if the caller's connection is closed when the reply is
+ready (its process was killed while the model was "thinking"), nothing is
+sent, the reply's ``on_sent`` is not called, and ``dropped`` counts it. So a
+row counts as answered when the server delivered a complete answer for it,
+not when the answer was computed.
+
     with FakeOpenAI() as fake:
         fake.push(chat_answer({"rows": [...]}), too_many_requests(retry_after="3"))
         OpenAIChatModel(base_url=fake.base_url, model="m", clock=...)
@@ -15,11 +22,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import select
+import socket
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 
@@ -29,6 +38,7 @@ class Reply:
     status: int
     body: bytes
     headers: Mapping[str, str] = field(default_factory=dict)
+    on_sent: Callable[[], None] | None = field(default=None, compare=False)  # once the caller has it all
 
 
 @dataclass(frozen=True)
@@ -60,6 +70,7 @@ class FakeOpenAI:
         self._lock = threading.Lock()
         self.requests: list[ChatRequest] = []
         self.default: Reply | Responder | None = None
+        self.dropped = 0  # replies not sent: the caller had gone (see the module docstring)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -95,12 +106,20 @@ class FakeOpenAI:
                 if fake.latency_s:
                     time.sleep(fake.latency_s)
                 reply = fake._reply(req)
+                if _caller_gone(self.connection):
+                    with fake._lock:
+                        fake.dropped += 1
+                    self.close_connection = True
+                    return
                 self.send_response(reply.status)
                 for k, v in {"content-type": "application/json", **reply.headers}.items():
                     self.send_header(k, v)
                 self.send_header("content-length", str(len(reply.body)))
                 self.end_headers()
                 self.wfile.write(reply.body)
+                self.wfile.flush()
+                if reply.on_sent is not None:
+                    reply.on_sent()
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -122,6 +141,15 @@ class FakeOpenAI:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _caller_gone(conn: socket.socket) -> bool:
+    """Whether the caller closed its end (a killed process's sockets are closed by the kernel)."""
+    try:
+        readable, _, _ = select.select([conn], [], [], 0)
+        return bool(readable) and conn.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True
 
 
 def chat_answer(payload: Any, *, prompt_tokens: int = 300, completion_tokens: int = 40, finish: str = "stop") -> Reply:
@@ -175,26 +203,40 @@ def rows_in(prompt: str) -> list[tuple[int, str]]:
 
 class RowModel:
     """A responder that answers every row of an enrich batch with ``answer(number, text)``
-    (None leaves the row out) and counts how often each row was answered."""
+    (None leaves the row out) and counts how often each row's answer was *sent* (see the module
+    docstring), keyed by ``key(number, text)`` (the row number unless given)."""
 
-    def __init__(self, answer: Callable[[int, str], dict[str, Any] | None]) -> None:
+    def __init__(
+        self,
+        answer: Callable[[int, str], dict[str, Any] | None],
+        *,
+        key: Callable[[int, str], Any] = lambda number, text: number,
+    ) -> None:
         self._answer = answer
+        self._key = key
         self._lock = threading.Lock()
-        self.answered: dict[int, int] = {}
-        self.calls = 0
+        self.answered: dict[Any, int] = {}
+        self.first_sent: dict[Any, float] = {}  # time.monotonic() of each row's first answer sent
+        self.calls = 0  # calls whose answer was sent
 
     def __call__(self, req: ChatRequest) -> Reply:
-        entries = []
+        entries, keys = [], []
         for number, text in rows_in(req.user_text):
             got = self._answer(number, text)
             if got is not None:
                 entries.append({"row": number, **got})
-        with self._lock:
-            self.calls += 1
-            for e in entries:
-                self.answered[e["row"]] = self.answered.get(e["row"], 0) + 1
-        return chat_answer({"rows": entries})
+                keys.append(self._key(number, text))
 
-    def twice(self) -> list[int]:
+        def sent() -> None:
+            now = time.monotonic()
+            with self._lock:
+                self.calls += 1
+                for k in keys:
+                    self.answered[k] = self.answered.get(k, 0) + 1
+                    self.first_sent.setdefault(k, now)
+
+        return replace(chat_answer({"rows": entries}), on_sent=sent)
+
+    def twice(self) -> list[Any]:
         with self._lock:
             return sorted(n for n, k in self.answered.items() if k > 1)
