@@ -167,9 +167,11 @@ class Worker:
                 time.sleep(0.1)
         raise RuntimeError("sluice serve did not come up; see serve.log")
 
-    def kill(self) -> None:
+    def kill(self, at: list[float]) -> None:
+        """SIGKILL, noting the instant the signal was sent in ``at``."""
         assert self.proc is not None
         os.kill(self.proc.pid, signal.SIGKILL)
+        at.append(time.monotonic())
         self.proc.wait()
 
     def stop(self) -> None:
@@ -261,8 +263,7 @@ def main() -> int:
         kills = 0
         while len(done_at) < SHEETS:
             if kills < len(kill_at) and model.calls >= kill_at[kills]:
-                model.kill_times.append(time.monotonic())
-                worker.kill()
+                worker.kill(model.kill_times)
                 kills += 1
                 print(f"kill -9 #{kills} after {model.calls} model calls", file=sys.stderr)
                 worker.start()

@@ -243,6 +243,8 @@ def with_google_auth(deps: Deps, auth: Any) -> Deps:
 
     deps.google_auth = auth
     deps.gmail = GmailConnector(auth)
+    # Google Sheets reach this auth too (a copy of deps must not keep a factory bound to the original).
+    deps.sheets_factory = lambda source: sheets_for(source, deps.settings, deps)
     return deps
 
 
