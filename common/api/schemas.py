@@ -377,6 +377,10 @@ class TaskOut(Out):
     error: dict[str, str] | None
     pages: int | None
     rows: int | None
+    # The item's progress in its kind's unit (e.g. the rows of an enrich range), when the kind measures it.
+    unit: str | None = None
+    units_done: int | None = None
+    units_total: int | None = None
     input_tokens: int | None
     output_tokens: int | None
     started_at: datetime | None
@@ -385,7 +389,11 @@ class TaskOut(Out):
 
     @classmethod
     def of(cls, t: ExtractionTask) -> TaskOut:
+        unit, measured = _item_units(t)
         return cls(
+            unit=unit,
+            units_done=None if measured is None else measured[0],
+            units_total=None if measured is None else measured[1],
             id=t.id,
             run_id=t.run_id,
             file_id=t.file_id,
@@ -402,6 +410,18 @@ class TaskOut(Out):
             finished_at=t.finished_at,
             history=[AttemptOut.model_validate(a.model_dump()) for a in t.history],
         )
+
+
+def _item_units(t: ExtractionTask) -> tuple[str | None, tuple[int, int] | None]:
+    """The item's kind's unit and its (done, total) in it, if the kind measures its items."""
+    from common import kinds
+
+    try:
+        kind = kinds.get(t.kind)
+    except PermanentError:
+        return None, None
+    measured = kind.item_units(t) if kind.item_units is not None else None
+    return (kind.unit, measured) if measured is not None else (None, None)
 
 
 class TaskList(Out):

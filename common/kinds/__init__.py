@@ -133,6 +133,8 @@ class Kind:
     # The Cloud Function (topology.yaml) that runs this kind's start and items.
     function: str
     unit: str = "items"  # what progress counts: documents, rows, chunks, sections...
+    # An item's progress in ``unit``, (done, total), shown per item by the API and console (None: not measured).
+    item_units: Callable[[WorkItem], tuple[int, int] | None] | None = None
     # Pure: the run's outputs from its terminal items, stored on the run by the fan-in that completes it.
     fan_in: FanIn | None = None
     # The model the items call (None: the deployment's) and the quota / circuit they share.

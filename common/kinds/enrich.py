@@ -123,6 +123,19 @@ def fan_in(run: Run, items: Iterable[WorkItem]) -> dict[str, Any]:
     return {**totals, "output": output}
 
 
+def item_units(item: WorkItem) -> tuple[int, int] | None:
+    """A range's rows done (written, failed or skipped) and its rows, from its params and checkpoint."""
+    try:
+        first, last = int(item.params["first"]), int(item.params["last"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    total = last - first + 1
+    if item.status is TaskStatus.COMPLETED:
+        return total, total
+    through = int((item.checkpoint or {}).get("written_through", first - 1))
+    return max(0, min(total, through - first + 1)), total
+
+
 def estimate(job: Job, inputs: Sequence[SourceFile], settings: EnrichSettings) -> Estimate:
     return Estimate(items=len(item_ranges(settings)))
 
@@ -140,6 +153,7 @@ KIND = register(
         fan_in=fan_in,
         function="enrich",
         unit="rows",
+        item_units=item_units,
         quota="model",
         estimate=estimate,
         uses_uploads=False,

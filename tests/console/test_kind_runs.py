@@ -98,6 +98,53 @@ def test_an_enrich_run_shows_its_progress_in_rows(page: Any, console: Console, f
     expect(page.locator("#counts")).not_to_contain_text("3 total")
     # Reviewing values is the extract kind's; an enrich run offers no review.
     expect(page.locator("#open-review")).to_have_count(0)
+    # Each item is a range described in the kind's unit (rows), not in pages.
+    items = page.get_by_role("table", name="Items")
+    expect(items.get_by_role("columnheader").first).to_have_text("Item")
+    expect(items.locator("tbody tr")).to_have_count(3)
+    expect(items.locator("tbody tr td:nth-child(4)")).to_have_text(["20 of 20 rows", "20 of 20 rows", "5 of 5 rows"])
+    expect(items.locator(".err")).to_have_count(0)
+    expect(items).not_to_contain_text("page")
+
+
+def test_a_paused_enrich_runs_items_show_the_rows_each_range_has_done(
+    page: Any, console: Console, fake_model: FakeOpenAI
+) -> None:
+    src = console.tmp / "leads.csv"
+    with open(src, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["name", "price"])
+        w.writerows([f"bread {i}" if i % 2 else f"hammer {i}", i] for i in range(ROWS))
+    holder: dict[str, str] = {}
+
+    def pause_at_row_10(number: int, text: str) -> dict[str, Any] | None:
+        if number == 10 and "paused" not in holder:
+            console.call("POST", f"/v1/runs/{holder['run']}/pause", {})  # while rows 7-11 are with the model
+            holder["paused"] = "yes"
+        return {"category": "food" if "bread" in text else "tools"}
+
+    fake_model.default = RowModel(pause_at_row_10)
+    settings = {
+        "source": str(src),
+        "prompt": "Product: {name} at {price}",
+        "outputs": [{"name": "category", "type": "enum", "values": ["food", "tools"]}],
+        "rows_per_call": 5,
+        "rows_per_item": 50,  # one range, so it is the only one started when the pause comes
+    }
+    job = console.call("POST", "/v1/jobs", {"name": "Leads", "kind": "enrich", "settings": settings})
+    run = console.call("POST", f"/v1/jobs/{job['id']}/runs", {})
+    holder["run"] = run["id"]
+
+    def stopped() -> Any:
+        items = console.call("GET", f"/v1/runs/{run['id']}/tasks")["items"]
+        return items if items and items[0]["status"] != "running" and items[0]["units_done"] else None
+
+    _poll(console, "the range to stop at the pause", stopped)
+    _open(page, console, f"#/runs/{run['id']}")
+    expect(page.locator("#run-status")).to_contain_text("paused")
+    # The range stopped after the batch that was with the model: rows 2-11 written, 10 of its 45 rows.
+    cells = page.get_by_role("table", name="Items").locator("tbody tr td:nth-child(4) .measure")
+    expect(cells).to_have_text([f"10 of {ROWS} rows"])
 
 
 def _copy_editor(req: ChatRequest) -> Reply:

@@ -74,3 +74,32 @@ def test_the_fan_in_sums_the_completed_ranges_counts() -> None:
     out = enrich.fan_in(run, items)
     assert out["rows_written"] == 19 and out["rows_failed"] == 1 and out["model_calls"] == 4
     assert out["output"] == "/x/p.enriched.csv"
+
+
+def _range(status: TaskStatus, checkpoint: dict[str, Any] | None = None) -> WorkItem:
+    return WorkItem(
+        id="t",
+        owner="u",
+        run_id="run_1",
+        job_id="job_1",
+        kind="enrich",
+        file_id="rows-2-201",
+        file_name="rows 2-201",
+        status=status,
+        params={"first": 2, "last": 201},
+        checkpoint=checkpoint,
+        created_at=NOW,
+        updated_at=NOW,
+    )
+
+
+def test_a_range_measures_its_progress_in_rows_from_its_checkpoint() -> None:
+    units = kinds.get("enrich").item_units
+    assert units is not None
+    assert units(_range(TaskStatus.QUEUED)) == (0, 200)
+    # Rows up to the last written one; answers saved but not yet written are not counted.
+    assert units(_range(TaskStatus.RUNNING, {"written_through": 41, "pending": [{"row": 42, "values": {}}]})) == (
+        40,
+        200,
+    )
+    assert units(_range(TaskStatus.COMPLETED, {"written_through": 41})) == (200, 200)

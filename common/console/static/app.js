@@ -378,6 +378,22 @@ function rowCounts(run, tasks, total) {
   return { done, total };
 }
 
+// An item's size in its kind's unit when the kind measures it (an enrich range: "20 of 20 rows");
+// else what extraction found in it.
+function itemMeasure(t) {
+  if (t.units_total !== null && t.units_total !== undefined) return `${num(t.units_done)} of ${num(t.units_total)} ${t.unit}`;
+  return t.rows !== null && t.rows !== undefined ? `${t.rows} row(s), ${t.pages || 0} page(s)` : "";
+}
+
+// A failed item shows why; an item the kind measures shows how far it got (a paused range's last attempt
+// ended on purpose, so its note is secondary); others show their last error, else what they found.
+function itemOutcome(t) {
+  const err = t.error ? h("span", { class: "err" }, `${t.error.code || ""}: ${t.error.message || ""}`, t.error.hint ? h("span", { class: "muted" }, ` — ${t.error.hint}`) : null) : null;
+  const measured = t.units_total !== null && t.units_total !== undefined;
+  if (!measured || t.status === "failed") return err || h("span", { class: "muted" }, itemMeasure(t));
+  return h("span", {}, h("span", { class: "measure" }, itemMeasure(t)), t.error ? h("span", { class: "muted" }, ` · last attempt: ${t.error.code || t.error.message || ""}`) : null);
+}
+
 function rowsText(r) {
   const parts = r.written === undefined ? [`${num(r.done)} done`]
     : [`${num(r.written)} written`, `${num(r.failed)} failed`, `${num(r.skipped)} skipped`];
@@ -470,7 +486,7 @@ async function runPage(id) {
     lastTasks = body.items;
     tasks.replaceChildren(...body.items.map((t) => h("tr", {},
       h("td", {}, t.file_name), h("td", {}, badge(t.status)), h("td", {}, t.attempts),
-      h("td", {}, t.error ? h("span", { class: "err" }, `${t.error.code || ""}: ${t.error.message || ""}`, t.error.hint ? h("span", { class: "muted" }, ` — ${t.error.hint}`) : null) : h("span", { class: "muted" }, t.rows !== null && t.rows !== undefined ? `${t.rows} row(s), ${t.pages || 0} page(s)` : "")))));
+      h("td", {}, itemOutcome(t)))));
   };
   const loadExports = async () => {
     const body = await guarded(() => api("GET", `/v1/runs/${id}/exports`));
@@ -529,7 +545,7 @@ async function runPage(id) {
     controls, cost, report,
     h("section", { "aria-labelledby": "h-exports" }, h("h2", { id: "h-exports" }, "Exports"), exportsEl, newExport),
     h("section", { "aria-labelledby": "h-tasks" }, h("h2", { id: "h-tasks" }, "Items"),
-      h("div", { class: "scroll" }, h("table", { "aria-label": "Items" }, h("thead", {}, h("tr", {}, ["File", "Status", "Attempts", "Result or failure"].map((t) => h("th", { scope: "col" }, t)))), tasks))));
+      h("div", { class: "scroll" }, h("table", { "aria-label": "Items" }, h("thead", {}, h("tr", {}, [unit === "documents" ? "File" : "Item", "Status", "Attempts", "Result or failure"].map((t) => h("th", { scope: "col" }, t)))), tasks))));
   await refresh();
   let last = 0;
   follow(`/v1/operations/${run.operation_id}/events`, (name, op) => {
