@@ -389,7 +389,28 @@ def sheets_for(source: str, settings: Settings, deps: Deps) -> Sheets:
         )
     from common.adapters.google.sheets import GoogleSheets
 
-    return GoogleSheets(deps.google_auth, deps.clock)
+    return GoogleSheets(deps.google_auth, deps.clock, limiter=lambda key: _sheets_limiter(key, settings, deps))
+
+
+def _sheets_limiter(key: str, settings: Settings, deps: Deps) -> Any:
+    """The shared limiter for Sheets requests of one kind ("read", "write") for the project or one user
+    ("read:OWNER"): the API's per-minute quotas, shared by every instance through the store."""
+    from common.core.leases import QuotaPlan
+    from common.service import leased_ratelimit
+
+    op, _, owner = key.partition(":")
+    project, user = (
+        (settings.sheets_reads_per_min, settings.sheets_reads_per_min_per_user)
+        if op == "read"
+        else (settings.sheets_writes_per_min, settings.sheets_writes_per_min_per_user)
+    )
+    return leased_ratelimit.shared(
+        deps.store,
+        deps.clock,
+        key=f"sheets:{key}",
+        plan=QuotaPlan.per_minute(user if owner else project),
+        hint="Sluice is pacing Google Sheets requests to stay within the API's quotas; the work resumes on its own.",
+    )
 
 
 def _sqlite_index(settings: Settings) -> SearchIndex:

@@ -57,6 +57,12 @@ class Settings(BaseSettings):
     openai_rpm: int = Field(default=600, ge=1)
     # Enrich runs (sheets) running at once per user; more wait queued.
     enrich_sheets_per_user: int = Field(default=3, ge=1)
+    # Google Sheets API requests per minute (its default quotas), paced through the shared rate limiter:
+    # reads and writes, per project and per user.
+    sheets_reads_per_min: int = Field(default=300, ge=1)
+    sheets_writes_per_min: int = Field(default=300, ge=1)
+    sheets_reads_per_min_per_user: int = Field(default=60, ge=1)
+    sheets_writes_per_min_per_user: int = Field(default=60, ge=1)
     # Search collections. Embedding models a collection may name: "none" (lexical only),
     # "hashing-N" (offline, not semantic), "vertex:MODEL", "openai:MODEL" (SLUICE_EMBED_URL).
     embed_location: str = "europe-west1"

@@ -60,6 +60,11 @@ def _env(tmp: Path, keys: Keys, oauth: FakeTokenServer, sheets: FakeSheets, mode
         openai_base_url=model.base_url,
         openai_model="fake",
         openai_rpm=100_000,
+        # The Sheets quotas are paced on the store's limiter; the frozen test clock would never refill it.
+        sheets_reads_per_min=100_000,
+        sheets_writes_per_min=100_000,
+        sheets_reads_per_min_per_user=100_000,
+        sheets_writes_per_min_per_user=100_000,
     )
     base = bootstrap(settings, clock=clock)
     auth = GoogleOAuth(

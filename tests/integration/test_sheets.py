@@ -238,3 +238,42 @@ def test_a_file_that_is_not_a_table_is_refused(tmp_path: Path) -> None:
     with pytest.raises(PermanentError) as err:
         LocalTables().open(str(tmp_path / "notes.txt"), owner="local")
     assert err.value.code == "table_unsupported"
+
+
+def test_each_request_first_takes_a_token_from_the_projects_and_the_users_quota_and_waits_for_one(
+    tmp_path: Path,
+) -> None:
+    from common.adapters.local.sqlite_store import SqliteStore
+    from common.core.ratelimit import BucketConfig
+    from common.service.ratelimit import StoreRateLimiter
+
+    clock = ManualClock()
+    waits: list[tuple[str, float]] = []
+    store = SqliteStore(tmp_path / "state.db")
+    taken: list[str] = []
+
+    class Limiter(StoreRateLimiter):
+        def acquire(self, cost: float = 1.0) -> Any:
+            taken.append(self.key)
+            return super().acquire(cost)
+
+    def limiter(key: str) -> StoreRateLimiter:
+        # The user's writes: one token, then one per 30 s (2 a minute); everything else unpaced here.
+        config = BucketConfig(1, 1 / 30) if key == "write:u1" else BucketConfig(100, 100)
+
+        def sleep(s: float) -> None:
+            waits.append((key, s))
+            clock.advance(s)
+
+        return Limiter(store, clock, key=key, config=config, max_wait_s=120, sleep=sleep)
+
+    limiters: dict[str, StoreRateLimiter] = {}
+    http = RecordingHttp([ok(META), values("Leads!A1:B1", [["name", "summary"]]), ok({}), ok({}), ok({})])
+    api = GoogleSheets(StaticAuth(http), clock, limiter=lambda key: limiters.setdefault(key, limiter(key)))
+    sheet = api.open(SHEET_ID, owner="u1", sheet="Leads")
+    for n in (2, 3, 4):
+        sheet.write_rows([RowWrite(n, {"summary": "s"})])
+    assert taken == ["read", "read:u1", "read", "read:u1"] + ["write", "write:u1"] * 3
+    assert [k for k, _ in waits] == ["write:u1", "write:u1"]  # the 2nd and 3rd writes waited for the user's quota
+    assert sum(s for _, s in waits) == pytest.approx(60.0, abs=0.5)
+    assert [m for m, _, _ in http.requests] == ["GET", "GET", "POST", "POST", "POST"]

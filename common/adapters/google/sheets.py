@@ -9,7 +9,12 @@ formula -- split so that each request stays under the API's payload and
 range limits.
 
 Quota: Sheets allows a per-minute number of read and write requests per
-project and per user, and answers 429 past it. Every failure is classified by
+project and per user, and answers 429 past it. Each request first takes a
+token from the shared rate limiters the composition root gives
+(``limiter("read")``, ``limiter("read:OWNER")``, the same for ``write``),
+so instances together stay under the quotas rather than meeting them as
+429s; a limiter that cannot give one soon raises THROTTLED, and the item is
+retried later from its checkpoint. Every failure is classified by
 :mod:`common.adapters.google.errors` (``SHEETS``); a 429 or 503 is waited out
 here (the server's ``Retry-After``, else exponential backoff) a few times,
 because the alternative -- failing the item -- would throw away model answers
@@ -25,6 +30,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from common.adapters.gcp.gemini import RateLimiter
 from common.adapters.google.errors import SHEETS, classify_exception
 from common.core.errors import ErrorKind, PermanentError, RetryableError
 from common.core.retry import Backoff
@@ -81,8 +87,10 @@ class GoogleSheets:
         sleep: Callable[[float], None] = time.sleep,
         max_quota_waits: int = 4,
         max_request_bytes: int = MAX_REQUEST_BYTES,
+        limiter: Callable[[str], RateLimiter] | None = None,
     ) -> None:
         self._auth = auth
+        self._limiter = limiter
         self._clock = clock
         self._sleep = sleep
         self._max_quota_waits = max_quota_waits
@@ -103,12 +111,20 @@ class GoogleSheets:
 
     def open(self, source: str, *, owner: str, sheet: str | None = None, header_row: int = 1) -> GoogleSheet:
         http = self._auth.authorized_http(owner, [SPREADSHEETS])
-        return GoogleSheet(self, http, spreadsheet_id(source), sheet, header_row)
+        return GoogleSheet(self, http, spreadsheet_id(source), sheet, header_row, owner=owner)
 
-    def call(self, what: str, request: Any, http: Any) -> Any:
-        """Execute ``request`` with the user's http, waiting out 429/503 a few times; Sluice errors only."""
+    def _pace(self, op: str, owner: str) -> None:
+        """A token for one ``op`` ("read" or "write") request from the project's and the user's quota."""
+        if self._limiter is not None:
+            self._limiter(op).acquire()
+            self._limiter(f"{op}:{owner}").acquire()
+
+    def call(self, what: str, request: Any, http: Any, *, op: str = "read", owner: str = "") -> Any:
+        """Execute ``request`` with the user's http, paced by the quota, waiting out 429/503 a few times;
+        Sluice errors only."""
         waits = 0
         while True:
+            self._pace(op, owner)
             try:
                 return request.execute(http=http)
             except Exception as exc:
@@ -130,8 +146,11 @@ class GoogleSheets:
 class GoogleSheet:
     """One tab of one spreadsheet, as one user reaches it."""
 
-    def __init__(self, api: GoogleSheets, http: Any, sheet_id: str, tab: str | None, header_row: int) -> None:
+    def __init__(
+        self, api: GoogleSheets, http: Any, sheet_id: str, tab: str | None, header_row: int, *, owner: str = ""
+    ) -> None:
         self._api = api
+        self._owner = owner
         self._http = http
         self.spreadsheet_id = sheet_id
         self._wanted_tab = tab
@@ -160,7 +179,7 @@ class GoogleSheet:
             .spreadsheets()
             .get(spreadsheetId=self.spreadsheet_id, fields="sheets.properties(sheetId,title,gridProperties)")
         )
-        meta = self._api.call(f"spreadsheet {self.spreadsheet_id}", request, self._http)
+        meta = self._api.call(f"spreadsheet {self.spreadsheet_id}", request, self._http, owner=self._owner)
         tabs = [s["properties"] for s in meta.get("sheets", [])]
         found = [t for t in tabs if self._wanted_tab in (None, t["title"])]
         if not found:
@@ -181,7 +200,7 @@ class GoogleSheet:
         request = self._values().get(
             spreadsheetId=self.spreadsheet_id, range=a1, majorDimension="ROWS", valueRenderOption="FORMATTED_VALUE"
         )
-        got = self._api.call(f"read of {a1}", request, self._http)
+        got = self._api.call(f"read of {a1}", request, self._http, owner=self._owner)
         return [[str(c) for c in row] for row in got.get("values", [])]
 
     def headers(self) -> list[str]:
@@ -234,13 +253,13 @@ class GoogleSheet:
                 ]
             }
             request = self._api.service().spreadsheets().batchUpdate(spreadsheetId=self.spreadsheet_id, body=body)
-            self._api.call("adding columns", request, self._http)
+            self._api.call("adding columns", request, self._http, op="write", owner=self._owner)
             self._columns = needed
         a1 = self._a1(start, self._header_row, needed - 1, self._header_row)
         request = self._values().update(
             spreadsheetId=self.spreadsheet_id, range=a1, valueInputOption="RAW", body={"values": [missing]}
         )
-        self._api.call(f"write of {a1}", request, self._http)
+        self._api.call(f"write of {a1}", request, self._http, op="write", owner=self._owner)
         self._headers = headers + missing
         return list(self._headers)
 
@@ -254,7 +273,7 @@ class GoogleSheet:
         for chunk in _chunks(data, self._api.max_request_bytes):
             body = {"valueInputOption": "RAW", "data": chunk}
             request = self._values().batchUpdate(spreadsheetId=self.spreadsheet_id, body=body)
-            self._api.call(f"write of {len(chunk)} ranges", request, self._http)
+            self._api.call(f"write of {len(chunk)} ranges", request, self._http, op="write", owner=self._owner)
             requests += 1
         return requests
 
