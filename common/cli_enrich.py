@@ -56,6 +56,9 @@ def add_enrich_command(sub: Any) -> None:
     p.add_argument("--overwrite", action="store_true", help="fill rows whose output cells are already filled")
     p.add_argument("--rows-per-call", type=int, default=20, metavar="N", help="rows per model call (default: 20)")
     p.add_argument("--rows-per-item", type=int, default=200, metavar="N", help="rows per work item (default: 200)")
+    p.add_argument(
+        "--rows-per-write", type=int, default=100, metavar="N", help="rows written back per request (default: 100)"
+    )
     add_common(p)
     p.set_defaults(func=cmd_enrich)
 
@@ -84,6 +87,7 @@ def settings_from_args(args: argparse.Namespace) -> EnrichSettings:
             overwrite=args.overwrite,
             rows_per_call=args.rows_per_call,
             rows_per_item=args.rows_per_item,
+            rows_per_write=args.rows_per_write,
         )
     except ValidationError as err:
         first = err.errors()[0]

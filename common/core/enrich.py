@@ -251,6 +251,12 @@ class EnrichSettings(BaseModel):
     overwrite: bool = False
     rows_per_call: int = Field(default=20, ge=1, le=200)
     rows_per_item: int = Field(default=200, ge=1, le=5000)
+    rows_per_write: int = Field(
+        default=100,
+        ge=1,
+        le=5000,
+        description="Answered rows written back to the sheet per request (Sheets' write quota counts requests).",
+    )
 
     @field_validator("outputs")
     @classmethod

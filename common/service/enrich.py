@@ -1,29 +1,30 @@
 """Enrichment of a range of rows: read, ask the model a batch at a time, write back, checkpoint.
 
-The unit of work is a range of rows (a work item of an enrich run). Within
-it, rows go to the model ``rows_per_call`` at a time. The checkpoint is the
-last written row (``written_through``) plus the answers received for the
-batch after it (``pending``). The order of effects is what makes a row
-answered at most once by the model, whatever stops the worker (crash,
+The unit of work is a range of rows (a work item of an enrich run). Its rows
+are read once; they go to the model ``rows_per_call`` at a time, and answered
+rows are written back ``rows_per_write`` at a time (Sheets' quotas count
+requests). The checkpoint holds the last written row (``written_through``),
+the answers saved but not yet written (``pending``, through
+``pending_through``) and, while a batch's malformed rows are asked again, that
+batch's answers so far (``partial``). The order of effects is what makes a
+row answered at most once by the model, whatever stops the worker (crash,
 kill -9, pause, redeploy, quota):
 
-1. as soon as a model call returns, its answers are saved in the checkpoint
-   (``pending``), before anything else: before the sheet write, and before
-   a malformed row of the batch is asked again (so a retry never holds
-   received answers in memory only). That save is the one store write of a
-   batch; the window in which a received answer can be lost is the time it
-   takes (measured in ``bench/enrich.py``'s notes: a few ms typically);
-2. the batch is written to the sheet (a rewrite of the same cells with the
-   same values is harmless);
-3. the next batch's save moves ``written_through`` past it (no write of its
-   own: one checkpoint write per batch keeps the store's write lock free for
-   the other ranges' answers).
+1. as soon as a model call returns, its answers are saved in the checkpoint,
+   before anything else: before any sheet write, and before a malformed row
+   of the batch is asked again (so received answers are never held in memory
+   only while the model is asked something else). That save is the one store
+   write of a batch; what remains is the few ms between an answer's arrival
+   and that save's commit;
+2. pending answers are written to the sheet once there are ``rows_per_write``
+   of them, at the range's end, and before stopping for a pause (a rewrite of
+   the same cells with the same values is harmless);
+3. the next save moves ``written_through`` past them (no write of its own).
 
-A resumed attempt first writes a complete ``pending`` batch without asking
-the model; for a batch that was still being retried (``pending_complete``
-false) it asks only its rows without a saved answer. Only a call whose
-answer never reached the checkpoint (the worker died while the model was
-answering, or in the few ms before the save) is asked again.
+A resumed attempt carries on from the saved answers: pending ones are written
+without asking the model, and a batch cut short asks only its rows without a
+saved answer. Only a call whose answer never reached the checkpoint (the
+worker died while the model was answering, or in those few ms) is asked again.
 
 A row's entry that breaks the column types is asked again (alone with the
 other failed rows of its batch) twice more; then the row gets error cells
@@ -112,63 +113,78 @@ def enrich_range(
     cp = dict(checkpoint or {})
     done = RangeOutcome(written_through=int(cp.get("written_through", first - 1)))
     _restore_counts(done, cp)
-    known = _resume(sheet, cp, done)
+    state = _Saved.resume(done, save_checkpoint, sheet, cp)
+    known = _answers(cp.get("partial"))
     size = settings.rows_per_call
-    start = done.written_through + 1
+    start = state.answered_through + 1
+    rows = {r.number: r for r in sheet.read_rows(start, last)} if start <= last else {}
     while start <= last:
         if should_stop():
-            done.stopped = True
-            # Stopping is rare: leave a checkpoint with nothing pending, so the place is plain to see.
+            # Stopping is rare: write what is saved, and leave a checkpoint with nothing pending.
+            state.flush()
             save_checkpoint({"written_through": done.written_through, "counts": _counts(done)})
-            break
+            done.stopped = True
+            return done
         end = min(last, start + size - 1)
-        rows = sheet.read_rows(start, end)
-        todo = [r for r in rows if settings.overwrite or not is_filled(r.cells, settings.outputs)]
-        batch = _Batch(done, save_checkpoint, through=end)
-        if todo:
-            writes = _answer(model, settings, todo, {n: v for n, v in known.items() if start <= n <= end}, batch)
-        else:
-            writes = []
-        done.skipped += len(rows) - len(todo)
-        batch.save(writes, complete=True)
-        if writes:
-            sheet.write_rows(writes)
-        done.written_through = end
+        batch = [rows[n] for n in range(start, end + 1) if n in rows]
+        todo = [r for r in batch if settings.overwrite or not is_filled(r.cells, settings.outputs)]
+        writes = _answer(model, settings, todo, known, done, state.partial(end)) if todo else []
+        done.skipped += len(batch) - len(todo)
+        state.add(writes, through=end)
+        if len(state.unwritten) >= settings.rows_per_write:
+            state.flush()
         known = {}
         start = end + 1
+    state.flush()
     return done
 
 
-def _resume(sheet: Sheet, cp: Mapping[str, Any], done: RangeOutcome) -> dict[int, dict[str, CellValue]]:
-    """Write a saved batch whose answers are all in (never asking again); the answers of a batch cut short."""
-    pending = _pending(cp)
-    if not pending:
-        return {}
-    if not cp.get("pending_complete", True):
-        # The worker stopped between a batch's calls: its rows with an answer are not asked again.
-        return {w.number: dict(w.values) for w in pending}
-    sheet.write_rows(pending)
-    done.written_through = max(done.written_through, int(cp.get("pending_through", max(w.number for w in pending))))
-    return {}
-
-
 @dataclass
-class _Batch:
-    """Saves a batch's answers the moment they are received (see the module docstring)."""
+class _Saved:
+    """The answers saved in the checkpoint and not yet written, and their saves."""
 
     done: RangeOutcome
     save_checkpoint: Callable[[dict[str, Any]], None]
-    through: int
+    sheet: Sheet
+    answered_through: int
+    unwritten: list[RowWrite] = field(default_factory=list)
 
-    def save(self, writes: Sequence[RowWrite], *, complete: bool) -> None:
-        if not writes and not complete:
-            return
+    @classmethod
+    def resume(
+        cls, done: RangeOutcome, save: Callable[[dict[str, Any]], None], sheet: Sheet, cp: Mapping[str, Any]
+    ) -> _Saved:
+        pending = _pending(cp)
+        through = int(cp.get("pending_through", max((w.number for w in pending), default=done.written_through)))
+        return cls(done, save, sheet, answered_through=max(done.written_through, through), unwritten=pending)
+
+    def _checkpoint(self) -> dict[str, Any]:
         cp: dict[str, Any] = {"written_through": self.done.written_through, "counts": _counts(self.done)}
-        if writes:
-            cp.update(pending=_encode(writes), pending_through=self.through, pending_complete=complete)
-        elif self.through > self.done.written_through:
-            cp["written_through"] = self.through  # nothing to write (filled rows): the batch is done
-        self.save_checkpoint(cp)
+        if self.unwritten:
+            cp.update(pending=_encode(self.unwritten), pending_through=self.answered_through)
+        return cp
+
+    def partial(self, through: int) -> Callable[[Sequence[RowWrite]], None]:
+        """Saves the answers so far of the batch ending at ``through``, between its calls."""
+
+        def save(answers: Sequence[RowWrite]) -> None:
+            self.save_checkpoint({**self._checkpoint(), "partial": _encode(answers), "partial_through": through})
+
+        return save
+
+    def add(self, writes: Sequence[RowWrite], *, through: int) -> None:
+        """A batch is answered (or skipped): save its writes with the others not yet written."""
+        self.unwritten.extend(writes)
+        self.answered_through = through
+        if not self.unwritten:
+            self.done.written_through = through  # nothing to write (filled rows): the batch is done
+        self.save_checkpoint(self._checkpoint())
+
+    def flush(self) -> None:
+        """Write the saved answers; the next save records them as written."""
+        if self.unwritten:
+            self.sheet.write_rows(self.unwritten)
+            self.unwritten = []
+        self.done.written_through = self.answered_through
 
 
 def _answer(
@@ -176,7 +192,8 @@ def _answer(
     settings: EnrichSettings,
     rows: Sequence[SheetRow],
     known: Mapping[int, dict[str, CellValue]],
-    batch: _Batch,
+    done: RangeOutcome,
+    save_partial: Callable[[Sequence[RowWrite]], None],
 ) -> list[RowWrite]:
     """Each row's values from the model (asking again for rows whose entry was malformed), or error cells.
 
@@ -190,7 +207,6 @@ def _answer(
     answers: dict[int, dict[str, CellValue]] = {n: dict(v) for n, v in known.items() if n in by_number}
     reasons: dict[int, str] = {}
     asking = [n for n in by_number if n not in answers]
-    done = batch.done
     for attempt in range(MAX_ATTEMPTS_PER_ROW):
         if not asking:
             break
@@ -212,7 +228,7 @@ def _answer(
                 reasons[number] = outcome.reason
         asking = [n for n in asking if n not in answers]
         if asking and attempt + 1 < MAX_ATTEMPTS_PER_ROW:
-            batch.save([RowWrite(n, answers[n]) for n in sorted(answers)], complete=False)
+            save_partial([RowWrite(n, answers[n]) for n in sorted(answers)])
     writes = [RowWrite(n, answers[n]) for n in sorted(answers)]
     done.written += len(writes)
     for number in asking:
@@ -252,3 +268,8 @@ def _encode(writes: Sequence[RowWrite]) -> list[dict[str, Any]]:
 def _pending(cp: Mapping[str, Any]) -> list[RowWrite]:
     raw = cp.get("pending") or []
     return [RowWrite(int(p["row"]), dict(p["values"])) for p in raw if isinstance(p, dict)]
+
+
+def _answers(raw: Any) -> dict[int, dict[str, CellValue]]:
+    """A batch's saved answers (``partial``) by row."""
+    return {int(p["row"]): dict(p["values"]) for p in raw or [] if isinstance(p, dict)}

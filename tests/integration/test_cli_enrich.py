@@ -149,7 +149,7 @@ def test_kill_9_mid_run_then_the_same_command_writes_every_row_once_and_asks_no_
     fake.default = responder
     # One range (one item): calls are sequential, so the ninth call is the only one in flight at the kill.
     # --overwrite: filled rows are not skipped, so only the checkpoint keeps written rows from the model.
-    cmd = _cmd(src, "--rows-per-item", str(ROWS), "--overwrite")
+    cmd = _cmd(src, "--rows-per-item", str(ROWS), "--rows-per-write", "5", "--overwrite")
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=_env(fake), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     holder["proc"] = proc
     proc.wait(timeout=120)

@@ -53,6 +53,7 @@ def settings(**kw: Any) -> EnrichSettings:
         "prompt": "Product: {name} at {price}",
         "outputs": (parse_output("category:enum[food,tools]"), parse_output("summary:text")),
         "rows_per_call": 5,
+        "rows_per_write": 5,  # a write per batch, unless a test says otherwise
     }
     return EnrichSettings(**{**base, **kw})
 
@@ -283,3 +284,29 @@ def test_a_batch_costs_one_checkpoint_write(table: LocalTable, fake: FakeOpenAI)
     rec = Recorder(table, fake)
     rec.run(table, settings())
     assert rec.events.count("save") == rec.events.count("call") == 5
+
+
+def test_a_range_is_read_once_and_written_back_rows_per_write_at_a_time(table: LocalTable, fake: FakeOpenAI) -> None:
+    fake.default = RowModel(categorise)
+    rec = Recorder(table, fake)
+    out = rec.run(table, settings(rows_per_write=10))
+    assert out.written == ROWS
+    # 23 rows, 5 per call; written once 10 answers are saved, and at the end: rows 2-11, 12-21, 22-24.
+    assert rec.events.count("read") == 1 and rec.events.count("call") == 5 and rec.events.count("write") == 3
+    assert all(r["category"] in ("food", "tools") for r in output_rows(table))
+
+
+def test_answers_saved_but_not_yet_written_are_written_after_a_restart_without_asking_again(
+    table: LocalTable, fake: FakeOpenAI
+) -> None:
+    rows = RowModel(categorise)
+    fake.default = rows
+    rec = Recorder(table, fake, crash_on_call=4)  # three batches answered and saved, none written yet
+    with pytest.raises(Crash):
+        rec.run(table, settings(rows_per_write=20))
+    assert rec.events.count("write") == 0 and rec.cp.last is not None
+    assert [p["row"] for p in rec.cp.last["pending"]] == list(range(2, 17))
+    rec.crash_on_call = None
+    rec.run(table, settings(rows_per_write=20))
+    assert rows.twice() == [] and rows.calls == 5
+    assert [r["category"] for r in output_rows(table)] == ["food" if i % 2 else "tools" for i in range(ROWS)]
