@@ -193,3 +193,32 @@ def test_an_owners_fourth_sheet_waits_queued_until_one_of_three_finishes(
     env.drain(advance_clock=True)
     assert env.alice.get(f"/v1/runs/{run['id']}").get_json()["status"] == "completed"
     assert sorted(model.answered) == list(range(2, 12))
+
+
+def test_cancel_mid_range_stops_asking_the_model_and_delete_removes_the_job(
+    tmp_path: Path, keys: Keys, fake: FakeOpenAI
+) -> None:
+    src = _csv(tmp_path)
+    env = _env(tmp_path, keys, fake)
+    holder: dict[str, str] = {}
+
+    def answer(number: int, text: str) -> dict[str, Any]:
+        if number == 10 and "cancelled" not in holder:
+            # The owner cancels while the model is answering rows 7-11 of the first range.
+            assert env.alice.post(f"/v1/runs/{holder['run']}/cancel", {}).status_code == 200
+            holder["cancelled"] = "yes"
+        return _category(number, text)
+
+    model = RowModel(answer)
+    fake.default = model
+    run = _start(env, _settings(src, rows_per_item=50))
+    holder["run"] = run["id"]
+    env.drain(advance_clock=True)
+    got = env.alice.get(f"/v1/runs/{run['id']}").get_json()
+    assert got["status"] == "cancelled"
+    # The range stopped after the batch the model was answering; nothing after it was asked or written.
+    assert model.calls == 2 and sorted(model.answered) == list(range(2, 12))
+    assert [n for n, v in _written(src).items() if v] == list(range(2, 12))
+    assert env.alice.delete(f"/v1/jobs/{run['job_id']}").status_code == 204
+    assert env.alice.get(f"/v1/jobs/{run['job_id']}").status_code == 404
+    assert env.alice.get(f"/v1/runs/{run['id']}").status_code == 404
