@@ -11,8 +11,9 @@ rows go into one model call (``--rows-per-call``, 20): one structured answer
 with one validated entry per row.
 
 The worker process is killed with SIGKILL ``--kills`` times (3) at evenly
-spaced points of the model calls, and started again on the same data
-directory each time. A call the worker was waiting on when it died is never
+spaced points of the model calls (sent by a separate process after a random
+0-100 ms, so the instant is independent of the fake model's deliveries; see
+``Worker.kill``), and started again on the same data directory each time. A call the worker was waiting on when it died is never
 answered (its caller is gone: the fake server finds the connection closed,
 sends nothing and does not count it); a row whose complete answer the
 server delivered twice is a duplicate. For each duplicate the bench prints
@@ -167,11 +168,26 @@ class Worker:
                 time.sleep(0.1)
         raise RuntimeError("sluice serve did not come up; see serve.log")
 
-    def kill(self, at: list[float]) -> None:
-        """SIGKILL, noting the instant the signal was sent in ``at``."""
+    def kill(self, at: list[float], *, inline: bool = False) -> None:
+        """SIGKILL, noting the instant the signal was sent in ``at``.
+
+        By default another process sends it, after a random 0-100 ms of its own:
+        sent from this process, the kill would tend to land just as a fake-model
+        thread is delivering an answer (the bench's thread gets the GIL when that
+        thread releases it to write), which an OOM kill or a preemption does not.
+        ``inline`` sends it from here, at that correlated instant.
+        """
         assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGKILL)
-        at.append(time.monotonic())
+        if inline:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            at.append(time.monotonic())
+        else:
+            code = (
+                "import os, random, signal, sys, time; time.sleep(random.uniform(0, 0.1)); "
+                f"os.kill({self.proc.pid}, signal.SIGKILL); print(time.monotonic())"
+            )
+            killer = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+            at.append(float(killer.stdout))  # CLOCK_MONOTONIC: the same clock in every process
         self.proc.wait()
 
     def stop(self) -> None:
@@ -215,6 +231,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=5000)
     ap.add_argument("--kills", type=int, default=3)
+    ap.add_argument("--inline-kill", action="store_true", help="send SIGKILL from the bench's own thread")
     ap.add_argument("--latency-ms", type=float, default=50.0)
     ap.add_argument("--rpm", type=int, default=1200)
     ap.add_argument("--rows-per-call", type=int, default=20)
@@ -263,7 +280,7 @@ def main() -> int:
         kills = 0
         while len(done_at) < SHEETS:
             if kills < len(kill_at) and model.calls >= kill_at[kills]:
-                worker.kill(model.kill_times)
+                worker.kill(model.kill_times, inline=args.inline_kill)
                 kills += 1
                 print(f"kill -9 #{kills} after {model.calls} model calls", file=sys.stderr)
                 worker.start()
@@ -288,6 +305,7 @@ def main() -> int:
             "rows_per_sheet": args.rows,
             "source": "local CSV files (embedded backend)",
             "kills": kills,
+            "killer": "inline" if args.inline_kill else "separate process, random 0-100 ms",
             "rows_per_min_per_sheet": per_sheet,
             "min_rows_per_min_per_sheet": min(per_sheet),
             "target_rows_per_min_per_sheet": 1000,
