@@ -13,10 +13,11 @@ with one validated entry per row.
 The worker process is killed with SIGKILL ``--kills`` times (3) at evenly
 spaced points of the model calls (sent by a separate process after a random
 0-100 ms, so the instant is independent of the fake model's deliveries; see
-``Worker.kill``), and started again on the same data directory each time. A call the worker was waiting on when it died is never
-answered (its caller is gone: the fake server finds the connection closed,
-sends nothing and does not count it); a row whose complete answer the
-server delivered twice is a duplicate. For each duplicate the bench prints
+``Worker.kill``), and started again on the same data directory each time.
+A call the worker was waiting on when it died is never answered (its caller
+is gone: the fake server finds the connection closed, sends nothing and does
+not count it); a row whose complete answer the server delivered twice is a
+duplicate. For each duplicate the bench prints
 how long before the kill its first answer was delivered: the time the killed
 worker held that answer without having saved it. Every row of every output
 file is checked against the answer its own row gets.
