@@ -16,10 +16,12 @@ spaced points of the model calls (sent by a separate process after a random
 ``Worker.kill``), and started again on the same data directory each time.
 A call the worker was waiting on when it died is never answered (its caller
 is gone: the fake server finds the connection closed, sends nothing and does
-not count it); a row whose complete answer the server delivered twice is a
-duplicate. For each duplicate the bench prints
-how long before the kill its first answer was delivered: the time the killed
-worker held that answer without having saved it. Every row of every output
+not count it), and an answer sent to a worker killed before it read it is
+not counted either (its kernel resets the connection: ``answers_unread``).
+A row whose complete answer the server delivered twice, read by the worker
+both times, is a duplicate. For each duplicate the bench prints how long
+before the kill its first answer was read: the time the killed worker held
+that answer without having saved it. Every row of every output
 file is checked against the answer its own row gets.
 
 Prints per-sheet rows/min (wall clock from run start to completion, kills and
@@ -81,11 +83,14 @@ def _csv(path: Path, rows: int, sheet: int) -> None:
 class QuotaModel:
     """The fake model: ``latency_s`` per call and ``rpm`` calls per sliding minute (429 past it).
 
-    Rows are counted per (sheet, row) when their answer was *sent*: the fake
-    server writes an answer only to a caller still connected, so a call whose
-    worker was killed while the model was answering is dropped and not counted
-    (``FakeOpenAI.dropped``). A row counts as a duplicate when the server
-    delivered a complete answer for it twice.
+    Rows are counted per (sheet, row) when their answer was *delivered*: the
+    fake server writes an answer only to a caller still connected, so a call
+    whose worker was killed while the model was answering is dropped and not
+    counted (``FakeOpenAI.dropped``); and it waits for the worker to read the
+    answer and close the connection, so an answer sent to a worker killed
+    before it read it (its kernel resets the connection) is not counted either
+    (``FakeOpenAI.unread``). A row counts as a duplicate when the server
+    delivered a complete answer for it twice and the worker read it.
     """
 
     def __init__(self, latency_s: float, rpm: int) -> None:
@@ -239,7 +244,8 @@ def main() -> int:
     ap.add_argument("--creates", type=int, default=30)
     args = ap.parse_args()
     model = QuotaModel(args.latency_ms / 1000, args.rpm)
-    with tempfile.TemporaryDirectory(prefix="sluice-bench-enrich-") as tmp, FakeOpenAI() as fake:
+    fake_model = FakeOpenAI(confirm_receipt=True)
+    with tempfile.TemporaryDirectory(prefix="sluice-bench-enrich-") as tmp, fake_model as fake:
         fake.default = model
         root = Path(tmp)
         env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
@@ -318,6 +324,7 @@ def main() -> int:
             "duplicates_ms_before_a_kill": sorted(set(model.duplicate_gaps_ms())),
             "rows_wrong_or_missing": wrong,
             "calls_dropped_at_kills": fake.dropped,
+            "answers_unread_at_kills": fake.unread,
             "quota_rpm": args.rpm,
             "quota_429s": model.rejected,
             "latency_ms": args.latency_ms,

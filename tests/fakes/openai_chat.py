@@ -8,9 +8,12 @@ with a responder that answers every row, by the enrich tests and bench.
 A reply counts as sent only once the whole of it was written to a caller
 that was still there: if the caller's connection is closed when the reply is
 ready (its process was killed while the model was "thinking"), nothing is
-sent, the reply's ``on_sent`` is not called, and ``dropped`` counts it. So a
-row counts as answered when the server delivered a complete answer for it,
-not when the answer was computed.
+sent, the reply's ``on_sent`` is not called, and ``dropped`` counts it. With
+``confirm_receipt`` (the bench) it also waits for the caller to close after
+reading: a caller killed with the answer still unread in its socket resets
+the connection, and ``unread`` counts that answer instead. So a row counts as
+answered when the server delivered a complete answer for it (and, with
+``confirm_receipt``, the caller read it), not when the answer was computed.
 
     with FakeOpenAI() as fake:
         fake.push(chat_answer({"rows": [...]}), too_many_requests(retry_after="3"))
@@ -64,8 +67,12 @@ Responder = Callable[[ChatRequest], Reply]
 
 
 class FakeOpenAI:
-    def __init__(self, *, latency_s: float = 0.0) -> None:
+    def __init__(self, *, latency_s: float = 0.0, confirm_receipt: bool = False) -> None:
         self.latency_s = latency_s  # simulated model time, per request (the bench's 50 ms)
+        # After sending, wait for the caller to close its end (see _read_by_caller): a caller killed with
+        # the answer unread resets the connection, and the answer is not counted as given.
+        self.confirm_receipt = confirm_receipt
+        self.unread = 0  # answers sent that the caller never read (it died first)
         self._queue: deque[Reply | Responder] = deque()
         self._lock = threading.Lock()
         self.requests: list[ChatRequest] = []
@@ -118,6 +125,11 @@ class FakeOpenAI:
                 self.end_headers()
                 self.wfile.write(reply.body)
                 self.wfile.flush()
+                if fake.confirm_receipt and not _read_by_caller(self.connection):
+                    with fake._lock:
+                        fake.unread += 1
+                    self.close_connection = True
+                    return
                 if reply.on_sent is not None:
                     reply.on_sent()
 
@@ -150,6 +162,20 @@ def _caller_gone(conn: socket.socket) -> bool:
         return bool(readable) and conn.recv(1, socket.MSG_PEEK) == b""
     except OSError:
         return True
+
+
+def _read_by_caller(conn: socket.socket, timeout_s: float = 5.0) -> bool:
+    """Whether the caller read the answer just sent: a caller that reads it and closes sends FIN (or its
+    next request); one that dies with it unread makes its kernel reset the connection (RST). A caller
+    that neither closes nor sends within ``timeout_s`` is taken to have read it (counted, to be safe)."""
+    try:
+        conn.settimeout(timeout_s)
+        conn.recv(1, socket.MSG_PEEK)
+        return conn.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+    except TimeoutError:
+        return True
+    except OSError:  # ECONNRESET: the caller's kernel discarded the answer unread
+        return False
 
 
 def chat_answer(payload: Any, *, prompt_tokens: int = 300, completion_tokens: int = 40, finish: str = "stop") -> Reply:
