@@ -33,6 +33,7 @@ and the run goes on.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -58,6 +59,9 @@ from common.ports.textmodel import TextModel
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS_PER_ROW = 3  # the first answer and two retries of a malformed one
+# Answers saved but not yet written ride in the checkpoint (a Firestore document: 1 MiB at most); past this
+# they are written back whatever rows_per_write says, so the next checkpoint stays small.
+MAX_PENDING_BYTES = 256_000
 
 
 @dataclass
@@ -131,7 +135,7 @@ def enrich_range(
         writes = _answer(model, settings, todo, known, done, state.partial(end)) if todo else []
         done.skipped += len(batch) - len(todo)
         state.add(writes, through=end)
-        if len(state.unwritten) >= settings.rows_per_write:
+        if len(state.unwritten) >= settings.rows_per_write or state.pending_bytes > MAX_PENDING_BYTES:
             state.flush()
         known = {}
         start = end + 1
@@ -148,6 +152,7 @@ class _Saved:
     sheet: Sheet
     answered_through: int
     unwritten: list[RowWrite] = field(default_factory=list)
+    pending_bytes: int = 0
 
     @classmethod
     def resume(
@@ -174,6 +179,7 @@ class _Saved:
     def add(self, writes: Sequence[RowWrite], *, through: int) -> None:
         """A batch is answered (or skipped): save its writes with the others not yet written."""
         self.unwritten.extend(writes)
+        self.pending_bytes += len(json.dumps(_encode(writes)))
         self.answered_through = through
         if not self.unwritten:
             self.done.written_through = through  # nothing to write (filled rows): the batch is done
@@ -184,6 +190,7 @@ class _Saved:
         if self.unwritten:
             self.sheet.write_rows(self.unwritten)
             self.unwritten = []
+            self.pending_bytes = 0
         self.done.written_through = self.answered_through
 
 

@@ -8,6 +8,7 @@ checkpoints that never let the model answer a written row again.
 from __future__ import annotations
 
 import csv
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -310,3 +311,16 @@ def test_answers_saved_but_not_yet_written_are_written_after_a_restart_without_a
     rec.run(table, settings(rows_per_write=20))
     assert rows.twice() == [] and rows.calls == 5
     assert [r["category"] for r in output_rows(table)] == ["food" if i % 2 else "tools" for i in range(ROWS)]
+
+
+def test_saved_answers_are_written_back_early_when_they_would_make_the_checkpoint_too_large(
+    table: LocalTable, fake: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from common.service import enrich
+
+    monkeypatch.setattr(enrich, "MAX_PENDING_BYTES", 600)  # about two batches of this table's answers
+    fake.default = RowModel(categorise)
+    rec = Recorder(table, fake)
+    rec.run(table, settings(rows_per_write=1000))
+    assert rec.events.count("write") > 1
+    assert max(len(json.dumps(cp.get("pending", []))) for cp in rec.cp.saved) < 2 * 600
