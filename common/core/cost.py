@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Final, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:  # the records carry these models: a runtime import would be a cycle
-    from common.core.models import ExtractionTask, Job, SourceFile
+    from common.core.models import ExtractionTask, Job, SourceFile, StepSpend
 
 CURRENCY: Final = "USD"
 
@@ -191,6 +191,20 @@ def usage_of_tasks(tasks: Iterable[ExtractionTask], prices: dict[str, ModelPrice
             else cost_of(price, input_tokens=input_tokens, output_tokens=output_tokens, pages=pages)
         )
         total = total + Usage(input_tokens=input_tokens, output_tokens=output_tokens, pages=pages, cost=money)
+    return total
+
+
+def usage_of_steps(spends: Iterable[StepSpend], prices: dict[str, ModelPrice]) -> Usage:
+    """Actual usage of a run's effectful steps (plan, finish), priced by the model each called."""
+    total = Usage()
+    for spend in spends:
+        price = price_of(prices, spend.model)
+        money = (
+            0.0
+            if price is None
+            else cost_of(price, input_tokens=spend.input_tokens, output_tokens=spend.output_tokens, pages=0)
+        )
+        total = total + Usage(input_tokens=spend.input_tokens, output_tokens=spend.output_tokens, cost=money)
     return total
 
 

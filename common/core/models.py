@@ -199,6 +199,15 @@ class StepState(BaseModel):
     errors: list[dict[str, str]] = Field(default_factory=list)
 
 
+class StepSpend(BaseModel):
+    """What a run's effectful step (``plan`` / ``finish``) spent on a model, saved with the step's outcome."""
+
+    step: str
+    model: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
 class Run(Record):
     collection: ClassVar[str] = "runs"
 
@@ -238,6 +247,8 @@ class Run(Record):
     # What the kind's finish made, saved once; the fan-in then completes the run with it.
     finish_outputs: dict[str, Any] | None = None
     finish_step: StepState | None = None
+    # The model tokens its plan and finish spent (the items' are on the items); priced into ``usage``.
+    step_usage: list[StepSpend] = Field(default_factory=list)
 
     def frozen(self, job: Job) -> Job:
         """``job`` with the fields, prompt and settings this run froze when it started."""

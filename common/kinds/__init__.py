@@ -29,7 +29,7 @@ from pydantic import BaseModel, ValidationError
 from common.core import messages
 from common.core.errors import PermanentError, SluiceError
 from common.core.messages import ExtractTask, FinishRun, Message, StartRun
-from common.core.models import Job, Run, SourceFile, TaskResult, TaskUsage, WorkItem
+from common.core.models import Job, Run, SourceFile, StepSpend, TaskResult, TaskUsage, WorkItem
 
 if TYPE_CHECKING:
     from common.config import Settings
@@ -107,6 +107,16 @@ class StepCall:
     settings: BaseModel
     attempt: int
     items: list[WorkItem] = field(default_factory=list)
+    # What this attempt spent on models (see ``spent``): saved with the step's outcome and priced into the run's cost.
+    spends: list[StepSpend] = field(default_factory=list)
+
+    def spent(self, step: str, model: str | None, usage: TaskUsage) -> None:
+        """Record tokens this step spent on ``model`` (a step calling no model records nothing)."""
+        self.spends.append(
+            StepSpend(
+                step=step, model=model, input_tokens=usage.input_tokens or 0, output_tokens=usage.output_tokens or 0
+            )
+        )
 
 
 FanOut = Callable[[Job, Sequence[SourceFile], Any], list[ItemSpec]]

@@ -74,6 +74,7 @@ def plan(call: StepCall) -> list[ItemSpec] | SluiceError:
     model = call.ctx.deps.named_text_model(settings.model)
     prompt = core.plan_prompt(settings.question, settings.max_subquestions)
     gen = model.generate(prompt, core.PLAN_SCHEMA, system=core.SYSTEM)
+    call.spent("plan", gen.model, _usage(gen))
     questions = core.parse_plan(gen.value, settings.max_subquestions)
     return [
         ItemSpec(key=f"q{i}", name=q[:200], params={"index": i, "subquestion": q})
@@ -168,6 +169,7 @@ def finish(call: StepCall) -> dict[str, Any] | SluiceError:
         model = call.ctx.deps.named_text_model(settings.model)
         prompt = core.report_prompt(settings.question, answers, [q for q, _ in failed])
         gen = model.generate(prompt, core.REPORT_SCHEMA, system=core.SYSTEM)
+        call.spent("finish", gen.model, _usage(gen))
         title, summary = core.parse_report(gen.value, answers, raw=gen.raw)
         usage = {"input_tokens": gen.usage.input_tokens, "output_tokens": gen.usage.output_tokens}
     else:

@@ -127,7 +127,12 @@ def run_usage(deps: Deps, run: Run) -> cost.Usage:
     """What the run's items used: recorded when it completed, else summed from its tasks now."""
     if run.usage is not None and run.status not in _OPEN_RUNS:
         return run.usage
-    return tasks_usage(deps, run.id)
+    return tasks_usage(deps, run.id) + steps_usage(deps, run)
+
+
+def steps_usage(deps: Deps, run: Run) -> cost.Usage:
+    """What the run's plan and finish spent on models (saved on the run with each step's outcome)."""
+    return cost.usage_of_steps(run.step_usage, deps.settings.price_table())
 
 
 def tasks_usage(deps: Deps, run_id: str) -> cost.Usage:

@@ -135,7 +135,7 @@ def _complete(run: Run, version: str, ctx: Context) -> Run | None:
         done, finished = lifecycle.complete_run(current, counters, now=now, outputs=outputs)
         created = 0
         if finished:
-            done = done.model_copy(update={"usage": usage})
+            done = done.model_copy(update={"usage": usage + cost.steps_usage(ctx.deps, current)})
         if finished and held:
             done = lifecycle.hold_for_review(done)
             repo.tx_put(t, done)

@@ -30,7 +30,7 @@ from common.core import lifecycle
 from common.core import steps as core
 from common.core.errors import ErrorKind, PermanentError, RetryableError, SluiceError
 from common.core.messages import FinishRun, Message
-from common.core.models import Job, Run, StepState, WorkItem
+from common.core.models import Job, Run, StepSpend, StepState, WorkItem
 from common.core.states import OperationStatus, RunStatus
 from common.kinds import ItemSpec, Kind, StepCall
 from common.obs.logging import fields
@@ -91,11 +91,13 @@ def plan_items(run: Run, kind: Kind, job: Job, ctx: Context) -> list[ItemSpec] |
         err = PermanentError(f"the {kind.name} kind's plan made no work items", code="empty_plan")
         _step_failed(current, kind, "plan", step.attempts, err, ctx)
         return None
-    saved = _save_plan(run.id, outcome, ctx)
+    saved = _save_plan(run.id, outcome, call.spends, ctx)
     return None if saved is None else specs_of(saved)
 
 
-def _save_plan(run_id: str, specs: list[ItemSpec], ctx: Context) -> list[dict[str, Any]] | None:
+def _save_plan(
+    run_id: str, specs: list[ItemSpec], spends: list[StepSpend], ctx: Context
+) -> list[dict[str, Any]] | None:
     """Save the plan unless one is saved already (the first saved plan wins); the run's plan, None if it is over."""
     doc = [core.spec_doc(s.key, s.name, s.params, s.duplicate_names) for s in specs]
     now = ctx.now()
@@ -107,7 +109,8 @@ def _save_plan(run_id: str, specs: list[ItemSpec], ctx: Context) -> list[dict[st
             return current.plan
         if current.status is not RunStatus.PENDING:
             return None  # cancelled (or failed) while planning: nothing to start
-        repo.tx_put(t, current.model_copy(update={"plan": doc, "updated_at": now}))
+        update = {"plan": doc, "step_usage": [*current.step_usage, *spends], "updated_at": now}
+        repo.tx_put(t, current.model_copy(update=update))
         return doc
 
     saved: list[dict[str, Any]] | None = ctx.store.transaction(tx)
@@ -154,12 +157,12 @@ def finish_run(msg: FinishRun, ctx: Context) -> None:
     if isinstance(outcome, SluiceError):
         _step_failed(current, kind, "finish", step.attempts, outcome, ctx)
         return
-    if _save_finish(run.id, outcome, ctx):
+    if _save_finish(run.id, outcome, call.spends, ctx):
         log.info("finish saved", extra=fields(kind=kind.name))
     fanin.settle_run(ctx, run.id)
 
 
-def _save_finish(run_id: str, outputs: dict[str, Any], ctx: Context) -> bool:
+def _save_finish(run_id: str, outputs: dict[str, Any], spends: list[StepSpend], ctx: Context) -> bool:
     """Save the finish's outputs once, on a run still running (a cancelled run does not finish)."""
     now = ctx.now()
 
@@ -167,7 +170,8 @@ def _save_finish(run_id: str, outputs: dict[str, Any], ctx: Context) -> bool:
         current = repo.tx_require(t, Run, run_id)
         if current.status is not RunStatus.RUNNING or current.finish_outputs is not None:
             return False
-        repo.tx_put(t, current.model_copy(update={"finish_outputs": outputs, "updated_at": now}))
+        update = {"finish_outputs": outputs, "step_usage": [*current.step_usage, *spends], "updated_at": now}
+        repo.tx_put(t, current.model_copy(update=update))
         return True
 
     saved: bool = ctx.store.transaction(tx)

@@ -152,6 +152,19 @@ def test_the_report_is_stored_as_markdown_and_pdf_with_its_sources(tmp_path: Pat
     assert "What the collection says" in text and "handbook.pdf, page 2" in text
 
 
+def test_the_runs_cost_counts_the_plan_and_the_report_as_well_as_the_answers(tmp_path: Path, fake: FakeOpenAI) -> None:
+    p, run = _research(tmp_path, fake, ResearchModel(data.SUBQUESTIONS))
+    p.drain(advance_clock=True)
+
+    done = p.run(run.id)
+    assert done.status is RunStatus.COMPLETED and done.usage is not None
+    # Every call the fake answered (1 plan + one per sub-question + 1 report) reports 300 in / 40 out.
+    calls = len(fake.requests)
+    assert calls == len(data.SUBQUESTIONS) + 2
+    assert (done.usage.input_tokens, done.usage.output_tokens) == (300 * calls, 40 * calls)
+    assert [s.step for s in done.step_usage] == ["plan", "finish"]
+
+
 def test_a_failing_sub_question_is_retried_by_the_policy_then_reported_failed(tmp_path: Path, fake: FakeOpenAI) -> None:
     model = ResearchModel(data.SUBQUESTIONS, fail=[data.EXPENSES])
     p, run = _research(tmp_path, fake, model)
