@@ -258,10 +258,14 @@ def retry_run(
             )
         ]
     if not wanted:
+        planless = run.plan is None and kinds.get(run.kind).plan is not None
         raise PermanentError(
             f"run {run_id} has no {'failed ' if scope == 'failed' else ''}tasks to retry",
             code="nothing_to_retry",
-            hint="Only failed tasks are retried unless you ask for all.",
+            # A run that failed while planning made no items: a new run plans again.
+            hint="It failed before its plan made any items: start a new run."
+            if planless
+            else "Only failed tasks are retried unless you ask for all.",
         )
     now = deps.clock.now()
     export_ids = [ids.export_id(run.id, i, spec.format.value) for i, spec in enumerate(run.exports)]

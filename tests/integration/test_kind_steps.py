@@ -151,6 +151,17 @@ def test_a_permanent_plan_error_fails_the_run_with_the_error_recorded(tmp_path: 
     assert op.status is OperationStatus.FAILED and op.error is not None and op.error["code"] == "bad_question"
 
 
+def test_retrying_a_run_that_failed_while_planning_says_to_start_a_new_run(tmp_path: Path) -> None:
+    p = _pipeline(tmp_path)
+    SCRIPT.plan_errors = [PermanentError("the question is empty", code="bad_question")]
+    run = p.start(_job(p))
+    p.drain(advance_clock=True)
+
+    with pytest.raises(PermanentError) as refused:
+        control.retry_run(p.deps, p.sender, run.id, owner=p.run(run.id).owner)
+    assert refused.value.code == "nothing_to_retry" and "start a new run" in (refused.value.hint or "")
+
+
 def test_a_plan_that_keeps_failing_fails_the_run_once_the_policy_gives_up(tmp_path: Path) -> None:
     p = _pipeline(tmp_path)
     SCRIPT.plan_errors = [RetryableError(f"outage {i}", kind=ErrorKind.UNAVAILABLE) for i in range(50)]
