@@ -12,24 +12,21 @@ finished one again (``--rerun`` audits again).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 from common.audit import AUDITORS
+from common.cli_kind import LOCAL_OWNER, LiveLine, job_key, resume_or_start, unfinished, validated, wait
 from common.cli_run import expand, plural
-from common.cli_support import DOCUMENTS_FAILED, EXIT_CODES, FAILED, OK, UsageError, add_common, data_dir_lock
+from common.cli_support import DOCUMENTS_FAILED, EXIT_CODES, OK, UsageError, add_common, data_dir_lock
 from common.cli_support import load_settings as _load_settings
 
 if TYPE_CHECKING:
     from common.core.models import Job, Run
     from common.service.context import Deps
-
-LOCAL_OWNER = "local"
 
 
 def add_audit_command(sub: Any) -> None:
@@ -96,8 +93,6 @@ def _pages(text: str) -> Any:
 
 def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """The audit kind's settings (validated by the kind before anything is written)."""
-    from pydantic import ValidationError
-
     from common.audit.settings import AuditSettings
 
     auditors = [a.strip() for a in args.auditors.split(",") if a.strip()]
@@ -118,11 +113,7 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "logo": {"pages": _pages(args.logo_pages), "region": args.logo_region},
         "logo_file": None if args.logo is None else f"logo/{args.logo.name}",
     }
-    try:
-        return AuditSettings.model_validate(raw).model_dump(mode="json")
-    except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        raise UsageError(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+    return validated(AuditSettings, raw).model_dump(mode="json")
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
@@ -141,13 +132,16 @@ def cmd_audit(args: argparse.Namespace) -> int:
         if "grammar" in settings["auditors"]:
             deps.text_model()  # a text model configured wrongly is one error line now, not failed items later
         job = _job(deps, inputs, settings, args)
-        run = _run(deps, app.sender, job, args.rerun)
-        app.runtime.start()
-        try:
-            run = _wait(deps, run, sys.stderr if not args.quiet else None)
-        finally:
-            app.runtime.stop()
-    return _report(run, args.json)
+        run, how = resume_or_start(deps, app.sender, job, keep_finished=not args.rerun)
+        if how != "finished":
+            line = LiveLine(sys.stderr, enabled=not args.quiet)
+            app.runtime.start()
+            try:
+                run = wait(deps, run, lambda r: line.show(_progress_line(deps, r)))
+            finally:
+                app.runtime.stop()
+                line.close()
+    return _report(run, job, args.json)
 
 
 def _job(deps: Deps, inputs: Sequence[Any], settings: dict[str, Any], args: argparse.Namespace) -> Job:
@@ -156,7 +150,7 @@ def _job(deps: Deps, inputs: Sequence[Any], settings: dict[str, Any], args: argp
     files = [[str(i.path.resolve()), i.name, i.path.stat().st_size, i.path.stat().st_mtime_ns] for i in inputs]
     if args.logo is not None:
         files.append([str(args.logo.resolve()), settings["logo_file"], args.logo.stat().st_size, 0])
-    key = hashlib.sha256(json.dumps({"audit": files, "settings": settings}, sort_keys=True).encode()).hexdigest()[:32]
+    key = job_key("audit", {"files": files, "settings": settings})
     job = jobs.find_job_by_key(deps, owner=LOCAL_OWNER, key=key)
     if job is not None:
         return job
@@ -171,49 +165,24 @@ def _job(deps: Deps, inputs: Sequence[Any], settings: dict[str, Any], args: argp
     return job
 
 
-def _run(deps: Deps, sender: Any, job: Job, rerun: bool) -> Run:
-    from common import kinds
-    from common.core.states import RunStatus
-    from common.service import jobs
-
-    run = jobs.latest_run(deps, job.id)
-    if run is not None and run.status in (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.PAUSED):
-        if run.status is RunStatus.PENDING:
-            sender.send(kinds.get("audit").start(run))  # its first send may have been lost
-        return run
-    if run is not None and run.status is RunStatus.COMPLETED and not rerun:
-        return run
-    return jobs.request_run(deps, sender, job)
-
-
-def _wait(deps: Deps, run: Run, out: IO[str] | None) -> Run:
-    from common.core.models import Run, WorkItem
-    from common.core.states import RunStatus
+def _progress_line(deps: Deps, run: Run) -> str:
+    """Progress per auditor: ``sluice: audit disclaimer 2/3  format 3/3 ...``."""
+    from common.core.models import WorkItem
     from common.kinds.audit import progress_by_auditor
     from common.ports.store import Filter
     from common.service import repo
 
-    last = ""
-    while True:
-        run = repo.require(deps.store, Run, run.id)[0]
-        items = list(repo.scan(deps.store, WorkItem, filters=[Filter("run_id", "==", run.id)]))
-        line = "  ".join(
-            f"{auditor} {c['done'] + c['failed']}/{c['total']}" for auditor, c in progress_by_auditor(items).items()
-        )
-        if out is not None and line and line != last:
-            print(f"sluice: audit {line}", file=out, flush=True)
-            last = line
-        if run.status in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED):
-            return run
-        time.sleep(0.1)
+    items = list(repo.scan(deps.store, WorkItem, filters=[Filter("run_id", "==", run.id)]))
+    counts = progress_by_auditor(items).items()
+    line = "  ".join(f"{auditor} {c['done'] + c['failed']}/{c['total']}" for auditor, c in counts)
+    return f"sluice: audit {line}" if line else ""
 
 
-def _report(run: Run, as_json: bool) -> int:
+def _report(run: Run, job: Job, as_json: bool) -> int:
+    ended = unfinished(run, job)
+    if ended is not None:
+        return ended
     report = run.outputs or {}
-    if run.status.value != "completed":
-        error = (run.error or {}).get("message", run.status.value)
-        print(f"sluice: error: the audit {run.status.value}: {error}", file=sys.stderr)
-        return FAILED
     if as_json:
         print(json.dumps(report, indent=2, sort_keys=True))
     else:

@@ -9,22 +9,18 @@ the first run wrote is asked of the model again. ``sluice runs`` lists it.
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import sys
-import time
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
-from common.cli_support import EXIT_CODES, FAILED, OK, UsageError, add_common, data_dir_lock, load_settings
-from common.core.errors import PermanentError, SluiceError
+from common.cli_kind import LOCAL_OWNER, LiveLine, job_key, resume_or_start, say, unfinished, validated, wait
+from common.cli_support import EXIT_CODES, OK, UsageError, add_common, data_dir_lock, load_settings
+from common.core.errors import PermanentError
 
 if TYPE_CHECKING:
     from common.core.enrich import EnrichSettings
     from common.core.models import Job, Run
-    from common.service.context import Deps, TopologySender
-
-LOCAL_OWNER = "local"
+    from common.service.context import Deps
 
 
 def add_enrich_command(sub: Any) -> None:
@@ -64,8 +60,6 @@ def add_enrich_command(sub: Any) -> None:
 
 
 def settings_from_args(args: argparse.Namespace) -> EnrichSettings:
-    from pydantic import ValidationError
-
     from common.core.enrich import EnrichSettings, is_local_table, parse_output
 
     source = args.source
@@ -74,30 +68,22 @@ def settings_from_args(args: argparse.Namespace) -> EnrichSettings:
         if not path.is_file():
             raise UsageError(f"{source}: no such file")
         source = str(path.resolve())
-    try:
-        return EnrichSettings(
-            source=source,
-            sheet=args.sheet,
-            header_row=args.header_row,
-            first_row=args.first_row,
-            row_count=args.row_count,
-            prompt=args.prompt,
-            outputs=tuple(parse_output(o) for o in args.outputs),
-            model=args.model,
-            overwrite=args.overwrite,
-            rows_per_call=args.rows_per_call,
-            rows_per_item=args.rows_per_item,
-            rows_per_write=args.rows_per_write,
-        )
-    except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise UsageError(f"{where}: {first['msg']}") from None
-
-
-def job_key(settings: EnrichSettings) -> str:
-    ident = {"kind": "enrich", "settings": settings.model_dump(mode="json")}
-    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:32]
+    outputs = tuple(parse_output(o) for o in args.outputs)
+    raw = {
+        "source": source,
+        "sheet": args.sheet,
+        "header_row": args.header_row,
+        "first_row": args.first_row,
+        "row_count": args.row_count,
+        "prompt": args.prompt,
+        "outputs": outputs,
+        "model": args.model,
+        "overwrite": args.overwrite,
+        "rows_per_call": args.rows_per_call,
+        "rows_per_item": args.rows_per_item,
+        "rows_per_write": args.rows_per_write,
+    }
+    return validated(EnrichSettings, raw)
 
 
 def cmd_enrich(args: argparse.Namespace) -> int:
@@ -111,12 +97,18 @@ def cmd_enrich(args: argparse.Namespace) -> int:
         app = local_app(settings)
         deps = app.deps
         job = _job(deps, wanted)
-        run = _run(args, deps, app.sender, job)
+        run, how = resume_or_start(deps, app.sender, job, keep_finished=False)
+        if how == "resumed":
+            say(args.quiet, f"resuming run {run.run_number} of job {job.id}")
+        elif run.run_number > 1:
+            say(args.quiet, f"job {job.id} ran before; starting run {run.run_number} (filled rows are skipped)")
+        bar = LiveLine(sys.stderr, enabled=not args.quiet)
         app.runtime.start()
         try:
-            run = _wait(args, deps, run)
+            run = wait(deps, run, lambda r: bar.show(rows_line(*rows_done(deps, r.id), r.status.value)))
         finally:
             app.runtime.stop()
+            bar.close()
     return _report(run, job)
 
 
@@ -125,7 +117,7 @@ def _job(deps: Deps, wanted: EnrichSettings) -> Job:
     from common import kinds
     from common.service import jobs
 
-    key = job_key(wanted)
+    key = job_key("enrich", wanted.model_dump(mode="json"))
     found = jobs.find_job_by_key(deps, owner=LOCAL_OWNER, key=key)
     kind = kinds.get("enrich")
     if found is not None:
@@ -147,27 +139,6 @@ def _job(deps: Deps, wanted: EnrichSettings) -> Job:
     )
 
 
-def _run(args: argparse.Namespace, deps: Deps, sender: TopologySender, job: Job) -> Run:
-    """The unfinished run to resume (a paused one is resumed), or a new run."""
-    from common.core.states import RunStatus
-    from common.service import control, jobs
-
-    run = jobs.latest_run(deps, job.id)
-    if run is not None and run.status in (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.PAUSED):
-        if run.status is RunStatus.PAUSED:
-            run = control.resume_run(deps, sender, run.id, owner=LOCAL_OWNER)
-        elif run.status is RunStatus.PENDING:
-            from common import kinds
-
-            sender.send(kinds.get(run.kind).start(run))  # its first send may have been lost
-        _say(args, f"resuming run {run.run_number} of job {job.id}")
-        return run
-    new = jobs.request_run(deps, sender, job)
-    if run is not None:
-        _say(args, f"job {job.id} ran before; starting run {new.run_number} (filled rows are skipped)")
-    return new
-
-
 def rows_done(deps: Deps, run_id: str) -> tuple[int, int]:
     """(rows done, rows to do) over the run's ranges: a range's checkpoint says how far it got."""
     from common.core.models import WorkItem
@@ -186,33 +157,17 @@ def rows_done(deps: Deps, run_id: str) -> tuple[int, int]:
     return done, total
 
 
-def _wait(args: argparse.Namespace, deps: Deps, run: Run) -> Run:
-    from common.core.models import Run
-    from common.core.states import RunStatus
-    from common.service import repo
-
-    bar = RowsBar(sys.stderr, enabled=not args.quiet)
-    while True:
-        run = repo.require(deps.store, Run, run.id)[0]
-        bar.show(*rows_done(deps, run.id), run.status.value)
-        if run.status in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.PAUSED):
-            break
-        time.sleep(0.2)
-    bar.close()
-    return run
+def rows_line(done: int, total: int, status: str) -> str:
+    """A progress bar in rows: ``[#####.....] 40/120 rows  running``."""
+    width = 30
+    filled = int(width * min(done, max(total, 1)) / max(total, 1))
+    return f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} rows  {status}"
 
 
 def _report(run: Run, job: Job) -> int:
-    from common.core.states import RunStatus
-
-    if run.status is RunStatus.FAILED:
-        err = run.error or {}
-        raise SluiceError(err.get("message", f"run {run.run_number} failed"), hint=err.get("hint"))
-    if run.status is RunStatus.CANCELLED:
-        raise SluiceError(f"run {run.run_number} of job {job.id} was cancelled")
-    if run.status is RunStatus.PAUSED:
-        print(f"run: {run.id} paused; run the same command again to resume", file=sys.stderr)
-        return FAILED
+    ended = unfinished(run, job)
+    if ended is not None:
+        return ended
     out = run.outputs or {}
     print(f"run: {run.id} (run {run.run_number}, job {job.id})")
     print(
@@ -222,35 +177,3 @@ def _report(run: Run, job: Job) -> int:
     if out.get("output"):
         print(f"output: {out['output']}")
     return OK if not out.get("rows_failed") else 1
-
-
-def _say(args: argparse.Namespace, text: str) -> None:
-    if not args.quiet:
-        print(f"sluice: {text}", file=sys.stderr)
-
-
-class RowsBar:
-    """A one-line progress bar in rows on a terminal; sparse lines elsewhere."""
-
-    def __init__(self, out: IO[str], *, enabled: bool) -> None:
-        self._out = out
-        self._enabled = enabled
-        self._tty = out.isatty()
-        self._last = ""
-
-    def show(self, done: int, total: int, status: str) -> None:
-        if not self._enabled:
-            return
-        width = 30
-        filled = int(width * min(done, max(total, 1)) / max(total, 1))
-        line = f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} rows  {status}"
-        if line == self._last:
-            return
-        self._last = line
-        self._out.write(("\r" + line) if self._tty else (line + "\n"))
-        self._out.flush()
-
-    def close(self) -> None:
-        if self._enabled and self._tty:
-            self._out.write("\n")
-            self._out.flush()

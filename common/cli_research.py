@@ -12,31 +12,19 @@ again (``--rerun`` researches again).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
-import time
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
-from common.cli_support import (
-    DOCUMENTS_FAILED,
-    EXIT_CODES,
-    FAILED,
-    OK,
-    UsageError,
-    add_common,
-    data_dir_lock,
-    load_settings,
-)
-from common.core.errors import PermanentError, SluiceError
+from common.cli_kind import LOCAL_OWNER, LiveLine, job_key, resume_or_start, say, unfinished, validated, wait
+from common.cli_support import DOCUMENTS_FAILED, EXIT_CODES, OK, UsageError, add_common, data_dir_lock, load_settings
+from common.core.errors import PermanentError
 
 if TYPE_CHECKING:
     from common.core.models import Job, Run
     from common.core.research import ResearchSettings
-    from common.service.context import Deps, TopologySender
-
-LOCAL_OWNER = "local"
+    from common.service.context import Deps
 
 
 def add_research_command(sub: Any) -> None:
@@ -69,27 +57,16 @@ def add_research_command(sub: Any) -> None:
 
 
 def settings_from_args(args: argparse.Namespace) -> ResearchSettings:
-    from pydantic import ValidationError
-
     from common.core.research import ResearchSettings
 
-    try:
-        return ResearchSettings(
-            question=args.question,
-            collections=list(args.collections),
-            max_subquestions=args.max_subquestions,
-            k=args.k,
-            model=args.model,
-        )
-    except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise UsageError(f"{where}: {first['msg']}") from None
-
-
-def job_key(settings: ResearchSettings) -> str:
-    ident = {"kind": "research", "settings": settings.model_dump(mode="json")}
-    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:32]
+    raw = {
+        "question": args.question,
+        "collections": list(args.collections),
+        "max_subquestions": args.max_subquestions,
+        "k": args.k,
+        "model": args.model,
+    }
+    return validated(ResearchSettings, raw)
 
 
 def cmd_research(args: argparse.Namespace) -> int:
@@ -103,13 +80,19 @@ def cmd_research(args: argparse.Namespace) -> int:
         app = local_app(settings)
         deps = app.deps
         job = _job(deps, wanted)
-        run = _run(args, deps, app.sender, job)
-        if run.status.value in ("pending", "running", "paused"):
+        run, how = resume_or_start(deps, app.sender, job, keep_finished=not args.rerun)
+        if how == "finished":
+            say(args.quiet, f"answered before (run {run.run_number}); --rerun researches again")
+        else:
+            if how == "resumed":
+                say(args.quiet, f"resuming run {run.run_number} of job {job.id}")
+            line = LiveLine(sys.stderr, enabled=not args.quiet)
             app.runtime.start()
             try:
-                run = _wait(args, deps, run)
+                run = wait(deps, run, lambda r: line.show(_phase_of(deps, r)))
             finally:
                 app.runtime.stop()
+                line.close()
         return _report(args, deps, run, job)
 
 
@@ -124,7 +107,7 @@ def _job(deps: Deps, wanted: ResearchSettings) -> Job:
         resolved = kind.prepare(deps, LOCAL_OWNER, wanted)  # no model, or an unknown collection: one line, exit 2
     except PermanentError as err:
         raise UsageError(err.message, hint=err.hint) from None
-    key = job_key(wanted)
+    key = job_key("research", wanted.model_dump(mode="json"))
     found = jobs.find_job_by_key(deps, owner=LOCAL_OWNER, key=key)
     if found is not None:
         return found
@@ -139,41 +122,11 @@ def _job(deps: Deps, wanted: ResearchSettings) -> Job:
     )
 
 
-def _run(args: argparse.Namespace, deps: Deps, sender: TopologySender, job: Job) -> Run:
-    """The unfinished run to resume (a paused one is resumed), the finished one (unless --rerun), or a new run."""
-    from common import kinds
-    from common.core.states import RunStatus
-    from common.service import control, jobs
+def _phase_of(deps: Deps, run: Run) -> str:
+    from common.service import tally
 
-    run = jobs.latest_run(deps, job.id)
-    if run is not None and run.status in (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.PAUSED):
-        if run.status is RunStatus.PAUSED:
-            run = control.resume_run(deps, sender, run.id, owner=LOCAL_OWNER)
-        elif run.status is RunStatus.PENDING:
-            sender.send(kinds.get(run.kind).start(run))  # its first send may have been lost
-        _say(args, f"resuming run {run.run_number} of job {job.id}")
-        return run
-    if run is not None and run.status is RunStatus.COMPLETED and not args.rerun:
-        _say(args, f"answered before (run {run.run_number}); --rerun researches again")
-        return run
-    return jobs.request_run(deps, sender, job)
-
-
-def _wait(args: argparse.Namespace, deps: Deps, run: Run) -> Run:
-    from common.core.models import Run
-    from common.core.states import RunStatus
-    from common.service import repo, tally
-
-    shown = PhaseLine(sys.stderr, enabled=not args.quiet)
-    while True:
-        run = repo.require(deps.store, Run, run.id)[0]
-        counters = tally.live_counters(deps.store, run)
-        shown.show(phase_text(run.phase, counters.completed, counters.failed + counters.cancelled, counters.total))
-        if run.status in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.PAUSED):
-            break
-        time.sleep(0.2)
-    shown.close()
-    return run
+    counters = tally.live_counters(deps.store, run)
+    return phase_text(run.phase, counters.completed, counters.failed + counters.cancelled, counters.total)
 
 
 def phase_text(phase: str | None, answered: int, failed: int, total: int) -> str:
@@ -185,16 +138,9 @@ def phase_text(phase: str | None, answered: int, failed: int, total: int) -> str
 
 
 def _report(args: argparse.Namespace, deps: Deps, run: Run, job: Job) -> int:
-    from common.core.states import RunStatus
-
-    if run.status is RunStatus.FAILED:
-        err = run.error or {}
-        raise SluiceError(err.get("message", f"run {run.run_number} failed"), hint=err.get("hint"))
-    if run.status is RunStatus.CANCELLED:
-        raise SluiceError(f"run {run.run_number} of job {job.id} was cancelled")
-    if run.status is RunStatus.PAUSED:
-        print(f"run: {run.id} paused; run the same command again to resume", file=sys.stderr)
-        return FAILED
+    ended = unfinished(run, job)
+    if ended is not None:
+        return ended
     out = run.outputs or {}
     if args.json:
         print(json.dumps(out, indent=2))
@@ -213,30 +159,3 @@ def _where(deps: Deps, uri: str) -> str:
     """A local file path for the report on the embedded backend, else its URI."""
     path_of = getattr(deps.blobs, "path_of", None)
     return str(Path(path_of(uri)).resolve()) if callable(path_of) else uri
-
-
-def _say(args: argparse.Namespace, text: str) -> None:
-    if not args.quiet:
-        print(f"sluice: {text}", file=sys.stderr)
-
-
-class PhaseLine:
-    """The run's phase, one line rewritten on a terminal; a line per change elsewhere."""
-
-    def __init__(self, out: IO[str], *, enabled: bool) -> None:
-        self._out = out
-        self._enabled = enabled
-        self._tty = out.isatty()
-        self._last = ""
-
-    def show(self, line: str) -> None:
-        if not self._enabled or line == self._last:
-            return
-        self._last = line
-        self._out.write(("\r\x1b[K" + line) if self._tty else (line + "\n"))
-        self._out.flush()
-
-    def close(self) -> None:
-        if self._enabled and self._tty:
-            self._out.write("\n")
-            self._out.flush()
