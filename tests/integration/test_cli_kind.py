@@ -10,7 +10,8 @@ from pydantic import BaseModel, Field
 from common.cli_kind import LOCAL_OWNER, job_key, resume_or_start, unfinished, validated
 from common.cli_support import FAILED, UsageError
 from common.core.errors import SluiceError
-from common.core.models import FieldSpec, Job, Run
+from common.core.models import Job, Run
+from common.core.schema import FieldSpec
 from common.core.states import RunStatus
 from common.service import control, jobs, repo
 from tests.support import Pipeline, make_pipeline
