@@ -784,6 +784,84 @@ def test_racing_plain_creates_of_the_same_document_have_one_winner(
     assert must_get(store, "locks", "L").data == {"owner": winners[0]}
 
 
+def _at_a_barrier(n: int, body: Callable[[int], None]) -> list[BaseException]:
+    """Run ``body(i)`` on ``n`` threads released together; their errors."""
+    go = threading.Barrier(n)
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            go.wait(timeout=10)
+            body(i)
+        except BaseException as exc:  # re-raised as the caller's assertion
+            errors.append(exc)
+
+    pool = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join(timeout=45)
+    return errors
+
+
+def test_twenty_compare_and_sets_on_one_version_have_one_winner(store: Store) -> None:
+    start = store.create("claims", "task", {"owner": None})
+    won: list[int] = []
+    lost: list[int] = []
+
+    def claim(i: int) -> None:
+        try:
+            store.set("claims", "task", {"owner": i}, if_version=start.version)
+            won.append(i)
+        except PreconditionFailed:
+            lost.append(i)
+
+    assert _at_a_barrier(20, claim) == []
+    assert len(won) == 1 and len(lost) == 19
+    assert must_get(store, "claims", "task").data == {"owner": won[0]}
+
+
+def test_twenty_transactions_at_once_each_commit_or_fail_on_their_own(store: Store) -> None:
+    # Every thread claims its own task and bumps a shared counter; three of them
+    # also create a document that already exists, so only those three fail, and
+    # none of their writes (not even their counter bump) is kept.
+    store.create("counters", "c", {"n": 0})
+    store.create("claims", "taken", {"owner": "earlier"})
+    failing = {3, 11, 17}
+    refused: list[int] = []
+
+    def claim(i: int) -> None:
+        def fn(tx: Transaction) -> None:
+            counter = tx.get("counters", "c")
+            assert counter is not None
+            tx.set("counters", "c", {"n": counter.data["n"] + 1})
+            tx.create("claims", f"t{i}", {"owner": i})
+            if i in failing:
+                tx.create("claims", "taken", {"owner": i})
+
+        try:
+            store.transaction(fn, max_attempts=1000)
+        except AlreadyExists:
+            refused.append(i)
+
+    assert _at_a_barrier(20, claim) == []
+    assert sorted(refused) == sorted(failing)
+    assert must_get(store, "counters", "c").data == {"n": 20 - len(failing)}
+    claimed = {snap.id for snap in store.query("claims").items}
+    assert claimed == {"taken"} | {f"t{i}" for i in range(20) if i not in failing}
+    assert must_get(store, "claims", "taken").data == {"owner": "earlier"}
+
+
+def test_twenty_plain_writes_at_once_are_all_kept(store: Store) -> None:
+    def write(i: int) -> None:
+        store.create("tasks", f"t{i:02d}", {"i": i})
+        store.update("tasks", f"t{i:02d}", {"done": True})
+
+    assert _at_a_barrier(20, write) == []
+    page = store.query("tasks")
+    assert [snap.data for snap in page.items] == [{"i": i, "done": True} for i in range(20)]
+
+
 # -- local backend only -----------------------------------------------------------
 
 

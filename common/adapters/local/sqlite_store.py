@@ -27,6 +27,17 @@ Concurrency
     because SQLite's busy handler polls with sleeps of 1 ms and more, far
     slower than a handover between threads.
 
+Group commit
+    Every write, single-document or transaction, runs in ``BEGIN IMMEDIATE``
+    through ``_write``. Writers that arrive while a commit is in progress queue
+    their work; the next one to take the lock commits every queued write in
+    one transaction, each in its own savepoint (one writer's failure rolls
+    back only its own writes and is raised in its own thread), so one fsync
+    serves them all. Each writer returns only after that commit: a returned
+    write is as durable as before (``synchronous=FULL``). Writes of one batch
+    apply in queue order, so a transaction's read check sees the writes
+    committed ahead of it in the same batch, as it would have one commit later.
+
 Transactions
     Optimistic, as the port says. ``tx.get`` reads committed data and records
     the version (or that the document was absent); writes are buffered. At
@@ -58,8 +69,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Self, TypeVar
@@ -113,6 +123,8 @@ def _after_fork_in_child() -> None:
     _fork_generation += 1
     for store in list(_live_stores):
         store._write_lock = threading.Lock()
+        store._queue_lock = threading.Lock()
+        store._pending = []
 
 
 if hasattr(os, "register_at_fork"):
@@ -144,6 +156,16 @@ class _ConnHolder:
 
 class _Local(threading.local):
     holder: _ConnHolder | None = None
+
+
+@dataclass(eq=False, slots=True)
+class _Write:
+    """One writer's share of a group commit."""
+
+    fn: Callable[[sqlite3.Connection], Any]
+    done: bool = False
+    result: Any = None
+    error: BaseException | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -370,6 +392,8 @@ class SqliteStore:
         self._holders: weakref.WeakSet[_ConnHolder] = weakref.WeakSet()
         self._holders_lock = threading.Lock()
         self._write_lock = threading.Lock()
+        self._queue_lock = threading.Lock()
+        self._pending: list[_Write] = []
         self._change_cond = threading.Condition()
         self._change_count = 0
         self._tables: dict[str, _TableSql] = {}
@@ -377,9 +401,12 @@ class SqliteStore:
         _live_stores.add(self)
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._write() as conn:
-            # key: a collection; value: the highest version it ever deleted.
-            conn.execute("CREATE TABLE IF NOT EXISTS _sluice_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)")
+        # key: a collection; value: the highest version it ever deleted.
+        self._write(
+            lambda conn: conn.execute(
+                "CREATE TABLE IF NOT EXISTS _sluice_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)"
+            )
+        )
         for collection in self._indexes:
             self._sql(collection)
 
@@ -425,39 +452,79 @@ class SqliteStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """A multi-statement write transaction: this process's writer lock,
-        then SQLite's (``BEGIN IMMEDIATE``)."""
-        conn = self._conn()
+    def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` in a write transaction (group-committed, see the module
+        docstring), committed before this returns; ``fn``'s exception is
+        raised here with its writes rolled back. ``fn`` must use the
+        connection it is given: it may run on another writer's thread."""
+        item = _Write(fn)
+        with self._queue_lock:
+            self._pending.append(item)
         with self._write_lock:
+            if not item.done:
+                with self._queue_lock:
+                    batch, self._pending = self._pending, []
+                self._commit_batch(batch)
+        if item.error is not None:
+            raise item.error
+        result: T = item.result
+        return result
+
+    def _commit_batch(self, batch: list[_Write]) -> None:
+        conn = self._conn()
+        committed = False
+        try:
             conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-            # The body may have rolled back on purpose (a transaction conflict).
+            if len(batch) == 1:
+                batch[0].result = batch[0].fn(conn)
+            else:
+                for w in batch:
+                    self._run_in_savepoint(conn, w)
+            conn.execute("COMMIT")
+            committed = True
+        except BaseException as exc:
             if conn.in_transaction:
-                conn.execute("COMMIT")
-                self._changed()
+                conn.execute("ROLLBACK")
+            for w in batch:
+                w.result = None
+                if w.error is None:
+                    w.error = exc
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            for w in batch:
+                w.done = True
+        if committed:
+            self._changed(sum(w.error is None for w in batch))
+
+    @staticmethod
+    def _run_in_savepoint(conn: sqlite3.Connection, w: _Write) -> None:
+        conn.execute("SAVEPOINT w")
+        try:
+            w.result = w.fn(conn)
+        except Exception as exc:  # noqa: BLE001  (re-raised in the writer's own thread)
+            w.error = exc
+            conn.execute("ROLLBACK TO w")
+        conn.execute("RELEASE w")
 
     def _write_one(self, statement: str, params: Sequence[Any]) -> Any:
-        """One write statement in its own transaction; its RETURNING value."""
-        conn = self._conn()
-        with self._write_lock:
+        """One write statement; its RETURNING value (None if it matched no row)."""
+
+        def run(conn: sqlite3.Connection) -> Any:
             # fetchone runs the statement to completion, so it does not stay
             # active (and hold the write lock) in the statement cache.
             row = conn.execute(statement, params).fetchone()
-        self._changed()
-        return None if row is None else row[0]
+            return None if row is None else row[0]
+
+        return self._write(run)
 
     # -- change feed (in-process) ---------------------------------------------
 
-    def _changed(self) -> None:
+    def _changed(self, n: int = 1) -> None:
+        if n < 1:
+            return
         with self._change_cond:
-            self._change_count += 1
+            self._change_count += n
             self._change_cond.notify_all()
 
     def change_count(self) -> int:
@@ -483,7 +550,8 @@ class SqliteStore:
 
     def _create_collection(self, collection: str) -> _TableSql:
         table = f'"doc_{_check_collection(collection)}"'
-        with self._write() as conn:
+
+        def create(conn: sqlite3.Connection) -> None:
             conn.execute(
                 f"CREATE TABLE IF NOT EXISTS {table} (id TEXT PRIMARY KEY NOT NULL,"
                 " data TEXT NOT NULL, version INTEGER NOT NULL)"
@@ -499,6 +567,8 @@ class SqliteStore:
                 conn.execute(
                     f'CREATE INDEX IF NOT EXISTS "ix_{collection}__{readable}_{digest}" ON {table} ({columns})'
                 )
+
+        self._write(create)
         # The collection name is checked above, so it can be a literal.
         first_version = f"(SELECT value + 1 FROM _sluice_meta WHERE key = '{collection}')"
         sql = _TableSql(
@@ -613,21 +683,26 @@ class SqliteStore:
         """True if a document was deleted. With ``if_version``: PreconditionFailed
         if the document is at another version; False if it is already gone."""
         sql = self._sql(collection)
-        with self._write() as conn:
+
+        def delete(conn: sqlite3.Connection) -> bool:
             if if_version is None:
                 row = conn.execute(sql.delete, (doc_id,)).fetchone()
             else:
                 row = conn.execute(sql.cas_delete, (doc_id, _version_param(if_version))).fetchone()
                 if row is None and conn.execute(sql.version, (doc_id,)).fetchone():
-                    raise self._cas_error(sql, doc_id, if_version)
+                    raise self._cas_error(sql, doc_id, if_version, conn)
             if row is None:
                 return False
             conn.execute(sql.tombstone, (row[0],))
             return True
 
-    def _cas_error(self, sql: _TableSql, doc_id: str, if_version: str) -> NotFound | PreconditionFailed:
+        return self._write(delete)
+
+    def _cas_error(
+        self, sql: _TableSql, doc_id: str, if_version: str, conn: sqlite3.Connection | None = None
+    ) -> NotFound | PreconditionFailed:
         """Why a compare-and-set on ``if_version`` matched no row."""
-        row = self._conn().execute(sql.version, (doc_id,)).fetchone()
+        row = (conn or self._conn()).execute(sql.version, (doc_id,)).fetchone()
         if row is None:
             return NotFound(f"{sql.collection}/{doc_id} does not exist")
         return PreconditionFailed(f"{sql.collection}/{doc_id} is at version {row[0]}, not {if_version}")
@@ -777,26 +852,28 @@ class SqliteStore:
                 return self._reads_current(conn, tx._reads)
             finally:
                 conn.execute("COMMIT")
-        with self._write() as conn:
-            if not self._reads_current(conn, tx._reads):
-                conn.execute("ROLLBACK")
-                return False
-            for op, sql, doc_id, text in tx._writes:
-                # fetchone: run each RETURNING statement to completion, or
-                # COMMIT would find it still in progress.
-                if op == _CREATE:
-                    try:
-                        conn.execute(sql.insert, (doc_id, text)).fetchone()
-                    except sqlite3.IntegrityError:
-                        # Not a conflict: had fn read this document absent, the
-                        # read check above would have failed instead.
-                        raise AlreadyExists(f"{sql.collection}/{doc_id} already exists") from None
-                elif op == _SET:
-                    conn.execute(sql.upsert, (doc_id, text)).fetchone()
-                else:
-                    row = conn.execute(sql.delete, (doc_id,)).fetchone()
-                    if row is not None:
-                        conn.execute(sql.tombstone, (row[0],))
+        return self._write(lambda conn: self._apply(conn, tx))
+
+    def _apply(self, conn: sqlite3.Connection, tx: SqliteTransaction) -> bool:
+        """Inside the write transaction: False (nothing written) on a conflict."""
+        if not self._reads_current(conn, tx._reads):
+            return False
+        for op, sql, doc_id, text in tx._writes:
+            # fetchone: run each RETURNING statement to completion, or
+            # COMMIT would find it still in progress.
+            if op == _CREATE:
+                try:
+                    conn.execute(sql.insert, (doc_id, text)).fetchone()
+                except sqlite3.IntegrityError:
+                    # Not a conflict: had fn read this document absent, the
+                    # read check above would have failed instead.
+                    raise AlreadyExists(f"{sql.collection}/{doc_id} already exists") from None
+            elif op == _SET:
+                conn.execute(sql.upsert, (doc_id, text)).fetchone()
+            else:
+                row = conn.execute(sql.delete, (doc_id,)).fetchone()
+                if row is not None:
+                    conn.execute(sql.tombstone, (row[0],))
         return True
 
 
