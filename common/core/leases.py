@@ -193,6 +193,21 @@ def apply_slowdown(config: BucketConfig, state: BucketState | None, now: float, 
     return BucketState(tokens=min(current.tokens, 0.0), updated_at=current.updated_at, slow_until=slow_until)
 
 
+def forget_reservations(state: BucketState, now: float) -> BucketState | None:
+    """The shard's state once reservations made by instances now known dead are
+    given back; None if it holds none (nothing to write).
+
+    Tokens reserved ahead show as a negative count. The shard is set to hold
+    none as of ``now``: what was reserved beyond ``now`` is free again, and a
+    token whose time had come stays spent (its holder may have spent it just
+    before it died). Only for a caller that knows *every* holder is dead: a
+    live instance's reservations would be handed out twice.
+    """
+    if state.tokens >= 0.0:
+        return None
+    return BucketState(tokens=0.0, updated_at=max(now, state.updated_at), slow_until=state.slow_until)
+
+
 def stamp_needed(stored_until: float | None, now: float, duration_s: float | None) -> float | None:
     """The slowdown to stamp after a 429 at ``now``, or None if the stored one
     already covers it (within :data:`STAMP_MARGIN_S`)."""

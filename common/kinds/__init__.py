@@ -152,6 +152,9 @@ class Kind:
     quota: str | None = None
     # The circuit breaker an item waits on before starting (None: none).
     circuit: Callable[[Context, Job], str | None] | None = None
+    # Seconds until the model's quota has room for another item, its turn booked (None: go now):
+    # asked before an item is claimed, so an item the quota would turn away costs no writes.
+    pacing: Callable[[Context, Job], float | None] | None = None
     estimate: EstimateFn | None = None
     # Past this, a run fails with ``run_timeout`` (None: no timeout; SLUICE_RUN_TIMEOUTS overrides per kind).
     run_timeout_s: float | None = None

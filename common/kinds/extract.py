@@ -50,6 +50,16 @@ def circuit(ctx: Context, job: Job) -> str | None:
     return dependency if isinstance(dependency, str) else None
 
 
+def pacing(ctx: Context, job: Job) -> float | None:
+    """Seconds until the extractor's quota has room for another document (None: go now)."""
+    try:
+        turn = getattr(ctx.deps.extractor(extractor_name(ctx, job)), "turn", None)
+    except SluiceError:
+        return None  # the extraction itself reports a broken configuration
+    wait = turn() if callable(turn) else None
+    return float(wait) if isinstance(wait, int | float) else None
+
+
 def handle(call: ItemCall) -> ItemDone | SluiceError:
     ctx, job, item = call.ctx, call.job, call.item
     name = extractor_name(ctx, job)
@@ -129,6 +139,7 @@ KIND = register(
         unit="documents",
         quota="model",  # topology.yaml model_quota (SLUICE_MODEL_RPM), shared by every model-calling kind
         circuit=circuit,
+        pacing=pacing,
         estimate=estimate,
         start_message="run.start",
         item_message="task.extract",

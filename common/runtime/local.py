@@ -33,6 +33,7 @@ from common.core.messages import MESSAGE_TYPES
 from common.core.models import ExtractorName
 from common.obs.logging import fields
 from common.obs.metrics import QueueStat
+from common.service import leased_ratelimit
 from common.service.context import Deps, TopologySender
 from common.service.dispatch import dispatch
 from common.topology import SubscriptionSpec, Topology
@@ -275,7 +276,8 @@ class LocalRuntime:
         """Run every subscription's pump and worker pool in background threads.
 
         ``recover_leases``: the caller holds the data directory's lock, so any
-        lease in the bus belongs to a dead process: make those messages ready now.
+        lease in the bus belongs to a dead process: make those messages ready now,
+        and give back the quota its rate limiters had reserved ahead.
         """
         if not self.declared:
             self.declare()
@@ -283,6 +285,7 @@ class LocalRuntime:
             released = self.bus.release_leases()
             if released:
                 log.info("recovered messages leased by a dead process", extra=fields(count=released))
+            leased_ratelimit.release_reservations(self.deps.store, self.deps.clock)
         self._stop.clear()
         pools = [_Pool(s, self.handle, self._settle_q.put, self._kick.set, self._now) for s in self._subs]
         self.bus.add_listener(self._on_publish)

@@ -177,6 +177,15 @@ class LeasedRateLimiter:
             self._settle_demand(tokens - spent)
         return Acquired(waited_s=waited)
 
+    def turn(self, cost: float = 1.0) -> float | None:
+        """For a caller about to do the work that ends in :meth:`acquire`: the
+        seconds until it should come back, its turn booked, when more callers
+        wait than the quota serves within ``max_wait_s``; None if it may go on.
+        Asked before a task is claimed, so one that would be turned away
+        costs no writes and no preparation (reading its document, building
+        the request)."""
+        return self._book_turn(max(1, math.ceil(cost)))
+
     def _book_turn(self, tokens: int) -> float | None:
         """Seconds until a caller arriving now should come back (None: it may wait here)."""
         rate = self.plan.rpm / 60.0
@@ -494,6 +503,34 @@ class LeasedRateLimiter:
             stamped = self._store.transaction(tx, max_attempts=3)
             with self._cond:
                 self._learn(stamped, now)
+
+
+def release_reservations(store: Store, clock: Clock, *, collection: str = COLLECTION) -> int:
+    """Give back the tokens every shard has reserved ahead; return how many shards held some.
+
+    For a caller that knows every instance that could hold a lease is dead: the
+    local runtime at start-up, holding the data directory's lock (as it
+    releases the dead process's bus leases). A killed instance's reservations
+    (up to ``horizon_s`` of the quota) would otherwise keep its successor
+    waiting for the quota that long while the server's quota goes unused.
+    """
+    now = clock.now().timestamp()
+    released = 0
+    for snap in store.query(collection).items:
+        if ":shard-" not in snap.id or float(snap.data.get("tokens", 0.0)) >= 0.0:
+            continue
+
+        def tx(t: Transaction, doc_id: str = snap.id) -> bool:
+            current = t.get(collection, doc_id)
+            freed = leases.forget_reservations(BucketState.from_doc(current.data), now) if current else None
+            if freed is not None:
+                t.set(collection, doc_id, freed.to_doc())
+            return freed is not None
+
+        released += store.transaction(tx)
+    if released:
+        log.info("gave back the quota %d shards had reserved for a dead process", released)
+    return released
 
 
 _shared: dict[tuple[int, str], LeasedRateLimiter] = {}

@@ -290,6 +290,12 @@ def _run_item(task: WorkItem, version: str, run: Run, kind: Kind, ctx: Context) 
         log.info("model circuit open; task waits", extra=fields(kind="circuit_open", delay_s=round(wait, 1)))
         ctx.send(kind.item(task), delay_s=wait, priority=run.priority)
         return
+    if claim is Claim.START and job is not None and kind.pacing is not None and (turn := kind.pacing(ctx, job)):
+        # The quota is booked further ahead than a caller may wait: come back at this item's
+        # turn, having written nothing (claiming and requeueing would each cost a write).
+        log.info("model quota booked ahead; task waits its turn", extra=fields(kind="paced", delay_s=round(turn, 1)))
+        ctx.send(kind.item(task), delay_s=turn, priority=run.priority)
+        return
     lease = item_lease_s(ctx, kind)
     started = lifecycle.start_attempt(task, message_id=ctx.message_id, now=now, lease_s=lease)
     repo.cas(ctx.store, started, version)  # loses cleanly (PreconditionFailed) to a racing claim

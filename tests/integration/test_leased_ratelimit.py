@@ -17,7 +17,7 @@ from common.core.errors import ErrorKind, RetryableError
 from common.core.leases import QuotaPlan
 from common.core.ratelimit import PENALTY_FACTOR
 from common.ports.store import Store, Transaction
-from common.service.leased_ratelimit import LeasedRateLimiter
+from common.service.leased_ratelimit import LeasedRateLimiter, release_reservations
 
 
 class CountingStore:
@@ -252,3 +252,91 @@ def test_callers_turned_away_keep_the_instance_active(tmp_path: Path) -> None:
     for t in first:
         t.join(timeout=30)
     assert len(granted) > at_first, "the queued callers still get the quota's tokens"
+
+
+def _calls_over(lim: LeasedRateLimiter, clock: ManualClock, seconds: float) -> int:
+    """Calls a greedy instance makes while the clock moves on by ``seconds`` in 0.1 s steps."""
+    made = 0
+    for _ in range(round(seconds * 10)):
+        clock.advance(0.1)
+        while try_acquire(lim):
+            made += 1
+    return made
+
+
+@pytest.mark.parametrize("released", [True, False])
+def test_a_successor_gets_the_quota_a_killed_instance_had_reserved(tmp_path: Path, released: bool) -> None:
+    clock = ManualClock()
+    plan = QuotaPlan.per_minute(600)  # ten shards of a call a second each
+    path = tmp_path / "state.db"
+    killed = limiter(SqliteStore(path, durable=False), clock, plan)
+    _calls_over(killed, clock, 5.0)  # busy at the whole quota: it leases ahead
+    reserved = killed.held()
+    assert reserved >= 10, "a busy instance holds about a second of the quota or more"
+
+    store = SqliteStore(path, durable=False)  # the successor, once the killed one's process is gone
+    if released:
+        assert release_reservations(store, clock) > 0
+    successor = limiter(store, clock, plan)
+    made = _calls_over(successor, clock, 2.0)
+
+    # The whole quota for those 2 s is 20 calls (plus the shards' one-token burst).
+    if released:
+        assert made >= 20
+    else:
+        assert made <= 20 + 10 - reserved + 1, "without the release the killed instance's reservations are lost"
+
+
+def test_releasing_reservations_leaves_spendable_tokens_and_slowdowns_alone(tmp_path: Path) -> None:
+    clock = ManualClock()
+    store = SqliteStore(tmp_path / "state.db", durable=False)
+    now = clock.now().timestamp()
+    store.set("ratelimits", "k:shard-000", {"tokens": -2.5, "updated_at": now - 0.5, "slow_until": now + 30})
+    store.set("ratelimits", "k:shard-001", {"tokens": 0.5, "updated_at": now})
+    store.set("ratelimits", "k:slowdown", {"slow_until": now + 30, "stamped_at": now})
+
+    assert release_reservations(store, clock) == 1
+
+    assert store.get("ratelimits", "k:shard-000").data == {"tokens": 0.0, "updated_at": now, "slow_until": now + 30}  # type: ignore[union-attr]
+    assert store.get("ratelimits", "k:shard-001").data == {"tokens": 0.5, "updated_at": now}  # type: ignore[union-attr]
+    assert store.get("ratelimits", "k:slowdown").data == {"slow_until": now + 30, "stamped_at": now}  # type: ignore[union-attr]
+
+
+def test_a_caller_asking_before_its_work_is_told_its_turn_when_the_queue_is_long(tmp_path: Path) -> None:
+    clock = ManualClock()
+    gate = threading.Event()
+
+    def hold(_seconds: float) -> None:
+        gate.wait(timeout=30)  # callers inside acquire stay queued
+
+    plan = QuotaPlan.per_minute(600)  # 10 calls a second
+    lim = LeasedRateLimiter(
+        SqliteStore(tmp_path / "state.db", durable=False),
+        clock,
+        key="k",
+        plan=plan,
+        max_wait_s=2.0,
+        sleep=hold,
+        background=False,
+    )
+    assert lim.turn() is None, "nobody waits: go on"
+
+    def caller() -> None:
+        with contextlib.suppress(RetryableError):
+            lim.acquire()
+
+    waiting = [threading.Thread(target=caller) for _ in range(45)]
+    for t in waiting:
+        t.start()
+        t.join(timeout=0.05)
+    try:
+        first, second = lim.turn(), lim.turn()
+    finally:
+        gate.set()
+        for t in waiting:
+            t.join(timeout=30)
+
+    # 20 calls (2 s of quota) or more wait ahead: each later caller gets its own turn, 0.1 s apart.
+    assert first is not None and second is not None
+    assert first >= 1.0
+    assert second == pytest.approx(first + 0.1, abs=0.01)

@@ -184,6 +184,12 @@ class GeminiExtractor:
 
     # -- the port ---------------------------------------------------------------
 
+    def turn(self) -> float | None:
+        """Seconds until the quota has room for another document (its turn
+        booked), or None: go now. See ``LeasedRateLimiter.turn``."""
+        turn = getattr(self._limiter, "turn", None)
+        return turn() if callable(turn) else None
+
     def extract(self, doc: DocumentRef, fields: Sequence[FieldSpec], *, prompt: str = "") -> DocumentExtraction:
         if not fields:
             raise PermanentError("the job has no fields to extract", hint="Give the job at least one field.")
