@@ -48,6 +48,8 @@ from common.core.ratelimit import PENALTY_S, BucketConfig, BucketState, refill, 
 # A slowdown is stamped again only when it ends this much later than the
 # stored one, so instances meeting the same burst of 429s write it once.
 STAMP_MARGIN_S = 5.0
+# An instance spaces its calls at this share of the quota's interval (see QuotaPlan.spacing_s).
+_SPREAD = 0.8
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,21 @@ class QuotaPlan:
         if burst >= rpm:
             return plan  # too small a quota to set a burst aside
         return replace(plan, burst=burst)
+
+    @property
+    def spacing_s(self) -> float:
+        """The least time between two calls of one instance (0: none).
+
+        Shards drained together refill together, so their tokens come due
+        together: spent at once, a quota's worth of a second would reach the
+        server in one burst, and a server whose own bucket holds about a
+        second of the quota (Vertex AI's does) answers 429 to any call in it
+        that arrives a little early. So calls are spread at a little under
+        the quota's pace: a busy instance's backlog of due tokens still
+        drains, and an instance with a share of the quota is not slowed.
+        With a ``burst`` (an API's per-user limit), bursts are the point: none.
+        """
+        return 0.0 if self.burst else _SPREAD * 60.0 / self.rpm
 
     def shard_bucket(self) -> BucketConfig:
         """One shard's bucket: the shards' refill rates add up to the quota,
@@ -193,19 +210,25 @@ def apply_slowdown(config: BucketConfig, state: BucketState | None, now: float, 
     return BucketState(tokens=min(current.tokens, 0.0), updated_at=current.updated_at, slow_until=slow_until)
 
 
-def forget_reservations(state: BucketState, now: float) -> BucketState | None:
+def forget_reservations(state: BucketState, now: float, level: float = 0.0) -> BucketState | None:
     """The shard's state once reservations made by instances now known dead are
     given back; None if it holds none (nothing to write).
 
     Tokens reserved ahead show as a negative count. The shard is set to hold
-    none as of ``now``: what was reserved beyond ``now`` is free again, and a
-    token whose time had come stays spent (its holder may have spent it just
-    before it died). Only for a caller that knows *every* holder is dead: a
+    ``level`` (less than one token) as of ``now``: what was reserved beyond
+    ``now`` is free again, and a token whose time had come stays spent (its
+    holder may have spent it just before it died). The caller spreads
+    ``level`` over a quota's shards (the share of a token each would hold had
+    its holder been spending it steadily): set alike, every shard's next token
+    would come due at the same instant, a second of the quota at once after a
+    second of none. Only for a caller that knows *every* holder is dead: a
     live instance's reservations would be handed out twice.
     """
     if state.tokens >= 0.0:
         return None
-    return BucketState(tokens=0.0, updated_at=max(now, state.updated_at), slow_until=state.slow_until)
+    if not 0.0 <= level < 1.0:
+        raise ValueError("level must be at least 0 and less than one token")
+    return BucketState(tokens=level, updated_at=max(now, state.updated_at), slow_until=state.slow_until)
 
 
 def stamp_needed(stored_until: float | None, now: float, duration_s: float | None) -> float | None:
@@ -224,6 +247,8 @@ class Lease:
 
     times: list[float] = field(default_factory=list)
     grace_s: float = 1.0
+    spacing_s: float = 0.0  # the least time between two spends (QuotaPlan.spacing_s)
+    last_spent: float = -math.inf
 
     def add(self, times: tuple[float, ...] | list[float]) -> None:
         self.times = sorted([*self.times, *times])
@@ -244,11 +269,16 @@ class Lease:
         return max(0.0, self.times[0] - now)
 
     def spend(self, now: float) -> bool:
-        """Spend the next token if its time has come."""
-        if self.next_wait(now) == 0.0:
+        """Spend the next token if its time has come and the last spend is ``spacing_s`` ago."""
+        if self.next_wait(now) == 0.0 and self.pace_wait(now) == 0.0:
             self.times.pop(0)
+            self.last_spent = now
             return True
         return False
+
+    def pace_wait(self, now: float) -> float:
+        """Seconds until the spacing allows another spend (0: now)."""
+        return max(0.0, self.last_spent + self.spacing_s - now)
 
     def __len__(self) -> int:
         return len(self.times)

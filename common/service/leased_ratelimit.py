@@ -44,7 +44,7 @@ from common.core import leases
 from common.core.errors import ErrorKind, PreconditionFailed, RetryableError
 from common.core.ratelimit import PENALTY_FACTOR, BucketState
 from common.ports.clock import Clock
-from common.ports.store import Store, Transaction
+from common.ports.store import Snapshot, Store, Transaction
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ class LeasedRateLimiter:
         self._background = background
         self._io_wait_s = io_wait_s  # how long a call waits for the keeper's store round trip
         self._cond = threading.Condition(threading.Lock())
-        self._lease = leases.Lease(grace_s=plan.grace_s)
+        self._lease = leases.Lease(grace_s=plan.grace_s, spacing_s=plan.spacing_s)
         # The last refused renewal: the shards are asked again ``renew_gap_s``
         # after it (a granted renewal may be followed at once, if still short).
         self._last_try = -math.inf
@@ -247,6 +247,8 @@ class LeasedRateLimiter:
                     self._cond.notify_all()  # the keeper may want to lease ahead
                     return 0.0
                 held = self._lease.next_wait(now)
+                if held == 0.0:
+                    return self._lease.pace_wait(now)  # a token is due: calls are spread at the quota's pace
                 # Tokens held but not yet due: a renewal the keeper is about to
                 # make (from another shard) may serve this call now, so wait for
                 # it rather than turn away a caller that is within the quota.
@@ -515,19 +517,26 @@ def release_reservations(store: Store, clock: Clock, *, collection: str = COLLEC
     waiting for the quota that long while the server's quota goes unused.
     """
     now = clock.now().timestamp()
-    released = 0
+    quotas: dict[str, list[Snapshot]] = {}
     for snap in store.query(collection).items:
-        if ":shard-" not in snap.id or float(snap.data.get("tokens", 0.0)) >= 0.0:
-            continue
+        if ":shard-" in snap.id:
+            quotas.setdefault(snap.id.rsplit(":shard-", 1)[0], []).append(snap)
+    released = 0
+    for shards in quotas.values():
+        for index, snap in enumerate(sorted(shards, key=lambda s: s.id)):
+            if float(snap.data.get("tokens", 0.0)) >= 0.0:
+                continue
+            level = index / len(shards)  # phases spread over the quota's shards
 
-        def tx(t: Transaction, doc_id: str = snap.id) -> bool:
-            current = t.get(collection, doc_id)
-            freed = leases.forget_reservations(BucketState.from_doc(current.data), now) if current else None
-            if freed is not None:
-                t.set(collection, doc_id, freed.to_doc())
-            return freed is not None
+            def tx(t: Transaction, doc_id: str = snap.id, level: float = level) -> bool:
+                current = t.get(collection, doc_id)
+                state = BucketState.from_doc(current.data) if current is not None else None
+                freed = leases.forget_reservations(state, now, level) if state is not None else None
+                if freed is not None:
+                    t.set(collection, doc_id, freed.to_doc())
+                return freed is not None
 
-        released += store.transaction(tx)
+            released += store.transaction(tx)
     if released:
         log.info("gave back the quota %d shards had reserved for a dead process", released)
     return released

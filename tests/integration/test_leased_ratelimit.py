@@ -4,6 +4,7 @@ sharded documents, a 429 reaches every instance, an idle one gives way."""
 from __future__ import annotations
 
 import contextlib
+import random
 import threading
 from collections import Counter
 from pathlib import Path
@@ -255,10 +256,11 @@ def test_callers_turned_away_keep_the_instance_active(tmp_path: Path) -> None:
 
 
 def _calls_over(lim: LeasedRateLimiter, clock: ManualClock, seconds: float) -> int:
-    """Calls a greedy instance makes while the clock moves on by ``seconds`` in 0.1 s steps."""
+    """Calls a greedy instance makes while the clock moves on by ``seconds`` in 0.05 s steps
+    (finer than the quota's interval, so calls spread at its pace are not held back)."""
     made = 0
-    for _ in range(round(seconds * 10)):
-        clock.advance(0.1)
+    for _ in range(round(seconds * 20)):
+        clock.advance(0.05)
         while try_acquire(lim):
             made += 1
     return made
@@ -269,7 +271,7 @@ def test_a_successor_gets_the_quota_a_killed_instance_had_reserved(tmp_path: Pat
     clock = ManualClock()
     plan = QuotaPlan.per_minute(600)  # ten shards of a call a second each
     path = tmp_path / "state.db"
-    killed = limiter(SqliteStore(path, durable=False), clock, plan)
+    killed = limiter(SqliteStore(path, durable=False), clock, plan, rng=random.Random(1))
     _calls_over(killed, clock, 5.0)  # busy at the whole quota: it leases ahead
     reserved = killed.held()
     assert reserved >= 10, "a busy instance holds about a second of the quota or more"
@@ -277,14 +279,14 @@ def test_a_successor_gets_the_quota_a_killed_instance_had_reserved(tmp_path: Pat
     store = SqliteStore(path, durable=False)  # the successor, once the killed one's process is gone
     if released:
         assert release_reservations(store, clock) > 0
-    successor = limiter(store, clock, plan)
+    successor = limiter(store, clock, plan, rng=random.Random(2))
     made = _calls_over(successor, clock, 2.0)
 
-    # The whole quota for those 2 s is 20 calls (plus the shards' one-token burst).
+    # One greedy caller (it leases little at first) out of a quota of 20 calls in those 2 s.
     if released:
-        assert made >= 20
+        assert made >= 10
     else:
-        assert made <= 20 + 10 - reserved + 1, "without the release the killed instance's reservations are lost"
+        assert made <= 3, "without the release the killed instance's reservations hold the successor back"
 
 
 def test_releasing_reservations_leaves_spendable_tokens_and_slowdowns_alone(tmp_path: Path) -> None:

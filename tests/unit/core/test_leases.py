@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import pytest
@@ -304,3 +305,23 @@ def test_a_burst_plan_never_exceeds_the_quota_in_a_minute() -> None:
     fleet.run(T0, 60, range(5))
     times = [t for _, t in fleet.calls]
     assert max(per_window(times, T0, T0 + 60, 60)) <= 600
+
+
+def test_tokens_coming_due_together_are_spent_a_little_under_the_quotas_pace() -> None:
+    plan = QuotaPlan.per_minute(600)  # one call every 0.1 s
+    lease = Lease(grace_s=plan.grace_s, spacing_s=plan.spacing_s)
+    lease.add([100.0] * 10)  # ten shards' tokens due at once
+
+    spent_at = [t / 100 for t in range(10_000, 10_200) if lease.spend(t / 100)]
+
+    assert len(spent_at) == 10, "none is lost: the backlog drains within the grace"
+    gaps = [b - a for a, b in itertools.pairwise(spent_at)]
+    assert min(gaps) >= plan.spacing_s - 1e-9
+    assert plan.spacing_s == pytest.approx(0.08)
+
+
+def test_a_quota_with_a_burst_spends_its_tokens_at_once() -> None:
+    plan = QuotaPlan.with_burst(600)
+    lease = Lease(grace_s=plan.grace_s, spacing_s=plan.spacing_s)
+    lease.add([100.0] * 5)
+    assert sum(lease.spend(100.0) for _ in range(5)) == 5
