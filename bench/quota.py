@@ -299,6 +299,27 @@ def _runtimes(done: list[Any], t0: float) -> dict[str, float | None]:
     return out
 
 
+def _where_time_went(quota: Quota, t0: float, makespan: float, killed_at: float | None, rate: float) -> dict[str, Any]:
+    """The makespan taken apart from the fake's admission times: before the first call,
+    the gap after the kill, the admissions' own pace, and the tail after the last call
+    (its 2-8 s answer, which no scheduler can shorten). ``admission_share_of_quota`` is
+    the calls admitted while admitting, as a share of the quota: the scheduler's own figure,
+    where goodput also pays for the calls the kill abandoned and for the tail."""
+    times = [t - t0 for t in quota.admitted_at]
+    if not times:
+        return {}
+    window = times[-1] - times[0]
+    out: dict[str, Any] = {
+        "first_call_s": round(times[0], 2),
+        "tail_after_last_call_s": round(makespan - times[-1], 1),
+        "admission_share_of_quota": round((len(times) - 1) / window / rate, 3) if window > 0 else None,
+    }
+    if killed_at is not None:
+        after = [t for t in times if t > killed_at]
+        out["first_call_after_kill_s"] = round(after[0] - killed_at, 2) if after else None
+    return out
+
+
 def drive(args: argparse.Namespace) -> dict[str, Any]:
     from common.core.states import TaskStatus
 
@@ -374,6 +395,7 @@ def drive(args: argparse.Namespace) -> dict[str, Any]:
         figures["ideal_s"] = round(ideal, 1)
         figures["makespan_vs_ideal"] = round(makespan / ideal, 3)
         figures["goodput_share_of_quota"] = round(len(answers) / makespan / (args.rpm / 60), 3)
+        figures.update(_where_time_went(quota, t0, makespan, killed_at, args.rpm / 60))
     if completed < args.tasks:
         figures["worker_log_tail"] = errors[-800:]
     return figures

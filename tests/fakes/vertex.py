@@ -291,6 +291,7 @@ class Quota:
         self.calls_per_document: dict[str, int] = {}
         self.first_admitted_at: float | None = None
         self.last_answered_at: float | None = None
+        self.admitted_at: list[float] = []  # wall-clock time of every admission (benchmarks' timelines)
 
     @staticmethod
     def document_of(req: RecordedRequest) -> str:
@@ -308,8 +309,9 @@ class Quota:
             if self._tokens >= 1.0:
                 self._tokens -= 1.0
                 self.admitted += 1
+                self.admitted_at.append(time.time())
                 if self.first_admitted_at is None:
-                    self.first_admitted_at = time.time()
+                    self.first_admitted_at = self.admitted_at[-1]
                 return True, 0.0
             self.refused += 1
             return False, (1.0 - self._tokens) / self.rate
