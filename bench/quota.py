@@ -115,7 +115,8 @@ def worker(data_dir: Path, base_url: str, rpm: int, workers: int | None) -> int:
 
     def factory(_name: str) -> GeminiExtractor:
         deps = holder["deps"]
-        limiter = TracedLimiter(deps.store, deps.clock, key="gemini:bench:model", plan=QuotaPlan.per_minute(rpm))
+        plan = QuotaPlan.per_minute(rpm, spread=True)  # as bootstrap builds the Gemini extractor's
+        limiter = TracedLimiter(deps.store, deps.clock, key="gemini:bench:model", plan=plan)
         trace.limiter = limiter
         return GeminiExtractor(
             project="bench",

@@ -286,7 +286,7 @@ def _extractor(name: str, settings: Settings, deps: Deps) -> Extractor:
             deps.store,
             deps.clock,
             key=f"gemini:{settings.project}:{settings.gemini_model}",
-            plan=QuotaPlan.per_minute(settings.model_rpm),
+            plan=QuotaPlan.per_minute(settings.model_rpm, spread=True),
             hint="Sluice is pacing calls to stay within the model quota (SLUICE_MODEL_RPM); "
             "the task is retried on its own.",
         )
@@ -325,7 +325,7 @@ def text_model(settings: Settings, deps: Deps, *, model: str | None = None) -> T
             deps.store,
             deps.clock,
             key=f"gemini:{settings.project}:{name}",
-            plan=QuotaPlan.per_minute(settings.model_rpm),
+            plan=QuotaPlan.per_minute(settings.model_rpm, spread=True),
             hint=pacing,
         )
         return GeminiTextModel(
@@ -446,7 +446,7 @@ def embedder_for(model: str, settings: Settings, deps: Deps) -> Embedder | None:
             deps.store,
             deps.clock,
             key=f"embed:{settings.project}:{name}",
-            plan=QuotaPlan.per_minute(settings.embed_rpm),
+            plan=QuotaPlan.per_minute(settings.embed_rpm, spread=True),
             hint="Sluice is pacing embedding calls to stay within the quota (SLUICE_EMBED_RPM).",
         )
         return VertexEmbedder(

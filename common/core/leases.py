@@ -84,6 +84,9 @@ class QuotaPlan:
     # refill is the whole quota and a window may see ``rpm + shards``.
     burst: int = 0
     min_lease: int = 1  # tokens asked for, at least (a shard grants fewer only if it has no more)
+    # Spread one instance's calls at a little under the quota's pace (``spacing_s``): for a server
+    # whose own bucket holds about a second of the quota (Vertex AI's model quotas).
+    spread: bool = False
 
     def __post_init__(self) -> None:
         if min(self.rpm, self.shards, self.max_lease, self.min_grant, self.min_lease) < 1:
@@ -124,12 +127,13 @@ class QuotaPlan:
         together: spent at once, a quota's worth of a second would reach the
         server in one burst, and a server whose own bucket holds about a
         second of the quota (Vertex AI's does) answers 429 to any call in it
-        that arrives a little early. So calls are spread at a little under
-        the quota's pace: a busy instance's backlog of due tokens still
-        drains, and an instance with a share of the quota is not slowed.
-        With a ``burst`` (an API's per-user limit), bursts are the point: none.
+        that arrives a little early. So a ``spread`` plan's calls are spaced
+        at a little under the quota's pace: a busy instance's backlog of due
+        tokens still drains, and an instance with a share of the quota is not
+        slowed. Quotas counted per minute (Sheets) are not spread, nor is a
+        plan with a ``burst`` (an API's per-user limit), where bursts are the point.
         """
-        return 0.0 if self.burst else _SPREAD * 60.0 / self.rpm
+        return _SPREAD * 60.0 / self.rpm if self.spread and not self.burst else 0.0
 
     def shard_bucket(self) -> BucketConfig:
         """One shard's bucket: the shards' refill rates add up to the quota,

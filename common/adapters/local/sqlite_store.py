@@ -471,9 +471,12 @@ class SqliteStore:
         return result
 
     def _commit_batch(self, batch: list[_Write]) -> None:
-        conn = self._conn()
+        conn: sqlite3.Connection | None = None
         committed = False
         try:
+            # Inside the try: every writer of the batch must hear how it ended, even
+            # if this thread cannot open its connection (the store was closed).
+            conn = self._conn()
             conn.execute("BEGIN IMMEDIATE")
             if len(batch) == 1:
                 batch[0].result = batch[0].fn(conn)
@@ -483,7 +486,7 @@ class SqliteStore:
             conn.execute("COMMIT")
             committed = True
         except BaseException as exc:
-            if conn.in_transaction:
+            if conn is not None and conn.in_transaction:
                 conn.execute("ROLLBACK")
             for w in batch:
                 w.result = None

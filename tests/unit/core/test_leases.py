@@ -308,7 +308,7 @@ def test_a_burst_plan_never_exceeds_the_quota_in_a_minute() -> None:
 
 
 def test_tokens_coming_due_together_are_spent_a_little_under_the_quotas_pace() -> None:
-    plan = QuotaPlan.per_minute(600)  # one call every 0.1 s
+    plan = QuotaPlan.per_minute(600, spread=True)  # one call every 0.1 s, on a server counting per second
     lease = Lease(grace_s=plan.grace_s, spacing_s=plan.spacing_s)
     lease.add([100.0] * 10)  # ten shards' tokens due at once
 
@@ -320,8 +320,10 @@ def test_tokens_coming_due_together_are_spent_a_little_under_the_quotas_pace() -
     assert plan.spacing_s == pytest.approx(0.08)
 
 
-def test_a_quota_with_a_burst_spends_its_tokens_at_once() -> None:
-    plan = QuotaPlan.with_burst(600)
+@pytest.mark.parametrize(
+    "plan", [QuotaPlan.per_minute(600), QuotaPlan.with_burst(600, spread=True)], ids=["per-minute", "burst"]
+)
+def test_a_quota_counted_per_minute_or_with_a_burst_spends_due_tokens_at_once(plan: QuotaPlan) -> None:
     lease = Lease(grace_s=plan.grace_s, spacing_s=plan.spacing_s)
     lease.add([100.0] * 5)
     assert sum(lease.spend(100.0) for _ in range(5)) == 5
