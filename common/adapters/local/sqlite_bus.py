@@ -33,6 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from common.adapters.local.sqlite_wal import use_wal
 from common.core.errors import NotFound
 from common.ports.bus import Rejected
 from common.ports.clock import Clock
@@ -211,7 +212,7 @@ class SqliteBus:
         conn: sqlite3.Connection | None = getattr(self._local, attr, None)
         if conn is None:
             conn = sqlite3.connect(self._path, isolation_level=None, timeout=30.0, check_same_thread=True)
-            conn.execute("PRAGMA journal_mode=WAL")
+            use_wal(conn, 30.0)
             conn.execute(f"PRAGMA synchronous={'FULL' if self._durable and sync else 'NORMAL'}")
             setattr(self._local, attr, conn)
         return conn

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from common.adapters.local.sqlite_wal import use_wal
 from common.core.errors import ConfigError, ErrorKind, RetryableError
 from common.core.search_keys import required_terms, search_keys, words
 from common.ports.search_index import IndexedChunk, Scored
@@ -104,7 +105,7 @@ class SqliteSearchIndex:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             conn = sqlite3.connect(self._path, timeout=self._timeout_s, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
+            use_wal(conn, self._timeout_s)
             conn.execute("PRAGMA synchronous=NORMAL")
             self._local.conn = conn
         return conn

@@ -74,6 +74,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Self, TypeVar
 
+from common.adapters.local.sqlite_wal import use_wal
 from common.adapters.optimistic import ReadTracker, RetryTransaction
 from common.core.errors import AlreadyExists, NotFound, PreconditionFailed
 from common.ports.store import Direction, Filter, Order, Page, Snapshot, Transaction
@@ -428,7 +429,7 @@ class SqliteStore:
             check_same_thread=False,  # only so close() can close every thread's connection
             cached_statements=_STATEMENT_CACHE,
         )
-        conn.execute("PRAGMA journal_mode=WAL")
+        use_wal(conn, BUSY_TIMEOUT_S)
         conn.execute(f"PRAGMA synchronous={'FULL' if self.durable else 'NORMAL'}")
         holder = _ConnHolder(conn, _fork_generation)
         with self._holders_lock:
