@@ -72,6 +72,7 @@ def run_child(spec: ChildSpec, ready: Any = None) -> None:
         stop.set()
 
     signal.signal(signal.SIGTERM, on_term)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # a parent blocking it for sigwait passes that on
     # Ctrl-C reaches the whole process group: the supervisor decides, and stops us with SIGTERM.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     extra = {} if spec.local_api_url is None else {"local_api_url": spec.local_api_url}
