@@ -206,7 +206,7 @@ def supervise(data_dir: Path, base_url: str, rpm: int, workers: int | None, proc
     print("standing by", flush=True)
     fcntl.flock(lock, fcntl.LOCK_EX)
     local = local_app(_settings(data_dir, rpm), processes=processes)
-    sup = Supervisor(data_dir, processes, local.bus, prepare=prepare_child)
+    sup = Supervisor(data_dir, processes, local.bus, prepare=prepare_child, deps=local.deps)
     sup.start()
     children = sup.children
     for c in children:

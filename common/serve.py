@@ -123,7 +123,9 @@ def serving(
         n = settings.processes if processes is None else processes
         supervisor = None
         if n > 1:
-            supervisor = Supervisor(data_dir, n, local.bus, local_api_url=settings.local_api_url, prepare=prepare)
+            supervisor = Supervisor(
+                data_dir, n, local.bus, local_api_url=settings.local_api_url, prepare=prepare, deps=deps
+            )
             supervisor.start()
         else:
             runtime.start()

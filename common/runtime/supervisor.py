@@ -119,7 +119,9 @@ class Supervisor:
     """Runs ``processes`` worker children over one data directory and replaces any that exits.
 
     The caller holds the data directory's lock. ``bus`` is the parent's handle
-    on the same bus (for releasing leases). ``start_child`` is for tests.
+    on the same bus (for releasing leases); with ``deps`` (the parent's), the
+    quota reserved ahead by the rate limiters of processes dead before the
+    start is given back too, as a single runtime's start does.
     """
 
     def __init__(
@@ -130,6 +132,7 @@ class Supervisor:
         *,
         local_api_url: str | None = None,
         prepare: Callable[[Deps], None] | None = None,
+        deps: Deps | None = None,
         stop_timeout_s: float = 120.0,
     ) -> None:
         if processes < 1:
@@ -139,6 +142,7 @@ class Supervisor:
         self.bus = bus
         self._api_url = local_api_url
         self._prepare = prepare
+        self._deps = deps
         self._stop_timeout = stop_timeout_s
         self._ctx = multiprocessing.get_context("spawn")
         self._children: dict[int, Child] = {}
@@ -159,6 +163,10 @@ class Supervisor:
         released = self.bus.release_leases()
         if released:
             log.info("recovered messages leased by a dead process", extra=fields(count=released))
+        if self._deps is not None:
+            from common.service import leased_ratelimit
+
+            leased_ratelimit.release_reservations(self._deps.store, self._deps.clock)
         for index in range(self.processes):
             self._spawn(index)
         self._monitor = threading.Thread(target=self._watch, name="sluice-supervisor", daemon=True)
