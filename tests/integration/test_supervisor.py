@@ -215,3 +215,43 @@ def test_serving_with_several_processes_runs_a_supervisor_and_stops_it(tmp_path:
         assert len(children) == 2
         _wait("2 children running", lambda: all(c.ready.is_set() for c in children))
     assert [c.process.exitcode for c in children] == [0, 0]
+
+
+def _worker_children(pid: int) -> list[int]:
+    out = []
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+        if b"spawn_main" in cmdline:  # not multiprocessing's resource tracker
+            out.append(int(child))
+    return out
+
+
+def test_sluice_serve_processes_runs_that_many_workers_and_stops_them_on_sigterm(tmp_path: Path) -> None:
+    import subprocess
+
+    cmd = [sys.executable, "-m", "common.cli", "serve", "--port", "0", "--dev-identity", "me", "--processes", "2"]
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().startswith(b"Sluice API on ")
+        workers = _wait(
+            "2 worker processes", lambda: len(_worker_children(proc.pid)) == 2 and _worker_children(proc.pid)
+        )
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+        assert not any(Path(f"/proc/{w}").exists() for w in workers), "the workers stopped with it"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_sluice_serve_refuses_fewer_than_one_process(tmp_path: Path) -> None:
+    import subprocess
+
+    cmd = [sys.executable, "-m", "common.cli", "serve", "--port", "0", "--processes", "0"]
+    res = subprocess.run(
+        cmd, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, capture_output=True, text=True, timeout=60
+    )
+    assert res.returncode == 2 and "--processes must be at least 1" in res.stderr
