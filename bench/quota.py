@@ -210,7 +210,8 @@ def supervise(data_dir: Path, base_url: str, rpm: int, workers: int | None, proc
     sup.start()
     children = sup.children
     for c in children:
-        c.ready.wait()
+        if not c.ready.wait(120):  # a child that cannot start is replaced with a growing delay: say so
+            raise SystemExit(f"worker process {c.pid} did not start; see the workers' log")
     pids = ",".join(str(c.pid) for c in children)
     print(f"running with {local.runtime.workers['extract'] * processes} extract workers in pids {pids}", flush=True)
     stop.wait()
