@@ -110,6 +110,10 @@ class Settings(BaseSettings):
     # model-calling function with a remote model its topology concurrency, since its
     # handlers wait on the model). Always capped by the topology's instances x concurrency.
     workers: int = Field(default=0, ge=0)
+    # Embedded runtime: worker processes ``sluice serve`` runs (1: the stages run in the
+    # serving process). With N > 1 a supervisor runs N child processes that share each
+    # function's handler threads; killing one loses only its share of the in-flight work.
+    processes: int = Field(default=1, ge=1, le=64)
 
     # Orchestration.
     task_lease_s: float = Field(default=600.0, gt=0)

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
     from common.config import Settings
     from common.runtime.local import LocalRuntime
+    from common.runtime.supervisor import Supervisor
     from common.service.context import Deps
 
 log = logging.getLogger("sluice.serve")
@@ -50,6 +51,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="NAME",
         help="act as this user for requests without a token, local use only (default: none; OIDC tokens only)",
+    )
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=None,
+        metavar="N",
+        help="run the stages in N worker processes under a supervisor that replaces any that dies"
+        " (default: SLUICE_PROCESSES or 1, the stages in this process)",
     )
 
 
@@ -69,7 +78,8 @@ class Serving:
 
     url: str
     deps: Deps
-    runtime: LocalRuntime
+    runtime: LocalRuntime  # runs the stages with one process; with several, idle (its queue gauges still serve)
+    supervisor: Supervisor | None = None  # with several processes: the one running them
 
 
 @contextmanager
@@ -79,10 +89,13 @@ def serving(
     port: int = 0,
     dev_identity: str | None = None,
     prepare: Callable[[Deps], None] | None = None,
+    processes: int | None = None,
 ) -> Iterator[Serving]:
     """The API (and the console) on 127.0.0.1 plus every stage, until the block ends.
 
-    ``prepare`` sees the dependencies before anything runs (tests wrap the extractor there).
+    ``prepare`` sees the dependencies before anything runs (tests wrap the extractor there);
+    with several ``processes`` (default: ``SLUICE_PROCESSES``) each worker process calls it
+    too, so it must then be a module-level function.
     """
     from common.api.app import create_app
     from common.api.settings import ApiSettings
@@ -90,6 +103,7 @@ def serving(
     from common.cli_support import data_dir_lock
     from common.config import Settings
     from common.obs import logging as slog
+    from common.runtime.supervisor import Supervisor
 
     host = "127.0.0.1"
     with data_dir_lock(data_dir):
@@ -106,21 +120,37 @@ def serving(
         app = create_app(deps, api_settings, sender=local.sender)
         _mount_metrics(app, runtime, settings)
         server.app = app
-        runtime.start()
+        n = settings.processes if processes is None else processes
+        supervisor = None
+        if n > 1:
+            supervisor = Supervisor(
+                data_dir, n, local.bus, local_api_url=settings.local_api_url, prepare=prepare, deps=deps
+            )
+            supervisor.start()
+        else:
+            runtime.start()
         thread = threading.Thread(target=server.serve_forever, name="sluice-api", daemon=True)
         thread.start()
         try:
-            yield Serving(f"http://{host}:{actual}", deps, runtime)
+            yield Serving(f"http://{host}:{actual}", deps, runtime, supervisor)
         finally:
             server.shutdown()
             thread.join()
-            runtime.stop()
+            if supervisor is not None:
+                supervisor.stop()
+            else:
+                runtime.stop()
 
 
 def _serve(args: argparse.Namespace) -> int:
     port = int(getattr(args, "port", 8080))
     data_dir = Path(args.data_dir)
     dev_identity: str | None = getattr(args, "dev_identity", None)
+    processes: int | None = getattr(args, "processes", None)
+    if processes is not None and processes < 1:
+        from common.cli_support import UsageError
+
+        raise UsageError("--processes must be at least 1")
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -129,7 +159,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with serving(data_dir, port=port, dev_identity=dev_identity) as served:
+        with serving(data_dir, port=port, dev_identity=dev_identity, processes=processes) as served:
             print(
                 f"Sluice API on {served.url}/v1, console on {served.url}/ (data in {data_dir}); Ctrl-C stops it",
                 flush=True,

@@ -139,22 +139,31 @@ class LocalRuntime:
         max_workers: int | None = None,
         batch_size: int = 64,
         poll_interval_s: float = 0.05,
+        owner: str | None = None,
+        schedules: bool = True,
+        processes: int = 1,
     ) -> None:
+        """``owner``: the lease owner id (default: this process and a random suffix).
+        ``schedules``: run the topology's cron schedules here (one process of
+        several does). ``processes``: how many runtimes share the work; each takes
+        that share of every function's handler threads (rounded up), so N
+        processes keep about as many calls in flight as one.
+        """
         self.deps = deps
         self.bus = bus
         self._handlers = handlers
         self._batch = batch_size
         self._poll = poll_interval_s
-        self.owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.owner = owner or f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         topo = deps.topology
         self._subs: list[_Sub] = []
         for topic, spec in topo.subscribed_topics().items():
             if functions is not None and spec.function not in functions:
                 continue
-            workers = worker_count(deps.settings, topo, spec.function, max_workers)
+            workers = math.ceil(worker_count(deps.settings, topo, spec.function, max_workers) / max(1, processes))
             name = subscription_name(self._topic(topic), spec.function)
             self._subs.append(_Sub(name, self._topic(topic), spec.function, spec, workers))
-        self._crons = {name: Cron.parse(s.cron) for name, s in topo.schedules.items()}
+        self._crons = {name: Cron.parse(s.cron) for name, s in topo.schedules.items()} if schedules else {}
         self._next_fire: dict[str, datetime] = {}
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()

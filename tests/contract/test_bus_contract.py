@@ -224,6 +224,20 @@ def test_messages_survive_kill_9_and_leases_of_the_dead_are_recovered(tmp_path: 
     assert sorted(seen) == sorted(str(i).encode() for i in range(1, 200)), "all but the acked one, once each"
 
 
+def test_releasing_one_owners_leases_leaves_the_others_leased(bus: SqliteBus) -> None:
+    """A supervisor's child died: its deliveries are ready again at once, its siblings' stay theirs."""
+    for i in range(6):
+        bus.publish("work", str(i).encode(), {})
+    dead = bus.pull("work-sub", 2, owner="dead")
+    alive = bus.pull("work-sub", 3, owner="alive")
+    assert bus.release_leases(owner="dead") == 2
+    again = bus.pull("work-sub", 10, owner="next")
+    assert sorted(d.data for d in again) == sorted([d.data for d in dead] + [b"5"])
+    assert {d.attempt for d in again if d.data != b"5"} == {2}
+    assert bus.release_leases(owner="dead") == 0
+    assert bus.release_leases(owner="alive") == len(alive)
+
+
 def test_concurrent_writers_commit_together_and_each_gets_its_own_outcome(bus: SqliteBus, clock: ManualClock) -> None:
     """Group commit: writes queued behind a commit in progress are committed by
     one transaction, and one writer's failure rolls back only its own writes."""

@@ -644,19 +644,23 @@ class SqliteBus:
         self._notify()
         return str(seq)
 
-    def release_leases(self, *, except_owner: str | None = None) -> int:
-        """Make every leased delivery ready now (its consumer is known dead).
+    def release_leases(self, *, except_owner: str | None = None, owner: str | None = None) -> int:
+        """Make leased deliveries ready now (their consumer is known dead): every
+        lease, or only ``owner``'s, or every lease but ``except_owner``'s.
 
         Called by the local runtime at start-up, when it holds the data
-        directory's lock and so no other consumer can be running.
+        directory's lock and so no other consumer can be running; and by the
+        process supervisor with ``owner`` when one of its children has exited,
+        so the dead child's deliveries do not wait for their leases to expire.
         """
         now_ts = _ts(self._clock.now())
         released: int = self._write(
             lambda conn: (
                 conn.execute(
                     "UPDATE deliveries SET ready_at = ?, lease_owner = NULL"
-                    " WHERE lease_owner IS NOT NULL AND ready_at > ? AND (? IS NULL OR lease_owner != ?)",
-                    (now_ts, now_ts, except_owner, except_owner),
+                    " WHERE lease_owner IS NOT NULL AND ready_at > ? AND (? IS NULL OR lease_owner != ?)"
+                    " AND (? IS NULL OR lease_owner = ?)",
+                    (now_ts, now_ts, except_owner, except_owner, owner, owner),
                 ).rowcount
             )
         )
