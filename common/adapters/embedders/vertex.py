@@ -10,11 +10,11 @@ is charged one request per call (Vertex's quota counts requests).
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from common.adapters.gcp.gemini import RateLimiter, build_vertex_client, guarded_vertex_call
+from common.adapters.lazy import Lazy
 from common.core.errors import MalformedModelOutput
 from common.ports.breaker import CircuitBreaker
 from common.ports.clock import Clock
@@ -60,20 +60,16 @@ class VertexEmbedder:
         self._timeout_s = timeout_s
         self._credentials = credentials
         self._base_url = http_base_url
-        self._client: genai.Client | None = None
-        self._lock = threading.Lock()
+        self._client = Lazy(self._build_client)
 
-    def _get_client(self) -> genai.Client:
-        with self._lock:
-            if self._client is None:
-                self._client = build_vertex_client(
-                    project=self._project,
-                    location=self._location,
-                    credentials=self._credentials,
-                    base_url=self._base_url,
-                    timeout_s=self._timeout_s,
-                )
-            return self._client
+    def _build_client(self) -> genai.Client:
+        return build_vertex_client(
+            project=self._project,
+            location=self._location,
+            credentials=self._credentials,
+            base_url=self._base_url,
+            timeout_s=self._timeout_s,
+        )
 
     def embed(self, texts: Sequence[str], *, task: Task) -> list[list[float]]:
         from google.genai import types
@@ -83,7 +79,7 @@ class VertexEmbedder:
         if not texts:
             return []
         config = types.EmbedContentConfig(task_type=_TASK_TYPES[task], output_dimensionality=self._dimensions)
-        response = self._call(lambda: self._get_client().models.embed_content(
+        response = self._call(lambda: self._client.get().models.embed_content(
             model=self._model, contents=cast(Any, list(texts)), config=config
         ))  # fmt: skip
         vectors = [list(e.values or []) for e in response.embeddings or []]

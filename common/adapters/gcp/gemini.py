@@ -24,7 +24,6 @@ import math
 import mimetypes
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from common.adapters.gcp.gemini_schema import (
     response_schema,
     user_text,
 )
+from common.adapters.lazy import Lazy
 from common.core.errors import (
     BlobNotFound,
     ErrorKind,
@@ -159,18 +159,9 @@ class GeminiExtractor:
         self._max_connections = max_connections
         self._credentials = credentials
         self._base_url = http_base_url
-        self._client_factory = client_factory
-        self._client: genai.Client | None = None
-        self._client_lock = threading.Lock()
+        self._client = Lazy(client_factory or self._build_client)
 
     # -- the client -------------------------------------------------------------
-
-    def _get_client(self) -> genai.Client:
-        if self._client is None:
-            with self._client_lock:
-                if self._client is None:
-                    self._client = (self._client_factory or self._build_client)()
-        return self._client
 
     def _build_client(self) -> genai.Client:
         return build_vertex_client(
@@ -247,7 +238,7 @@ class GeminiExtractor:
             self._breaker.admit()  # CircuitOpen while Vertex AI keeps failing: the task waits, refunded
         t0 = time.perf_counter()
         try:
-            response = self._get_client().models.generate_content(model=self.model, contents=contents, config=config)
+            response = self._client.get().models.generate_content(model=self.model, contents=contents, config=config)
         except Exception as exc:
             err = self._classify(exc)
             if err is None:

@@ -9,12 +9,12 @@ Vertex AI's failures the same way; the shared rate limiter and the
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from common.adapters.gcp.gemini import RateLimiter, _answer_text, build_vertex_client, guarded_vertex_call
+from common.adapters.lazy import Lazy
 from common.core import jsonschema_subset
 from common.ports.breaker import CircuitBreaker
 from common.ports.clock import Clock
@@ -51,16 +51,7 @@ class GeminiTextModel:
         self._timeout_s = timeout_s
         self._credentials = credentials
         self._base_url = http_base_url
-        self._client_factory = client_factory
-        self._client: genai.Client | None = None
-        self._lock = threading.Lock()
-
-    def _get_client(self) -> genai.Client:
-        if self._client is None:
-            with self._lock:
-                if self._client is None:
-                    self._client = (self._client_factory or self._build_client)()
-        return self._client
+        self._client = Lazy(client_factory or self._build_client)
 
     def _build_client(self) -> genai.Client:
         return build_vertex_client(
@@ -94,7 +85,7 @@ class GeminiTextModel:
 
         def call() -> Any:
             started.append(time.perf_counter())  # the model's latency, not the limiter's wait
-            return self._get_client().models.generate_content(model=self.model, contents=prompt, config=config)
+            return self._client.get().models.generate_content(model=self.model, contents=prompt, config=config)
 
         response = guarded_vertex_call(
             call,
