@@ -37,7 +37,7 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from common.core import leases
@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 
 COLLECTION = "ratelimits"
 _UNSAFE_ID = re.compile(r"[/\s]")  # Firestore document ids may not contain "/"
-_SHARD_TRIES = 2  # shards asked per renewal before waiting
+_SHARD_TRIES = 2  # shards refusing a renewal before it waits
 _MAX_HOLD_S = 0.5  # after refusals, ask again within this, whatever the shards said
 _MAX_NAP_S = 0.25  # the keeper looks again at least this often (real seconds)
 _KEEPER_BACKOFF_S = 1.0  # after a store error, the keeper tries again after this
@@ -387,11 +387,18 @@ class LeasedRateLimiter:
 
     def _renew(self, now: float, want: int, epoch: int, slow_until: float) -> None:
         """Lease from the next shards in this instance's order: another is
-        asked if one has no batch to give, or if what it gave still leaves the
-        instance short (its tokens come due later than the calls)."""
+        asked while what the instance holds still leaves it short (its tokens
+        come due later than the calls), until ``_SHARD_TRIES`` have refused.
+
+        So a cold instance (or one whose demand jumped) goes round every shard
+        at once and starts at the quota's pace: one shard's lease holds a
+        single token due now, the rest a second apart. A busy fleet's shards
+        are reserved ahead, so there a renewal still asks about two.
+        """
         wait = ready = math.inf
         granted = False
-        for index in self._next_shards():
+        refused = 0
+        for index in self._shard_round():
             grant = self._take(index, now, want, slow_until)
             with self._cond:
                 if epoch != self._epoch:
@@ -399,6 +406,9 @@ class LeasedRateLimiter:
                 ready = min(ready, grant.ready_s)
                 if not grant.times:
                     wait = min(wait, grant.wait_s)
+                    refused += 1
+                    if refused >= _SHARD_TRIES:
+                        break
                     continue
                 granted = True
                 self._lease.add(grant.times)
@@ -415,13 +425,14 @@ class LeasedRateLimiter:
                 self._last_try = now + max(0.0, hold - self.plan.renew_gap_s)
             self._cond.notify_all()
 
-    def _next_shards(self) -> list[int]:
-        """The shards to ask next: this instance goes round them in its own
-        random order, so it spreads its leases and rarely meets its own reservations."""
-        tries = min(_SHARD_TRIES, self.plan.shards)
-        picked = [self._order[(self._cursor + k) % self.plan.shards] for k in range(tries)]
-        self._cursor = (self._cursor + tries) % self.plan.shards
-        return picked
+    def _shard_round(self) -> Iterator[int]:
+        """The shards to ask, one round at most: this instance goes round them
+        in its own random order, so it spreads its leases and rarely meets its
+        own reservations; the next renewal starts after the last one asked."""
+        for _ in range(self.plan.shards):
+            index = self._order[self._cursor]
+            self._cursor = (self._cursor + 1) % self.plan.shards
+            yield index
 
     def _take(self, index: int, now: float, want: int, slow_until: float) -> leases.Grant:
         doc_id = self.shard_doc(index)

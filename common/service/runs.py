@@ -189,9 +189,8 @@ def _fan_out(run: Run, kind: Kind, ctx: Context) -> Run:
         return _fail_start(
             run, PermanentError(f"the {kind.name} kind made no work items of job {job.id}'s inputs"), ctx
         )
-    created = 0
-    for spec in specs:
-        task = WorkItem(
+    items = [
+        WorkItem(
             id=ids.task_id(run.id, spec.key),
             owner=run.owner,
             run_id=run.id,
@@ -205,8 +204,9 @@ def _fan_out(run: Run, kind: Kind, ctx: Context) -> Run:
             created_at=now,
             updated_at=now,
         )
-        created += repo.create_if_absent(ctx.store, task)
-    lifecycle_events.tasks_created(created)
+        for spec in specs
+    ]
+    lifecycle_events.tasks_created(repo.create_all_if_absent(ctx.store, items))
     total = ctx.store.count(WorkItem.collection, filters=[Filter("run_id", "==", run.id)])
     timeout = run_timeout_s(ctx, kind)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import random
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -342,3 +343,52 @@ def test_a_caller_asking_before_its_work_is_told_its_turn_when_the_queue_is_long
     assert first is not None and second is not None
     assert first >= 1.0
     assert second == pytest.approx(first + 0.1, abs=0.01)
+
+
+def test_a_cold_instance_with_many_callers_leases_from_every_shard_in_its_first_renewal(tmp_path: Path) -> None:
+    """A fresh instance (a worker just started, or its successor after a crash)
+    starts at the quota's pace: each shard's lease holds one token due now and
+    the rest a second apart, so it asks every shard at once instead of two per
+    renewal (which took about a second to reach the pace, a second of quota lost)."""
+    clock = ManualClock()
+    store_open = threading.Event()
+    callers_go = threading.Event()
+    inner = SqliteStore(tmp_path / "state.db", durable=False)
+
+    class GatedStore:
+        """The store, its transactions held until the test opens it."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(inner, name)
+
+        def transaction(self, fn: Any, *, max_attempts: int = 10) -> Any:
+            store_open.wait(timeout=30)
+            return inner.transaction(fn, max_attempts=max_attempts)
+
+    plan = QuotaPlan.per_minute(600)  # 10 shards of a call a second
+    lim = LeasedRateLimiter(
+        GatedStore(),
+        clock,
+        key="k",
+        plan=plan,
+        max_wait_s=30.0,
+        sleep=lambda _s: callers_go.wait(timeout=30),
+        background=False,
+    )
+    callers = [threading.Thread(target=try_acquire, args=(lim,)) for _ in range(20)]
+    for t in callers:
+        t.start()  # the first one's renewal waits at the store, the others for a token
+    deadline = time.monotonic() + 30
+    while lim._waiting < 20 and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+    store_open.set()
+    while all(t.is_alive() for t in callers) and time.monotonic() < deadline:
+        time.sleep(0.01)  # until the caller that renewed has spent its token
+
+    assert lim.renewals == plan.shards, "the first renewal asked every shard"
+    due_now = [t for t in lim._lease.times if t <= clock.now().timestamp()]
+    assert len(due_now) == plan.shards - 1, "a token due now from each shard (the first caller spent one)"
+    callers_go.set()
+    for t in callers:
+        t.join(timeout=30)
