@@ -153,6 +153,7 @@ def _after_fork_in_child() -> None:
         store._watch_lock = threading.Lock()
         store._waiters = 0
         store._watcher = None
+        store._closing = threading.Event()
 
 
 if hasattr(os, "register_at_fork"):
@@ -434,6 +435,7 @@ class SqliteStore:
         self._waiters = 0  # callers in wait_for_change; guarded by _change_cond
         self._idle_since = 0.0  # when the last of them left
         self._watcher: threading.Thread | None = None
+        self._closing = threading.Event()  # ends the watcher's sleep at close()
         self._watch_lock = threading.Lock()  # the watch connection: one user at a time, and close()
         self._watch_holder: _ConnHolder | None = None
         self._watch_version: int | None = None
@@ -480,6 +482,7 @@ class SqliteStore:
     def close(self) -> None:
         """Close every thread's connection; the store cannot be used afterwards."""
         self._closed = True
+        self._closing.set()
         with self._holders_lock:
             holders = list(self._holders)
             self._holders.clear()
@@ -494,7 +497,7 @@ class SqliteStore:
             watcher = self._watcher
             self._change_cond.notify_all()  # waiters return (their count unchanged)
         if watcher is not None and watcher is not threading.current_thread():
-            watcher.join()  # it sees _closed at its next turn
+            watcher.join()  # woken by _closing, it sees _closed at once
 
     def __enter__(self) -> Self:
         return self
@@ -619,7 +622,7 @@ class SqliteStore:
             while self._keep_watching():
                 if self._others_committed():
                     self._changed()
-                time.sleep(self.watch_interval_s)
+                self._closing.wait(self.watch_interval_s)
         except Exception:
             # Waiters still wake by their timeout (the SSE poll); the next waiter starts a new watcher.
             log.exception("the store's watcher of other processes' writes failed; streams fall back to polling")
