@@ -202,3 +202,18 @@ def test_a_forked_child_watches_with_its_own_thread_and_connection(store: Sqlite
     for fd in (ready_r, ready_w, go_r, go_w):
         os.close(fd)
     assert os.waitstatus_to_exitcode(status) == 0, "the forked child did not see the parent's write"
+
+
+def test_the_watch_interval_comes_from_the_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from common.bootstrap import local_app
+    from common.config import Settings
+
+    monkeypatch.setenv("SLUICE_STORE_WATCH_S", "0.05")
+    store = local_app(Settings(backend="local", data_dir=tmp_path / "data")).deps.store
+    assert isinstance(store, SqliteStore)
+    assert store.watch_interval_s == 0.05
+
+
+def test_a_watch_interval_must_be_positive(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="watch_interval_s"):
+        SqliteStore(tmp_path / "state.db", watch_interval_s=0)
