@@ -10,12 +10,18 @@ store's change feed (``wake``, the default) and plain polling every
 ``sse_poll_s`` (``poll``, as before the feed). Target: p99 <= poll / 2 + 50 ms.
 The last line is one JSON object with the figures.
 
-    .venv/bin/python bench/progress_lag.py [--tasks 300] [--rounds 2]
+With ``--processes N`` (N > 1) the stages run in N worker processes under a
+supervisor, as ``sluice serve --processes N`` runs them, and the API in this
+process: the stream then sees the workers' writes through the store's watch
+of other processes' commits (``SLUICE_STORE_WATCH_S``).
+
+    .venv/bin/python bench/progress_lag.py [--tasks 300] [--rounds 2] [--processes 1]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -38,18 +44,8 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
-def one_round(tmp: Path, tasks: int, mode: str, seed: int) -> dict[str, Any]:
-    import requests
-    from werkzeug.serving import make_server
-
-    from common.adapters.local.clock import SystemClock
-    from common.api.app import api_of, create_app
-    from common.api.settings import ApiSettings
-    from common.bootstrap import local_app
-    from common.core.models import ExtractionTask
-    from common.core.schema import INVOICE_PRESET
-    from common.ports.store import Filter
-    from common.service import jobs, repo
+def _model(seed: int) -> Any:
+    """A model that takes 20-300 ms per document."""
     from tests.support import ScriptedExtractor
 
     rng = random.Random(seed)
@@ -59,8 +55,35 @@ def one_round(tmp: Path, tasks: int, mode: str, seed: int) -> dict[str, Any]:
             time.sleep(rng.uniform(0.02, 0.3))
             return super().extract(doc, fields, prompt=prompt)
 
-    settings = Settings(backend="local", data_dir=tmp / mode / "data", durable=True, log_level="WARNING")
-    model = Model()
+    return Model()
+
+
+def prepare_child(deps: Any) -> None:
+    """A supervised worker process's extractor (a module-level function: pickled to the child)."""
+    model = _model(os.getpid())
+    deps.extractor_factory = lambda _n: model
+
+
+def one_round(tmp: Path, tasks: int, mode: str, seed: int, processes: int = 1) -> dict[str, Any]:
+    import requests
+    from werkzeug.serving import make_server
+
+    from common.adapters.local.clock import SystemClock
+    from common.api.app import api_of, create_app
+    from common.api.settings import ApiSettings
+    from common.bootstrap import local_app
+    from common.cli_support import data_dir_lock
+    from common.core.models import ExtractionTask
+    from common.core.schema import INVOICE_PRESET
+    from common.ports.store import Filter
+    from common.runtime.supervisor import Supervisor
+    from common.service import jobs, repo
+
+    data_dir = tmp / mode / "data"
+    settings = Settings(backend="local", data_dir=data_dir, durable=True, log_level="WARNING")
+    model = _model(seed)
+    held = contextlib.ExitStack()
+    held.enter_context(data_dir_lock(data_dir))  # as sluice serve holds it (the supervisor's caller must)
     app = local_app(settings, clock=SystemClock(), extractor_factory=lambda _n: model)
     deps = app.deps
     api_settings = ApiSettings(dev_identity="bench")
@@ -77,7 +100,15 @@ def one_round(tmp: Path, tasks: int, mode: str, seed: int) -> dict[str, Any]:
         path = src / f"ok-{i:04d}.pdf"
         path.write_bytes(f"%PDF-1.4 {mode} {i}".encode())
         jobs.add_upload(deps, job, path)
-    app.runtime.start()
+    supervisor = None
+    if processes > 1:
+        supervisor = Supervisor(data_dir, processes, app.bus, local_api_url=base, prepare=prepare_child, deps=deps)
+        supervisor.start()
+        for child in supervisor.children:
+            if not child.ready.wait(120):
+                raise SystemExit(f"worker process {child.pid} did not start")
+    else:
+        app.runtime.start()
     events: list[tuple[float, int]] = []  # (received at, done + failed)
     try:
         run = requests.post(f"{base}/v1/jobs/{job.id}/runs", json={}, timeout=30).json()
@@ -90,8 +121,12 @@ def one_round(tmp: Path, tasks: int, mode: str, seed: int) -> dict[str, Any]:
                     if op.get("final"):
                         break
     finally:
-        app.runtime.stop()
+        if supervisor is not None:
+            supervisor.stop()
+        else:
+            app.runtime.stop()
         server.shutdown()
+        held.close()
     found = repo.scan(deps.store, ExtractionTask, filters=[Filter("run_id", "==", run["id"])])
     finished = sorted(t.finished_at.timestamp() for t in found if t.finished_at is not None)
     lags = []
@@ -101,6 +136,7 @@ def one_round(tmp: Path, tasks: int, mode: str, seed: int) -> dict[str, Any]:
             lags.append(max(0.0, seen - at))
     return {
         "mode": mode,
+        "processes": processes,
         "tasks": len(finished),
         "events": len(events),
         "lag_p50_ms": round(_pct(lags, 0.5) * 1000, 1),
@@ -114,7 +150,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--tasks", type=int, default=300)
     ap.add_argument("--rounds", type=int, default=2, help="rounds of each mode, alternating")
+    ap.add_argument("--processes", type=int, default=1, help="worker processes running the stages (1: in this process)")
     args = ap.parse_args()
+    if args.processes < 1:
+        ap.error("--processes must be at least 1")
+    # The worker processes read their settings from the environment, as sluice serve's do.
+    os.environ.update(SLUICE_DURABLE="true", SLUICE_LOG_LEVEL="WARNING")
     import logging
 
     from common.api.settings import ApiSettings
@@ -127,7 +168,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="sluice-lag-") as tmp:
         for i in range(args.rounds):
             for mode in ("wake", "poll") if i % 2 == 0 else ("poll", "wake"):
-                r = one_round(Path(tmp) / f"r{i}", args.tasks, mode, seed=i)
+                r = one_round(Path(tmp) / f"r{i}", args.tasks, mode, seed=i, processes=args.processes)
                 results.append(r)
                 print(
                     f"round {i + 1} {mode:4s}: p50 {r['lag_p50_ms']:7.1f} ms  p99 {r['lag_p99_ms']:7.1f} ms"
@@ -139,6 +180,7 @@ def main() -> int:
     figures = {
         "bench": "progress_lag",
         "tasks": args.tasks,
+        "processes": args.processes,
         "sse_poll_s": poll_s,
         "target_p99_ms": target_ms,
         "wake_p50_ms": statistics.median(r["lag_p50_ms"] for r in wake),

@@ -172,7 +172,9 @@ def _local(
 
     clk = clock or SystemClock()
     data = settings.data_dir
-    store = SqliteStore(data / "state.db", durable=settings.durable, indexes=STORE_INDEXES)
+    store = SqliteStore(
+        data / "state.db", durable=settings.durable, indexes=STORE_INDEXES, watch_interval_s=settings.store_watch_s
+    )
     bus = SqliteBus(data / "bus.db", clock=clk, durable=settings.durable)
     from common.runtime.local import declare_topology
 

@@ -114,6 +114,9 @@ class Settings(BaseSettings):
     # serving process). With N > 1 a supervisor runs N child processes that share each
     # function's handler threads; killing one loses only its share of the in-flight work.
     processes: int = Field(default=1, ge=1, le=64)
+    # Embedded store: while an SSE stream waits for a change, how often the serving process
+    # looks for commits of the worker processes (SQLite's data_version). Lower: less lag.
+    store_watch_s: float = Field(default=0.02, gt=0, le=5)
 
     # Orchestration.
     task_lease_s: float = Field(default=600.0, gt=0)

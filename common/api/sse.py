@@ -41,10 +41,10 @@ def operation_events(
     monotonic: Callable[[], float] = time.monotonic,
     changes: ChangeFeed | None = None,
 ) -> Iterator[str]:
-    """``changes``: the store's in-process change feed (the embedded backend);
-    the stream then reloads when a write commits (at most every
-    :data:`MIN_RELOAD_S`) instead of waiting out ``poll_s``, which still bounds
-    the wait for writes the feed cannot see (other processes)."""
+    """``changes``: the store's change feed (the embedded backend); the stream
+    then reloads when a write commits, in this process or a worker process (at
+    most every :data:`MIN_RELOAD_S`), instead of waiting out ``poll_s``, which
+    still bounds the wait should the feed miss one."""
     yield "retry: 2000\n\n"
     started = last_sent = monotonic()
     seen: tuple[object, ...] | None = None

@@ -71,12 +71,26 @@ class Transaction(Protocol):
 
 @runtime_checkable
 class ChangeFeed(Protocol):
-    """A store that can wake a reader when a write commits in this process (the
-    embedded backend), so a progress stream need not wait out its poll."""
+    """A store that can wake a reader when a write commits, so a progress stream
+    need not wait out its poll (the embedded backend; Firestore has none, and its
+    streams poll).
 
-    def change_count(self) -> int: ...
+    A reader takes ``change_count()`` before it reads, then waits with it.
+    """
 
-    def wait_for_change(self, seen: int, timeout_s: float) -> int: ...
+    def change_count(self) -> int:
+        """An opaque counter that moves when a write commits; compare for inequality only."""
+        ...
+
+    def wait_for_change(self, seen: int, timeout_s: float) -> int:
+        """Return the count once it differs from ``seen``, or after ``timeout_s``.
+
+        Every write committed after ``seen`` was taken moves it: this process's at
+        once, other processes' on the same data after a short delay (the embedded
+        store's watch interval). A spare wake-up (no visible change) is allowed;
+        a missed write is not, apart from the timeout bounding the wait.
+        """
+        ...
 
 
 class Store(Protocol):

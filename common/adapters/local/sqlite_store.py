@@ -46,6 +46,18 @@ Transactions
     Reads after a write in the same transaction raise (code
     ``read_after_write``), as in Firestore, so code that runs here runs there.
 
+Change feed
+    ``change_count`` / ``wait_for_change`` let a reader (an SSE stream) wake
+    when a write commits instead of polling. This store's own commits notify
+    at once. Commits by other processes (``sluice serve --processes N``'s
+    workers) are seen by a watcher thread polling ``PRAGMA data_version`` on
+    a connection of its own every ``watch_interval_s``: that value changes
+    whenever another connection commits. The watcher runs only while a caller
+    waits (and a second after, so a stream between two waits keeps it), so
+    nobody streaming costs nothing. Its connection outlives it: a commit made
+    while no watcher ran still differs from the value last read, and wakes
+    the next waiter at the watcher's first poll.
+
 Queries
     Filters and orders follow Firestore: a filter matches values of the same
     type only (``x > 5`` never matches a string, ``x == 1`` never matches
@@ -62,6 +74,7 @@ import base64
 import binascii
 import hashlib
 import json
+import logging
 import os
 import random
 import re
@@ -83,6 +96,8 @@ if TYPE_CHECKING:
     from common.ports.store import Store
 
 T = TypeVar("T")
+
+log = logging.getLogger("sluice.store")
 
 BUSY_TIMEOUT_S: Final = 30.0
 # Distinct SQL texts: a handful per collection plus one per query shape.
@@ -110,6 +125,12 @@ _CREATE, _SET, _DELETE = 0, 1, 2
 # something rewrites the document in a tight loop.
 _UPDATE_ATTEMPTS: Final = 100
 
+# The change feed's watcher of other processes' commits: how often it polls by
+# default, and how long it stays after the last waiter left (an SSE stream
+# leaves between two waits for the length of one reload).
+WATCH_INTERVAL_S: Final = 0.02
+_WATCH_LINGER_S: Final = 1.0
+
 
 # -- fork safety --------------------------------------------------------------
 # A connection (or a held lock) inherited across fork() must not be used by the
@@ -126,6 +147,13 @@ def _after_fork_in_child() -> None:
         store._write_lock = threading.Lock()
         store._queue_lock = threading.Lock()
         store._pending = []
+        # The parent's waiters and watcher thread do not exist here; its
+        # watch connection is replaced (by generation) when first needed.
+        store._change_cond = threading.Condition()
+        store._watch_lock = threading.Lock()
+        store._waiters = 0
+        store._watcher = None
+        store._closing = threading.Event()
 
 
 if hasattr(os, "register_at_fork"):
@@ -366,6 +394,9 @@ class SqliteStore:
     (dotted) field path, or comma-separated paths for a composite index in
     that order. Every index ends with the id, so a query filtered by equality
     on the indexed fields and ordered by id needs no sort.
+
+    ``watch_interval_s``: how often, while someone waits in
+    :meth:`wait_for_change`, the store looks for commits of other processes.
     """
 
     def __init__(
@@ -374,7 +405,10 @@ class SqliteStore:
         *,
         durable: bool = True,
         indexes: Mapping[str, Sequence[str]] | None = None,
+        watch_interval_s: float = WATCH_INTERVAL_S,
     ) -> None:
+        if watch_interval_s <= 0:
+            raise ValueError("watch_interval_s must be positive")
         if str(path) == ":memory:" or str(path).startswith("file:"):
             raise ValueError("SqliteStore needs a file path: every thread opens its own connection")
         self.path = Path(path)
@@ -397,6 +431,14 @@ class SqliteStore:
         self._pending: list[_Write] = []
         self._change_cond = threading.Condition()
         self._change_count = 0
+        self.watch_interval_s = watch_interval_s
+        self._waiters = 0  # callers in wait_for_change; guarded by _change_cond
+        self._idle_since = 0.0  # when the last of them left
+        self._watcher: threading.Thread | None = None
+        self._closing = threading.Event()  # ends the watcher's sleep at close()
+        self._watch_lock = threading.Lock()  # the watch connection: one user at a time, and close()
+        self._watch_holder: _ConnHolder | None = None
+        self._watch_version: int | None = None
         self._tables: dict[str, _TableSql] = {}
         self._closed = False
         _live_stores.add(self)
@@ -440,12 +482,22 @@ class SqliteStore:
     def close(self) -> None:
         """Close every thread's connection; the store cannot be used afterwards."""
         self._closed = True
+        self._closing.set()
         with self._holders_lock:
             holders = list(self._holders)
             self._holders.clear()
         for holder in holders:
             if holder.generation == _fork_generation:
                 holder.close()
+        with self._watch_lock:
+            watch, self._watch_holder = self._watch_holder, None
+            if watch is not None and watch.generation == _fork_generation:
+                watch.close()
+        with self._change_cond:
+            watcher = self._watcher
+            self._change_cond.notify_all()  # waiters return (their count unchanged)
+        if watcher is not None and watcher is not threading.current_thread():
+            watcher.join()  # woken by _closing, it sees _closed at once
 
     def __enter__(self) -> Self:
         return self
@@ -522,7 +574,7 @@ class SqliteStore:
 
         return self._write(run)
 
-    # -- change feed (in-process) ---------------------------------------------
+    # -- change feed ------------------------------------------------------------
 
     def _changed(self, n: int = 1) -> None:
         if n < 1:
@@ -532,17 +584,86 @@ class SqliteStore:
             self._change_cond.notify_all()
 
     def change_count(self) -> int:
-        """How many write transactions this store object has committed (in this process)."""
+        """A counter that moves whenever a write commits: at once for this store's own
+        writes, and while someone waits in :meth:`wait_for_change`, within
+        ``watch_interval_s`` for other processes' (see the module docstring)."""
+        holder = self._watch_holder
+        if holder is None or holder.generation != _fork_generation:
+            # The watcher's baseline, taken now: a commit by another process
+            # between this count and the wait that follows is then not missed.
+            with self._watch_lock:
+                self._look()
         with self._change_cond:
             return self._change_count
 
     def wait_for_change(self, seen: int, timeout_s: float) -> int:
-        """Block until a write commits after ``seen`` (a :meth:`change_count`), at most
-        ``timeout_s``; return the count. Writes by other processes are not seen:
-        callers poll too."""
+        """Block until a write commits after ``seen`` (a :meth:`change_count`), in this
+        process or another, at most ``timeout_s``; return the count."""
         with self._change_cond:
-            self._change_cond.wait_for(lambda: self._change_count != seen, timeout=timeout_s)
-            return self._change_count
+            if self._change_count != seen:
+                return self._change_count
+            self._waiters += 1
+            try:
+                if self._watcher is None and not self._closed:
+                    name = f"sluice-store-watch {self.path}"
+                    self._watcher = threading.Thread(target=self._watch, name=name, daemon=True)
+                    self._watcher.start()
+                self._change_cond.wait_for(lambda: self._change_count != seen or self._closed, timeout=timeout_s)
+                return self._change_count
+            finally:
+                self._waiters -= 1
+                if self._waiters == 0:
+                    self._idle_since = time.monotonic()
+
+    def _watch(self) -> None:
+        """The watcher thread: polls for other connections' commits until nobody has
+        waited for ``_WATCH_LINGER_S`` (or the store closes)."""
+        try:
+            while self._keep_watching():
+                if self._others_committed():
+                    self._changed()
+                self._closing.wait(self.watch_interval_s)
+        except Exception:
+            # Waiters still wake by their timeout (the SSE poll); the next waiter starts a new watcher.
+            log.exception("the store's watcher of other processes' writes failed; streams fall back to polling")
+            with self._change_cond:
+                self._watcher = None
+
+    def _keep_watching(self) -> bool:
+        """Whether the watcher goes on; if not, it is unregistered in the same step,
+        so that a waiter arriving now starts a new one."""
+        with self._change_cond:
+            idle = self._waiters == 0 and time.monotonic() - self._idle_since >= _WATCH_LINGER_S
+            if self._closed or idle:
+                self._watcher = None
+                return False
+            return True
+
+    def _others_committed(self) -> bool:
+        """Whether another connection committed since the last look."""
+        with self._watch_lock:
+            holder = self._watch_holder
+            before = self._watch_version if holder is not None and holder.generation == _fork_generation else None
+            after = self._look()
+            return before is not None and after is not None and after != before
+
+    def _look(self) -> int | None:
+        """Read ``data_version`` on the watch connection (opened on first use); None once closed.
+
+        Caller holds ``_watch_lock``. data_version moves when any other connection
+        commits, never for this one's own (it only reads), so this process's own
+        writes move it too: they cost a spare wake-up, never a missed one.
+        """
+        if self._closed:
+            return None
+        holder = self._watch_holder
+        if holder is None or holder.generation != _fork_generation:
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+            holder = self._watch_holder = _ConnHolder(conn, _fork_generation)
+            self._watch_version = int(conn.execute("PRAGMA data_version").fetchone()[0])
+            return self._watch_version  # the baseline: later commits differ from it
+        self._watch_version = int(holder.conn.execute("PRAGMA data_version").fetchone()[0])
+        return self._watch_version
 
     # -- schema ---------------------------------------------------------------
 
