@@ -372,7 +372,7 @@ def test_a_cold_instance_with_many_callers_leases_from_every_shard_in_its_first_
         key="k",
         plan=plan,
         max_wait_s=30.0,
-        sleep=lambda _s: callers_go.wait(timeout=30),
+        sleep=lambda _s: None if callers_go.wait(timeout=30) else None,
         background=False,
     )
     callers = [threading.Thread(target=try_acquire, args=(lim,)) for _ in range(20)]
