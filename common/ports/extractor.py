@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from common.core.schema import DocumentExtraction, FieldSpec
 
@@ -23,3 +23,12 @@ class Extractor(Protocol):
     def extract(self, doc: DocumentRef, fields: Sequence[FieldSpec], *, prompt: str = "") -> DocumentExtraction:
         """Raises RetryableError or PermanentError (see common.core.errors)."""
         ...
+
+
+@runtime_checkable
+class Warmable(Protocol):
+    """An adapter whose first use does one-off work (imports, a client, its
+    connection pool) that it can do ahead, when a worker starts, instead of
+    inside the first item it handles while every other handler waits on it."""
+
+    def warm(self) -> None: ...

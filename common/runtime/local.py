@@ -300,7 +300,10 @@ class LocalRuntime:
         self.bus.add_listener(self._on_publish)
         loop = threading.Thread(target=self._bus_loop, args=(pools,), name="sluice-bus", daemon=True)
         ticker = threading.Thread(target=self._tick_loop, name="sluice-cron", daemon=True)
-        self._threads += [loop, ticker]
+        # The extractor's imports and client, ahead of the first item (that item's
+        # handler would hold the import lock while the other handlers wait on it).
+        warm = threading.Thread(target=self.deps.warm, name="sluice-warm", daemon=True)
+        self._threads += [loop, ticker, warm]
         for t in self._threads:
             t.start()
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -19,7 +21,7 @@ from common.ports.blobs import BlobStore
 from common.ports.bus import Publisher
 from common.ports.clock import Clock
 from common.ports.embedder import Embedder
-from common.ports.extractor import Extractor
+from common.ports.extractor import Extractor, Warmable
 from common.ports.google import Drive, ExportDestinations, GoogleAuth
 from common.ports.queues import Queues
 from common.ports.scheduler import Scheduler
@@ -34,6 +36,8 @@ from common.topology import Topology
 
 # Attribute: when the message becomes deliverable (epoch milliseconds), for the queue-age metric.
 READY_AT = "ready_at"
+
+log = logging.getLogger(__name__)
 
 
 class Sender(Protocol):
@@ -82,6 +86,7 @@ class Deps:
     named_text_model_factory: Callable[[str | None], TextModel] | None = None
     sheets_factory: Callable[[str], Sheets] | None = None
     _extractors: dict[str, Extractor] = field(default_factory=dict)
+    _build_lock: threading.Lock = field(default_factory=threading.Lock)
     _text_models: dict[str | None, TextModel] = field(default_factory=dict)
     _search_index: SearchIndex | None = None
     _embedders: dict[str, Embedder | None] = field(default_factory=dict)
@@ -96,9 +101,21 @@ class Deps:
 
     def extractor(self, name: str) -> Extractor:
         """Extractors are built on first use: the Gemini client costs import time."""
-        if name not in self._extractors:
-            self._extractors[name] = self.extractor_factory(name)
-        return self._extractors[name]
+        with self._build_lock:  # one per name, also when a warm-up races the first handler
+            if name not in self._extractors:
+                self._extractors[name] = self.extractor_factory(name)
+            return self._extractors[name]
+
+    def warm(self) -> None:
+        """Do the configured extractor's first-use work now (imports, client): a
+        worker calls this as it starts, so its first item does not pay for it.
+        A failure is left to that item, which reports it with its own error."""
+        try:
+            extractor = self.extractor(self.settings.extractor.value)
+            if isinstance(extractor, Warmable):
+                extractor.warm()
+        except Exception:  # the first item meets the same failure and records it
+            log.warning("warming the extractor failed; the first item will try again", exc_info=True)
 
     def named_text_model(self, model: str | None = None) -> TextModel:
         """The text model calling ``model`` (built on first use); ConfigError when none is configured."""

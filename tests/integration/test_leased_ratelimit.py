@@ -365,6 +365,9 @@ def test_a_cold_instance_with_many_callers_leases_from_every_shard_in_its_first_
             store_open.wait(timeout=30)
             return inner.transaction(fn, max_attempts=max_attempts)
 
+    def wait_for_the_test(_seconds: float) -> None:
+        callers_go.wait(timeout=30)
+
     plan = QuotaPlan.per_minute(600)  # 10 shards of a call a second
     lim = LeasedRateLimiter(
         GatedStore(),
@@ -372,7 +375,7 @@ def test_a_cold_instance_with_many_callers_leases_from_every_shard_in_its_first_
         key="k",
         plan=plan,
         max_wait_s=30.0,
-        sleep=lambda _s: None if callers_go.wait(timeout=30) else None,
+        sleep=wait_for_the_test,
         background=False,
     )
     callers = [threading.Thread(target=try_acquire, args=(lim,)) for _ in range(20)]

@@ -175,6 +175,14 @@ class GeminiExtractor:
 
     # -- the port ---------------------------------------------------------------
 
+    def warm(self) -> None:
+        """Import google-genai and pypdf and build the client now (a worker
+        starting), not in the first document's handler: the import takes most
+        of a second and holds the import lock every other handler then waits on."""
+        importlib.import_module("google.genai.types")
+        importlib.import_module("pypdf")
+        self._client.get()
+
     def turn(self) -> float | None:
         """Seconds until the quota has room for another document (its turn
         booked), or None: go now. See ``LeasedRateLimiter.turn``."""
