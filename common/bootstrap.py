@@ -289,6 +289,7 @@ def _extractor(name: str, settings: Settings, deps: Deps) -> Extractor:
             deps.clock,
             key=f"gemini:{settings.project}:{settings.gemini_model}",
             plan=QuotaPlan.per_minute(settings.model_rpm, spread=True),
+            holder=settings.instance_id or None,
             hint="Sluice is pacing calls to stay within the model quota (SLUICE_MODEL_RPM); "
             "the task is retried on its own.",
         )
@@ -328,6 +329,7 @@ def text_model(settings: Settings, deps: Deps, *, model: str | None = None) -> T
             deps.clock,
             key=f"gemini:{settings.project}:{name}",
             plan=QuotaPlan.per_minute(settings.model_rpm, spread=True),
+            holder=settings.instance_id or None,
             hint=pacing,
         )
         return GeminiTextModel(
@@ -352,6 +354,7 @@ def text_model(settings: Settings, deps: Deps, *, model: str | None = None) -> T
             deps.clock,
             key=f"openai:{settings.openai_base_url}:{chosen}",
             plan=QuotaPlan.per_minute(settings.openai_rpm),
+            holder=settings.instance_id or None,
             hint=pacing,
         )
         key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
@@ -449,6 +452,7 @@ def embedder_for(model: str, settings: Settings, deps: Deps) -> Embedder | None:
             deps.clock,
             key=f"embed:{settings.project}:{name}",
             plan=QuotaPlan.per_minute(settings.embed_rpm, spread=True),
+            holder=settings.instance_id or None,
             hint="Sluice is pacing embedding calls to stay within the quota (SLUICE_EMBED_RPM).",
         )
         return VertexEmbedder(

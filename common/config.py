@@ -114,6 +114,9 @@ class Settings(BaseSettings):
     # serving process). With N > 1 a supervisor runs N child processes that share each
     # function's handler threads; killing one loses only its share of the in-flight work.
     processes: int = Field(default=1, ge=1, le=64)
+    # This process's name among the worker processes a supervisor runs (set by it, not by hand):
+    # the model quota's shards note what it reserves, given back at once if it dies.
+    instance_id: str = ""
     # Embedded store: while an SSE stream waits for a change, how often the serving process
     # looks for commits of the worker processes (SQLite's data_version). Lower: less lag.
     store_watch_s: float = Field(default=0.02, gt=0, le=5)

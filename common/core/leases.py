@@ -235,6 +235,42 @@ def forget_reservations(state: BucketState, now: float, level: float = 0.0) -> B
     return BucketState(tokens=level, updated_at=max(now, state.updated_at), slow_until=state.slow_until)
 
 
+# Reserved tokens per holder, as stored with a shard: holder -> the times of its tokens not yet due.
+Holders = dict[str, list[float]]
+
+
+def note_holder(holders: Holders, holder: str, times: tuple[float, ...], now: float) -> Holders:
+    """The shard's holders once ``holder`` leased ``times``. Tokens already due
+    are dropped from every holder: one spent or expired cannot be given back,
+    so only reservations ahead are worth knowing."""
+    kept = {h: [t for t in ts if t > now] for h, ts in holders.items()}
+    kept[holder] = sorted([*kept.get(holder, []), *(t for t in times if t > now)])
+    return {h: ts for h, ts in kept.items() if ts}
+
+
+def give_back(state: BucketState, holders: Holders, holder: str, now: float) -> tuple[BucketState, Holders] | None:
+    """The shard's state once the tokens ``holder`` reserved ahead are free again
+    (it is known dead), or None if it holds none here.
+
+    The shard counts reservations only as a negative level, so each of the
+    holder's tokens still to come is added back to it: the next lease is due
+    that much sooner, in the dead holder's place. Tokens already due stay
+    spent (it may have spent them just before it died). The level is added to
+    as stored (the refill is counted from ``updated_at`` when the shard is
+    next leased from, and capped then) and never set above one token, the
+    least a shard holds when full: no burst beyond the quota comes of it.
+    """
+    ahead = sum(1 for t in holders.get(holder, []) if t > now)
+    if not ahead:
+        return None
+    freed = BucketState(
+        tokens=min(max(state.tokens, 1.0), state.tokens + ahead),
+        updated_at=state.updated_at,
+        slow_until=state.slow_until,
+    )
+    return freed, {h: ts for h, ts in holders.items() if h != holder}
+
+
 def stamp_needed(stored_until: float | None, now: float, duration_s: float | None) -> float | None:
     """The slowdown to stamp after a 429 at ``now``, or None if the stored one
     already covers it (within :data:`STAMP_MARGIN_S`)."""

@@ -76,7 +76,7 @@ def run_child(spec: ChildSpec, ready: Any = None) -> None:
     # Ctrl-C reaches the whole process group: the supervisor decides, and stops us with SIGTERM.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     extra = {} if spec.local_api_url is None else {"local_api_url": spec.local_api_url}
-    settings = Settings(backend="local", data_dir=spec.data_dir, **extra)  # type: ignore[arg-type]
+    settings = Settings(backend="local", data_dir=spec.data_dir, instance_id=spec.owner, **extra)  # type: ignore[arg-type]
     slog.configure(settings.log_level, settings.log_format)
     local = local_app(settings, owner=spec.owner, schedules=spec.index == 0, processes=spec.processes)
     if spec.prepare is not None:
@@ -199,6 +199,11 @@ class Supervisor:
         """A child exited: make its deliveries ready now, record it, and schedule its replacement."""
         child.process.join()
         released = self.bus.release_leases(owner=child.owner)
+        if self._deps is not None:
+            from common.service import leased_ratelimit
+
+            # What its model-quota limiters had reserved ahead: its siblings take it up now.
+            leased_ratelimit.release_reservations(self._deps.store, self._deps.clock, holder=child.owner)
         self.exits.append(Exit(child.index, child.owner, child.pid, child.process.exitcode, released))
         log.warning(
             "a worker process exited; its deliveries are ready again and it is being replaced",

@@ -30,6 +30,7 @@ never waits for the quota and returns the wait (an API's ``Retry-After``).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import random
@@ -79,6 +80,7 @@ class LeasedRateLimiter:
         hint: str = "Sluice is pacing calls to stay within the quota; the work is retried on its own.",
         background: bool = True,
         io_wait_s: float = 5.0,
+        holder: str | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
@@ -92,6 +94,9 @@ class LeasedRateLimiter:
         self._hint = hint
         self._background = background
         self._io_wait_s = io_wait_s  # how long a call waits for the keeper's store round trip
+        # This instance's name among those a supervisor runs: the shards note the tokens it
+        # reserves ahead, given back when it dies (release_reservations(holder=...)). None: not noted.
+        self._holder = holder
         self._cond = threading.Condition(threading.Lock())
         self._lease = leases.Lease(grace_s=plan.grace_s, spacing_s=plan.spacing_s)
         # The last refused renewal: the shards are asked again ``renew_gap_s``
@@ -444,7 +449,10 @@ class LeasedRateLimiter:
                 state = leases.apply_slowdown(self.bucket, state, now, slow_until)
             grant = leases.take_lease(self.bucket, state, now, want, self.plan.horizon_s, self.plan.min_grant)
             if grant.times:
-                t.set(self._collection, doc_id, grant.state.to_doc())
+                holders: leases.Holders = snap.data.get("holders", {}) if snap is not None else {}
+                if self._holder is not None:
+                    holders = leases.note_holder(holders, self._holder, grant.times, now)
+                t.set(self._collection, doc_id, {**grant.state.to_doc(), **({"holders": holders} if holders else {})})
             return grant
 
         self.renewals += 1
@@ -518,14 +526,16 @@ class LeasedRateLimiter:
                 self._learn(stamped, now)
 
 
-def release_reservations(store: Store, clock: Clock, *, collection: str = COLLECTION) -> int:
-    """Give back the tokens every shard has reserved ahead; return how many shards held some.
+def release_reservations(store: Store, clock: Clock, *, holder: str | None = None, collection: str = COLLECTION) -> int:
+    """Give back the tokens the shards have reserved ahead; return how many shards held some.
 
-    For a caller that knows every instance that could hold a lease is dead: the
-    local runtime at start-up, holding the data directory's lock (as it
+    With ``holder``, only that instance's (a supervisor's worker process that
+    died: its siblings keep theirs). Without, every instance's: for a caller
+    that knows every instance that could hold a lease is dead, such as the
+    local runtime at start-up holding the data directory's lock (as it
     releases the dead process's bus leases). A killed instance's reservations
-    (up to ``horizon_s`` of the quota) would otherwise keep its successor
-    waiting for the quota that long while the server's quota goes unused.
+    (up to ``horizon_s`` of its share of the quota) would otherwise keep the
+    quota unused that long.
     """
     now = clock.now().timestamp()
     quotas: dict[str, list[Snapshot]] = {}
@@ -535,22 +545,36 @@ def release_reservations(store: Store, clock: Clock, *, collection: str = COLLEC
     released = 0
     for shards in quotas.values():
         for index, snap in enumerate(sorted(shards, key=lambda s: s.id)):
-            if float(snap.data.get("tokens", 0.0)) >= 0.0:
-                continue
+            holds = holder in snap.data.get("holders", {}) if holder is not None else snap.data.get("tokens", 0.0) < 0
+            if not holds:
+                continue  # nothing reserved here (as read: the transaction reads again)
             level = index / len(shards)  # phases spread over the quota's shards
-
-            def tx(t: Transaction, doc_id: str = snap.id, level: float = level) -> bool:
-                current = t.get(collection, doc_id)
-                state = BucketState.from_doc(current.data) if current is not None else None
-                freed = leases.forget_reservations(state, now, level) if state is not None else None
-                if freed is not None:
-                    t.set(collection, doc_id, freed.to_doc())
-                return freed is not None
-
-            released += store.transaction(tx)
+            released += store.transaction(functools.partial(_release_shard, collection, snap.id, now, holder, level))
     if released:
-        log.info("gave back the quota %d shards had reserved for a dead process", released)
+        log.info(
+            "gave back the quota %d shards had reserved for a dead process", released, extra={"holder": holder or "*"}
+        )
     return released
+
+
+def _release_shard(collection: str, doc_id: str, now: float, holder: str | None, level: float, t: Transaction) -> bool:
+    current = t.get(collection, doc_id)
+    if current is None:
+        return False
+    state = BucketState.from_doc(current.data)
+    holders: leases.Holders = current.data.get("holders", {})
+    if holder is None:
+        freed = leases.forget_reservations(state, now, level)
+        if freed is None:
+            return False
+        t.set(collection, doc_id, freed.to_doc())
+        return True
+    given = leases.give_back(state, holders, holder, now)
+    if given is None:
+        return False
+    freed, rest = given
+    t.set(collection, doc_id, {**freed.to_doc(), **({"holders": rest} if rest else {})})
+    return True
 
 
 _shared: dict[tuple[int, str], LeasedRateLimiter] = {}

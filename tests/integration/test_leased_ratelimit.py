@@ -395,3 +395,40 @@ def test_a_cold_instance_with_many_callers_leases_from_every_shard_in_its_first_
     callers_go.set()
     for t in callers:
         t.join(timeout=30)
+
+
+def _busy_together(instances: list[LeasedRateLimiter], clock: ManualClock, seconds: float) -> list[int]:
+    """Calls each greedy instance makes while they share the quota for ``seconds``."""
+    made = [0] * len(instances)
+    for _ in range(round(seconds * 20)):
+        clock.advance(0.05)
+        for i, lim in enumerate(instances):
+            while try_acquire(lim):
+                made[i] += 1
+    return made
+
+
+@pytest.mark.parametrize("released", [True, False])
+def test_a_dead_siblings_reservations_go_to_the_survivor_and_the_survivors_stay_its_own(
+    tmp_path: Path, released: bool
+) -> None:
+    """A supervisor's worker process dies: what it had reserved ahead is given back at
+    once, and only that, so the survivor gets the whole quota and no more."""
+    clock = ManualClock()
+    plan = QuotaPlan.per_minute(600)  # ten shards of a call a second each
+    path = tmp_path / "state.db"
+    dead = limiter(SqliteStore(path, durable=False), clock, plan, rng=random.Random(1), holder="w0-dead")
+    alive = limiter(SqliteStore(path, durable=False), clock, plan, rng=random.Random(2), holder="w1-alive")
+    _busy_together([dead, alive], clock, 5.0)
+    assert dead.held() >= 5, "the instance that dies had reserved ahead"
+
+    if released:
+        assert release_reservations(SqliteStore(path, durable=False), clock, holder="w0-dead") > 0
+    made = _calls_over(alive, clock, 3.0)
+
+    # The quota allows 30 calls in 3 s (and a token per shard more, after a pause): nothing twice.
+    assert made <= 30 + plan.shards
+    if released:
+        assert made >= 27
+    else:
+        assert made <= 24, "without the release the dead sibling's reservations go unused"

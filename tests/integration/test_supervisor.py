@@ -255,3 +255,36 @@ def test_sluice_serve_refuses_fewer_than_one_process(tmp_path: Path) -> None:
         cmd, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, capture_output=True, text=True, timeout=60
     )
     assert res.returncode == 2 and "--processes must be at least 1" in res.stderr
+
+
+def note_instance(deps: Deps) -> None:
+    """A child's prepare: record the name its limiters note their reservations under."""
+    _record(deps.settings.data_dir / "instances", deps.settings.instance_id)
+
+
+def test_a_child_killed_with_9_gives_back_the_model_quota_it_had_reserved_ahead(held_app: LocalApp) -> None:
+    sup = Supervisor(held_app.deps.settings.data_dir, 2, held_app.bus, prepare=note_instance, deps=held_app.deps)
+    sup.start()
+    try:
+        children = sup.children
+        _wait("2 children running", lambda: all(c.ready.is_set() for c in children))
+        names = (held_app.deps.settings.data_dir / "instances").read_text().split()
+        assert sorted(names) == sorted(c.owner for c in children), "each child's limiters note it by its owner"
+        victim, sibling = children
+        store, now = held_app.deps.store, time.time()
+        store.set(
+            "ratelimits",
+            "gemini:p:m:shard-000",
+            {"tokens": -2.0, "updated_at": now, "holders": {victim.owner: [now + 60], sibling.owner: [now + 61]}},
+        )
+
+        assert victim.pid is not None
+        os.kill(victim.pid, signal.SIGKILL)
+        _wait("the supervisor to see the exit", lambda: sup.exits)
+
+        shard = store.get("ratelimits", "gemini:p:m:shard-000")
+        assert shard is not None
+        assert shard.data["tokens"] == -1.0, "the dead child's token ahead is free again"
+        assert shard.data["holders"] == {sibling.owner: [now + 61]}, "its sibling's stays reserved"
+    finally:
+        sup.stop()

@@ -14,7 +14,9 @@ from common.core.leases import (
     QuotaPlan,
     apply_slowdown,
     chores,
+    give_back,
     lease_size,
+    note_holder,
     should_renew,
     stamp_needed,
     take_lease,
@@ -327,3 +329,38 @@ def test_a_quota_counted_per_minute_or_with_a_burst_spends_due_tokens_at_once(pl
     lease = Lease(grace_s=plan.grace_s, spacing_s=plan.spacing_s)
     lease.add([100.0] * 5)
     assert sum(lease.spend(100.0) for _ in range(5)) == 5
+
+
+def test_a_holders_reservations_are_noted_and_tokens_already_due_forgotten() -> None:
+    holders = {"w0": [9.0, 11.0], "w1": [10.5]}
+
+    noted = note_holder(holders, "w0", (12.0, 13.0), now=10.0)
+
+    assert noted == {"w0": [11.0, 12.0, 13.0], "w1": [10.5]}
+
+
+def test_a_holder_with_nothing_ahead_is_dropped() -> None:
+    assert note_holder({"w1": [9.5]}, "w0", (12.0,), now=10.0) == {"w0": [12.0]}
+
+
+def test_a_dead_holders_tokens_ahead_go_back_to_the_shard_and_its_siblings_keep_theirs() -> None:
+    state = BucketState(tokens=-2.5, updated_at=9.0)
+
+    given = give_back(state, {"w0": [9.5, 10.5, 11.5], "w1": [12.5]}, "w0", now=10.0)
+
+    assert given is not None
+    freed, rest = given
+    assert freed.tokens == -0.5, "its two tokens still to come are free again; the one due is spent"
+    assert freed.updated_at == 9.0
+    assert rest == {"w1": [12.5]}
+
+
+def test_giving_back_never_lifts_a_shard_above_one_token() -> None:
+    given = give_back(BucketState(tokens=0.5, updated_at=10.0), {"w0": [11.0, 12.0, 13.0]}, "w0", now=10.0)
+
+    assert given is not None and given[0].tokens == 1.0
+
+
+def test_a_holder_with_nothing_reserved_here_gives_nothing_back() -> None:
+    assert give_back(BucketState(tokens=-1.0, updated_at=10.0), {"w1": [12.0]}, "w0", now=10.0) is None
+    assert give_back(BucketState(tokens=-1.0, updated_at=10.0), {"w0": [9.0]}, "w0", now=10.0) is None
