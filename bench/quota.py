@@ -162,7 +162,8 @@ def prepare_child(deps: Any) -> None:
             limiter=limiter,
             breaker=deps.breaker("vertex"),
             credentials=Credentials(token="bench"),  # type: ignore[no-untyped-call]
-            http_base_url=os.environ["QUOTA_VERTEX"],
+            # The supervisor's model gateway (which forwards to the fake), unless turned off.
+            http_base_url=deps.settings.gemini_base_url or os.environ["QUOTA_VERTEX"],
         )
 
     deps.extractor_factory = factory
@@ -183,6 +184,7 @@ def supervise(data_dir: Path, base_url: str, rpm: int, workers: int | None, proc
         SLUICE_MODEL_RPM=str(rpm),
         SLUICE_LOG_LEVEL="WARNING",
         QUOTA_VERTEX=base_url,
+        SLUICE_GEMINI_BASE_URL=base_url,  # the model gateway's upstream
         QUOTA_TRACE_DIR=str(data_dir.parent),
     )
     if workers is not None:

@@ -303,6 +303,7 @@ def _extractor(name: str, settings: Settings, deps: Deps) -> Extractor:
             breaker=deps.breaker("vertex"),
             max_pages=settings.max_document_pages,
             max_bytes=settings.max_document_bytes,
+            http_base_url=settings.gemini_base_url,
         )
     raise ConfigError(f"extractor {name!r} is not available", hint="Use SLUICE_EXTRACTOR=offline or gemini.")
 
@@ -339,6 +340,7 @@ def text_model(settings: Settings, deps: Deps, *, model: str | None = None) -> T
             clock=deps.clock,
             limiter=limiter,
             breaker=deps.breaker("vertex"),
+            http_base_url=settings.gemini_base_url,
         )
     if settings.text_model == "openai":
         from common.adapters.openai_chat import OpenAIChatModel

@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     extractor: ExtractorName = ExtractorName.OFFLINE
     gemini_model: str = "gemini-2.5-flash"
     gemini_location: str = "europe-west1"
+    # Where Vertex AI is reached (None: Google's endpoint for gemini_location). A supervisor's
+    # worker processes are given its model gateway's address here (see model_gateway).
+    gemini_base_url: str | None = None
     model_rpm: int = Field(default=60, ge=1)
     max_document_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
     max_document_pages: int = Field(default=1000, ge=1)
@@ -117,6 +120,9 @@ class Settings(BaseSettings):
     # This process's name among the worker processes a supervisor runs (set by it, not by hand):
     # the model quota's shards note what it reserves, given back at once if it dies.
     instance_id: str = ""
+    # With processes > 1: the workers call Vertex AI through the supervisor's model gateway,
+    # which outlives them, so a worker killed mid-call loses no model answer (common.runtime.model_gateway).
+    model_gateway: bool = True
     # Embedded store: while an SSE stream waits for a change, how often the serving process
     # looks for commits of the worker processes (SQLite's data_version). Lower: less lag.
     store_watch_s: float = Field(default=0.02, gt=0, le=5)

@@ -34,6 +34,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from common.obs.logging import fields
+from common.runtime.model_gateway import ModelGateway, vertex_endpoint
 
 if TYPE_CHECKING:
     from common.adapters.local.sqlite_bus import SqliteBus
@@ -58,6 +59,7 @@ class ChildSpec:
     processes: int
     local_api_url: str | None = None
     prepare: Callable[[Deps], None] | None = None
+    model_gateway_url: str | None = None
 
 
 def run_child(spec: ChildSpec, ready: Any = None) -> None:
@@ -75,8 +77,10 @@ def run_child(spec: ChildSpec, ready: Any = None) -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # a parent blocking it for sigwait passes that on
     # Ctrl-C reaches the whole process group: the supervisor decides, and stops us with SIGTERM.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    extra = {} if spec.local_api_url is None else {"local_api_url": spec.local_api_url}
-    settings = Settings(backend="local", data_dir=spec.data_dir, instance_id=spec.owner, **extra)  # type: ignore[arg-type]
+    extra: dict[str, Any] = {} if spec.local_api_url is None else {"local_api_url": spec.local_api_url}
+    if spec.model_gateway_url is not None:
+        extra["gemini_base_url"] = spec.model_gateway_url
+    settings = Settings(backend="local", data_dir=spec.data_dir, instance_id=spec.owner, **extra)
     slog.configure(settings.log_level, settings.log_format)
     local = local_app(settings, owner=spec.owner, schedules=spec.index == 0, processes=spec.processes)
     if spec.prepare is not None:
@@ -152,6 +156,8 @@ class Supervisor:
         self._stopping = threading.Event()
         self._monitor: threading.Thread | None = None
         self.exits: list[Exit] = []  # every child that exited while running (tests and operators)
+        # The children's model calls, made here so that a child's death loses no answer.
+        self.gateway: ModelGateway | None = None
 
     @property
     def children(self) -> list[Child]:
@@ -167,6 +173,10 @@ class Supervisor:
             from common.service import leased_ratelimit
 
             leased_ratelimit.release_reservations(self._deps.store, self._deps.clock)
+        settings = None if self._deps is None else self._deps.settings
+        if settings is not None and settings.model_gateway:
+            self.gateway = ModelGateway(settings.gemini_base_url or vertex_endpoint(settings.gemini_location))
+            self.gateway.start()
         for index in range(self.processes):
             self._spawn(index)
         self._monitor = threading.Thread(target=self._watch, name="sluice-supervisor", daemon=True)
@@ -175,7 +185,8 @@ class Supervisor:
 
     def _spawn(self, index: int) -> None:
         owner = f"w{index}-{uuid.uuid4().hex[:8]}"
-        spec = ChildSpec(self.data_dir, owner, index, self.processes, self._api_url, self._prepare)
+        gateway = None if self.gateway is None else self.gateway.url
+        spec = ChildSpec(self.data_dir, owner, index, self.processes, self._api_url, self._prepare, gateway)
         ready = self._ctx.Event()
         proc = self._ctx.Process(target=run_child, args=(spec, ready), name=f"sluice-worker-{index}", daemon=False)
         proc.start()
@@ -251,3 +262,5 @@ class Supervisor:
                 self.bus.release_leases(owner=c.owner)
         with self._lock:
             self._children.clear()
+        if self.gateway is not None:
+            self.gateway.stop()  # after the children: their calls in flight are answered first

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -288,3 +289,78 @@ def test_a_child_killed_with_9_gives_back_the_model_quota_it_had_reserved_ahead(
         assert shard.data["holders"] == {sibling.owner: [now + 61]}, "its sibling's stays reserved"
     finally:
         sup.stop()
+
+
+def gemini_with_test_credentials(deps: Deps) -> None:
+    """A child's extractor: the real Gemini adapter, through the supervisor's model
+    gateway (``gemini_base_url``), with a token the fake Vertex AI accepts."""
+    from google.oauth2.credentials import Credentials
+
+    from common.adapters.gcp.gemini import GeminiExtractor
+
+    def factory(_name: str) -> Extractor:
+        return GeminiExtractor(
+            project="p",
+            location="europe-west1",
+            model="gemini-2.5-flash",
+            blobs=deps.blobs,
+            clock=deps.clock,
+            credentials=Credentials(token="test"),  # type: ignore[no-untyped-call]
+            http_base_url=deps.settings.gemini_base_url,
+        )
+
+    deps.extractor_factory = factory
+
+
+def test_a_child_killed_with_9_mid_call_costs_no_second_model_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.fakes.vertex import FakeVertex, RecordedRequest, Reply, answer
+
+    docs = 4
+    answers_may_go = threading.Event()
+    row = ["F-1", "2024-05-10", 119.0, "EUR", "ACME GmbH", "Globex SA"]
+
+    def reply(_req: RecordedRequest) -> Reply:
+        answers_may_go.wait(60)  # every call stays in flight until the test lets them answer
+        return answer({"columns": [f.name for f in INVOICE_PRESET], "results": [row], "pages": [1]})
+
+    with FakeVertex() as fake:
+        fake.default = reply
+        for name, value in {
+            "SLUICE_WORKERS": "4",  # 2 handler threads per child: every document in flight at once
+            "SLUICE_EXTRACTOR": "gemini",
+            "SLUICE_PROJECT": "p",
+            "SLUICE_GEMINI_BASE_URL": fake.base_url,  # the gateway's upstream
+        }.items():
+            monkeypatch.setenv(name, value)
+        data_dir = tmp_path / "data"
+        with data_dir_lock(data_dir):
+            app = local_app(Settings(backend="local", data_dir=data_dir))
+            job = jobs.create_job(app.deps, owner="alice", name="gateway", fields=INVOICE_PRESET)
+            for path in _make_invoices(tmp_path / "docs", docs):
+                jobs.add_upload(app.deps, job, path)
+            sup = Supervisor(data_dir, 2, app.bus, prepare=gemini_with_test_credentials, deps=app.deps)
+            sup.start()
+            try:
+                run = jobs.request_run(app.deps, app.sender, job)
+                _wait("every document's call in flight", lambda: len(fake.requests) >= docs)
+                victim = next(c for c in sup.children if _leased_by(app.bus, c.owner) > 0)
+                assert victim.pid is not None
+                os.kill(victim.pid, signal.SIGKILL)
+                (gone,) = _wait("the supervisor to see the exit", lambda: list(sup.exits))
+                answers_may_go.set()
+
+                def finished() -> list[ExtractionTask]:
+                    tasks = list(repo.scan(app.deps.store, ExtractionTask, filters=[Filter("run_id", "==", run.id)]))
+                    done = len(tasks) == docs and all(t.status is TaskStatus.COMPLETED for t in tasks)
+                    return tasks if done else []
+
+                _wait("every document extracted", finished)
+            finally:
+                answers_may_go.set()
+                sup.stop()
+    assert gone.released >= 1, "the killed child had calls in flight"
+    assert len(fake.requests) == docs, "no document was sent to the model twice"
+    assert sup.gateway is not None
+    assert sup.gateway.served_kept + sup.gateway.joined == gone.released, "its retries took the answers it left"
