@@ -301,6 +301,13 @@ class Lease:
             dropped += 1
         return dropped
 
+    def drop_after(self, now: float) -> int:
+        """Drop the tokens not yet due (given back to their shards); return how many."""
+        kept = [t for t in self.times if t <= now]
+        dropped = len(self.times) - len(kept)
+        self.times = kept
+        return dropped
+
     def next_wait(self, now: float) -> float | None:
         """Seconds until the next token may be spent (0: now); None if the lease is spent."""
         self.expire(now)

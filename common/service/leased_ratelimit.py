@@ -55,6 +55,9 @@ _SHARD_TRIES = 2  # shards refusing a renewal before it waits
 _MAX_HOLD_S = 0.5  # after refusals, ask again within this, whatever the shards said
 _MAX_NAP_S = 0.25  # the keeper looks again at least this often (real seconds)
 _KEEPER_BACKOFF_S = 1.0  # after a store error, the keeper tries again after this
+# An instance noted as a holder with no caller for this long gives back what it reserved
+# ahead: its tokens would come due unspent (a second of them is a second of the quota lost).
+_GIVE_BACK_AFTER_S = 0.5
 # A keeper whose instance made no call for this long (real time) stops, whatever
 # the injected clock says (a test's manual clock that no longer moves).
 _REAL_IDLE_S = 60.0
@@ -124,6 +127,8 @@ class LeasedRateLimiter:
         self.keeper_errors = 0
         self.ticks = 0  # keeper rounds done
         self.store_waits = 0  # calls that waited for the keeper's store round trip
+        self.given_back = 0  # shards given back this instance's reservations when it went idle
+        self._leased_from: set[int] = set()  # shards this instance holds reservations from
 
     @property
     def stamp_id(self) -> str:
@@ -341,6 +346,7 @@ class LeasedRateLimiter:
                 self._next_poll = now + self.plan.poll_s
         if todo.poll:
             self._poll(now)
+        self._give_back_if_idle()
         with self._cond:
             now = self._now()
             rate = self._recent_rate(now)
@@ -355,6 +361,27 @@ class LeasedRateLimiter:
             with self._cond:
                 self._renewing = False
         return todo.next_s
+
+    def _give_back_if_idle(self) -> None:
+        """An instance noted as a holder that has had no caller for ``_GIVE_BACK_AFTER_S`` gives
+        back the tokens it reserved ahead, for its siblings still calling: kept, they
+        would only expire. Dropped from its own lease first, so none is spent twice."""
+        with self._cond:
+            now = self._now()
+            idle = self._waiting == 0 and now - self._last_call >= _GIVE_BACK_AFTER_S
+            if self._holder is None or not idle or not self._lease.drop_after(now):
+                return
+            shards, self._leased_from = self._leased_from, set()
+        for index in sorted(shards):
+            try:
+                given = self._store.transaction(
+                    functools.partial(_release_shard, self._collection, self.shard_doc(index), now, self._holder, 0.0)
+                )
+            except Exception:  # the store failed: those tokens expire, as they would have
+                log.warning("rate limiter %s: giving back a reservation failed", self.key, exc_info=True)
+                continue
+            with self._cond:
+                self.given_back += int(given)
 
     def _start_keeper(self) -> None:
         """Start the keeper thread if it is not running (the caller holds the lock)."""
@@ -417,12 +444,14 @@ class LeasedRateLimiter:
                     continue
                 granted = True
                 self._lease.add(grant.times)
+                self._leased_from.add(index)
                 if not leases.should_renew(self.plan, self._lease, now, -math.inf, self._recent_rate(now)):
                     break
         with self._cond:
             # Only refusals from every shard asked say when a token may come;
-            # after a grant, another shard may have one at once.
-            self._ready_at = -math.inf if granted else now + ready
+            # after a grant, another shard may have one at once. Asked again within
+            # _MAX_HOLD_S whatever they said: a sibling may give tokens back meanwhile.
+            self._ready_at = -math.inf if granted else now + min(ready, _MAX_HOLD_S)
             if not granted:
                 # Refusals say when those shards will have a batch; the others
                 # are drained alike, so wait a little before asking again.

@@ -400,10 +400,11 @@ def test_a_cold_instance_with_many_callers_leases_from_every_shard_in_its_first_
 def _busy_together(instances: list[LeasedRateLimiter], clock: ManualClock, seconds: float) -> list[int]:
     """Calls each greedy instance makes while they share the quota for ``seconds``."""
     made = [0] * len(instances)
-    for _ in range(round(seconds * 20)):
+    for step in range(round(seconds * 20)):
         clock.advance(0.05)
-        for i, lim in enumerate(instances):
-            while try_acquire(lim):
+        for k in range(len(instances)):  # each goes first in turn: all of them are busy
+            i = (step + k) % len(instances)
+            while try_acquire(instances[i]):
                 made[i] += 1
     return made
 
@@ -432,3 +433,34 @@ def test_a_dead_siblings_reservations_go_to_the_survivor_and_the_survivors_stay_
         assert made >= 27
     else:
         assert made <= 24, "without the release the dead sibling's reservations go unused"
+
+
+@pytest.mark.parametrize("noted", [True, False])
+def test_an_instance_gone_idle_gives_what_it_reserved_ahead_to_a_sibling_still_calling(
+    tmp_path: Path, noted: bool
+) -> None:
+    """A worker process whose items are done holds up to ``horizon_s`` of the quota,
+    which would only expire while its sibling's callers wait: after ``lookahead_s``
+    without a caller it gives it back (a supervisor's children are noted as holders)."""
+    clock = ManualClock()
+    plan = QuotaPlan.per_minute(600)
+    path = tmp_path / "state.db"
+    done = limiter(SqliteStore(path, durable=False), clock, plan, rng=random.Random(1), holder="w0" if noted else None)
+    busy = limiter(SqliteStore(path, durable=False), clock, plan, rng=random.Random(2), holder="w1")
+    _busy_together([done, busy], clock, 5.0)
+    assert done.held() >= 5, "the instance about to go idle had reserved ahead"
+
+    made = 0
+    for _ in range(60):  # 3 s: the idle instance's keeper looks in, its sibling calls
+        clock.advance(0.05)
+        done.tick()
+        while try_acquire(busy):
+            made += 1
+
+    assert made <= 30 + plan.shards, "nothing is handed out twice"
+    # The sibling starts cold (it found every shard reserved): about 2 s of the 3 at the quota's pace.
+    if noted:
+        assert done.given_back > 0 and done.held() == 0
+        assert made >= 18
+    else:
+        assert made <= 13, "reservations of an instance not noted as a holder expire unused"

@@ -364,3 +364,10 @@ def test_giving_back_never_lifts_a_shard_above_one_token() -> None:
 def test_a_holder_with_nothing_reserved_here_gives_nothing_back() -> None:
     assert give_back(BucketState(tokens=-1.0, updated_at=10.0), {"w1": [12.0]}, "w0", now=10.0) is None
     assert give_back(BucketState(tokens=-1.0, updated_at=10.0), {"w0": [9.0]}, "w0", now=10.0) is None
+
+
+def test_dropping_a_lease_after_now_keeps_the_tokens_already_due() -> None:
+    lease = Lease(times=[9.5, 10.0, 10.5, 12.0])
+
+    assert lease.drop_after(10.0) == 2
+    assert lease.times == [9.5, 10.0]
