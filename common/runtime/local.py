@@ -119,13 +119,35 @@ def worker_count(settings: Settings, topo: Topology, function: str, requested: i
     if requested is None:
         requested = settings.workers or None
     if requested is None:
-        quota = topo.model_quota
-        remote = settings.extractor is not ExtractorName.OFFLINE
-        if quota is not None and quota.function == function and remote:
+        if waits_on_model(settings, topo, function):
             requested = max(DEFAULT_WORKERS, math.ceil(settings.model_rpm / 60 * MODEL_LATENCY_S))
         else:
             requested = DEFAULT_WORKERS
     return max(1, min(cap, requested))
+
+
+def waits_on_model(settings: Settings, topo: Topology, function: str) -> bool:
+    """Whether ``function``'s handlers mostly wait on a remote model (the topology's model quota)."""
+    quota = topo.model_quota
+    return quota is not None and quota.function == function and settings.extractor is not ExtractorName.OFFLINE
+
+
+def workers_per_process(
+    settings: Settings, topo: Topology, function: str, requested: int | None, processes: int
+) -> int:
+    """One runtime's share of ``function``'s handler threads when ``processes`` share the work.
+
+    A share each (rounded up), so N processes keep about as many calls in flight as
+    one; except the automatic pool of a function waiting on a remote model, which
+    each process keeps whole: the quota, not the threads, bounds its calls, and a
+    process must carry the whole quota while a sibling is down (killed, restarting)
+    or starved of it (another's leases hold the shards).
+    """
+    count = worker_count(settings, topo, function, requested)
+    automatic = requested is None and not settings.workers
+    if automatic and waits_on_model(settings, topo, function):
+        return count
+    return math.ceil(count / max(1, processes))
 
 
 class LocalRuntime:
@@ -146,8 +168,7 @@ class LocalRuntime:
         """``owner``: the lease owner id (default: this process and a random suffix).
         ``schedules``: run the topology's cron schedules here (one process of
         several does). ``processes``: how many runtimes share the work; each takes
-        that share of every function's handler threads (rounded up), so N
-        processes keep about as many calls in flight as one.
+        its share of the handler threads (:func:`workers_per_process`).
         """
         self.deps = deps
         self.bus = bus
@@ -160,7 +181,7 @@ class LocalRuntime:
         for topic, spec in topo.subscribed_topics().items():
             if functions is not None and spec.function not in functions:
                 continue
-            workers = math.ceil(worker_count(deps.settings, topo, spec.function, max_workers) / max(1, processes))
+            workers = workers_per_process(deps.settings, topo, spec.function, max_workers, processes)
             name = subscription_name(self._topic(topic), spec.function)
             self._subs.append(_Sub(name, self._topic(topic), spec.function, spec, workers))
         self._crons = {name: Cron.parse(s.cron) for name, s in topo.schedules.items()} if schedules else {}

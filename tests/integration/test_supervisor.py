@@ -207,6 +207,21 @@ def test_a_runtime_among_several_takes_its_share_of_the_handlers_and_only_one_ru
     assert other.runtime.tick_schedules() == 0, "the hourly jobs fire in one process, not in each"
 
 
+def test_each_process_keeps_the_whole_automatic_pool_of_the_function_waiting_on_a_remote_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its calls are bounded by the quota, not by threads, and a process must carry the whole
+    quota while its sibling is down or starved of leases; other pools are shared as before."""
+    monkeypatch.delenv("SLUICE_WORKERS", raising=False)
+    settings = Settings(backend="local", data_dir=tmp_path / "data", extractor="gemini", project="p", model_rpm=600)
+    alone = local_app(settings)
+    one_of_two = local_app(deps=alone.deps, processes=2, schedules=False)
+
+    assert alone.runtime.workers["extract"] == 100  # 600 a minute for up to 10 s each
+    assert one_of_two.runtime.workers["extract"] == 100
+    assert one_of_two.runtime.workers["export"] == -(-alone.runtime.workers["export"] // 2)
+
+
 def test_serving_with_several_processes_runs_a_supervisor_and_stops_it(tmp_path: Path) -> None:
     from common.serve import serving
 
