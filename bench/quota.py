@@ -164,6 +164,7 @@ def prepare_child(deps: Any) -> None:
             credentials=Credentials(token="bench"),  # type: ignore[no-untyped-call]
             # The supervisor's model gateway (which forwards to the fake), unless turned off.
             http_base_url=deps.settings.gemini_base_url or os.environ["QUOTA_VERTEX"],
+            ask_gateway_first=deps.settings.gemini_via_gateway,
         )
 
     deps.extractor_factory = factory

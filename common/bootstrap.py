@@ -304,6 +304,7 @@ def _extractor(name: str, settings: Settings, deps: Deps) -> Extractor:
             max_pages=settings.max_document_pages,
             max_bytes=settings.max_document_bytes,
             http_base_url=settings.gemini_base_url,
+            ask_gateway_first=settings.gemini_via_gateway,
         )
     raise ConfigError(f"extractor {name!r} is not available", hint="Use SLUICE_EXTRACTOR=offline or gemini.")
 

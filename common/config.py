@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     # Where Vertex AI is reached (None: Google's endpoint for gemini_location). A supervisor's
     # worker processes are given its model gateway's address here (see model_gateway).
     gemini_base_url: str | None = None
+    # Set by a supervisor for its worker processes: gemini_base_url is its model gateway,
+    # asked first for an answer it kept from a killed worker's call.
+    gemini_via_gateway: bool = False
     model_rpm: int = Field(default=60, ge=1)
     max_document_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
     max_document_pages: int = Field(default=1000, ge=1)

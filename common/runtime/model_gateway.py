@@ -13,6 +13,9 @@ which outlives them:
   to it once instead of calling the model again.
 * **Identical requests in flight share one call** (the retried item asking
   while the dead child's call is still under way joins it).
+* **A caller may ask first for a kept answer only** (header ``X-Sluice-Kept-Only:
+  1``), before it takes a token of the quota: a retried item then spends no
+  quota on an answer the model already gave (404 when there is none).
 * Anything else passes through unchanged: the request (with its credentials)
   to ``upstream``, the answer (status, body, content type) back. Only 2xx
   answers are kept or shared; a 429 or an error goes to its own caller alone.
@@ -40,7 +43,9 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 # Headers not forwarded (hop-by-hop, or set again by the client that forwards).
-_HOP = frozenset({"host", "content-length", "connection", "keep-alive", "transfer-encoding", "accept-encoding"})
+_HOP = frozenset(
+    {"x-sluice-kept-only", "host", "content-length", "connection", "keep-alive", "transfer-encoding", "accept-encoding"}
+)
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,14 @@ class Answer:
     status: int
     content_type: str
     body: bytes
+
+
+# A request carrying this header ("1") asks only for a kept answer (or one under way):
+# the gateway never calls the model for it, and answers 404 when it has none.
+KEPT_ONLY_HEADER = "X-Sluice-Kept-Only"
+_NOT_KEPT = Answer(
+    404, "application/json", b'{"error": {"code": 404, "message": "no kept answer", "status": "NOT_FOUND"}}'
+)
 
 
 @dataclass
@@ -94,6 +107,7 @@ class ModelGateway:
         self.kept = 0  # answers kept for a caller that was gone
         self.served_kept = 0  # requests answered from a kept answer
         self.joined = 0  # requests that shared a call already under way
+        self.not_kept = 0  # kept-only requests that found nothing
 
     # -- serving ------------------------------------------------------------------
 
@@ -144,14 +158,21 @@ class ModelGateway:
         if kept is not None:
             self._reply(req, kept, key, keep=False)
             return
+        only_kept = req.headers.get(KEPT_ONLY_HEADER) == "1"
         with self._lock:
             call = self._calls.get(key)
             leader = call is None
-            if call is None:
+            if call is None and only_kept:
+                self.not_kept += 1
+            elif call is None:
                 call = self._calls[key] = _Call()
             else:
                 call.followers += 1
                 self.joined += 1
+        if call is None:
+            # Asked before the caller takes a token of the quota: no answer here, so it calls.
+            self._reply(req, _NOT_KEPT, key, keep=False)
+            return
         if leader:
             try:
                 call.answer = self._forward(req, body)

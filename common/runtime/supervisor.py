@@ -79,7 +79,7 @@ def run_child(spec: ChildSpec, ready: Any = None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     extra: dict[str, Any] = {} if spec.local_api_url is None else {"local_api_url": spec.local_api_url}
     if spec.model_gateway_url is not None:
-        extra["gemini_base_url"] = spec.model_gateway_url
+        extra.update(gemini_base_url=spec.model_gateway_url, gemini_via_gateway=True)
     settings = Settings(backend="local", data_dir=spec.data_dir, instance_id=spec.owner, **extra)
     slog.configure(settings.log_level, settings.log_format)
     local = local_app(settings, owner=spec.owner, schedules=spec.index == 0, processes=spec.processes)

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
@@ -17,6 +20,7 @@ import requests
 
 from common.runtime.model_gateway import ModelGateway
 from tests.fakes.vertex import FakeVertex, RecordedRequest, Reply, answer
+from tests.support import REPO_ROOT
 
 PATH = "/v1beta1/projects/p/locations/europe-west1/publishers/google/models/m:generateContent"
 
@@ -158,3 +162,101 @@ def test_an_unreachable_upstream_is_a_502_the_retry_policy_decides_on() -> None:
         gw.stop()
     assert resp.status_code == 502
     assert "upstream call failed" in resp.text
+
+
+def _ask_kept(gw: ModelGateway, doc: str) -> requests.Response:
+    body: Any = {"contents": [{"role": "user", "parts": [{"text": doc}]}]}
+    headers = {"Authorization": "Bearer t", "X-Sluice-Kept-Only": "1"}
+    return requests.post(gw.url.rstrip("/") + PATH, json=body, headers=headers, timeout=30)
+
+
+def test_asking_only_for_a_kept_answer_never_calls_the_model(gateway: ModelGateway, fake: FakeVertex) -> None:
+    resp = _ask_kept(gateway, "doc-1")
+
+    assert resp.status_code == 404
+    assert fake.requests == []
+
+
+def test_asking_only_for_a_kept_answer_gets_the_one_a_dead_caller_left(gateway: ModelGateway, fake: FakeVertex) -> None:
+    fake.push(_slow(0.3, answer({"results": [["kept"]]})))
+    _post_and_hang_up(gateway, "doc-1")
+    _until(lambda: gateway.kept == 1)
+
+    resp = _ask_kept(gateway, "doc-1")
+
+    assert resp.status_code == 200 and "kept" in resp.text
+    assert len(fake.requests) == 1
+
+
+def _extract_in(tmp_path: Path, base_url: str, *, limiter: Any = None) -> Any:
+    """The real Gemini extractor on a local document, through ``base_url`` (the gateway)."""
+    from google.oauth2.credentials import Credentials
+
+    from common.adapters.gcp.gemini import GeminiExtractor
+    from common.adapters.local.clock import ManualClock
+    from common.adapters.local.fs_blobs import FsBlobStore
+    from common.core.schema import INVOICE_PRESET
+    from common.ports.extractor import DocumentRef
+
+    clock = ManualClock()
+    blobs = FsBlobStore(tmp_path / "blobs", clock=clock, durable=False)
+    data = b"invoice F-1 total 119.00 EUR"
+    uri = "local://docs/a.txt"
+    blobs.put_bytes(uri, data, content_type="text/plain")
+    ex = GeminiExtractor(
+        project="p",
+        location="europe-west1",
+        model="gemini-2.5-flash",
+        blobs=blobs,
+        clock=clock,
+        limiter=limiter,
+        credentials=Credentials(token="t"),  # type: ignore[no-untyped-call]
+        http_base_url=base_url,
+        ask_gateway_first=True,
+    )
+    return ex.extract(DocumentRef(uri=uri, name="a.txt", mime_type="text/plain", size=len(data)), INVOICE_PRESET)
+
+
+class NoQuota:
+    """A limiter with no token to give."""
+
+    def acquire(self, cost: float = 1.0) -> None:
+        from common.core.errors import ErrorKind, RetryableError
+
+        raise RetryableError("no quota left in this test", kind=ErrorKind.THROTTLED)
+
+
+def test_a_retried_extraction_takes_the_answer_its_killed_first_attempt_left_without_a_token(
+    gateway: ModelGateway, fake: FakeVertex, tmp_path: Path
+) -> None:
+    """The first attempt's process is killed with -9 mid-call; the retry (here, with a
+    limiter that has no token to give) gets that call's answer from the gateway."""
+    from common.core.schema import INVOICE_PRESET
+
+    row = {"columns": [f.name for f in INVOICE_PRESET], "results": [["F-1", None, 119.0, "EUR", None, None]]}
+    fake.push(_slow(1.0, answer(row)))
+    first = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]);"
+            " from tests.integration.test_model_gateway import _extract_in;"
+            " _extract_in(Path(sys.argv[2]), sys.argv[3])",
+            str(REPO_ROOT),
+            str(tmp_path),
+            gateway.url,
+        ],
+        cwd=REPO_ROOT,
+    )
+    try:
+        _until(lambda: len(fake.requests) == 1)
+    finally:
+        first.kill()
+        first.wait()
+    _until(lambda: gateway.kept == 1)
+
+    retried = _extract_in(tmp_path, gateway.url, limiter=NoQuota())
+
+    assert retried.results[0][0] == "F-1"
+    assert gateway.not_kept == 1, "the first attempt asked first too, and found nothing"
+    assert len(fake.requests) == 1, "one model call for the document"

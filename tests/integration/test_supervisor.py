@@ -322,6 +322,7 @@ def gemini_with_test_credentials(deps: Deps) -> None:
             clock=deps.clock,
             credentials=Credentials(token="test"),  # type: ignore[no-untyped-call]
             http_base_url=deps.settings.gemini_base_url,
+            ask_gateway_first=deps.settings.gemini_via_gateway,
         )
 
     deps.extractor_factory = factory

@@ -54,6 +54,7 @@ from common.ports.blobs import BlobStore
 from common.ports.breaker import CircuitBreaker
 from common.ports.clock import Clock
 from common.ports.extractor import DocumentRef
+from common.runtime.model_gateway import KEPT_ONLY_HEADER
 
 if TYPE_CHECKING:  # pragma: no cover
     from google import genai
@@ -137,6 +138,7 @@ class GeminiExtractor:
         credentials: Any = None,
         http_base_url: str | None = None,
         client_factory: Callable[[], genai.Client] | None = None,
+        ask_gateway_first: bool = False,
         max_connections: int = 1000,
     ) -> None:
         """``credentials`` None: Application Default Credentials, resolved by the
@@ -160,6 +162,8 @@ class GeminiExtractor:
         self._credentials = credentials
         self._base_url = http_base_url
         self._client = Lazy(client_factory or self._build_client)
+        # Calls go through a supervisor's model gateway: ask it first for a kept answer.
+        self._ask_kept = ask_gateway_first
 
     # -- the client -------------------------------------------------------------
 
@@ -240,22 +244,10 @@ class GeminiExtractor:
         )
         contents = [types.Content(role="user", parts=[doc_part, types.Part.from_text(text=user_text(fields, prompt))])]
 
-        if self._limiter is not None:
-            self._limiter.acquire()
-        if self._breaker is not None:
-            self._breaker.admit()  # CircuitOpen while Vertex AI keeps failing: the task waits, refunded
         t0 = time.perf_counter()
-        try:
-            response = self._client.get().models.generate_content(model=self.model, contents=contents, config=config)
-        except Exception as exc:
-            err = self._classify(exc)
-            if err is None:
-                raise
-            if self._breaker is not None:
-                self._breaker.record_failure(err)
-            raise err from exc
-        if self._breaker is not None:
-            self._breaker.record_success()
+        response = self._kept_answer(contents, config) if self._ask_kept else None
+        if response is None:
+            response = self._call(contents, config)
         latency_ms = round((time.perf_counter() - t0) * 1000, 1)
 
         raw = _answer_text(response)
@@ -280,6 +272,42 @@ class GeminiExtractor:
             latency_ms=latency_ms,
             notes=list(answer.notes),
         )
+
+    def _call(self, contents: Any, config: Any) -> Any:
+        """One call within the quota and the circuit breaker; its errors classified."""
+        if self._limiter is not None:
+            self._limiter.acquire()
+        if self._breaker is not None:
+            self._breaker.admit()  # CircuitOpen while Vertex AI keeps failing: the task waits, refunded
+        try:
+            response = self._client.get().models.generate_content(model=self.model, contents=contents, config=config)
+        except Exception as exc:
+            err = self._classify(exc)
+            if err is None:
+                raise
+            if self._breaker is not None:
+                self._breaker.record_failure(err)
+            raise err from exc
+        if self._breaker is not None:
+            self._breaker.record_success()
+        return response
+
+    def _kept_answer(self, contents: Any, config: Any) -> Any:
+        """The answer the supervisor's model gateway kept for this very request (its
+        caller, an earlier attempt, was killed), or None: asked before a token of the
+        quota is taken, so a retried item spends none on an answer already given."""
+        from google.genai import errors, types
+
+        ask = config.model_copy(update={"http_options": types.HttpOptions(headers={KEPT_ONLY_HEADER: "1"})})
+        try:
+            return self._client.get().models.generate_content(model=self.model, contents=contents, config=ask)
+        except errors.ClientError as exc:
+            if exc.code != 404:
+                log.warning("asking the model gateway for a kept answer failed (%s); calling the model", exc.code)
+            return None
+        except Exception:  # the call below meets the same failure, classified
+            log.warning("asking the model gateway for a kept answer failed; calling the model", exc_info=True)
+            return None
 
     def _einvoice(self, doc: DocumentRef, fields: Sequence[FieldSpec]) -> DocumentExtraction | None:
         """The values of an e-invoice's embedded XML (ZUGFeRD, Factur-X, XRechnung),
