@@ -55,9 +55,6 @@ _SHARD_TRIES = 2  # shards refusing a renewal before it waits
 _MAX_HOLD_S = 0.5  # after refusals, ask again within this, whatever the shards said
 _MAX_NAP_S = 0.25  # the keeper looks again at least this often (real seconds)
 _KEEPER_BACKOFF_S = 1.0  # after a store error, the keeper tries again after this
-# A caller let through by turn() counts as waiting for this long at most (it should
-# reach acquire within its preparation; one that never does must not block the queue).
-_COMING_S = 5.0
 # An instance noted as a holder with no caller for this long gives back what it reserved
 # ahead: its tokens would come due unspent (a second of them is a second of the quota lost).
 _GIVE_BACK_AFTER_S = 0.5
@@ -112,7 +109,6 @@ class LeasedRateLimiter:
         self._asked: deque[float] = deque()  # when recent tokens were spent (the demand), for the lease size
         self._active_since = -math.inf
         self._waiting = 0  # tokens callers inside acquire wait for
-        self._coming: deque[float] = deque()  # when callers let through by turn() were, not yet in acquire
         self._booked = -math.inf  # the latest turn handed to a caller turned away (epoch seconds)
         self._last_call = -math.inf
         self._last_call_real = -math.inf
@@ -198,28 +194,16 @@ class LeasedRateLimiter:
         Asked before a task is claimed, so one that would be turned away
         costs no writes and no preparation (reading its document, building
         the request)."""
-        return self._book_turn(max(1, math.ceil(cost)), coming=True)
+        return self._book_turn(max(1, math.ceil(cost)))
 
-    def _book_turn(self, tokens: int, *, coming: bool = False) -> float | None:
-        """Seconds until a caller arriving now should come back (None: it may wait here).
-
-        ``coming``: the caller asks before its preparation (:meth:`turn`); one let
-        go counts as waiting until it reaches :meth:`acquire` (or ``_COMING_S``
-        passes): a worker starting on a backlog would otherwise let every handler
-        through to prepare at once (reads, a claim, the request), and the first
-        calls wait on all of that work, and the keeper's first lease with them.
-        """
+    def _book_turn(self, tokens: int) -> float | None:
+        """Seconds until a caller arriving now should come back (None: it may wait here)."""
         rate = self.plan.rpm / 60.0
         with self._cond:
-            now = self._now()
-            ahead_s = (self._waiting + self._coming_count(now)) / rate  # at least, at the full quota
+            ahead_s = self._waiting / rate  # at least, at the full quota
             if self._max_wait_s <= 0 or ahead_s <= self._max_wait_s:
-                if coming:
-                    self._coming.extend([now] * tokens)
-                    self._last_call = now  # the keeper leases for them now, not at their first acquire
-                    self._last_call_real = time.monotonic()
-                    self._start_keeper()
                 return None
+            now = self._now()
             # A caller turned away is still a call: the keeper must not take
             # the instance for idle while its callers come and go this way.
             self._last_call = now
@@ -250,8 +234,6 @@ class LeasedRateLimiter:
             if not self._asked or self._asked[-1] < now - 2 * self.plan.horizon_s:
                 self._active_since = now  # calling again after a quiet spell
             self._waiting += tokens
-            for _ in range(min(tokens, len(self._coming))):
-                self._coming.popleft()  # it was let through by turn(): now it waits here
             self._last_call = now
             self._last_call_real = time.monotonic()
             self._start_keeper()
@@ -324,16 +306,9 @@ class LeasedRateLimiter:
         window = 2 * self.plan.horizon_s
         while self._asked and self._asked[0] < now - window:
             self._asked.popleft()
-        coming = self._coming_count(now)
-        if not self._asked and not self._waiting and not coming:
+        if not self._asked and not self._waiting:
             return 0.0
-        return (len(self._asked) + self._waiting + coming) / min(window, max(1.0, now - self._active_since))
-
-    def _coming_count(self, now: float) -> int:
-        """Callers let through by :meth:`turn` that have not reached acquire yet (lock held)."""
-        while self._coming and self._coming[0] < now - _COMING_S:
-            self._coming.popleft()  # it never called (an e-invoice read without the model, a failure)
-        return len(self._coming)
+        return (len(self._asked) + self._waiting) / min(window, max(1.0, now - self._active_since))
 
     # -- the keeper ---------------------------------------------------------------
 

@@ -464,25 +464,3 @@ def test_an_instance_gone_idle_gives_what_it_reserved_ahead_to_a_sibling_still_c
         assert made >= 18
     else:
         assert made <= 13, "reservations of an instance not noted as a holder expire unused"
-
-
-def test_callers_let_through_to_prepare_count_as_waiting_until_they_ask_for_their_token(tmp_path: Path) -> None:
-    """A worker starting on a backlog lets through only the quota's ``max_wait_s`` of
-    handlers to prepare (claim, read, build the request); the rest are told their turn
-    before doing any of it. One that never asks (no model call after all) stops counting."""
-    clock = ManualClock()
-    lim = LeasedRateLimiter(
-        SqliteStore(tmp_path / "state.db", durable=False),
-        clock,
-        key="k",
-        plan=QuotaPlan.per_minute(600),  # 10 a second
-        max_wait_s=2.0,
-        background=False,
-    )
-
-    assert [lim.turn() for _ in range(21)] == [None] * 21, "2 s of the quota ahead of the last go to prepare"
-    turn = lim.turn()
-    assert turn is not None and turn > 0, "the next is told its turn before preparing"
-
-    clock.advance(6)  # those never asked for a token
-    assert lim.turn() is None
