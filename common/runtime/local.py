@@ -144,10 +144,15 @@ def workers_per_process(
     or starved of it (another's leases hold the shards).
     """
     count = worker_count(settings, topo, function, requested)
+    share = math.ceil(count / max(1, processes))
     automatic = requested is None and not settings.workers
     if automatic and waits_on_model(settings, topo, function):
-        return count
-    return math.ceil(count / max(1, processes))
+        # Whole, within the function's concurrency in the cloud shared by the processes:
+        # a quota so large that the pool is at that cap (thousands a minute) is shared as
+        # before, or N processes would claim N times as many items at once.
+        fn = topo.functions[function]
+        return min(count, max(share, fn.concurrency * fn.max_instances // max(1, processes)))
+    return share
 
 
 class LocalRuntime:

@@ -52,6 +52,10 @@ log = logging.getLogger(__name__)
 COLLECTION = "ratelimits"
 _UNSAFE_ID = re.compile(r"[/\s]")  # Firestore document ids may not contain "/"
 _SHARD_TRIES = 2  # shards refusing a renewal before it waits
+# A quota of at most this many shards is gone round whole in one renewal; a larger one
+# (thousands a minute: a shard per call a second) two shards at a time, or one renewal
+# would be a transaction per shard of hundreds.
+_ROUND_MAX = 10
 _MAX_HOLD_S = 0.5  # after refusals, ask again within this, whatever the shards said
 _MAX_NAP_S = 0.25  # the keeper looks again at least this often (real seconds)
 _KEEPER_BACKOFF_S = 1.0  # after a store error, the keeper tries again after this
@@ -463,7 +467,9 @@ class LeasedRateLimiter:
         """The shards to ask, one round at most: this instance goes round them
         in its own random order, so it spreads its leases and rarely meets its
         own reservations; the next renewal starts after the last one asked."""
-        for _ in range(self.plan.shards):
+        # A quota of a few shards is gone round in one renewal (a cold instance then starts
+        # at its pace); one of many shards (thousands a minute) is asked a couple at a time.
+        for _ in range(self.plan.shards if self.plan.shards <= _ROUND_MAX else _SHARD_TRIES):
             index = self._order[self._cursor]
             self._cursor = (self._cursor + 1) % self.plan.shards
             yield index

@@ -222,6 +222,21 @@ def test_each_process_keeps_the_whole_automatic_pool_of_the_function_waiting_on_
     assert one_of_two.runtime.workers["export"] == -(-alone.runtime.workers["export"] // 2)
 
 
+def test_a_model_pool_at_the_functions_cloud_concurrency_is_shared_between_processes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A quota so large that the pool is at the topology's cap (instances x concurrency):
+    N processes keeping it whole would claim N times as many items at once."""
+    monkeypatch.delenv("SLUICE_WORKERS", raising=False)
+    settings = Settings(backend="local", data_dir=tmp_path / "data", extractor="gemini", project="p", model_rpm=100_000)
+    alone = local_app(settings)
+    one_of_two = local_app(deps=alone.deps, processes=2, schedules=False)
+
+    fn = alone.deps.topology.functions["extract"]
+    assert alone.runtime.workers["extract"] == fn.concurrency * fn.max_instances
+    assert one_of_two.runtime.workers["extract"] == fn.concurrency * fn.max_instances // 2
+
+
 def test_serving_with_several_processes_runs_a_supervisor_and_stops_it(tmp_path: Path) -> None:
     from common.serve import serving
 
