@@ -453,9 +453,8 @@ class LeasedRateLimiter:
                     break
         with self._cond:
             # Only refusals from every shard asked say when a token may come;
-            # after a grant, another shard may have one at once. Asked again within
-            # _MAX_HOLD_S whatever they said: a sibling may give tokens back meanwhile.
-            self._ready_at = -math.inf if granted else now + min(ready, _MAX_HOLD_S)
+            # after a grant, another shard may have one at once.
+            self._ready_at = -math.inf if granted else now + ready
             if not granted:
                 # Refusals say when those shards will have a batch; the others
                 # are drained alike, so wait a little before asking again.
