@@ -94,9 +94,6 @@ def _reply(_req: RecordedRequest) -> Reply:
 
 def worker(data_dir: Path, base_url: str, rpm: int, workers: int | None) -> int:
     """Run every stage until killed; wait for the data directory's lock first (a hot standby)."""
-    from google.oauth2.credentials import Credentials
-
-    from common.adapters.gcp.gemini import GeminiExtractor
     from common.bootstrap import bootstrap, local_bus
     from common.runtime.local import LocalRuntime
     from common.service.context import Deps
@@ -105,20 +102,8 @@ def worker(data_dir: Path, base_url: str, rpm: int, workers: int | None) -> int:
     holder: dict[str, Deps] = {}
     trace = _Trace()
 
-    def factory(_name: str) -> GeminiExtractor:
-        deps = holder["deps"]
-        limiter = _traced_limiter(deps, rpm, trace)
-        return GeminiExtractor(
-            project="bench",
-            location="europe-west1",
-            model="gemini-2.5-flash",
-            blobs=deps.blobs,
-            clock=deps.clock,
-            limiter=limiter,
-            breaker=deps.breaker("vertex"),
-            credentials=Credentials(token="bench"),  # type: ignore[no-untyped-call]
-            http_base_url=base_url,
-        )
+    def factory(_name: str) -> Any:
+        return _bench_extractor(holder["deps"], _traced_limiter(holder["deps"], rpm, trace), base_url)
 
     data_dir.mkdir(parents=True, exist_ok=True)
     if os.environ.get("QUOTA_STACKS"):  # `kill -USR1 PID` dumps every thread's stack there
@@ -141,31 +126,37 @@ def worker(data_dir: Path, base_url: str, rpm: int, workers: int | None) -> int:
     return 0
 
 
-def prepare_child(deps: Any) -> None:
-    """A supervised worker process's extractor: the real client against the fake (``QUOTA_VERTEX``)."""
+def _bench_extractor(deps: Any, limiter: Any, base_url: str, *, ask_gateway_first: bool = False) -> Any:
+    """The real Gemini adapter and client, against ``base_url`` (the fake, or the gateway before it)."""
     from google.oauth2.credentials import Credentials
 
     from common.adapters.gcp.gemini import GeminiExtractor
 
+    return GeminiExtractor(
+        project="bench",
+        location="europe-west1",
+        model="gemini-2.5-flash",
+        blobs=deps.blobs,
+        clock=deps.clock,
+        limiter=limiter,
+        breaker=deps.breaker("vertex"),
+        credentials=Credentials(token="bench"),  # type: ignore[no-untyped-call]
+        http_base_url=base_url,
+        ask_gateway_first=ask_gateway_first,
+    )
+
+
+def prepare_child(deps: Any) -> None:
+    """A supervised worker process's extractor: the real client against the fake (``QUOTA_VERTEX``)."""
     rpm = deps.settings.model_rpm
     trace = _Trace()
     trace.start(Path(os.environ["QUOTA_TRACE_DIR"]) / f"trace-{os.getpid()}.jsonl", None)
 
-    def factory(_name: str) -> GeminiExtractor:
+    def factory(_name: str) -> Any:
+        # The supervisor's model gateway (which forwards to the fake), unless turned off.
+        base_url = deps.settings.gemini_base_url or os.environ["QUOTA_VERTEX"]
         limiter = _traced_limiter(deps, rpm, trace)
-        return GeminiExtractor(
-            project="bench",
-            location="europe-west1",
-            model="gemini-2.5-flash",
-            blobs=deps.blobs,
-            clock=deps.clock,
-            limiter=limiter,
-            breaker=deps.breaker("vertex"),
-            credentials=Credentials(token="bench"),  # type: ignore[no-untyped-call]
-            # The supervisor's model gateway (which forwards to the fake), unless turned off.
-            http_base_url=deps.settings.gemini_base_url or os.environ["QUOTA_VERTEX"],
-            ask_gateway_first=deps.settings.gemini_via_gateway,
-        )
+        return _bench_extractor(deps, limiter, base_url, ask_gateway_first=deps.settings.gemini_via_gateway)
 
     deps.extractor_factory = factory
     deps.extractor("gemini").extract  # noqa: B018  (build the client before the first task)
